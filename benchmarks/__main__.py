@@ -1,0 +1,172 @@
+"""``python -m benchmarks [--quick] [--json PATH] [--profile]``: run and print the table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+import nbflow
+from benchmarks import report
+from benchmarks.dataframes import FrameResult, run_dataframes
+from benchmarks.overhead import STEPS, TopologyResult, run_overhead
+from benchmarks.profiling import profile_chain
+from benchmarks.timing import format_seconds, median
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and repetitions of one benchmark run."""
+
+    steps: int
+    step_repeats: int
+    rows: int
+    frame_repeats: int
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        """Full sizes, or the smaller ``--quick`` ones, with any explicit override."""
+        quick = args.quick
+        return cls(
+            steps=STEPS,
+            step_repeats=args.repeats or (3 if quick else 7),
+            rows=args.rows or (1_000_000 if quick else 10_000_000),
+            frame_repeats=3,
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="1M-row frame, 3 repetitions")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers here")
+    parser.add_argument("--rows", type=int, help="rows of the DataFrame (overrides the default)")
+    parser.add_argument("--repeats", type=int, help="repetitions of the per-step runs")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only profile one chain run (first and cached) with cProfile and print the top",
+    )
+    return parser.parse_args(argv)
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr, so stdout holds only the report."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine, printed above the table and saved in the JSON."""
+    return {
+        "nbflow": nbflow.__version__,
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "pandas": pd.__version__,
+        "pyarrow": pa.__version__,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def load_average() -> str:
+    """The 1-minute load average (the benchmarks want an otherwise idle machine)."""
+    return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """Everything one benchmark run measured."""
+
+    topologies: list[TopologyResult]
+    duckdb_floor: list[float]
+    frame: FrameResult
+    elapsed_s: float
+    load: str
+
+
+def measure(settings: Settings) -> Measurements:
+    """Run every benchmark in one temporary directory (removed afterwards)."""
+    load_before = load_average()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="nbflow-bench-") as tmp:
+        workdir = Path(tmp)
+        log(f"per-step overhead: {settings.steps} steps, {settings.step_repeats} repetitions")
+        topologies, duckdb_floor = run_overhead(
+            workdir, settings.step_repeats, settings.steps, log=log
+        )
+        log(f"DataFrame checkpoint: {settings.rows:,} rows, {settings.frame_repeats} repetitions")
+        frame = run_dataframes(workdir, settings.rows, settings.frame_repeats, log=log)
+    elapsed = time.perf_counter() - started
+    load = f"1-min load average {load_before} before, {load_average()} after"
+    return Measurements(topologies, duckdb_floor, frame, elapsed, load)
+
+
+def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> list[report.Row]:
+    """Print the header, the table and the notes; return the table's rows."""
+    rows = [row for t in m.topologies for row in report.per_step_rows(t, m.duckdb_floor)]
+    rows += report.frame_rows(m.frame)
+    print(" | ".join(f"{k} {v}" for k, v in env.items()))
+    print(
+        f"per-step: median of {settings.step_repeats} runs each; "
+        + "; ".join(t.description for t in m.topologies)
+        + "; tiny int outputs, every step committed; store opened before the clock "
+        f"(median open {format_seconds(median(m.topologies[0].store_open))})."
+    )
+    print(f"DataFrame: median of {settings.frame_repeats}; {m.frame.description}.")
+    print("ratio = nbflow / reference in the row's unit (time per step, or GB/s).")
+    print()
+    print(report.format_table(rows))
+    print()
+    for line in report.breakdown(m.frame):
+        print(line)
+    print(report.EXTERNAL_REFERENCES)
+    print(f"total time: {m.elapsed_s:.1f} s; {m.load} ({os.cpu_count()} CPUs)")
+    return rows
+
+
+def run(settings: Settings, json_path: Path | None) -> None:
+    """Measure, print the table, and write the JSON if asked."""
+    m = measure(settings)
+    env = environment()
+    rows = print_report(settings, m, env)
+    if json_path is not None:
+        report.to_json(
+            json_path,
+            settings={
+                **asdict(settings),
+                "environment": env,
+                "elapsed_s": m.elapsed_s,
+                "load": m.load,
+            },
+            rows=rows,
+            topologies=m.topologies,
+            duckdb_floor=m.duckdb_floor,
+            frame=m.frame,
+        )
+        log(f"wrote {json_path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks``."""
+    args = parse_args(argv)
+    settings = Settings.from_args(args)
+    if args.profile:
+        with tempfile.TemporaryDirectory(prefix="nbflow-profile-") as tmp:
+            print(profile_chain(Path(tmp), settings.steps))
+        return 0
+    run(settings, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

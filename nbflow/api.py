@@ -1,0 +1,36 @@
+"""Module-level frames and lookups over a store: ``nf.runs``, ``nf.events``, ``nf.get_run``."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from nbflow.run import Run
+from nbflow.store.open import StoreLike, open_store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def runs(
+    store: StoreLike = None,
+    flow: str | None = None,
+    status: str | Collection[str] | None = None,
+    limit: int | None = None,
+    *,
+    thread_id: str | None = None,
+) -> pd.DataFrame:
+    """Runs in ``store`` (default: ``$NBFLOW_STORE`` or ./nbflow.duckdb), newest first."""
+    return open_store(store).runs_frame(flow=flow, status=status, thread_id=thread_id, limit=limit)
+
+
+def events(run_id: str | None = None, store: StoreLike = None) -> pd.DataFrame:
+    """The event log of one run, or of every run, as a DataFrame."""
+    return open_store(store).events_frame(run_id)
+
+
+def get_run(run_id: str, store: StoreLike = None) -> Run:
+    """The Run with this id; UnknownRunError if the store has none."""
+    opened = open_store(store)
+    opened.get_run(run_id)  # fail early, with the id in the message
+    return Run(opened, run_id)

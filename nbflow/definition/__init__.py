@@ -1,0 +1,1 @@
+"""Definition: flows and steps, from decorators (and cell magics)."""

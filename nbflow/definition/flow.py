@@ -1,0 +1,201 @@
+"""Flows: named collections of steps, defined with ``@flow.step``."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, overload
+
+from nbflow.definition.step import Step, StepOptions
+from nbflow.errors import DefinitionError, UnknownStepError
+from nbflow.store.base import Store
+from nbflow.store.open import StoreLike, open_store
+
+if TYPE_CHECKING:
+    import networkx as nx
+    import pandas as pd
+
+    from nbflow.engine.executors import Executor
+    from nbflow.graph.dag import FlowGraph
+    from nbflow.run import Run
+
+F = Callable[..., Any]
+
+# The flows defined in this process, by name, so a run read back from a store can be
+# resumed with the flow's current definitions.
+_flows: dict[str, weakref.ref[Flow]] = {}
+_flows_lock = threading.Lock()
+
+
+def find_flow(name: str, store: Store | None = None) -> Flow | None:
+    """The latest live Flow named ``name`` defined in this process (on ``store``, if given)."""
+    with _flows_lock:
+        ref = _flows.get(name)
+    flow = ref() if ref is not None else None
+    if flow is not None and store is not None and flow.store.uri != store.uri:
+        return None
+    return flow
+
+
+class Flow:
+    """A named DAG of steps whose runs are checkpointed in a store.
+
+    ``store`` may be a Store, a path or URI, or None for ``$NBFLOW_STORE`` /
+    ``./nbflow.duckdb``; it is opened when first needed.
+    """
+
+    def __init__(self, name: str, store: StoreLike = None) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise DefinitionError(f"a flow needs a non-empty name, not {name!r}")
+        self._name = name
+        self._store_arg = store
+        self._store_obj: Store | None = store if isinstance(store, Store) else None
+        self._steps: dict[str, Step] = {}
+        with _flows_lock:
+            _flows[name] = weakref.ref(self)
+
+    @property
+    def name(self) -> str:
+        """The flow's name (runs are grouped and cached by it)."""
+        return self._name
+
+    @property
+    def store(self) -> Store:
+        """The store this flow's runs are written to (opened on first use)."""
+        if self._store_obj is None:
+            self._store_obj = open_store(self._store_arg)
+        return self._store_obj
+
+    # -- definition ---------------------------------------------------------------------
+
+    @overload
+    def step(self, func: F, /) -> F: ...
+
+    @overload
+    def step(
+        self,
+        /,
+        *,
+        name: str | None = None,
+        depends_on: Sequence[str] | str = (),
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+        cache: bool = True,
+        version: str | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def step(
+        self,
+        func: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        depends_on: Sequence[str] | str = (),
+        retries: int = 0,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+        cache: bool = True,
+        version: str | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register a function as a step (``@flow.step`` or ``@flow.step(...)``).
+
+        Parameters named like other steps are its inputs; parameters with a default are
+        run parameters. Defining a step with an existing name replaces it. The function
+        is returned unchanged, so it can still be called directly.
+        """
+        options = StepOptions(
+            retries=retries, retry_delay=retry_delay, timeout=timeout, cache=cache, version=version
+        )
+
+        def register(f: F) -> F:
+            self.add_step(Step.from_function(f, name=name, depends_on=depends_on, options=options))
+            return f
+
+        return register(func) if func is not None else register
+
+    def add_step(self, step: Step) -> Step:
+        """Add (or replace) a step built elsewhere, e.g. by the cell magics."""
+        self._steps[step.name] = step
+        return step
+
+    def remove_step(self, name: str) -> None:
+        """Remove a step from the flow."""
+        if name not in self._steps:
+            raise UnknownStepError(name, self._steps)
+        del self._steps[name]
+
+    @property
+    def steps(self) -> Mapping[str, Step]:
+        """The flow's steps by name, in definition order."""
+        return dict(self._steps)
+
+    def graph(self, targets: Collection[str] | None = None) -> FlowGraph:
+        """The validated DAG (only what ``targets`` need, when given)."""
+        from nbflow.graph.dag import build_graph
+
+        return build_graph(self._steps, targets)
+
+    @property
+    def dag(self) -> nx.DiGraph:
+        """The flow's DAG as a networkx graph (edges point downstream)."""
+        return self.graph().dag
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every run parameter of the flow and its default."""
+        return dict(self.graph().params)
+
+    # -- running ------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        executor: str | Executor = "inline",
+        max_workers: int | None = None,
+        targets: Collection[str] | str | None = None,
+        force: bool | Collection[str] | str = False,
+        background: bool = False,
+        raise_on_error: bool = True,
+        progress: bool = True,
+        **params: Any,
+    ) -> Run:
+        """Run the flow (or what ``targets`` need) and return the Run.
+
+        Keyword arguments that are not options are run parameters, e.g.
+        ``flow.run(window=7)``. Unchanged steps whose inputs are unchanged are taken
+        from the cache; ``force=True`` (or a list of step names) recomputes. A failing
+        step raises StepFailed unless ``raise_on_error=False``. ``background=True``
+        returns at once; use ``run.wait()``.
+        """
+        from nbflow.engine.launch import start_run
+
+        return start_run(
+            self,
+            params=params,
+            executor=executor,
+            max_workers=max_workers,
+            targets=[targets] if isinstance(targets, str) else targets,
+            force=[force] if isinstance(force, str) else force,
+            background=background,
+            raise_on_error=raise_on_error,
+            progress=progress,
+        )
+
+    def runs(
+        self, *, status: str | Collection[str] | None = None, limit: int | None = None
+    ) -> pd.DataFrame:
+        """This flow's runs, newest first, as a DataFrame."""
+        return self.store.runs_frame(flow=self._name, status=status, limit=limit)
+
+    def latest_run(self) -> Run | None:
+        """The newest run of this flow, or None."""
+        from nbflow.run import Run
+
+        runs = self.store.list_runs(flow=self._name, limit=1)
+        return Run(self.store, runs[0].run_id, self) if runs else None
+
+    def __repr__(self) -> str:
+        store = self._store_obj.uri if self._store_obj is not None else self._store_arg
+        return f"<Flow {self._name!r}: {len(self._steps)} steps, store {store!r}>"

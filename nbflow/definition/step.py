@@ -1,0 +1,142 @@
+"""A step: a plain function whose parameters name its inputs and run parameters."""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbflow.errors import DefinitionError
+
+
+def check_identifier(name: object, what: str = "step name") -> str:
+    """Return ``name`` if it is a valid Python identifier, else raise DefinitionError."""
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise DefinitionError(
+            f"{what} {name!r} is not a valid Python identifier: steps are referred to by "
+            "parameter names, so use letters, digits and underscores (not starting with a digit)."
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How a step is run and cached."""
+
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+    cache: bool = True
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
+            raise DefinitionError(f"retries must be a whole number >= 0, not {self.retries!r}")
+        if not isinstance(self.retry_delay, int | float) or self.retry_delay < 0:
+            raise DefinitionError(f"retry_delay must be seconds >= 0, not {self.retry_delay!r}")
+        if self.timeout is not None and (
+            not isinstance(self.timeout, int | float) or self.timeout <= 0
+        ):
+            raise DefinitionError(f"timeout must be seconds > 0 or None, not {self.timeout!r}")
+        if self.version is not None and not isinstance(self.version, str):
+            raise DefinitionError(f"version must be a string or None, not {self.version!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as a JSON-able dict (part of the code fingerprint)."""
+        return {
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "timeout": self.timeout,
+            "cache": self.cache,
+            "version": self.version,
+        }
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node of a flow: ``func`` called with its inputs and run parameters.
+
+    ``inputs`` are the parameters without a default (each must name another step);
+    ``params`` are those with a default (run parameters, overridable per run);
+    ``depends_on`` adds steps that must run first without passing their value.
+    """
+
+    name: str
+    func: Callable[..., Any]
+    inputs: tuple[str, ...]
+    params: Mapping[str, Any]
+    param_types: Mapping[str, str]
+    depends_on: tuple[str, ...] = ()
+    options: StepOptions = field(default_factory=StepOptions)
+    source: str | None = None  # explicit source text (cell magics), else read from func
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Every step this one needs: its inputs, then ``depends_on``."""
+        return self.inputs + tuple(d for d in self.depends_on if d not in self.inputs)
+
+    @classmethod
+    def from_function(
+        cls,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        depends_on: Sequence[str] | str = (),
+        options: StepOptions | None = None,
+        source: str | None = None,
+    ) -> Step:
+        """Build a step from a function's signature."""
+        if not callable(func):
+            raise DefinitionError(f"a step must be a function, not {type(func).__name__}")
+        step_name = check_identifier(name if name is not None else getattr(func, "__name__", ""))
+        if isinstance(depends_on, str):
+            depends_on = (depends_on,)
+        for dep in depends_on:
+            check_identifier(dep, "depends_on entry")
+        try:
+            signature = inspect.signature(func)
+        except (TypeError, ValueError) as exc:
+            raise DefinitionError(
+                f"cannot read the parameters of step {step_name!r}: {exc}"
+            ) from None
+        inputs: list[str] = []
+        params: dict[str, Any] = {}
+        types: dict[str, str] = {}
+        for p in signature.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise DefinitionError(
+                    f"step {step_name!r} takes *{p.name}: a step's parameters must be named "
+                    "(each one a step it reads or a run parameter with a default)."
+                )
+            if p.kind is p.POSITIONAL_ONLY:
+                raise DefinitionError(
+                    f"step {step_name!r} has positional-only parameter {p.name!r}: nbflow "
+                    "passes inputs by name."
+                )
+            if p.default is p.empty:
+                inputs.append(p.name)
+            else:
+                params[p.name] = p.default
+                types[p.name] = _type_name(p.annotation, p.default)
+        if step_name in inputs:
+            raise DefinitionError(f"step {step_name!r} cannot take itself as an input")
+        return cls(
+            name=step_name,
+            func=func,
+            inputs=tuple(inputs),
+            params=params,
+            param_types=types,
+            depends_on=tuple(depends_on),
+            options=options or StepOptions(),
+            source=source,
+        )
+
+
+def _type_name(annotation: Any, default: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return type(default).__name__ if default is not None else "any"
+    if isinstance(annotation, str):
+        return annotation
+    return getattr(annotation, "__name__", None) or str(annotation)

@@ -1,0 +1,1 @@
+"""Engine: scheduling, executors, caching, retries, resume."""

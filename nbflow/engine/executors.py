@@ -1,0 +1,106 @@
+"""Where step functions run: inline in the driver, or on a thread pool.
+
+The driver (the runner) does every store write; executors only call the step function
+and encode its result, so a slow step never holds the store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from nbflow.errors import ParameterError, StepTimeout
+
+EXECUTORS = ("inline", "threads")
+
+
+def call_with_timeout(
+    name: str, func: Callable[..., Any], kwargs: dict[str, Any], timeout: float | None
+) -> Any:
+    """Call ``func(**kwargs)``; raise StepTimeout if it runs longer than ``timeout`` seconds.
+
+    Python cannot stop a running thread: on timeout the call is abandoned (its result
+    ignored) and keeps running in the background until it returns.
+    """
+    if timeout is None:
+        return func(**kwargs)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = func(**kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"nbflow-step-{name}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise StepTimeout(f"step {name!r} did not finish within its timeout of {timeout:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+class Executor:
+    """Runs step tasks; ``submit`` returns a Future."""
+
+    parallel = False
+
+    def submit(self, task: Callable[[], Any], delay: float = 0.0) -> Future[Any]:
+        """Run ``task`` (after ``delay`` seconds) and return its future."""
+        future: Future[Any] = Future()
+        if delay:
+            time.sleep(delay)
+        try:
+            future.set_result(task())
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt and friends stop the run
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self) -> None:
+        """Release the executor's workers."""
+
+
+class ThreadExecutor(Executor):
+    """Independent steps run at once on a thread pool (good for I/O and for code that
+    releases the GIL: pandas, numpy, DuckDB, network calls)."""
+
+    parallel = True
+
+    def __init__(self, max_workers: int | None):
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="nbflow")
+
+    def submit(self, task: Callable[[], Any], delay: float = 0.0) -> Future[Any]:
+        """Queue ``task`` on the pool, sleeping ``delay`` seconds in the worker first."""
+
+        def delayed() -> Any:
+            if delay:
+                time.sleep(delay)
+            return task()
+
+        return self._pool.submit(delayed)
+
+    def shutdown(self) -> None:
+        """Wait for running tasks and stop the pool."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_executor(executor: str | Executor, max_workers: int | None) -> Executor:
+    """The executor named by ``executor`` ('inline' or 'threads'), or the one given."""
+    if isinstance(executor, Executor):
+        return executor
+    if executor == "inline":
+        return Executor()
+    if executor == "threads":
+        if max_workers is not None and max_workers < 1:
+            raise ParameterError(f"max_workers must be at least 1, not {max_workers}")
+        return ThreadExecutor(max_workers)
+    raise ParameterError(
+        f"unknown executor {executor!r}: use one of {', '.join(repr(e) for e in EXECUTORS)}"
+    )

@@ -1,0 +1,363 @@
+"""Executing a run: scheduling, caching, retries, failure handling, checkpointing.
+
+The runner is the only writer of a run's events. It buffers events and commits them at
+the points that matter: before a step starts (so its upstream completions are durable
+first), and when the run ends. A step's ``step_started`` therefore rides in the same
+transaction as the completion of the step before it, and a fully cached re-run commits
+once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import traceback as tb
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+from typing import Any
+
+from nbflow.definition.step import Step
+from nbflow.engine.cache import cache_key
+from nbflow.engine.executors import Executor, call_with_timeout
+from nbflow.errors import StepFailed
+from nbflow.graph.dag import FlowGraph
+from nbflow.store.base import Store
+from nbflow.store.fold import RunState
+from nbflow.store.records import EventType, NewEvent, RunRecord, RunStatus, StepExecution, ValueRef
+
+Listener = Callable[[RunRecord, list[NewEvent]], None]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What the runner needs to know of one step for this run."""
+
+    step: Step
+    fingerprint: str
+    params: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        """The step's name."""
+        return self.step.name
+
+
+@dataclass
+class _Outcome:
+    value: Any = None
+    encoded: Any = None
+    error: BaseException | None = None
+    trace: str = ""
+    seconds: float = 0.0
+
+
+class Cancelled(Exception):
+    """Raised inside the runner when the run was asked to stop."""
+
+
+class Runner:
+    """Executes (or resumes) one run of a flow against a store."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        run: RunRecord,
+        graph: FlowGraph,
+        plans: Mapping[str, StepPlan],
+        executor: Executor,
+        force: bool | Collection[str] = False,
+        state: RunState | None = None,
+        listeners: Collection[Listener] = (),
+        cancel_requested: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.store = store
+        self.run = run
+        self.graph = graph
+        self.plans = plans
+        self.executor = executor
+        self.force_all = force is True
+        self.force = set() if isinstance(force, bool) else set(force)
+        self.listeners = list(listeners)
+        self.cancel_requested = cancel_requested
+        self._buffer: list[NewEvent] = []
+        self._outputs: dict[str, ValueRef] = {}  # step -> output usable downstream
+        self._values: dict[str, Any] = {}  # values in memory, until no consumer is left
+        self._consumers = {n: set(graph.dag.successors(n)) for n in graph.order}
+        self._attempts: dict[str, int] = {}
+        self._failed: dict[str, tuple[str, BaseException | None, str]] = {}
+        self._skipped: set[str] = set()
+        self._skipped_because: dict[str, str] = {}  # skipped step -> the failed step behind it
+        if state is not None:
+            for name in graph.order:
+                row = state.latest(name)
+                self._attempts[name] = state.last_attempt(name)
+                if row is not None and row.status.has_output and row.output is not None:
+                    self._outputs[name] = row.output
+
+    # -- events -------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        type: EventType,
+        step: str | None = None,
+        attempt: int | None = None,
+        **payload: Any,
+    ) -> None:
+        self._buffer.append(NewEvent(type, step, attempt, payload))
+
+    def flush(self) -> None:
+        """Commit the buffered events (one transaction) and tell the listeners."""
+        if not self._buffer:
+            return
+        events, self._buffer = self._buffer, []
+        self.run = self.store.append(self.run.run_id, self.run.version, events)
+        for listener in self.listeners:
+            with contextlib.suppress(Exception):  # a display problem must never fail a run
+                listener(self.run, events)
+
+    # -- the run ------------------------------------------------------------------------
+
+    def execute(self, *, resume: bool = False) -> RunRecord:
+        """Run every step not yet done; return the final run record."""
+        todo = [n for n in self.graph.order if n not in self._outputs]
+        self._emit(EventType.RUN_STARTED, resume=resume, steps=list(self.graph.order))
+        for name in todo:
+            self._emit(EventType.STEP_SCHEDULED, name)
+        candidates = self._cache_candidates(todo)
+        try:
+            self._loop(todo, candidates)
+        except Cancelled:
+            self._emit(EventType.RUN_CANCELLED, error="cancelled by the user")
+            self.flush()
+            return self.run
+        except KeyboardInterrupt:
+            self._emit(EventType.RUN_INTERRUPTED, error="interrupted (KeyboardInterrupt)")
+            self._safe_flush()
+            raise
+        except BaseException as exc:
+            self._emit(EventType.RUN_FAILED, error=f"nbflow failed while running: {exc!r}")
+            self._safe_flush()
+            raise
+        finally:
+            self.executor.shutdown()
+        if self._failed:
+            first = next(n for n in self.graph.order if n in self._failed)
+            message, _, _ = self._failed[first]
+            self._emit(EventType.RUN_FAILED, error=f"step {first!r} failed: {message}")
+        else:
+            self._emit(EventType.RUN_COMPLETED)
+        self.flush()
+        return self.run
+
+    def raise_for_failure(self) -> None:
+        """Raise StepFailed for the first failed step, chained to its exception."""
+        if not self._failed:
+            return
+        first = next(n for n in self.graph.order if n in self._failed)
+        message, exc, trace = self._failed[first]
+        raise StepFailed(first, self.run.run_id, message, trace) from exc
+
+    def _safe_flush(self) -> None:
+        # Recording how the run ended must not hide the error that ended it.
+        with contextlib.suppress(Exception):
+            self.flush()
+
+    def _cache_candidates(self, todo: list[str]) -> dict[str, StepExecution]:
+        fingerprints = [
+            self.plans[n].fingerprint
+            for n in todo
+            if self.plans[n].step.options.cache and not self._forced(n)
+        ]
+        if not fingerprints:
+            return {}
+        return self.store.cache_candidates(self.run.flow, fingerprints)
+
+    def _forced(self, name: str) -> bool:
+        return self.force_all or name in self.force
+
+    def _loop(self, todo: list[str], candidates: Mapping[str, StepExecution]) -> None:
+        waiting = list(todo)
+        running: dict[Future[Any], tuple[str, int, float]] = {}
+        while waiting or running:
+            if self.cancel_requested():
+                for future in running:
+                    future.cancel()
+                raise Cancelled()
+            launched = False
+            for name in list(waiting):
+                upstream = self.graph.steps[name].upstream
+                blocked = [u for u in upstream if u in self._failed or u in self._skipped]
+                if blocked:
+                    waiting.remove(name)
+                    self._skip(name, blocked[0])
+                    continue
+                if not all(u in self._outputs for u in upstream):
+                    continue
+                waiting.remove(name)
+                key = self._key(name)
+                hit = candidates.get(key)
+                if hit is not None and hit.output is not None:
+                    self._cached(name, key, hit)
+                    continue
+                future = self._start(name, key)
+                running[future] = (name, self._attempts[name], time.monotonic())
+                launched = True
+                if not self.executor.parallel:
+                    break  # inline: finish this step before looking at the next
+            if launched and self.executor.parallel:
+                continue
+            if not running:
+                if waiting and not launched:
+                    # Nothing runs and nothing can start: the graph and the outputs disagree.
+                    raise RuntimeError(f"steps {waiting} can never start: their inputs are missing")
+                continue
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                name, attempt, _started = running.pop(future)
+                retry = self._finish(name, attempt, future)
+                if retry is not None:
+                    running[retry] = (name, self._attempts[name], time.monotonic())
+
+    # -- one step -------------------------------------------------------------------------
+
+    def _inputs(self, name: str) -> dict[str, str]:
+        return {u: self._outputs[u].hash for u in self.graph.steps[name].upstream}
+
+    def _key(self, name: str) -> str:
+        plan = self.plans[name]
+        return cache_key(plan.fingerprint, self._inputs(name), plan.params)
+
+    def _cached(self, name: str, key: str, hit: StepExecution) -> None:
+        assert hit.output is not None
+        self._emit(
+            EventType.STEP_CACHED,
+            name,
+            0,
+            cache_key=key,
+            fingerprint=self.plans[name].fingerprint,
+            output=hit.output.to_json(),
+            inputs=self._inputs(name),
+            source_run_id=hit.source_run_id or hit.run_id,
+        )
+        self._outputs[name] = hit.output
+        self._release_inputs(name)
+
+    def _skip(self, name: str, because: str) -> None:
+        root = self._skipped_because.get(because, because)
+        self._skipped.add(name)
+        self._skipped_because[name] = root
+        self._emit(EventType.STEP_SKIPPED, name, 0, reason=f"upstream step {root!r} failed")
+
+    def _start(self, name: str, key: str, delay: float = 0.0) -> Future[Any]:
+        attempt = self._attempts.get(name, 0) + 1
+        self._attempts[name] = attempt
+        plan = self.plans[name]
+        self._emit(
+            EventType.STEP_STARTED,
+            name,
+            attempt,
+            cache_key=key,
+            fingerprint=plan.fingerprint,
+            params=dict(plan.params),
+        )
+        self._emit(EventType.STEP_INPUT_RECORDED, name, attempt, inputs=self._inputs(name))
+        kwargs = {u: self._value(u) for u in plan.step.inputs}
+        kwargs.update(plan.params)
+        self.flush()  # upstream completions and this start are durable before it runs
+        step = plan.step
+
+        def task() -> _Outcome:
+            from nbflow.values import encode
+
+            began = time.perf_counter()
+            try:
+                value = call_with_timeout(name, step.func, kwargs, step.options.timeout)
+            except Exception as exc:
+                return _Outcome(error=exc, trace=tb.format_exc(), seconds=_since(began))
+            seconds = _since(began)
+            try:
+                encoded = encode(value, step=name)
+            except Exception as exc:
+                return _Outcome(error=exc, trace=tb.format_exc(), seconds=seconds)
+            return _Outcome(value=value, encoded=encoded, seconds=seconds)
+
+        return self.executor.submit(task, delay)
+
+    def _finish(self, name: str, attempt: int, future: Future[Any]) -> Future[Any] | None:
+        """Record a finished attempt; return the future of its retry, if one is due."""
+        outcome: _Outcome = future.result()
+        step = self.plans[name].step
+        if outcome.error is None:
+            try:
+                ref = self.store.put_value(outcome.encoded)
+            except Exception as exc:
+                outcome = _Outcome(error=exc, trace=tb.format_exc(), seconds=outcome.seconds)
+            else:
+                self._emit(EventType.STEP_OUTPUT_RECORDED, name, attempt, output=ref.to_json())
+                self._emit(
+                    EventType.STEP_COMPLETED,
+                    name,
+                    attempt,
+                    duration_ms=outcome.seconds * 1000.0,
+                )
+                self._outputs[name] = ref
+                if self._consumers[name]:
+                    self._values[name] = outcome.value
+                self._release_inputs(name)
+                return None
+        error = _describe(outcome.error)
+        if attempt <= step.options.retries:
+            delay = step.options.retry_delay
+            self._emit(
+                EventType.STEP_RETRIED,
+                name,
+                attempt,
+                error=error,
+                traceback=outcome.trace,
+                next_attempt=attempt + 1,
+                delay_s=delay,
+                duration_ms=outcome.seconds * 1000.0,
+            )
+            return self._start(name, self._key(name), delay)
+        self._emit(
+            EventType.STEP_FAILED,
+            name,
+            attempt,
+            error=error,
+            traceback=outcome.trace,
+            duration_ms=outcome.seconds * 1000.0,
+        )
+        self._failed[name] = (error, outcome.error, outcome.trace)
+        return None
+
+    def _value(self, name: str) -> Any:
+        if name not in self._values:
+            self._values[name] = self.store.load_value(self._outputs[name])
+        return self._values[name]
+
+    def _release_inputs(self, name: str) -> None:
+        """Forget in-memory values that no step still waiting needs."""
+        for upstream in self.graph.steps[name].upstream:
+            consumers = self._consumers.get(upstream)
+            if consumers is not None:
+                consumers.discard(name)
+                if not consumers:
+                    self._values.pop(upstream, None)
+
+
+def _since(began: float) -> float:
+    return time.perf_counter() - began
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def finished_ok(run: RunRecord) -> bool:
+    """Whether the run ended completed."""
+    return run.status is RunStatus.COMPLETED

@@ -1,0 +1,195 @@
+"""The one exception hierarchy of nbflow.
+
+Every error nbflow raises on purpose derives from :class:`NbflowError`, so
+``except nf.errors.NbflowError`` catches them all. Messages say what went wrong
+and what to do about it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+
+
+def suggest(name: str, candidates: Iterable[str], *, prefix: str = " Did you mean ") -> str:
+    """Return a ' Did you mean ...?' hint naming close matches of ``name``, or ''."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return prefix + " or ".join(repr(c) for c in close) + "?"
+
+
+class NbflowError(Exception):
+    """Base class of every error nbflow raises on purpose."""
+
+
+# -- definition and graph -------------------------------------------------------------
+
+
+class DefinitionError(NbflowError):
+    """A step or flow is defined in a way nbflow cannot use (bad name, clash, options)."""
+
+
+class CycleError(DefinitionError):
+    """The steps' dependencies form a cycle; ``.cycle`` lists the steps on it."""
+
+    def __init__(self, cycle: Sequence[str]):
+        self.cycle = list(cycle)
+        path = " -> ".join([*self.cycle, self.cycle[0]]) if self.cycle else "?"
+        super().__init__(
+            f"the steps form a cycle: {path}. Remove one of these dependencies so the steps "
+            "can run in order."
+        )
+
+
+class MissingDependencyError(DefinitionError):
+    """A step reads a name that is neither a step nor a run parameter."""
+
+    def __init__(self, step: str, name: str, steps: Iterable[str]):
+        self.step = step
+        self.name = name
+        hint = suggest(name, steps)
+        super().__init__(
+            f"step {step!r} takes a parameter {name!r}, which is neither a step of the flow nor "
+            f"a run parameter (give it a default to make it one).{hint}"
+        )
+
+
+class UnknownStepError(NbflowError, KeyError):
+    """A step name that the flow or run does not have."""
+
+    def __init__(self, name: str, steps: Iterable[str], where: str = "the flow"):
+        self.name = name
+        super().__init__(f"{where} has no step {name!r}.{suggest(name, steps)}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class ParameterError(NbflowError, TypeError):
+    """A run parameter that no step declares, or a value that cannot be recorded."""
+
+
+# -- store -----------------------------------------------------------------------------
+
+
+class StoreError(NbflowError):
+    """The store cannot be opened or used."""
+
+
+class NotAStoreError(StoreError):
+    """The path is a directory, not a DuckDB file, or a DuckDB file that is not an nbflow store."""
+
+
+class CorruptStoreError(StoreError):
+    """The store file is damaged and cannot be read."""
+
+
+class SchemaVersionError(StoreError):
+    """The store was written by a newer nbflow (or needs a migration that does not exist)."""
+
+
+class StoreBusyError(StoreError):
+    """Another process holds the store file for longer than the configured wait."""
+
+
+class UnknownRunError(NbflowError, KeyError):
+    """No run with this id exists in the store."""
+
+    def __init__(self, run_id: str, store: object | None = None):
+        self.run_id = run_id
+        where = f" in {store}" if store is not None else ""
+        super().__init__(f"no run with id {run_id!r}{where}. `nf.runs()` lists the runs.")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class StaleVersionError(StoreError):
+    """A write was based on an older version of the run than the one stored."""
+
+    def __init__(self, run_id: str, expected: int, actual: int | None = None):
+        self.run_id = run_id
+        self.expected = expected
+        self.actual = actual
+        now = f" it is at version {actual}" if actual is not None else " it has moved on"
+        super().__init__(
+            f"run {run_id!r} changed since version {expected} was read:{now}. Nothing was "
+            "written; reload the run and try again."
+        )
+
+
+class InvalidTransitionError(StoreError):
+    """An event would move a run or step into a status it cannot reach from its current one."""
+
+
+class SerializationError(NbflowError):
+    """A step's output cannot be stored."""
+
+    def __init__(self, step: str, value: object, reason: str):
+        self.step = step
+        self.type_name = f"{type(value).__module__}.{type(value).__qualname__}"
+        super().__init__(
+            f"the output of step {step!r} (a {self.type_name}) cannot be stored: {reason}. "
+            "Return a DataFrame, an array, JSON-like data, or a picklable object."
+        )
+
+
+class UntrustedStoreError(StoreError):
+    """Loading the value would unpickle data from a store opened with ``trust=False``."""
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+class RunError(NbflowError):
+    """A run cannot be started, resumed or read as asked."""
+
+
+class StepFailed(RunError):
+    """A step raised; the run is failed. ``.step``, ``.run_id`` and ``.__cause__`` say more."""
+
+    def __init__(self, step: str, run_id: str, error: str, traceback: str = ""):
+        self.step = step
+        self.run_id = run_id
+        self.error = error
+        self.traceback = traceback
+        super().__init__(
+            f"step {step!r} failed in run {run_id}: {error}. Fix it and call `run.resume()` "
+            "to continue from the checkpoints."
+        )
+
+
+class StepTimeout(RunError, TimeoutError):
+    """A step ran longer than its ``timeout``."""
+
+
+class OutputNotAvailableError(RunError, KeyError):
+    """The run has no stored output for this step (it failed, was skipped or has not run)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+__all__ = [
+    "CorruptStoreError",
+    "CycleError",
+    "DefinitionError",
+    "InvalidTransitionError",
+    "MissingDependencyError",
+    "NbflowError",
+    "NotAStoreError",
+    "OutputNotAvailableError",
+    "ParameterError",
+    "RunError",
+    "SchemaVersionError",
+    "SerializationError",
+    "StaleVersionError",
+    "StepFailed",
+    "StepTimeout",
+    "StoreBusyError",
+    "StoreError",
+    "UnknownRunError",
+    "UnknownStepError",
+    "UntrustedStoreError",
+]

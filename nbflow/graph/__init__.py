@@ -1,0 +1,1 @@
+"""Graph: the DAG of steps, its validation, and code fingerprints."""

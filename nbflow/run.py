@@ -1,0 +1,246 @@
+"""The Run handle: a run's status, outputs and history, read through the store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from nbflow.errors import OutputNotAvailableError, RunError, UnknownStepError
+from nbflow.store.base import Store
+from nbflow.store.records import RunRecord, RunStatus, StepExecution, StepStatus, ValueRef
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nbflow.definition.flow import Flow
+
+
+class Run:
+    """A run of a flow. Reading it always reflects what the store holds now.
+
+    ``run[step]`` loads a step's output; ``run.outputs`` is a lazy mapping of them;
+    ``run.events`` and ``run.steps`` are DataFrames of its history.
+    """
+
+    def __init__(self, store: Store, run_id: str, flow: Flow | None = None) -> None:
+        self._store = store
+        self._id = run_id
+        self._flow = flow
+        self._record: RunRecord | None = None
+        self._thread: threading.Thread | None = None
+        self._background_error: BaseException | None = None
+        self._cancel = threading.Event()
+        self._done = threading.Event()
+        self._done.set()
+
+    # -- identity and status ----------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        """The run's id."""
+        return self._id
+
+    @property
+    def store(self) -> Store:
+        """The store the run lives in."""
+        return self._store
+
+    @property
+    def record(self) -> RunRecord:
+        """The run's current record, read from the store."""
+        self._record = self._store.get_run(self._id)
+        return self._record
+
+    @property
+    def status(self) -> str:
+        """pending, running, completed, failed, cancelled or interrupted."""
+        return self.record.status.value
+
+    @property
+    def flow_name(self) -> str:
+        """The name of the flow this run belongs to."""
+        return self.record.flow
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The run parameters this run used (defaults included)."""
+        return dict(self.record.params)
+
+    @property
+    def parent_id(self) -> str | None:
+        """The run this one was forked from, if any."""
+        return self.record.parent_run_id
+
+    @property
+    def error(self) -> str | None:
+        """Why the run failed, or None."""
+        return self.record.error
+
+    @property
+    def version(self) -> int:
+        """The seq of the run's last event."""
+        return self.record.version
+
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        """The steps this run covers, in run order."""
+        return self.record.steps
+
+    # -- outputs ----------------------------------------------------------------------
+
+    def _execution(self, step: str) -> StepExecution:
+        rows = [x for x in self._store.executions(self._id) if x.step == step]
+        if not rows:
+            if step not in self.step_names:
+                raise UnknownStepError(step, self.step_names, where=f"run {self._id}")
+            raise OutputNotAvailableError(
+                f"step {step!r} has no output in run {self._id}: it has not run yet."
+            )
+        latest = max(rows, key=lambda x: x.seq)
+        if latest.status.has_output and latest.output is not None:
+            return latest
+        reason = {
+            StepStatus.FAILED: f"it failed ({latest.error})",
+            StepStatus.SKIPPED: f"it was skipped ({latest.error})",
+            StepStatus.RUNNING: "it is still running",
+            StepStatus.SCHEDULED: "it has not run yet",
+        }.get(latest.status, latest.status.value)
+        raise OutputNotAvailableError(f"step {step!r} has no output in run {self._id}: {reason}.")
+
+    def ref(self, step: str) -> ValueRef:
+        """Where the output of ``step`` is stored (codec, content hash, size)."""
+        ref = self._execution(step).output
+        assert ref is not None
+        return ref
+
+    def __getitem__(self, step: str) -> Any:
+        """The output of ``step``, loaded from the store."""
+        return self._store.load_value(self.ref(step))
+
+    def __contains__(self, step: object) -> bool:
+        return isinstance(step, str) and step in self.outputs
+
+    @property
+    def outputs(self) -> Mapping[str, Any]:
+        """A lazy mapping step -> output over the steps that have one."""
+        return _Outputs(self)
+
+    def table_name(self, step: str) -> str:
+        """The SQL table holding the DataFrame output of ``step``, for ``store.sql``."""
+        name = self._store.table_name(self.ref(step))
+        if name is None:
+            raise RunError(
+                f"the output of step {step!r} is not stored as a table (it is a "
+                f"{self.ref(step).type_name}, codec {self.ref(step).codec.value})."
+            )
+        return name
+
+    # -- history ------------------------------------------------------------------------
+
+    @property
+    def events(self) -> pd.DataFrame:
+        """The run's event log, one row per event."""
+        return self._store.events_frame(self._id)
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        """One row per step attempt (attempt 0 for cached and skipped steps)."""
+        return self._store.steps_frame(self._id)
+
+    # -- control ------------------------------------------------------------------------
+
+    def resume(self, **options: Any) -> Run:
+        """Continue a failed or interrupted run from its checkpoints, with the flow's
+        current definitions. Takes the same options as ``flow.run`` except parameters."""
+        from nbflow.engine.launch import resume_run
+
+        flow = self._flow_for_resume()
+        return resume_run(flow, self, **options)
+
+    def _flow_for_resume(self) -> Flow:
+        from nbflow.definition.flow import find_flow
+
+        if self._flow is not None:
+            return self._flow
+        flow = find_flow(self.flow_name, self._store)
+        if flow is None:
+            raise RunError(
+                f"cannot resume run {self._id}: flow {self.flow_name!r} is not defined in this "
+                "session. Define it (run its cells or import its module), then resume."
+            )
+        self._flow = flow
+        return flow
+
+    def cancel(self) -> None:
+        """Ask a pending or running run to stop; refuse for a run that has finished."""
+        from nbflow.store.records import EventType, NewEvent
+
+        status = self.record.status
+        if status.finished:
+            raise RunError(
+                f"run {self._id} has already finished ({status.value}); nothing to cancel."
+            )
+        if self._thread is not None and self._thread.is_alive():
+            self._cancel.set()
+            return
+        if status is RunStatus.PENDING:
+            self._store.append(
+                self._id, self.record.version, [NewEvent(type=EventType.RUN_CANCELLED)]
+            )
+            return
+        raise RunError(
+            f"run {self._id} is running in another process or thread that this handle does "
+            "not control; cancel it from there."
+        )
+
+    def wait(self, timeout: float | None = None) -> Run:
+        """Block until a background run finishes (at most ``timeout`` seconds)."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"run {self._id} is still {self.status} after {timeout} s")
+        if self._background_error is not None:
+            error, self._background_error = self._background_error, None
+            raise error
+        return self
+
+    # -- display ------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        record = self.record
+        return (
+            f"<Run {self._id} of {record.flow!r}: {record.status.value}, version {record.version}>"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other._id == self._id and other._store is self._store
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+
+class _Outputs(Mapping[str, Any]):
+    """Outputs of a run, loaded from the store only when asked for."""
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    def _available(self) -> list[str]:
+        latest: dict[str, StepExecution] = {}
+        for x in self._run.store.executions(self._run.id):
+            latest[x.step] = x
+        return [s for s, x in latest.items() if x.status.has_output and x.output is not None]
+
+    def __getitem__(self, step: str) -> Any:
+        return self._run[step]
+
+    def __contains__(self, step: object) -> bool:
+        return step in self._available()  # without loading the value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._available())
+
+    def __len__(self) -> int:
+        return len(self._available())
+
+    def __repr__(self) -> str:
+        return f"<outputs of run {self._run.id}: {', '.join(self._available())}>"

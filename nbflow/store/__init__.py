@@ -1,0 +1,1 @@
+"""Stores: the interface, the in-memory and DuckDB backends, and opening them."""

@@ -1,0 +1,260 @@
+"""The store interface: what the engine, the frames and the widgets may ask of a backend.
+
+A backend subclasses :class:`Store` and implements the abstract methods; the conformance
+suite in :mod:`nbflow.testing` checks that it keeps the contract. Backends apply events
+through :func:`nbflow.store.fold.apply`, so status rules are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from nbflow.store.fold import RunState, apply, fold
+from nbflow.store.records import (
+    BlobRecord,
+    Event,
+    FlowRecord,
+    NewEvent,
+    RunRecord,
+    RunStatus,
+    StepExecution,
+    ValueRef,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nbflow.values import EncodedValue
+
+
+class Store(ABC):
+    """A durable home for flows, runs, their event logs, step executions and values.
+
+    Writes are event-sourced: :meth:`append` adds events to a run's log and updates the
+    ``runs`` and ``step_executions`` views in one transaction, refusing a stale
+    ``expected_version`` (:class:`~nbflow.errors.StaleVersionError`) or an invalid status
+    transition (:class:`~nbflow.errors.InvalidTransitionError`) without writing anything.
+    Values are content-addressed: storing a value whose hash is already present writes no
+    bytes.
+    """
+
+    #: A string that reopens this store with :func:`nbflow.open_store`.
+    uri: str = ""
+    #: Whether pickled values may be loaded (unpickling runs code).
+    trust: bool = True
+
+    def __init__(self) -> None:
+        # The last folded state of each run this object wrote, keyed by run id. A write
+        # whose expected version matches it needs no read; one that doesn't reloads.
+        self._states: dict[str, RunState] = {}
+        self._lock = threading.RLock()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:  # noqa: B027 - optional for backends with nothing to release
+        """Release the backend's resources; the object must not be used afterwards."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+    # -- flows ------------------------------------------------------------------------
+
+    @abstractmethod
+    def put_flow(self, flow: FlowRecord) -> None:
+        """Record a flow definition; a definition already stored (same name and
+        fingerprint) is left as it is, since definitions are immutable."""
+
+    @abstractmethod
+    def get_flow(self, name: str, fingerprint: str) -> FlowRecord | None:
+        """The stored definition of flow ``name`` with ``fingerprint``, or None."""
+
+    # -- runs -------------------------------------------------------------------------
+
+    @abstractmethod
+    def create_run(self, run: RunRecord) -> None:
+        """Add a new run, pending at version 0, with no events yet."""
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunRecord:
+        """The current record of a run; UnknownRunError if there is none."""
+
+    @abstractmethod
+    def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        thread_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunRecord]:
+        """Runs matching every filter given, newest first (by creation time)."""
+
+    # -- events -----------------------------------------------------------------------
+
+    def append(self, run_id: str, expected_version: int, events: Sequence[NewEvent]) -> RunRecord:
+        """Append ``events`` to the log of ``run_id`` and update its views, atomically.
+
+        ``expected_version`` is the version the caller last saw; if the run has moved on,
+        StaleVersionError is raised and nothing is written. Returns the updated run.
+        """
+        with self._lock:
+            state = self._state_for(run_id, expected_version)
+            stamped = [
+                Event(run_id, expected_version + i + 1, e.ts, e.type, e.step, e.attempt, e.payload)
+                for i, e in enumerate(events)
+            ]
+            new_state = state.copy()
+            changed = apply(new_state, stamped)
+            try:
+                self._write_events(new_state.run, stamped, changed, expected_version)
+            except BaseException:
+                self._states.pop(run_id, None)
+                raise
+            self._states[run_id] = new_state
+            return new_state.run
+
+    def _state_for(self, run_id: str, expected_version: int) -> RunState:
+        """The folded state the append builds on; reloaded when ours is not current."""
+        state = self._states.get(run_id)
+        if state is not None and state.run.version == expected_version:
+            return state
+        state = self.load_state(run_id)
+        if state.run.version != expected_version:
+            from nbflow.errors import StaleVersionError
+
+            raise StaleVersionError(run_id, expected_version, state.run.version)
+        return state
+
+    def load_state(self, run_id: str) -> RunState:
+        """The run's current state, from its views."""
+        run = self.get_run(run_id)
+        state = RunState(run, {(e.step, e.attempt): e for e in self.executions(run_id)})
+        return state
+
+    @abstractmethod
+    def _write_events(
+        self,
+        run: RunRecord,
+        events: Sequence[Event],
+        changed: Sequence[StepExecution],
+        expected_version: int,
+    ) -> None:
+        """Persist ``events``, the changed execution rows and the run row in one
+        transaction; raise StaleVersionError (writing nothing) if the run's stored
+        version is not ``expected_version``."""
+
+    @abstractmethod
+    def read_events(self, run_id: str | None = None, *, upto: int | None = None) -> list[Event]:
+        """Events of one run (or all runs) in order; ``upto`` stops at that version."""
+
+    @abstractmethod
+    def executions(self, run_id: str) -> list[StepExecution]:
+        """The step execution rows of a run, in the order they last changed."""
+
+    @abstractmethod
+    def cache_candidates(
+        self, flow: str, fingerprints: Collection[str]
+    ) -> dict[str, StepExecution]:
+        """Executions with a usable output (completed or cached) anywhere in ``flow``'s
+        runs whose code fingerprint is one of ``fingerprints``, one per cache key.
+
+        The engine fetches these once per run and decides cache hits in memory, so a fully
+        cached re-run touches the database a constant number of times."""
+
+    def state_at(self, run_id: str, version: int | None = None) -> RunState:
+        """The run as it stood at ``version`` (default: now), by folding its events."""
+        run = self.get_run(run_id)
+        return fold(run, self.read_events(run_id, upto=version))
+
+    # -- values -----------------------------------------------------------------------
+
+    @abstractmethod
+    def put_value(self, encoded: EncodedValue) -> ValueRef:
+        """Store an encoded value (no bytes written when its hash is already stored)."""
+
+    @abstractmethod
+    def load_value(self, ref: ValueRef) -> Any:
+        """Load the value a ref points at (pickles only when the store is trusted)."""
+
+    @abstractmethod
+    def has_blob(self, hash: str) -> bool:
+        """Whether a blob with this content hash is stored."""
+
+    @abstractmethod
+    def list_blobs(self) -> list[BlobRecord]:
+        """Every blob row."""
+
+    def table_name(self, ref: ValueRef) -> str | None:
+        """The SQL table holding a DataFrame value, for :meth:`sql`; None if it has none."""
+        return None
+
+    # -- frames -----------------------------------------------------------------------
+
+    def runs_frame(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        thread_id: str | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Runs as a DataFrame, newest first (columns: :data:`nbflow.frames.RUN_COLUMNS`)."""
+        from nbflow import frames
+
+        rows = self.list_runs(flow=flow, status=status, thread_id=thread_id, limit=limit)
+        return frames.runs_frame(rows)
+
+    def events_frame(self, run_id: str | None = None) -> pd.DataFrame:
+        """Events as a DataFrame (columns: :data:`nbflow.frames.EVENT_COLUMNS`)."""
+        from nbflow import frames
+
+        return frames.events_frame(self.read_events(run_id))
+
+    def steps_frame(self, run_id: str) -> pd.DataFrame:
+        """A run's step executions as a DataFrame (:data:`nbflow.frames.STEP_COLUMNS`)."""
+        from nbflow import frames
+
+        return frames.steps_frame(self.executions(run_id))
+
+    @abstractmethod
+    def sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Run a read-only SQL query over the store's tables; return a DataFrame."""
+
+    # -- helpers for backends -----------------------------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock (the engine's threads share one store object)."""
+        with self._lock:
+            yield
+
+
+def status_set(status: str | Collection[str] | None) -> set[str] | None:
+    """Normalize a status filter (one status or several) to a set of values, or None."""
+    if status is None:
+        return None
+    values = {status} if isinstance(status, str) else set(status)
+    unknown = values - {s.value for s in RunStatus}
+    if unknown:
+        from nbflow.errors import ParameterError
+
+        known = ", ".join(s.value for s in RunStatus)
+        raise ParameterError(f"unknown run status {sorted(unknown)}; use one of: {known}")
+    return {str(v) for v in values}
+
+
+def is_active(status: RunStatus) -> bool:
+    """Whether a run in this status may still change without being resumed."""
+    return status in (RunStatus.PENDING, RunStatus.RUNNING)

@@ -1,0 +1,681 @@
+"""The DuckDB store: one file holds flows, runs, events, step executions and values."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from nbflow import frames
+from nbflow.errors import (
+    CorruptStoreError,
+    NotAStoreError,
+    StaleVersionError,
+    StoreError,
+    UnknownRunError,
+)
+from nbflow.store import schema
+from nbflow.store.base import Store, status_set
+from nbflow.store.records import (
+    BlobRecord,
+    Codec,
+    Event,
+    EventType,
+    FlowRecord,
+    RunRecord,
+    RunStatus,
+    StepDefinition,
+    StepExecution,
+    StepStatus,
+    ValueRef,
+)
+from nbflow.store.sql_guard import check_read_only
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nbflow.values import EncodedValue
+
+_DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
+
+_RUN_COLS = (
+    "run_id, flow, flow_fingerprint, status, version, params, steps, created_at, started_at, "
+    "finished_at, error, parent_run_id, fork_from_step, fork_from_version, thread_id"
+)
+_EXEC_COLS = (
+    "run_id, step, attempt, status, cache_key, output, inputs, started_at, finished_at, "
+    "duration_ms, error, traceback, source_run_id, seq, fingerprint"
+)
+_EVENT_COLS = "run_id, seq, ts, type, step, attempt, payload"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class DuckDBStore(Store):
+    """A store in one DuckDB file (or ``:memory:``), the embedded default.
+
+    The connection stays open while the store is in use (opening one costs ~20 ms).
+    DataFrame outputs are kept as native tables in the ``nbflow_values`` schema, so
+    ``store.sql`` can query checkpoints directly; see :meth:`table_name`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = "nbflow.duckdb", *, trust: bool = True):
+        super().__init__()
+        self.trust = trust
+        self.path = str(path)
+        in_memory = self.path == ":memory:"
+        self.uri = self.path if in_memory else str(Path(self.path).resolve())
+        where = "the in-memory database" if in_memory else repr(self.uri)
+        if not in_memory:
+            _check_file(Path(self.path))
+        try:
+            self._con = duckdb.connect(self.path)
+        except duckdb.IOException as exc:
+            raise _open_error(self.path, exc) from None
+        except duckdb.Error as exc:
+            _raise_if_corrupt(exc, self.uri)
+            raise CorruptStoreError(
+                f"{where} could not be opened as a DuckDB database: {exc}"
+            ) from None
+        try:
+            self._con.execute("SET TimeZone = 'UTC'")
+            schema.setup(self._con, where)
+        except (NotAStoreError, StoreError):
+            self._con.close()
+            raise
+        except duckdb.Error as exc:
+            self._con.close()
+            raise CorruptStoreError(f"{where} is damaged and cannot be read: {exc}") from None
+        self._known_blobs: set[str] = set()
+        self._closed = False
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the DuckDB connection (checkpointing the file)."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._con.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _execute(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self} is closed; open it again with nf.open_store().")
+            try:
+                return self._con.execute(query, params).fetchall()
+            except duckdb.Error as exc:
+                _raise_if_corrupt(exc, self.uri)
+                raise
+
+    def _arrow(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self} is closed; open it again with nf.open_store().")
+            try:
+                return self._con.sql(query, params=params).to_arrow_table().to_pandas()
+            except duckdb.Error as exc:
+                _raise_if_corrupt(exc, self.uri)
+                raise
+
+    # -- flows ------------------------------------------------------------------------
+
+    def put_flow(self, flow: FlowRecord) -> None:
+        """Record a flow definition unless it is already stored."""
+        definition = [
+            {
+                "name": s.name,
+                "fingerprint": s.fingerprint,
+                "dependencies": list(s.dependencies),
+                "params": dict(s.params),
+                "param_types": dict(s.param_types),
+                "source": s.source,
+                "options": dict(s.options),
+            }
+            for s in flow.steps
+        ]
+        self._execute(
+            "INSERT INTO flows VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [flow.name, flow.fingerprint, _dumps(definition), flow.created_at],
+        )
+
+    def get_flow(self, name: str, fingerprint: str) -> FlowRecord | None:
+        """The stored definition, or None."""
+        rows = self._execute(
+            "SELECT definition, created_at FROM flows WHERE name = ? AND fingerprint = ?",
+            [name, fingerprint],
+        )
+        if not rows:
+            return None
+        steps = tuple(
+            StepDefinition(
+                name=s["name"],
+                fingerprint=s["fingerprint"],
+                dependencies=tuple(s["dependencies"]),
+                params=s["params"],
+                param_types=s["param_types"],
+                source=s["source"],
+                options=s["options"],
+            )
+            for s in json.loads(rows[0][0])
+        )
+        return FlowRecord(name, fingerprint, steps, rows[0][1])
+
+    # -- runs -------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> None:
+        """Add a new run (pending, version 0)."""
+        from nbflow.store.fold import initial_state
+
+        state = initial_state(run)
+        r = state.run
+        try:
+            self._execute(
+                f"INSERT INTO runs ({_RUN_COLS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    r.run_id,
+                    r.flow,
+                    r.flow_fingerprint,
+                    r.status.value,
+                    r.version,
+                    _dumps(dict(r.params)),
+                    _dumps(list(r.steps)),
+                    r.created_at,
+                    r.started_at,
+                    r.finished_at,
+                    r.error,
+                    r.parent_run_id,
+                    r.fork_from_step,
+                    r.fork_from_version,
+                    r.thread_id,
+                ],
+            )
+        except duckdb.ConstraintException:
+            raise ValueError(f"a run with id {run.run_id!r} already exists") from None
+        with self._lock:
+            self._states[run.run_id] = state
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run's record; UnknownRunError if absent."""
+        rows = self._execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", [run_id])
+        if not rows:
+            raise UnknownRunError(run_id, self)
+        return _run_from_row(rows[0])
+
+    def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        thread_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunRecord]:
+        """Runs matching the filters, newest first."""
+        where, params = _run_filters(flow, status, thread_id)
+        query = f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        return [_run_from_row(r) for r in self._execute(query, params)]
+
+    # -- events -----------------------------------------------------------------------
+
+    def _write_events(
+        self,
+        run: RunRecord,
+        events: Sequence[Event],
+        changed: Sequence[StepExecution],
+        expected_version: int,
+    ) -> None:
+        con = self._con
+        if self._closed:
+            raise StoreError(f"{self} is closed; open it again with nf.open_store().")
+        event_params: list[Any] = []
+        for e in events:
+            event_params += [e.run_id, e.seq, e.ts, e.type.value, e.step, e.attempt]
+            event_params.append(_dumps(dict(e.payload)))
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if events:
+                con.execute(
+                    f"INSERT INTO events ({_EVENT_COLS}) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(events)),
+                    event_params,
+                )
+            # Only finished attempts are rows of the table: an attempt's row is written
+            # once, when it ends, by a plain insert (an upsert costs ~4x as much here).
+            # Running attempts live in the events until then (see `executions`). Rows
+            # of attempt 0 (cached, skipped) can be recorded again on resume: upserted.
+            finished = [x for x in changed if x.status is not StepStatus.RUNNING]
+            once = [x for x in finished if x.attempt > 0]
+            again = [x for x in finished if x.attempt == 0]
+            if once:
+                con.execute(_insert_executions(len(once)), _executions_params(once, run.flow))
+            if again:
+                con.execute(
+                    _insert_executions(len(again)) + _UPSERT_EXECUTIONS,
+                    _executions_params(again, run.flow),
+                )
+            # The version guard makes a writer that read an older version (another store
+            # object on this file) update no row, even when it appends no events.
+            updated = con.execute(
+                "UPDATE runs SET status = ?, version = ?, started_at = ?, finished_at = ?, "
+                "error = ? WHERE run_id = ? AND version = ?",
+                [
+                    run.status.value,
+                    run.version,
+                    run.started_at,
+                    run.finished_at,
+                    run.error,
+                    run.run_id,
+                    expected_version,
+                ],
+            ).fetchall()
+            if updated[0][0] != 1:
+                raise _StaleWrite
+            con.execute("COMMIT")
+        except (duckdb.ConstraintException, _StaleWrite):
+            con.execute("ROLLBACK")
+            # The (run_id, seq) key refused our seq: someone appended first.
+            actual = self._execute("SELECT version FROM runs WHERE run_id = ?", [run.run_id])
+            raise StaleVersionError(
+                run.run_id, expected_version, actual[0][0] if actual else None
+            ) from None
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def read_events(self, run_id: str | None = None, *, upto: int | None = None) -> list[Event]:
+        """Events of one run (or all), in order."""
+        if run_id is not None:
+            self.get_run(run_id)
+        where, params = _event_filters(run_id, upto)
+        rows = self._execute(
+            f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params
+        )
+        return [
+            Event(r[0], r[1], r[2], EventType(r[3]), r[4], r[5], json.loads(r[6])) for r in rows
+        ]
+
+    def executions(self, run_id: str) -> list[StepExecution]:
+        """The run's execution rows in the order they last changed (running ones too)."""
+        self.get_run(run_id)
+        if self._has_running_attempts(run_id):
+            return sorted(self.state_at(run_id).executions.values(), key=lambda x: x.seq)
+        rows = self._execute(
+            f"SELECT {_EXEC_COLS} FROM step_executions WHERE run_id = ? ORDER BY seq, attempt",
+            [run_id],
+        )
+        return [_execution_from_row(r) for r in rows]
+
+    def _has_running_attempts(self, run_id: str) -> bool:
+        """Whether an attempt has started and not ended (so has no table row yet)."""
+        return bool(
+            self._execute(
+                "SELECT 1 FROM events e WHERE e.run_id = ? AND e.type = 'step_started' "
+                "AND NOT EXISTS (SELECT 1 FROM step_executions x WHERE x.run_id = e.run_id "
+                "AND x.step = e.step AND x.attempt = e.attempt) LIMIT 1",
+                [run_id],
+            )
+        )
+
+    def cache_candidates(
+        self, flow: str, fingerprints: Collection[str]
+    ) -> dict[str, StepExecution]:
+        """Executions with an output in ``flow``'s runs, by cache key, for these fingerprints."""
+        wanted = list(set(fingerprints))
+        if not wanted:
+            return {}
+        rows = self._execute(
+            f"SELECT DISTINCT ON (cache_key) {_EXEC_COLS} FROM step_executions "
+            "WHERE flow = ? AND status IN ('completed', 'cached') AND output IS NOT NULL "
+            "AND cache_key IS NOT NULL AND fingerprint IN (SELECT unnest(?::VARCHAR[])) "
+            "ORDER BY cache_key, seq",
+            [flow, wanted],
+        )
+        found: dict[str, StepExecution] = {}
+        for r in rows:
+            x = _execution_from_row(r)
+            assert x.cache_key is not None
+            found.setdefault(x.cache_key, x)
+        return found
+
+    # -- values -----------------------------------------------------------------------
+
+    def put_value(self, encoded: EncodedValue) -> ValueRef:
+        """Store the value once under its hash; a DataFrame becomes a native table."""
+        ref = encoded.ref
+        if ref.is_inline:
+            return ref
+        table_name = self._table_for(ref) if ref.codec is Codec.ARROW else None
+        with self._lock:  # check and write under one hold: two writers of one hash
+            if self.has_blob(ref.hash):
+                return ref
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if table_name is not None:
+                    assert encoded.table is not None
+                    _write_value_table(con, table_name, encoded.table)
+                con.execute(
+                    "INSERT INTO blobs VALUES (?, ?, ?, now(), ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [
+                        ref.hash,
+                        ref.codec.value,
+                        ref.size,
+                        table_name,
+                        _dumps(dict(encoded.meta)),
+                        encoded.data,
+                    ],
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self._known_blobs.add(ref.hash)
+        return ref
+
+    def load_value(self, ref: ValueRef) -> Any:
+        """Load and decode the value a ref points at."""
+        from nbflow.values import decode
+
+        if ref.is_inline:
+            return decode(ref, trust=self.trust)
+        rows = self._execute("SELECT table_name, meta, data FROM blobs WHERE hash = ?", [ref.hash])
+        if not rows:
+            raise StoreError(
+                f"the value {ref.hash} is missing from {self}: it was deleted or never "
+                "written. `nbflow check` reports such problems."
+            )
+        table_name, meta, data = rows[0]
+        table = None
+        if table_name is not None:
+            with self._lock:
+                table = self._con.sql(f"SELECT * FROM {table_name}").to_arrow_table()
+        return decode(ref, table=table, data=data, meta=json.loads(meta or "{}"), trust=self.trust)
+
+    def has_blob(self, hash: str) -> bool:
+        """Whether a blob with this hash is stored."""
+        if hash in self._known_blobs:
+            return True
+        found = bool(self._execute("SELECT 1 FROM blobs WHERE hash = ?", [hash]))
+        if found:
+            self._known_blobs.add(hash)
+        return found
+
+    def list_blobs(self) -> list[BlobRecord]:
+        """Every blob row."""
+        rows = self._execute(
+            "SELECT hash, codec, size, created_at, table_name FROM blobs ORDER BY created_at"
+        )
+        return [BlobRecord(r[0], Codec(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    def table_name(self, ref: ValueRef) -> str | None:
+        """The qualified table name of a DataFrame value, to use in :meth:`sql`."""
+        if ref.codec is not Codec.ARROW:
+            return None
+        return self._table_for(ref)
+
+    @staticmethod
+    def _table_for(ref: ValueRef) -> str:
+        # Hashes are hex, so the name needs no quoting.
+        return f"{schema.VALUES_SCHEMA}.v_{ref.hash}"
+
+    # -- frames and SQL -----------------------------------------------------------------
+
+    def runs_frame(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        thread_id: str | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Runs as a DataFrame, newest first, read through Arrow."""
+        where, params = _run_filters(flow, status, thread_id)
+        query = (
+            "SELECT *, epoch_us(finished_at - started_at) / 1e6 AS duration_s "
+            f"FROM runs{where} ORDER BY created_at DESC, run_id DESC"
+        )
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        return frames.conform(self._arrow(query, params), frames.RUN_COLUMNS)
+
+    def events_frame(self, run_id: str | None = None) -> pd.DataFrame:
+        """Events as a DataFrame, read through Arrow."""
+        if run_id is not None:
+            self.get_run(run_id)
+        where, params = _event_filters(run_id, None)
+        query = f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY run_id, seq"
+        return frames.conform(self._arrow(query, params), frames.EVENT_COLUMNS)
+
+    def steps_frame(self, run_id: str) -> pd.DataFrame:
+        """A run's step executions as a DataFrame, read through Arrow."""
+        self.get_run(run_id)
+        if self._has_running_attempts(run_id):
+            return frames.steps_frame(self.executions(run_id))
+        query = (
+            "SELECT *, output->>'codec' AS output_codec, "
+            "CAST(output->>'size' AS BIGINT) AS output_size "
+            "FROM step_executions WHERE run_id = ? ORDER BY seq, attempt"
+        )
+        return frames.conform(self._arrow(query, [run_id]), frames.STEP_COLUMNS)
+
+    def sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Run one read-only SELECT over the store's tables; return a DataFrame.
+
+        The tables are ``flows``, ``runs``, ``events``, ``step_executions``, ``blobs``,
+        and each DataFrame checkpoint (``run.table_name(step)`` gives its name).
+        """
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self} is closed; open it again with nf.open_store().")
+            check_read_only(self._con, query)
+            # A transaction that is always rolled back: even a SELECT cannot leave a trace.
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                return self._con.sql(query, params=params).to_arrow_table().to_pandas()
+            except duckdb.Error as exc:
+                _raise_if_corrupt(exc, self.uri)
+                raise StoreError(f"the SQL query failed: {exc}") from None
+            finally:
+                self._con.execute("ROLLBACK")
+
+
+class _StaleWrite(Exception):
+    """The run row was not at the expected version (turned into StaleVersionError)."""
+
+
+def _raise_if_corrupt(exc: duckdb.Error, where: str) -> None:
+    """Raise CorruptStoreError for DuckDB's report of a damaged block (seen on reads)."""
+    if "corrupt database file" in str(exc).lower():
+        raise CorruptStoreError(f"{where!r} is damaged and cannot be read: {exc}") from None
+
+
+def _write_value_table(con: duckdb.DuckDBPyConnection, name: str, table: Any) -> None:
+    """Create the table ``name`` (``nbflow_values.v_<hex>``) holding an Arrow table.
+
+    Not ``duckdb_tables.write_table``: it quotes the whole name as one identifier, which
+    would make a table called "nbflow_values.v_..." in the main schema.
+    """
+    view = f"__nbflow_value_{uuid.uuid4().hex}"
+    con.register(view, table)
+    try:
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM {view}")
+    finally:
+        con.unregister(view)
+
+
+# -- rows <-> records ---------------------------------------------------------------------
+
+
+def _run_filters(
+    flow: str | None, status: str | Collection[str] | None, thread_id: str | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if flow is not None:
+        clauses.append("flow = ?")
+        params.append(flow)
+    statuses = status_set(status)
+    if statuses is not None:
+        clauses.append("status IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(sorted(statuses))
+    if thread_id is not None:
+        clauses.append("thread_id = ?")
+        params.append(thread_id)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _event_filters(run_id: str | None, upto: int | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if run_id is not None:
+        clauses.append("run_id = ?")
+        params.append(run_id)
+    if upto is not None:
+        clauses.append("seq <= ?")
+        params.append(upto)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _run_from_row(r: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        run_id=r[0],
+        flow=r[1],
+        flow_fingerprint=r[2],
+        status=RunStatus(r[3]),
+        version=r[4],
+        params=json.loads(r[5]),
+        steps=tuple(json.loads(r[6])),
+        created_at=r[7],
+        started_at=r[8],
+        finished_at=r[9],
+        error=r[10],
+        parent_run_id=r[11],
+        fork_from_step=r[12],
+        fork_from_version=r[13],
+        thread_id=r[14],
+    )
+
+
+_UPSERT_EXECUTIONS = (
+    " ON CONFLICT (run_id, step, attempt) DO UPDATE SET "
+    "status = excluded.status, cache_key = excluded.cache_key, "
+    "output = excluded.output, output_hash = excluded.output_hash, "
+    "inputs = excluded.inputs, started_at = excluded.started_at, "
+    "finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, "
+    "error = excluded.error, traceback = excluded.traceback, "
+    "source_run_id = excluded.source_run_id, seq = excluded.seq, "
+    "fingerprint = excluded.fingerprint"
+)
+
+
+def _insert_executions(rows: int) -> str:
+    return (
+        "INSERT INTO step_executions (run_id, step, attempt, flow, status, cache_key, output, "
+        "output_hash, inputs, started_at, finished_at, duration_ms, error, traceback, "
+        "source_run_id, seq, fingerprint) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    )
+
+
+def _executions_params(rows: Sequence[StepExecution], flow: str) -> list[Any]:
+    params: list[Any] = []
+    for x in rows:
+        params += _execution_params(x, flow)
+    return params
+
+
+def _execution_params(x: StepExecution, flow: str) -> list[Any]:
+    return [
+        x.run_id,
+        x.step,
+        x.attempt,
+        flow,
+        x.status.value,
+        x.cache_key,
+        _dumps(x.output.to_json()) if x.output else None,
+        x.output.hash if x.output else None,
+        _dumps(dict(x.inputs)),
+        x.started_at,
+        x.finished_at,
+        x.duration_ms,
+        x.error,
+        x.traceback,
+        x.source_run_id,
+        x.seq,
+        x.fingerprint,
+    ]
+
+
+def _execution_from_row(r: Sequence[Any]) -> StepExecution:
+    return StepExecution(
+        run_id=r[0],
+        step=r[1],
+        attempt=r[2],
+        status=StepStatus(r[3]),
+        cache_key=r[4],
+        output=ValueRef.from_json(json.loads(r[5])) if r[5] else None,
+        inputs=json.loads(r[6]) if r[6] else {},
+        started_at=r[7],
+        finished_at=r[8],
+        duration_ms=r[9],
+        error=r[10],
+        traceback=r[11],
+        source_run_id=r[12],
+        seq=r[13],
+        fingerprint=r[14],
+    )
+
+
+# -- opening --------------------------------------------------------------------------------
+
+
+def _check_file(path: Path) -> None:
+    """Refuse paths that cannot be a store before DuckDB touches them."""
+    if path.is_dir():
+        raise NotAStoreError(
+            f"{str(path)!r} is a directory, not a store file. Give a file path such as "
+            f"{str(path / 'nbflow.duckdb')!r}."
+        )
+    if not path.exists():
+        if not path.parent.exists():
+            raise StoreError(
+                f"cannot create the store {str(path)!r}: the folder {str(path.parent)!r} "
+                "does not exist."
+            )
+        return
+    size = path.stat().st_size
+    if size == 0:
+        raise NotAStoreError(f"{str(path)!r} is an empty file, not a DuckDB store.")
+    with path.open("rb") as fh:
+        header = fh.read(16)
+    if header[8:12] != _DUCKDB_MAGIC:
+        raise NotAStoreError(
+            f"{str(path)!r} is not a DuckDB file, so it cannot be an nbflow store. "
+            "Use another path for the store."
+        )
+
+
+def _open_error(path: str, exc: duckdb.Error) -> StoreError:
+    text = str(exc)
+    if "lock" in text.lower():
+        from nbflow.errors import StoreBusyError
+
+        return StoreBusyError(f"the store {path!r} is in use by another process: {text}")
+    return CorruptStoreError(f"{path!r} is damaged and cannot be opened as a store: {text}")

@@ -1,0 +1,251 @@
+"""The fold of a run's events into its views, with the status rules.
+
+Every backend applies events through :func:`apply`, so the rules for which status a run
+or step may move to live in one place; time travel (``run.at(v)``) and integrity repair
+fold the same events the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nbflow.errors import InvalidTransitionError
+from nbflow.store.records import (
+    Event,
+    EventType,
+    RunRecord,
+    RunStatus,
+    StepExecution,
+    StepStatus,
+    ValueRef,
+)
+
+# Which run statuses each run event may start from, and where it leads.
+_RUN_TRANSITIONS: dict[EventType, tuple[frozenset[RunStatus], RunStatus | None]] = {
+    EventType.RUN_FORKED: (frozenset({RunStatus.PENDING}), None),
+    EventType.RUN_STARTED: (
+        frozenset({RunStatus.PENDING, RunStatus.FAILED, RunStatus.INTERRUPTED}),
+        RunStatus.RUNNING,
+    ),
+    EventType.RUN_COMPLETED: (frozenset({RunStatus.RUNNING}), RunStatus.COMPLETED),
+    EventType.RUN_FAILED: (frozenset({RunStatus.RUNNING}), RunStatus.FAILED),
+    EventType.RUN_CANCELLED: (
+        frozenset({RunStatus.PENDING, RunStatus.RUNNING}),
+        RunStatus.CANCELLED,
+    ),
+    EventType.RUN_INTERRUPTED: (frozenset({RunStatus.RUNNING}), RunStatus.INTERRUPTED),
+}
+
+# Step events that need a running attempt of their step, and the status they lead to.
+_ATTEMPT_TRANSITIONS: dict[EventType, StepStatus | None] = {
+    EventType.STEP_INPUT_RECORDED: None,
+    EventType.STEP_OUTPUT_RECORDED: None,
+    EventType.STEP_COMPLETED: StepStatus.COMPLETED,
+    EventType.STEP_FAILED: StepStatus.FAILED,
+    EventType.STEP_RETRIED: StepStatus.FAILED,
+}
+
+
+@dataclass
+class RunState:
+    """A run and its step executions as of ``run.version``: the result of the fold."""
+
+    run: RunRecord
+    executions: dict[tuple[str, int], StepExecution] = field(default_factory=dict)
+    # step -> its row changed last; kept beside ``executions`` so lookups stay O(1)
+    current: dict[str, StepExecution] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for row in sorted(self.executions.values(), key=lambda e: e.seq):
+            self.current.setdefault(row.step, row)
+            if row.seq >= self.current[row.step].seq:
+                self.current[row.step] = row
+
+    def latest(self, step: str) -> StepExecution | None:
+        """The row of ``step`` changed last (its current attempt), or None."""
+        return self.current.get(step)
+
+    def last_attempt(self, step: str) -> int:
+        """The highest attempt number ``step`` has had in this run (0 if none)."""
+        return max((a for (s, a) in self.executions if s == step), default=0)
+
+    def copy(self) -> RunState:
+        """A shallow copy that can be folded further without touching this one."""
+        return RunState(self.run, dict(self.executions), dict(self.current))
+
+
+def initial_state(run: RunRecord) -> RunState:
+    """The state of a freshly created run: its record at version 0, no executions."""
+    return RunState(
+        dataclasses.replace(
+            run,
+            status=RunStatus.PENDING,
+            version=0,
+            started_at=None,
+            finished_at=None,
+            error=None,
+        )
+    )
+
+
+def apply(state: RunState, events: Iterable[Event]) -> list[StepExecution]:
+    """Fold ``events`` into ``state`` in place; return the execution rows they changed.
+
+    Raises InvalidTransitionError (and leaves ``state`` as it was) when an event does not
+    follow from the state, so a refused batch is never half-applied.
+    """
+    work = state.copy()
+    changed: dict[tuple[str, int], StepExecution] = {}
+    for event in events:
+        if event.seq != work.run.version + 1:
+            raise InvalidTransitionError(
+                f"event seq {event.seq} of run {event.run_id!r} does not follow version "
+                f"{work.run.version}: a run's log is gap-free."
+            )
+        if event.type.is_run_event:
+            work.run = _apply_run_event(work.run, event)
+        else:
+            row = _apply_step_event(work, event)
+            if row is not None:
+                key = (row.step, row.attempt)
+                work.executions[key] = row
+                work.current[row.step] = row
+                changed[key] = row
+        work.run = dataclasses.replace(work.run, version=event.seq)
+    state.run = work.run
+    state.executions = work.executions
+    state.current = work.current
+    return list(changed.values())
+
+
+def fold(run: RunRecord, events: Iterable[Event]) -> RunState:
+    """The state of ``run`` after folding ``events`` from its creation."""
+    state = initial_state(run)
+    apply(state, events)
+    return state
+
+
+def _refuse(event: Event, what: str) -> InvalidTransitionError:
+    where = f" for step {event.step!r}" if event.step else ""
+    return InvalidTransitionError(
+        f"cannot record {event.type.value}{where} in run {event.run_id!r}: {what}. "
+        "Nothing was written."
+    )
+
+
+def _apply_run_event(run: RunRecord, event: Event) -> RunRecord:
+    sources, target = _RUN_TRANSITIONS[event.type]
+    if run.status not in sources:
+        allowed = ", ".join(sorted(s.value for s in sources))
+        raise _refuse(event, f"the run is {run.status.value} (it must be {allowed})")
+    if event.type is EventType.RUN_FORKED and run.version != 0:
+        raise _refuse(event, "run_forked must be the first event of a fork")
+    if target is None:
+        return run
+    updates: dict[str, Any] = {"status": target}
+    if target is RunStatus.RUNNING:
+        updates["finished_at"] = None
+        updates["error"] = None
+        if run.started_at is None:
+            updates["started_at"] = event.ts
+    else:
+        updates["finished_at"] = event.ts
+        if target is not RunStatus.COMPLETED:
+            updates["error"] = event.payload.get("error") or run.error
+    return dataclasses.replace(run, **updates)
+
+
+def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
+    if event.step is None:
+        raise _refuse(event, "a step event must name its step")
+    if state.run.status is not RunStatus.RUNNING:
+        raise _refuse(event, f"the run is {state.run.status.value}, not running")
+    current = state.latest(event.step)
+    running = current is not None and current.status is StepStatus.RUNNING
+    payload = event.payload
+
+    if event.type is EventType.STEP_SCHEDULED:
+        if running:
+            raise _refuse(event, "the step is running")
+        return None
+
+    if event.type is EventType.STEP_STARTED:
+        attempt = event.attempt or 0
+        if running:
+            raise _refuse(event, "the step is already running")
+        last = state.last_attempt(event.step)
+        if attempt <= last:
+            raise _refuse(event, f"attempt {attempt} is not after attempt {last}")
+        return StepExecution(
+            run_id=event.run_id,
+            step=event.step,
+            attempt=attempt,
+            status=StepStatus.RUNNING,
+            cache_key=payload.get("cache_key"),
+            fingerprint=payload.get("fingerprint"),
+            started_at=event.ts,
+            seq=event.seq,
+        )
+
+    if event.type in (EventType.STEP_CACHED, EventType.STEP_SKIPPED):
+        if running:
+            raise _refuse(event, "the step is running")
+        if event.type is EventType.STEP_CACHED:
+            return StepExecution(
+                run_id=event.run_id,
+                step=event.step,
+                attempt=0,
+                status=StepStatus.CACHED,
+                cache_key=payload.get("cache_key"),
+                fingerprint=payload.get("fingerprint"),
+                output=_ref(payload.get("output")),
+                inputs=dict(payload.get("inputs") or {}),
+                started_at=event.ts,
+                finished_at=event.ts,
+                duration_ms=0.0,
+                source_run_id=payload.get("source_run_id"),
+                seq=event.seq,
+            )
+        return StepExecution(
+            run_id=event.run_id,
+            step=event.step,
+            attempt=0,
+            status=StepStatus.SKIPPED,
+            error=payload.get("reason"),
+            started_at=event.ts,
+            finished_at=event.ts,
+            seq=event.seq,
+        )
+
+    # The rest change the running attempt.
+    if not running or current is None:
+        raise _refuse(event, "the step has no running attempt")
+    if event.attempt is not None and event.attempt != current.attempt:
+        raise _refuse(event, f"attempt {current.attempt} is running, not {event.attempt}")
+    row = dataclasses.replace(current, seq=event.seq)
+    if event.type is EventType.STEP_INPUT_RECORDED:
+        return dataclasses.replace(row, inputs=dict(payload.get("inputs") or {}))
+    if event.type is EventType.STEP_OUTPUT_RECORDED:
+        return dataclasses.replace(row, output=_ref(payload.get("output")))
+    target = _ATTEMPT_TRANSITIONS[event.type]
+    assert target is not None
+    if target is StepStatus.COMPLETED and row.output is None:
+        raise _refuse(event, "no output was recorded for this attempt")
+    duration = payload.get("duration_ms")
+    if duration is None and row.started_at is not None:
+        duration = (event.ts - row.started_at).total_seconds() * 1000.0
+    return dataclasses.replace(
+        row,
+        status=target,
+        finished_at=event.ts,
+        duration_ms=duration,
+        error=payload.get("error") if target is StepStatus.FAILED else None,
+        traceback=payload.get("traceback") if target is StepStatus.FAILED else None,
+    )
+
+
+def _ref(data: Mapping[str, Any] | None) -> ValueRef | None:
+    return ValueRef.from_json(data) if data else None

@@ -1,0 +1,62 @@
+"""SQL over the in-memory store: its frames, queried with an ephemeral DuckDB."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pandas as pd
+
+if TYPE_CHECKING:
+    from nbflow.store.memory import MemoryStore
+
+
+def query_frames(
+    store: MemoryStore, query: str, params: Sequence[Any] | Mapping[str, Any] | None
+) -> pd.DataFrame:
+    """Answer ``query`` over tables named like the DuckDB store's: runs, events,
+    step_executions and blobs (JSON columns as text)."""
+    from nbflow import frames
+
+    runs = store.runs_frame()
+    steps = pd.concat(
+        [store.steps_frame(r) for r in runs["run_id"]] or [frames.steps_frame([])],
+        ignore_index=True,
+    )
+    tables = {
+        "runs": runs,
+        "events": store.events_frame(),
+        # Like the DuckDB table: finished attempts (running ones are in the events).
+        "step_executions": steps[steps["status"] != "running"].reset_index(drop=True),
+        "blobs": pd.DataFrame(
+            {
+                "hash": [b.hash for b in store.list_blobs()],
+                "codec": [b.codec.value for b in store.list_blobs()],
+                "size": pd.Series([b.size for b in store.list_blobs()], dtype="int64"),
+                "created_at": pd.Series(
+                    [b.created_at for b in store.list_blobs()], dtype="datetime64[us, UTC]"
+                ),
+            }
+        ),
+    }
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for name, frame in tables.items():
+            for col in ("params", "payload"):
+                if col in frame:
+                    frame = frame.assign(**{col: frame[col].map(json.dumps)})
+            con.register(name, frame)
+        from nbflow.store.sql_guard import check_read_only
+
+        check_read_only(con, query)
+        try:
+            return con.sql(query, params=params).to_arrow_table().to_pandas()
+        except duckdb.Error as exc:
+            from nbflow.errors import StoreError
+
+            raise StoreError(f"the SQL query failed: {exc}") from None
+    finally:
+        con.close()

@@ -1,0 +1,92 @@
+"""Turning what a user passes as ``store=`` into a Store."""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from pathlib import Path
+from typing import Union
+
+from nbflow.errors import StoreError
+from nbflow.store.base import Store
+
+#: What every ``store=`` argument accepts: a Store, a path, a URI, or None for the default.
+StoreLike = Union[Store, str, os.PathLike[str], None]  # noqa: UP007 - a runtime alias
+
+DEFAULT_PATH = "nbflow.duckdb"
+ENV_STORE = "NBFLOW_STORE"
+ENV_TRUST = "NBFLOW_TRUST"
+
+# One open store per file in this process: flows and frames over the same file share its
+# connection (and so its lock and cached run states).
+_open: weakref.WeakValueDictionary[tuple[str, bool], Store] = weakref.WeakValueDictionary()
+_default: dict[tuple[str, bool], Store] = {}  # keeps default-path stores alive
+_lock = threading.Lock()
+
+
+def default_location() -> str:
+    """``$NBFLOW_STORE`` if set, else ``./nbflow.duckdb``."""
+    return os.environ.get(ENV_STORE) or DEFAULT_PATH
+
+
+def _env_trust() -> bool:
+    return os.environ.get(ENV_TRUST, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
+    """Open (or return the already open) store for ``store``.
+
+    ``store`` may be a Store (returned as is), a path to a DuckDB file (created if
+    missing), ``duckdb:///path``, ``:memory:`` (a private in-memory DuckDB database),
+    ``memory://`` (the pure-Python in-memory store), or None for ``$NBFLOW_STORE`` /
+    ``./nbflow.duckdb``. ``trust=False`` (or ``NBFLOW_TRUST=0``) refuses to unpickle
+    values, since unpickling runs code.
+    """
+    if isinstance(store, Store):
+        return store
+    if trust is None:
+        trust = _env_trust()
+    location = default_location() if store is None else os.fspath(store)
+    if not isinstance(location, str):
+        raise StoreError(f"a store location must be a path or a URI, not {type(store).__name__}")
+    kind, target = _parse(location)
+
+    if kind == "memory":
+        from nbflow.store.memory import MemoryStore
+
+        return MemoryStore(trust=trust)
+    from nbflow.store.duckdb_store import DuckDBStore
+
+    if target == ":memory:":
+        return DuckDBStore(":memory:", trust=trust)
+    key = (str(Path(target).resolve()), trust)
+    with _lock:
+        existing = _open.get(key)
+        if existing is not None and not getattr(existing, "closed", False):
+            return existing
+        opened = DuckDBStore(target, trust=trust)
+        _open[key] = opened
+        if store is None:
+            _default[key] = opened
+        return opened
+
+
+def _parse(location: str) -> tuple[str, str]:
+    if location in ("memory://", "memory:"):
+        return "memory", ""
+    if location.startswith("duckdb://"):
+        rest = location[len("duckdb://") :]
+        return "duckdb", rest or ":memory:"
+    if location.startswith(("postgresql://", "postgres://")):
+        raise StoreError(
+            "PostgreSQL stores are not available in this version of nbflow; use a DuckDB "
+            "file path for now."
+        )
+    if "://" in location:
+        scheme = location.split("://", 1)[0]
+        raise StoreError(
+            f"unknown store URI scheme {scheme!r}: use a file path, 'duckdb:///path', "
+            "':memory:' or 'memory://'."
+        )
+    return "duckdb", location

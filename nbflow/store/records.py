@@ -1,0 +1,245 @@
+"""Typed, frozen records exchanged between the engine, the stores and the frames."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+def utcnow() -> dt.datetime:
+    """The current time, tz-aware UTC, at the microsecond precision the stores keep."""
+    return dt.datetime.now(dt.UTC)
+
+
+class RunStatus(StrEnum):
+    """Where a run stands."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def finished(self) -> bool:
+        """True for statuses a run only leaves by being resumed (or never)."""
+        return self in _FINISHED_RUN
+
+
+_FINISHED_RUN = {
+    RunStatus.COMPLETED,
+    RunStatus.FAILED,
+    RunStatus.CANCELLED,
+    RunStatus.INTERRUPTED,
+}
+
+
+class StepStatus(StrEnum):
+    """Where one attempt of a step stands."""
+
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CACHED = "cached"
+    SKIPPED = "skipped"
+
+    @property
+    def has_output(self) -> bool:
+        """True when an attempt in this status holds a usable output."""
+        return self in (StepStatus.COMPLETED, StepStatus.CACHED)
+
+
+class EventType(StrEnum):
+    """The kinds of events in a run's append-only log."""
+
+    RUN_STARTED = "run_started"
+    RUN_FORKED = "run_forked"
+    RUN_COMPLETED = "run_completed"
+    RUN_FAILED = "run_failed"
+    RUN_CANCELLED = "run_cancelled"
+    RUN_INTERRUPTED = "run_interrupted"
+    STEP_SCHEDULED = "step_scheduled"
+    STEP_STARTED = "step_started"
+    STEP_INPUT_RECORDED = "step_input_recorded"
+    STEP_OUTPUT_RECORDED = "step_output_recorded"
+    STEP_COMPLETED = "step_completed"
+    STEP_CACHED = "step_cached"
+    STEP_SKIPPED = "step_skipped"
+    STEP_FAILED = "step_failed"
+    STEP_RETRIED = "step_retried"
+
+    @property
+    def is_run_event(self) -> bool:
+        """True for events about the run as a whole rather than one step."""
+        return self.value.startswith("run_")
+
+
+class Codec(StrEnum):
+    """How a value is stored."""
+
+    JSON = "json"  # small JSON-exact values, inline in the event payload and the execution row
+    JSON_BLOB = "json_blob"  # larger JSON-exact values, as UTF-8 JSON bytes in a blob
+    ARROW = "arrow"  # a pandas DataFrame kept as a DuckDB table (memory store: an Arrow table)
+    ARROW_IPC = "arrow_ipc"  # a DataFrame DuckDB cannot hold natively, as Arrow IPC bytes
+    NUMPY = "npy"  # a numpy array, as .npy bytes
+    PICKLE = "pickle"  # anything else, with cloudpickle
+
+
+@dataclass(frozen=True)
+class ValueRef:
+    """Where and how a step's output is stored.
+
+    ``hash`` is the content hash of the value (xxh3-128, hex); identical values share it,
+    whichever step, run or fork produced them. ``inline`` holds a small JSON value itself;
+    every other codec points at a blob row with this hash.
+    """
+
+    codec: Codec
+    hash: str
+    size: int
+    type_name: str
+    inline: Any = None
+
+    @property
+    def is_inline(self) -> bool:
+        """True when the value lives in the ref itself, with no blob."""
+        return self.codec is Codec.JSON
+
+    def to_json(self) -> dict[str, Any]:
+        """The ref as a JSON-able dict (how events and rows carry it)."""
+        out: dict[str, Any] = {
+            "codec": self.codec.value,
+            "hash": self.hash,
+            "size": self.size,
+            "type": self.type_name,
+        }
+        if self.is_inline:
+            out["inline"] = self.inline
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ValueRef:
+        """Rebuild a ref from :meth:`to_json` output."""
+        return cls(
+            codec=Codec(data["codec"]),
+            hash=data["hash"],
+            size=int(data["size"]),
+            type_name=data.get("type", ""),
+            inline=data.get("inline"),
+        )
+
+
+@dataclass(frozen=True)
+class BlobRecord:
+    """A content-addressed value stored out of line."""
+
+    hash: str
+    codec: Codec
+    size: int
+    created_at: dt.datetime
+    table_name: str | None = None
+
+
+@dataclass(frozen=True)
+class StepDefinition:
+    """The stored, code-free description of one step of a flow definition."""
+
+    name: str
+    fingerprint: str
+    dependencies: tuple[str, ...]
+    params: Mapping[str, Any]  # name -> default
+    param_types: Mapping[str, str]
+    source: str
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class FlowRecord:
+    """An immutable version of a flow's definition, keyed by name + fingerprint."""
+
+    name: str
+    fingerprint: str
+    steps: tuple[StepDefinition, ...]
+    created_at: dt.datetime = field(default_factory=utcnow)
+
+    def step(self, name: str) -> StepDefinition | None:
+        """The step called ``name``, or None."""
+        return next((s for s in self.steps if s.name == name), None)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as the store's ``runs`` view holds it."""
+
+    run_id: str
+    flow: str
+    flow_fingerprint: str
+    status: RunStatus
+    version: int
+    params: Mapping[str, Any]
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    error: str | None = None
+    parent_run_id: str | None = None
+    fork_from_step: str | None = None
+    fork_from_version: int | None = None
+    thread_id: str | None = None
+    steps: tuple[str, ...] = ()  # the steps this run covers, in topological order
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to finish, when both are known."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event as the engine hands it to a store, before it has a ``seq``."""
+
+    type: EventType
+    step: str | None = None
+    attempt: int | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    ts: dt.datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a run's append-only event log; ``seq`` is gap-free from 1 per run."""
+
+    run_id: str
+    seq: int
+    ts: dt.datetime
+    type: EventType
+    step: str | None
+    attempt: int | None
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StepExecution:
+    """One attempt of one step in one run (attempt 0: a cached or skipped step)."""
+
+    run_id: str
+    step: str
+    attempt: int
+    status: StepStatus
+    cache_key: str | None = None
+    fingerprint: str | None = None  # the step's code fingerprint when it ran
+    output: ValueRef | None = None
+    inputs: Mapping[str, str] = field(default_factory=dict)  # input name -> content hash
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    source_run_id: str | None = None  # where a cached or reused output came from
+    seq: int = 0  # seq of the event that last changed this row (orders rows as they happened)

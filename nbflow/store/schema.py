@@ -1,0 +1,158 @@
+"""The DuckDB store's schema, as one DDL block, and its numbered migrations."""
+
+from __future__ import annotations
+
+import duckdb
+
+from nbflow.errors import NotAStoreError, SchemaVersionError
+
+#: What the ``nbflow_meta`` table says a file is.
+FORMAT = "nbflow"
+
+#: The schema this version of nbflow writes. Files from a newer schema are refused.
+SCHEMA_VERSION = 1
+
+#: Where DataFrame values live as native tables (``nbflow_values.v_<hash>``).
+VALUES_SCHEMA = "nbflow_values"
+
+SCHEMA_V1 = f"""
+CREATE TABLE nbflow_meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR NOT NULL
+);
+CREATE TABLE schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name VARCHAR NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE flows (
+    name VARCHAR NOT NULL,
+    fingerprint VARCHAR NOT NULL,
+    definition JSON NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (name, fingerprint)
+);
+CREATE TABLE runs (
+    run_id VARCHAR PRIMARY KEY,
+    flow VARCHAR NOT NULL,
+    flow_fingerprint VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    version BIGINT NOT NULL,
+    params JSON NOT NULL,
+    steps JSON NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    error VARCHAR,
+    parent_run_id VARCHAR,
+    fork_from_step VARCHAR,
+    fork_from_version BIGINT,
+    thread_id VARCHAR
+);
+CREATE TABLE events (
+    run_id VARCHAR NOT NULL,
+    seq BIGINT NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    type VARCHAR NOT NULL,
+    step VARCHAR,
+    attempt INTEGER,
+    payload JSON NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE step_executions (
+    run_id VARCHAR NOT NULL,
+    step VARCHAR NOT NULL,
+    attempt INTEGER NOT NULL,
+    flow VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    cache_key VARCHAR,
+    output JSON,
+    output_hash VARCHAR,
+    inputs JSON,
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    duration_ms DOUBLE,
+    error VARCHAR,
+    traceback VARCHAR,
+    source_run_id VARCHAR,
+    seq BIGINT NOT NULL,
+    fingerprint VARCHAR,
+    PRIMARY KEY (run_id, step, attempt)
+);
+CREATE TABLE blobs (
+    hash VARCHAR PRIMARY KEY,
+    codec VARCHAR NOT NULL,
+    size BIGINT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    table_name VARCHAR,
+    meta JSON,
+    data BLOB
+);
+CREATE SCHEMA {VALUES_SCHEMA};
+"""
+
+#: Numbered migrations: (version, name, DDL). Version 1 creates the schema.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "initial schema", SCHEMA_V1),
+]
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def stored_version(con: duckdb.DuckDBPyConnection, where: str) -> int | None:
+    """The schema version of the open database; None for an empty database.
+
+    Raises NotAStoreError for a database that holds other tables but no nbflow marker.
+    """
+    tables = _tables(con)
+    if not tables:
+        return None
+    if "nbflow_meta" not in tables:
+        raise NotAStoreError(
+            f"{where} is a DuckDB database but not an nbflow store (it has tables "
+            f"{', '.join(sorted(tables)[:5])}). Use another path for the store."
+        )
+    rows = dict(con.execute("SELECT key, value FROM nbflow_meta").fetchall())
+    if rows.get("format") != FORMAT:
+        raise NotAStoreError(f"{where} is not an nbflow store (no nbflow format marker).")
+    return int(rows.get("schema_version", "0"))
+
+
+def setup(con: duckdb.DuckDBPyConnection, where: str) -> None:
+    """Create or migrate the schema; refuse foreign files and newer schemas. Idempotent."""
+    version = stored_version(con, where)
+    if version is not None and version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{where} was written by a newer nbflow (schema {version}; this version reads up "
+            f"to {SCHEMA_VERSION}). Upgrade nbflow to open it."
+        )
+    current = version or 0
+    for number, name, ddl in MIGRATIONS:
+        if number <= current:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(ddl)
+            if number == 1:
+                con.execute(
+                    "INSERT INTO nbflow_meta VALUES ('format', ?), ('schema_version', ?)",
+                    [FORMAT, str(number)],
+                )
+            else:
+                con.execute(
+                    "UPDATE nbflow_meta SET value = ? WHERE key = 'schema_version'",
+                    [str(number)],
+                )
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, now())",
+                [number, name],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise

@@ -1,0 +1,51 @@
+"""Test helpers for nbflow: the store conformance suite, reusable by third-party backends.
+
+``nbflow.testing`` needs pytest. Subclass :class:`StoreConformance` and provide a
+``store`` fixture to check a backend against the contract of
+:class:`nbflow.store.base.Store`.
+"""
+
+import pytest
+
+# Plain ``assert`` in the suite should explain failures like assertions in test files do.
+pytest.register_assert_rewrite("nbflow.testing.conformance")
+
+from nbflow.testing.conformance import (  # noqa: E402 - after the rewrite hook
+    T0,
+    Clock,
+    Snapshot,
+    StoreConformance,
+    append_each,
+    assert_refused,
+    attempt_events,
+    cached_event,
+    make_flow,
+    make_run,
+    output_ref,
+    populate,
+    retry_events,
+    skipped_event,
+    snapshot,
+    start_run,
+    typical_events,
+)
+
+__all__ = [
+    "T0",
+    "Clock",
+    "Snapshot",
+    "StoreConformance",
+    "append_each",
+    "assert_refused",
+    "attempt_events",
+    "cached_event",
+    "make_flow",
+    "make_run",
+    "output_ref",
+    "populate",
+    "retry_events",
+    "skipped_event",
+    "snapshot",
+    "start_run",
+    "typical_events",
+]

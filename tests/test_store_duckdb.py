@@ -1,0 +1,469 @@
+"""What only the DuckDB store does: its file, its schema, its tables, and open_store."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from nbflow.errors import (
+    CorruptStoreError,
+    NotAStoreError,
+    SchemaVersionError,
+    StaleVersionError,
+    StoreError,
+)
+from nbflow.store import schema
+from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.memory import MemoryStore
+from nbflow.store.open import open_store
+from nbflow.store.records import Codec, EventType, NewEvent, RunStatus
+from nbflow.testing import make_flow, make_run, populate, start_run, typical_events
+from nbflow.values import encode
+
+FRAME = pd.DataFrame({"x": [1, 2, 3], "label": ["a", "b", "c"], "y": [0.5, 1.5, 2.5]})
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "store.duckdb"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[DuckDBStore]:
+    s = DuckDBStore(path)
+    yield s
+    s.close()
+
+
+def _store_file(path: Path, runs: int = 3) -> Path:
+    """A closed store file holding ``runs`` completed runs."""
+    with DuckDBStore(path) as s:
+        for i in range(runs):
+            s.create_run(make_run(f"r{i:03d}", params={"pad": "x" * 200}))
+            s.append(f"r{i:03d}", 0, typical_events())
+    return path
+
+
+@pytest.fixture(scope="module")
+def big_store_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A closed store file of a few MB (built once for the module; copy it to damage it)."""
+    return _store_file(tmp_path_factory.mktemp("template") / "template.duckdb", runs=60)
+
+
+def _read_everything(s: DuckDBStore) -> None:
+    """Read every table through the store's API (so every used block is read)."""
+    runs = s.list_runs()
+    s.executions(runs[0].run_id)
+    s.steps_frame(runs[-1].run_id)
+    s.read_events()
+    s.runs_frame()
+    s.events_frame()
+    s.list_blobs()
+    s.get_flow("flow", "flow-fp-1")
+    s.sql("SELECT * FROM step_executions")
+    s.sql("SELECT * FROM flows")
+
+
+# -- the file -------------------------------------------------------------------------------
+
+
+def test_reopening_keeps_everything(path: Path) -> None:
+    s = DuckDBStore(path)
+    ids = populate(s)
+    ref = s.put_value(encode(FRAME, step="s"))
+    array_ref = s.put_value(encode(np.arange(5), step="s"))
+    before = (
+        s.list_runs(),
+        s.read_events(),
+        {r: s.executions(r) for r in ids},
+        s.get_flow("flow", "flow-fp-1"),
+        s.list_blobs(),
+    )
+    s.close()
+
+    again = DuckDBStore(path)
+    try:
+        after = (
+            again.list_runs(),
+            again.read_events(),
+            {r: again.executions(r) for r in ids},
+            again.get_flow("flow", "flow-fp-1"),
+            again.list_blobs(),
+        )
+        assert after == before
+        pd.testing.assert_frame_equal(again.load_value(ref), FRAME)
+        np.testing.assert_array_equal(again.load_value(array_ref), np.arange(5))
+        # The run goes on where it stopped: the version comes from the file.
+        fork = again.get_run("r-fork")
+        updated = again.append("r-fork", fork.version, [NewEvent(EventType.RUN_INTERRUPTED)])
+        assert (updated.status, updated.version) == (RunStatus.INTERRUPTED, fork.version + 1)
+    finally:
+        again.close()
+
+
+def test_a_closed_store_refuses_to_be_used(store: DuckDBStore) -> None:
+    store.close()
+    assert store.closed
+    with pytest.raises(StoreError, match="is closed; open it again"):
+        store.list_runs()
+    with pytest.raises(StoreError, match="is closed"):
+        store.sql("SELECT 1")
+    store.close()  # closing twice is fine
+
+
+def test_two_objects_on_one_file_refuse_stale_writes(path: Path) -> None:
+    first = DuckDBStore(path)
+    second = DuckDBStore(path)
+    try:
+        run = start_run(first)
+        assert second.get_run(run.run_id).version == 1  # second caches version 1 too
+        second.append(run.run_id, 1, [NewEvent(EventType.STEP_SCHEDULED, "load")])
+        # first still believes the run is at version 1; even an empty batch must not
+        # write that old state back.
+        with pytest.raises(StaleVersionError, match="it is at version 2"):
+            first.append(run.run_id, 1, [])
+        assert first.get_run(run.run_id).version == 2
+        with pytest.raises(StaleVersionError, match="it is at version 2"):
+            first.append(run.run_id, 1, [NewEvent(EventType.RUN_COMPLETED)])
+        assert first.get_run(run.run_id).version == 2
+        assert first.get_run(run.run_id).status is RunStatus.RUNNING
+        assert first.append(run.run_id, 2, [NewEvent(EventType.RUN_COMPLETED)]).version == 3
+    finally:
+        first.close()
+        second.close()
+
+
+# -- the schema -----------------------------------------------------------------------------
+
+
+def test_the_tables_exist(store: DuckDBStore) -> None:
+    tables = set(
+        store.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")[
+            "table_name"
+        ]
+    )
+    expected = {
+        "flows",
+        "runs",
+        "events",
+        "step_executions",
+        "blobs",
+        "schema_migrations",
+        "nbflow_meta",
+    }
+    assert expected <= tables
+
+
+def test_blobs_have_hash_codec_and_size(store: DuckDBStore) -> None:
+    columns = set(
+        store.sql("SELECT column_name FROM information_schema.columns WHERE table_name = 'blobs'")[
+            "column_name"
+        ]
+    )
+    assert {"hash", "codec", "size"} <= columns
+    ref = store.put_value(encode(np.arange(10), step="s"))
+    row = store.sql("SELECT hash, codec, size FROM blobs")
+    assert list(row.itertuples(index=False, name=None)) == [(ref.hash, "npy", ref.size)]
+
+
+def test_the_file_says_what_it_is(store: DuckDBStore) -> None:
+    meta = dict(store.sql("SELECT key, value FROM nbflow_meta").itertuples(index=False))
+    assert meta == {"format": "nbflow", "schema_version": str(schema.SCHEMA_VERSION)}
+    migrations = store.sql("SELECT version, name FROM schema_migrations")
+    assert list(migrations.itertuples(index=False, name=None)) == [(1, "initial schema")]
+
+
+def test_opening_twice_does_not_migrate_again(path: Path) -> None:
+    DuckDBStore(path).close()
+    with DuckDBStore(path) as again:
+        assert len(again.sql("SELECT * FROM schema_migrations")) == 1
+        assert len(again.sql("SELECT * FROM nbflow_meta")) == 2
+
+
+# -- values as tables -----------------------------------------------------------------------
+
+
+def test_a_dataframe_is_a_table_in_nbflow_values(store: DuckDBStore) -> None:
+    ref = store.put_value(encode(FRAME, step="s"))
+    assert ref.codec is Codec.ARROW
+    tables = store.sql(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'nbflow_values'"
+    )
+    assert list(tables["table_name"]) == [f"v_{ref.hash}"]
+    assert store.table_name(ref) == f"nbflow_values.v_{ref.hash}"
+    (blob,) = store.list_blobs()
+    assert blob.table_name == store.table_name(ref)
+
+
+def test_a_dataframe_table_can_be_queried(store: DuckDBStore) -> None:
+    ref = store.put_value(encode(FRAME, step="s"))
+    name = store.table_name(ref)
+    got = store.sql(f"SELECT x, label, y FROM {name} ORDER BY x")
+    assert list(got.itertuples(index=False, name=None)) == list(
+        FRAME.itertuples(index=False, name=None)
+    )
+    total = store.sql(f"SELECT sum(y) AS s FROM {name} WHERE x >= ?", [2])
+    assert float(total["s"].iloc[0]) == 4.0
+
+
+def test_a_dataframe_table_survives_reopening(path: Path) -> None:
+    with DuckDBStore(path) as s:
+        ref = s.put_value(encode(FRAME, step="s"))
+    with DuckDBStore(path) as s:
+        assert len(s.sql(f"SELECT * FROM {s.table_name(ref)}")) == 3
+        pd.testing.assert_frame_equal(s.load_value(ref), FRAME)
+
+
+def test_an_equal_dataframe_makes_no_second_table(store: DuckDBStore) -> None:
+    store.put_value(encode(FRAME, step="a"))
+    store.put_value(encode(FRAME.copy(), step="b"))
+    tables = store.sql(
+        "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'nbflow_values'"
+    )
+    assert int(tables["n"].iloc[0]) == 1
+    assert len(store.list_blobs()) == 1
+
+
+def test_other_values_have_no_table(store: DuckDBStore) -> None:
+    ref = store.put_value(encode(np.arange(3), step="s"))
+    assert store.table_name(ref) is None
+    assert store.table_name(encode({"a": 1}, step="s").ref) is None
+
+
+# -- what open_store refuses ----------------------------------------------------------------
+
+
+def test_a_directory_is_not_a_store(tmp_path: Path) -> None:
+    with pytest.raises(NotAStoreError, match="is a directory, not a store file") as info:
+        open_store(tmp_path)
+    assert str(tmp_path) in str(info.value)
+    assert "nbflow.duckdb" in str(info.value)  # it suggests a file path
+
+
+def test_a_text_file_is_not_a_store(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("just some notes, long enough to have a header\n" * 5)
+    with pytest.raises(NotAStoreError, match="is not a DuckDB file") as info:
+        open_store(text)
+    assert str(text) in str(info.value)
+    assert text.read_text().startswith("just some notes")  # left untouched
+
+
+def test_an_empty_file_is_not_a_store(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.duckdb"
+    empty.touch()
+    with pytest.raises(NotAStoreError, match="is an empty file, not a DuckDB store") as info:
+        open_store(empty)
+    assert str(empty) in str(info.value)
+    assert empty.stat().st_size == 0
+
+
+def test_a_duckdb_file_with_other_tables_is_not_a_store(tmp_path: Path) -> None:
+    other = tmp_path / "analytics.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE sales (id INTEGER, amount DOUBLE)")
+    con.execute("CREATE TABLE customers (id INTEGER)")
+    con.close()
+    with pytest.raises(NotAStoreError, match="a DuckDB database but not an nbflow store") as info:
+        open_store(other)
+    assert "customers, sales" in str(info.value)
+    assert str(other) in str(info.value)
+    con = duckdb.connect(str(other))  # nothing was added to it
+    tables = {
+        r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+    }
+    con.close()
+    assert tables == {"sales", "customers"}
+
+
+def test_a_meta_table_without_the_marker_is_not_a_store(tmp_path: Path) -> None:
+    other = tmp_path / "meta.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE nbflow_meta (key VARCHAR, value VARCHAR)")
+    con.execute("INSERT INTO nbflow_meta VALUES ('format', 'something-else')")
+    con.close()
+    with pytest.raises(NotAStoreError, match="no nbflow format marker"):
+        open_store(other)
+
+
+def test_a_newer_schema_is_refused(path: Path) -> None:
+    DuckDBStore(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE nbflow_meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(SchemaVersionError, match="newer nbflow") as info:
+        open_store(path)
+    message = str(info.value)
+    assert "schema 99" in message
+    assert f"reads up to {schema.SCHEMA_VERSION}" in message
+    assert "Upgrade nbflow" in message
+
+
+def test_a_corrupt_file_is_refused(path: Path) -> None:
+    _store_file(path)
+    with path.open("r+b") as fh:
+        # Past the three 4 KiB file headers: the blocks holding the catalog.
+        fh.seek(3 * 4096)
+        fh.write(b"\xa5" * 32 * 1024)
+    with pytest.raises(CorruptStoreError, match="is damaged and cannot be read") as info:
+        open_store(path)
+    assert str(path) in str(info.value)
+    assert "checksum" in str(info.value)  # DuckDB's reason is kept
+
+
+def test_a_corrupt_header_is_refused(path: Path) -> None:
+    _store_file(path)
+    with path.open("r+b") as fh:
+        fh.seek(4096)
+        fh.write(b"\x00" * 8192)
+    with pytest.raises(StoreError, match=r"damaged|not a DuckDB|not an nbflow") as info:
+        open_store(path)
+    assert isinstance(info.value, CorruptStoreError | NotAStoreError)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+def test_damage_anywhere_never_surfaces_a_raw_duckdb_error(
+    big_store_file: Path, tmp_path: Path, fraction: float
+) -> None:
+    template = big_store_file
+    damaged = tmp_path / "damaged.duckdb"
+    shutil.copy(template, damaged)
+    with damaged.open("r+b") as fh:
+        fh.seek(int(damaged.stat().st_size * fraction))
+        fh.write(b"\xa5" * 4096)
+    try:
+        s = DuckDBStore(damaged)
+    except (CorruptStoreError, NotAStoreError) as exc:
+        assert str(damaged) in str(exc)
+        return
+    try:
+        _read_everything(s)  # a block nothing reads may be damaged: no error then
+    except CorruptStoreError as exc:
+        assert "damaged" in str(exc)
+    finally:
+        s.close()
+
+
+def test_a_missing_folder_is_refused(tmp_path: Path) -> None:
+    where = tmp_path / "no" / "such" / "folder" / "store.duckdb"
+    with pytest.raises(StoreError, match="does not exist") as info:
+        open_store(where)
+    assert str(where.parent) in str(info.value)
+    assert not where.parent.exists()
+
+
+@pytest.mark.parametrize("uri", ["mongodb://host/db", "s3://bucket/store.duckdb"])
+def test_an_unknown_uri_scheme_is_refused(uri: str) -> None:
+    scheme = uri.split("://")[0]
+    with pytest.raises(StoreError, match=f"unknown store URI scheme '{scheme}'"):
+        open_store(uri)
+
+
+def test_postgres_is_not_available_yet() -> None:
+    with pytest.raises(StoreError, match="PostgreSQL stores are not available"):
+        open_store("postgresql://localhost/nbflow")
+
+
+# -- what open_store opens ------------------------------------------------------------------
+
+
+def test_a_plain_path_opens_a_duckdb_store(path: Path) -> None:
+    s = open_store(path)
+    try:
+        assert isinstance(s, DuckDBStore)
+        assert s.uri == str(path.resolve())
+        assert path.exists()
+    finally:
+        s.close()
+
+
+def test_a_duckdb_uri_opens_that_file(path: Path) -> None:
+    s = open_store(f"duckdb://{path}")
+    try:
+        assert isinstance(s, DuckDBStore)
+        assert s.uri == str(path)
+        s.create_run(make_run("r1"))
+    finally:
+        s.close()
+    with DuckDBStore(path) as again:
+        assert again.get_run("r1").run_id == "r1"
+
+
+def test_the_same_path_twice_is_the_same_store(path: Path) -> None:
+    first = open_store(path)
+    try:
+        assert open_store(path) is first
+        assert open_store(str(path)) is first
+        assert open_store(f"duckdb://{path}") is first
+        assert open_store(path.parent / "." / path.name) is first
+    finally:
+        first.close()
+
+
+def test_a_closed_store_is_opened_anew(path: Path) -> None:
+    first = open_store(path)
+    first.put_flow(make_flow())
+    first.close()
+    second = open_store(path)
+    try:
+        assert second is not first
+        assert second.get_flow("flow", "flow-fp-1") == make_flow()
+    finally:
+        second.close()
+
+
+def test_a_store_object_is_returned_as_is() -> None:
+    s = MemoryStore()
+    assert open_store(s) is s
+
+
+@pytest.mark.parametrize("uri", ["memory://", "memory:"])
+def test_memory_uri_opens_a_memory_store(uri: str) -> None:
+    s = open_store(uri)
+    assert isinstance(s, MemoryStore)
+    assert s.list_runs() == []
+    assert open_store(uri) is not s  # every one is private
+
+
+@pytest.mark.parametrize("uri", [":memory:", "duckdb://"])
+def test_memory_duckdb_uris_open_private_in_memory_databases(uri: str) -> None:
+    s = open_store(uri)
+    other = open_store(uri)
+    try:
+        assert isinstance(s, DuckDBStore)
+        assert s.uri == ":memory:"
+        s.create_run(make_run("r1"))
+        assert other is not s
+        assert other.list_runs() == []
+    finally:
+        s.close()
+        other.close()
+
+
+def test_the_default_location_comes_from_the_environment(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NBFLOW_STORE", str(path))
+    s = open_store()
+    try:
+        assert isinstance(s, DuckDBStore)
+        assert s.uri == str(path.resolve())
+    finally:
+        s.close()
+
+
+def test_trust_comes_from_the_argument_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert open_store("memory://", trust=False).trust is False
+    monkeypatch.setenv("NBFLOW_TRUST", "0")
+    assert open_store("memory://").trust is False
+    monkeypatch.setenv("NBFLOW_TRUST", "yes")
+    assert open_store("memory://").trust is True

@@ -1,0 +1,426 @@
+"""Random sequences of store operations, checked against a plain Python model.
+
+The model below restates the status rules in the simplest terms (dicts and lists), on its
+own: it does not use nbflow.store.fold. Hypothesis drives the DuckDB store and the model
+through the same operations (create runs, append valid and invalid batches, stale
+versions, reopen the file) and checks after each one that they agree.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hypothesis.strategies as st
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import event as note
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from nbflow.errors import InvalidTransitionError, StaleVersionError
+from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.records import EventType, NewEvent, RunRecord, RunStatus
+
+T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+STEPS = ["a", "b", 'l\'étape "q"']
+RUN_EVENTS = [t for t in EventType if t.is_run_event]
+STEP_EVENTS = [t for t in EventType if not t.is_run_event]
+
+
+class Refused(Exception):
+    """The model refuses the event."""
+
+
+@dataclass
+class Row:
+    step: str
+    attempt: int
+    status: str
+    seq: int
+    cache_key: str | None = None
+    fingerprint: str | None = None
+    output: dict[str, Any] | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+    traceback: str | None = None
+    source_run_id: str | None = None
+
+
+@dataclass
+class RunModel:
+    status: str = "pending"
+    version: int = 0
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    error: str | None = None
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    rows: dict[tuple[str, int], Row] = field(default_factory=dict)
+    latest: dict[str, tuple[str, int]] = field(default_factory=dict)  # step -> row key
+
+    def current(self, step: str) -> Row | None:
+        key = self.latest.get(step)
+        return self.rows[key] if key is not None else None
+
+    def running(self, step: str) -> Row | None:
+        row = self.current(step)
+        return row if row is not None and row.status == "running" else None
+
+    def max_attempt(self, step: str) -> int:
+        return max([a for (s, a) in self.rows if s == step], default=0)
+
+
+# Which run statuses each run event may come from, and where it goes (None: stays).
+RUN_RULES: dict[str, tuple[set[str], str | None]] = {
+    "run_forked": ({"pending"}, None),
+    "run_started": ({"pending", "failed", "interrupted"}, "running"),
+    "run_completed": ({"running"}, "completed"),
+    "run_failed": ({"running"}, "failed"),
+    "run_interrupted": ({"running"}, "interrupted"),
+    "run_cancelled": ({"pending", "running"}, "cancelled"),
+}
+
+
+def model_apply(run: RunModel, e: NewEvent) -> None:
+    """Apply one event to ``run`` in place, or raise Refused (``run`` may be half-changed)."""
+    kind, step, attempt, p, ts = e.type.value, e.step, e.attempt, e.payload, e.ts
+    seq = run.version + 1
+    if kind in RUN_RULES:
+        sources, target = RUN_RULES[kind]
+        if run.status not in sources:
+            raise Refused
+        if kind == "run_forked" and run.version != 0:
+            raise Refused
+        if target == "running":
+            run.finished_at, run.error = None, None
+            if run.started_at is None:
+                run.started_at = ts
+        elif target is not None:
+            run.finished_at = ts
+            if target != "completed":
+                run.error = p.get("error") or run.error
+        if target is not None:
+            run.status = target
+    else:
+        if step is None or run.status != "running":
+            raise Refused
+        running = run.running(step)
+        if kind == "step_scheduled":
+            if running:
+                raise Refused
+        elif kind == "step_started":
+            number = attempt or 0
+            if running or number <= run.max_attempt(step):
+                raise Refused
+            row = Row(step, number, "running", seq, p.get("cache_key"), p.get("fingerprint"))
+            row.started_at = ts
+            _put(run, row)
+        elif kind == "step_cached":
+            if running:
+                raise Refused
+            row = Row(step, 0, "cached", seq, p.get("cache_key"), p.get("fingerprint"))
+            row.output = p.get("output") or None
+            row.inputs = dict(p.get("inputs") or {})
+            row.started_at = row.finished_at = ts
+            row.duration_ms = 0.0
+            row.source_run_id = p.get("source_run_id")
+            _put(run, row)
+        elif kind == "step_skipped":
+            if running:
+                raise Refused
+            row = Row(step, 0, "skipped", seq, error=p.get("reason"))
+            row.started_at = row.finished_at = ts
+            _put(run, row)
+        else:  # events of the running attempt
+            if running is None:
+                raise Refused
+            if attempt is not None and attempt != running.attempt:
+                raise Refused
+            row = copy.copy(running)
+            row.seq = seq
+            if kind == "step_input_recorded":
+                row.inputs = dict(p.get("inputs") or {})
+            elif kind == "step_output_recorded":
+                row.output = p.get("output") or None
+            else:
+                if kind == "step_completed" and row.output is None:
+                    raise Refused
+                failed = kind != "step_completed"
+                row.status = "failed" if failed else "completed"
+                row.finished_at = ts
+                duration = p.get("duration_ms")
+                if duration is None and row.started_at is not None:
+                    duration = (ts - row.started_at).total_seconds() * 1000.0
+                row.duration_ms = duration
+                row.error = p.get("error") if failed else None
+                row.traceback = p.get("traceback") if failed else None
+            _put(run, row)
+    run.version = seq
+    run.events.append((seq, kind, step, attempt, dict(p), ts))
+
+
+def _put(run: RunModel, row: Row) -> None:
+    run.rows[(row.step, row.attempt)] = row
+    run.latest[row.step] = (row.step, row.attempt)
+
+
+def _payload(kind: str, step: str | None, n: int) -> dict[str, Any]:
+    """A payload like the engine's for ``kind``; ``n`` varies the values."""
+    output = {"codec": "json", "hash": f"h{n}", "size": n, "type": "int", "inline": n}
+    if kind == "step_started":
+        return {"cache_key": f"ck-{step}-{n % 3}", "fingerprint": f"fp-{n % 2}"}
+    if kind == "step_input_recorded":
+        return {"inputs": {"x": f"h{n}", "ü": "h'\""}}
+    if kind == "step_output_recorded":
+        return {"output": output}
+    if kind == "step_completed":
+        return {"duration_ms": float(n)} if n % 2 else {}
+    if kind in ("step_failed", "step_retried"):
+        return {"error": f"Error {n}: «bad» 'quote'", "traceback": f"tb {n}"}
+    if kind == "step_cached":
+        return {
+            "cache_key": f"ck-{step}-{n % 3}",
+            "fingerprint": "fp-0",
+            "output": output,
+            "inputs": {"x": "h"},
+            "source_run_id": f"src-{n}",
+        }
+    if kind == "step_skipped":
+        return {"reason": f"upstream {n}"}
+    if kind in ("run_failed", "run_cancelled", "run_interrupted"):
+        return {"error": f"run error {n}"} if n % 2 else {}
+    return {}
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """The DuckDB store against the model."""
+
+    runs = Bundle("runs")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = Path(tempfile.mkdtemp(prefix="nbflow-sm-"))
+        self.path = self.folder / "store.duckdb"
+        self.store = DuckDBStore(self.path)
+        self.model: dict[str, RunModel] = {}
+        self.ticks = 0
+        self.dirty: set[str] = set()  # runs whose execution rows to compare next
+        self.since_reopen = 0
+
+    def teardown(self) -> None:
+        self.store.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _now(self) -> dt.datetime:
+        self.ticks += 1
+        return T0 + dt.timedelta(milliseconds=self.ticks * 1001, microseconds=self.ticks)
+
+    def _event(self, kind: EventType, step: str | None, attempt: int | None, n: int) -> NewEvent:
+        return NewEvent(kind, step, attempt, _payload(kind.value, step, n), self._now())
+
+    # -- operations ---------------------------------------------------------------------
+
+    @initialize(target=runs)
+    def first_run(self) -> str:
+        return self.create_run()
+
+    @rule(target=runs)
+    def create_run(self) -> str:
+        run_id = f"run-{len(self.model)}-'é\""
+        self.store.create_run(
+            RunRecord(run_id, "flow", "fp", RunStatus.PENDING, 0, {"i": len(self.model)}, T0)
+        )
+        self.model[run_id] = RunModel()
+        self.dirty.add(run_id)
+        return run_id
+
+    @rule(
+        run_id=runs,
+        specs=st.lists(
+            st.tuples(
+                st.sampled_from(list(EventType)),
+                st.sampled_from([*STEPS, None]),
+                st.sampled_from([None, 0, 1, 2, 3]),
+                st.integers(0, 5),
+            ),
+            max_size=3,
+        ),
+        shift=st.sampled_from([0, 0, 0, 0, -1, 1, -3]),
+    )
+    def append_random(
+        self, run_id: str, specs: list[tuple[EventType, str | None, int | None, int]], shift: int
+    ) -> None:
+        """Any events for any steps and attempts, sometimes at a stale version."""
+        events = [self._event(kind, step, attempt, n) for kind, step, attempt, n in specs]
+        self._append(run_id, self.model[run_id].version + shift, events)
+
+    @rule(run_id=runs, data=st.data())
+    def append_valid(self, run_id: str, data: st.DataObject) -> None:
+        """One or two events the model accepts, so runs get far into their lives."""
+        for _ in range(data.draw(st.integers(1, 2))):
+            options = self._valid_next(run_id)
+            if not options:
+                return
+            kind, step, attempt = data.draw(st.sampled_from(options))
+            event = self._event(kind, step, attempt, data.draw(st.integers(0, 5)))
+            self._append(run_id, self.model[run_id].version, [event], must_succeed=True)
+
+    @precondition(lambda self: len(self.model) > 0 and self.since_reopen >= 6)
+    @rule()
+    def reopen(self) -> None:
+        """Close the file and open it again: the state comes from disk, not a cache."""
+        self.store.close()
+        self.store = DuckDBStore(self.path)
+        self.since_reopen = 0
+        self.dirty |= set(self.model)
+
+    @precondition(lambda self: self.since_reopen >= 3)
+    @rule(run_id=runs, data=st.data())
+    def append_through_another_object(self, run_id: str, data: st.DataObject) -> None:
+        """Another store object on the file appends: our object's cached state is stale."""
+        options = self._valid_next(run_id)
+        if not options:
+            return
+        kind, step, attempt = data.draw(st.sampled_from(options))
+        event = self._event(kind, step, attempt, data.draw(st.integers(0, 5)))
+        main, self.store = self.store, DuckDBStore(self.path)
+        try:
+            self._append(run_id, self.model[run_id].version, [event], must_succeed=True)
+        finally:
+            self.store.close()
+            self.store = main
+
+    def _valid_next(self, run_id: str) -> list[tuple[EventType, str | None, int | None]]:
+        run = self.model[run_id]
+        options: list[tuple[EventType, str | None, int | None]] = []
+        for kind in RUN_EVENTS:
+            sources, _ = RUN_RULES[kind.value]
+            if run.status in sources and (kind.value != "run_forked" or run.version == 0):
+                options.append((kind, None, None))
+        if run.status != "running":
+            return options
+        for step in STEPS:
+            running = run.running(step)
+            if running is None:
+                nxt = run.max_attempt(step) + 1
+                options += [
+                    (EventType.STEP_SCHEDULED, step, None),
+                    (EventType.STEP_STARTED, step, nxt),
+                    (EventType.STEP_STARTED, step, nxt + 1),
+                    (EventType.STEP_CACHED, step, None),
+                    (EventType.STEP_SKIPPED, step, None),
+                ]
+                continue
+            attempts = [None, running.attempt]
+            for kind in (
+                EventType.STEP_INPUT_RECORDED,
+                EventType.STEP_OUTPUT_RECORDED,
+                EventType.STEP_FAILED,
+                EventType.STEP_RETRIED,
+            ):
+                options += [(kind, step, a) for a in attempts]
+            if running.output is not None:
+                options += [(EventType.STEP_COMPLETED, step, a) for a in attempts]
+        return options
+
+    def _append(
+        self, run_id: str, version: int, events: list[NewEvent], must_succeed: bool = False
+    ) -> None:
+        self.since_reopen += 1
+        self.dirty.add(run_id)
+        current = self.model[run_id]
+        trial = copy.deepcopy(current)
+        refused = False
+        try:
+            for event in events:
+                model_apply(trial, event)
+        except Refused:
+            refused = True
+
+        if version != current.version:
+            note("append: stale")
+            with pytest.raises(StaleVersionError):
+                self.store.append(run_id, version, events)
+        elif refused:
+            assert not must_succeed
+            note("append: refused")
+            with pytest.raises(InvalidTransitionError, match="Nothing was written"):
+                self.store.append(run_id, version, events)
+        else:
+            record = self.store.append(run_id, version, events)
+            assert (record.status.value, record.version) == (trial.status, trial.version)
+            self.model[run_id] = trial
+            note(f"append: ok, run now {trial.status}")
+
+    # -- what must hold -----------------------------------------------------------------
+
+    @invariant()
+    def runs_match_the_model(self) -> None:
+        """Every run's status, version and timestamps are the model's."""
+        got = {
+            r.run_id: (r.status.value, r.version, r.started_at, r.finished_at, r.error)
+            for r in self.store.list_runs()
+        }
+        assert got == {
+            run_id: (m.status, m.version, m.started_at, m.finished_at, m.error)
+            for run_id, m in self.model.items()
+        }
+
+    @invariant()
+    def events_match_the_model(self) -> None:
+        """Every run's log is exactly the model's, gap-free from 1."""
+        got: dict[str, list[tuple[Any, ...]]] = {run_id: [] for run_id in self.model}
+        for e in self.store.read_events():
+            got[e.run_id].append((e.seq, e.type.value, e.step, e.attempt, dict(e.payload), e.ts))
+        for run_id, events in got.items():
+            assert [e[0] for e in events] == list(range(1, len(events) + 1))
+            assert events == self.model[run_id].events
+
+    @invariant()
+    def executions_match_the_model(self) -> None:
+        """The execution rows of each run touched since the last check are the model's."""
+        for run_id in sorted(self.dirty):
+            rows = [
+                Row(
+                    x.step,
+                    x.attempt,
+                    x.status.value,
+                    x.seq,
+                    x.cache_key,
+                    x.fingerprint,
+                    x.output.to_json() if x.output else None,
+                    dict(x.inputs),
+                    x.started_at,
+                    x.finished_at,
+                    x.duration_ms,
+                    x.error,
+                    x.traceback,
+                    x.source_run_id,
+                )
+                for x in self.store.executions(run_id)
+            ]
+            assert rows == sorted(self.model[run_id].rows.values(), key=lambda r: r.seq)
+        self.dirty.clear()
+
+
+StoreMachine.TestCase.settings = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+TestStoreStateMachine = StoreMachine.TestCase
