@@ -311,6 +311,18 @@ FRAMES: dict[str, tuple[Any, Codec]] = {
     # Arrow holds these, DuckDB does not: Arrow IPC bytes.
     "float16": (pd.DataFrame({"h": np.array([1.5, np.nan], dtype=np.float16)}), Codec.ARROW_IPC),
     "no_columns": (pd.DataFrame(), Codec.ARROW_IPC),
+    "ipc_with_fixes": (
+        # float16 (DuckDB cannot), duplicate names, object and python-string columns, freq.
+        pd.concat(
+            [
+                pd.DataFrame({"h": np.array([1.5, 2], dtype=np.float16)}),
+                pd.DataFrame({"o": pd.Series([None, "b"], dtype=object)}),
+                pd.DataFrame({"h": pd.array(["a", None], dtype="string[python]")}),
+            ],
+            axis=1,
+        ).set_axis(pd.date_range("2024", periods=2, freq="D")),
+        Codec.ARROW_IPC,
+    ),
     "tz_seconds_beyond_duckdb": (
         pd.DataFrame({"t": pd.Series(np.array([2**62], dtype="M8[s]")).dt.tz_localize("UTC")}),
         Codec.ARROW_IPC,

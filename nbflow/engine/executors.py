@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from nbflow.errors import ParameterError, StepTimeout
@@ -43,6 +45,51 @@ def call_with_timeout(
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+@dataclass
+class Outcome:
+    """What one attempt of a step produced: its value and encoding, or its error."""
+
+    value: Any = None
+    encoded: Any = None
+    error: BaseException | None = None
+    trace: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class StepTask:
+    """One attempt of a step, as executors receive it: a picklable callable.
+
+    It calls the step function and encodes the result where it runs, so a process or
+    cluster executor hashes and serializes in the worker; the driver only stores.
+    """
+
+    name: str
+    func: Callable[..., Any]
+    kwargs: dict[str, Any]
+    timeout: float | None
+
+    def __call__(self) -> Outcome:
+        """Run the step; never raises for an error of the step itself."""
+        from nbflow.values import encode
+
+        began = time.perf_counter()
+        try:
+            value = call_with_timeout(self.name, self.func, self.kwargs, self.timeout)
+        except Exception as exc:
+            return Outcome(error=exc, trace=traceback.format_exc(), seconds=_since(began))
+        seconds = _since(began)
+        try:
+            encoded = encode(value, step=self.name)
+        except Exception as exc:
+            return Outcome(error=exc, trace=traceback.format_exc(), seconds=seconds)
+        return Outcome(value=value, encoded=encoded, seconds=seconds)
+
+
+def _since(began: float) -> float:
+    return time.perf_counter() - began
 
 
 class Executor:

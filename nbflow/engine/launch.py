@@ -13,6 +13,7 @@ import xxhash
 
 from nbflow.engine.cache import canonical_json
 from nbflow.engine.executors import Executor, make_executor
+from nbflow.engine.progress import make_listeners
 from nbflow.engine.runner import Runner, StepPlan
 from nbflow.errors import ParameterError, RunError, suggest
 from nbflow.graph.dag import FlowGraph
@@ -158,6 +159,7 @@ def start_run(
     )
     handle = Run(store, run_id, flow)
     runner_executor = make_executor(executor, max_workers)
+    listeners = make_listeners(handle, graph, progress)
     return _execute(
         handle,
         lambda cancel: Runner(
@@ -168,6 +170,7 @@ def start_run(
             executor=runner_executor,
             force=force,
             cancel_requested=cancel,
+            listeners=listeners,
         ),
         resume=False,
         background=background,
@@ -203,6 +206,8 @@ def resume_run(
     state = store.load_state(run.id)
     handle = Run(store, run.id, flow)
     runner_executor = make_executor(executor, max_workers)
+    done = sum(1 for s in graph.order if (x := state.latest(s)) is not None and x.status.has_output)
+    listeners = make_listeners(handle, graph, progress, done)
     return _execute(
         handle,
         lambda cancel: Runner(
@@ -214,6 +219,7 @@ def resume_run(
             force=force,
             state=state,
             cancel_requested=cancel,
+            listeners=listeners,
         ),
         resume=True,
         background=background,

@@ -19,7 +19,7 @@ from typing import Any
 
 from nbflow.definition.step import Step
 from nbflow.engine.cache import cache_key
-from nbflow.engine.executors import Executor, call_with_timeout
+from nbflow.engine.executors import Executor, Outcome, StepTask
 from nbflow.errors import StepFailed
 from nbflow.graph.dag import FlowGraph
 from nbflow.store.base import Store
@@ -41,15 +41,6 @@ class StepPlan:
     def name(self) -> str:
         """The step's name."""
         return self.step.name
-
-
-@dataclass
-class _Outcome:
-    value: Any = None
-    encoded: Any = None
-    error: BaseException | None = None
-    trace: str = ""
-    seconds: float = 0.0
 
 
 class Cancelled(Exception):
@@ -266,34 +257,18 @@ class Runner:
         kwargs = {u: self._value(u) for u in plan.step.inputs}
         kwargs.update(plan.params)
         self.flush()  # upstream completions and this start are durable before it runs
-        step = plan.step
-
-        def task() -> _Outcome:
-            from nbflow.values import encode
-
-            began = time.perf_counter()
-            try:
-                value = call_with_timeout(name, step.func, kwargs, step.options.timeout)
-            except Exception as exc:
-                return _Outcome(error=exc, trace=tb.format_exc(), seconds=_since(began))
-            seconds = _since(began)
-            try:
-                encoded = encode(value, step=name)
-            except Exception as exc:
-                return _Outcome(error=exc, trace=tb.format_exc(), seconds=seconds)
-            return _Outcome(value=value, encoded=encoded, seconds=seconds)
-
+        task = StepTask(name, plan.step.func, kwargs, plan.step.options.timeout)
         return self.executor.submit(task, delay)
 
     def _finish(self, name: str, attempt: int, future: Future[Any]) -> Future[Any] | None:
         """Record a finished attempt; return the future of its retry, if one is due."""
-        outcome: _Outcome = future.result()
+        outcome: Outcome = future.result()
         step = self.plans[name].step
         if outcome.error is None:
             try:
                 ref = self.store.put_value(outcome.encoded)
             except Exception as exc:
-                outcome = _Outcome(error=exc, trace=tb.format_exc(), seconds=outcome.seconds)
+                outcome = Outcome(error=exc, trace=tb.format_exc(), seconds=outcome.seconds)
             else:
                 self._emit(EventType.STEP_OUTPUT_RECORDED, name, attempt, output=ref.to_json())
                 self._emit(
@@ -345,10 +320,6 @@ class Runner:
                 consumers.discard(name)
                 if not consumers:
                     self._values.pop(upstream, None)
-
-
-def _since(began: float) -> float:
-    return time.perf_counter() - began
 
 
 def _describe(exc: BaseException | None) -> str:
