@@ -1,4 +1,8 @@
-"""``python -m benchmarks [--quick] [--json PATH] [--profile]``: run and print the table."""
+"""Run nbflow's benchmarks and print medians, ratios and targets in one table.
+
+``make bench`` runs it with the full sizes; ``--quick`` is a fast smoke run; ``--profile``
+prints where one 200-step chain run spends its time instead.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ import pyarrow as pa
 
 import nbflow
 from benchmarks import report
+from benchmarks.dag_svg import DagResult, dag_rows, run_dag_svg
 from benchmarks.dataframes import FrameResult, run_dataframes
+from benchmarks.fork import ForkResult, fork_rows, run_fork, setup_note
 from benchmarks.overhead import STEPS, TopologyResult, run_overhead
 from benchmarks.profiling import profile_chain
 from benchmarks.timing import format_seconds, median
@@ -32,6 +38,9 @@ class Settings:
     step_repeats: int
     rows: int
     frame_repeats: int
+    fork_small_bytes: int = 1_000_000
+    fork_big_bytes: int = 1_000_000_000
+    fork_repeats: int = 5
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -41,21 +50,29 @@ class Settings:
             steps=STEPS,
             step_repeats=args.repeats or (3 if quick else 7),
             rows=args.rows or (1_000_000 if quick else 10_000_000),
-            frame_repeats=3,
+            frame_repeats=args.frame_repeats,
+            fork_big_bytes=100_000_000 if quick else 1_000_000_000,
         )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="1M-row frame, 3 repetitions")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1M-row frame, 3 repetitions, fork of 100 MB"
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers here")
     parser.add_argument("--rows", type=int, help="rows of the DataFrame (overrides the default)")
     parser.add_argument("--repeats", type=int, help="repetitions of the per-step runs")
     parser.add_argument(
+        "--frame-repeats", type=int, default=3, help="repetitions of the DataFrame writes/reads"
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
-        help="only profile one chain run (first and cached) with cProfile and print the top",
+        help="instead, show where a chain run spends its time (SQL statements, cProfile)",
     )
     return parser.parse_args(argv)
 
@@ -90,8 +107,10 @@ class Measurements:
     topologies: list[TopologyResult]
     duckdb_floor: list[float]
     frame: FrameResult
+    fork: ForkResult
     elapsed_s: float
     load: str
+    dag: DagResult | None = None
 
 
 def measure(settings: Settings) -> Measurements:
@@ -106,15 +125,27 @@ def measure(settings: Settings) -> Measurements:
         )
         log(f"DataFrame checkpoint: {settings.rows:,} rows, {settings.frame_repeats} repetitions")
         frame = run_dataframes(workdir, settings.rows, settings.frame_repeats, log=log)
+        log(f"fork: {settings.fork_small_bytes:,} vs {settings.fork_big_bytes:,} bytes upstream")
+        fork = run_fork(
+            workdir,
+            settings.fork_small_bytes,
+            settings.fork_big_bytes,
+            settings.fork_repeats,
+            log=log,
+        )
+    log("DAG SVG of a 500-step flow")
+    dag = run_dag_svg(settings.frame_repeats, log=log)
     elapsed = time.perf_counter() - started
     load = f"1-min load average {load_before} before, {load_average()} after"
-    return Measurements(topologies, duckdb_floor, frame, elapsed, load)
+    return Measurements(topologies, duckdb_floor, frame, fork, elapsed, load, dag)
 
 
 def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> list[report.Row]:
     """Print the header, the table and the notes; return the table's rows."""
     rows = [row for t in m.topologies for row in report.per_step_rows(t, m.duckdb_floor)]
     rows += report.frame_rows(m.frame)
+    rows += fork_rows(m.fork)
+    rows += dag_rows(m.dag) if m.dag is not None else []
     print(" | ".join(f"{k} {v}" for k, v in env.items()))
     print(
         f"per-step: median of {settings.step_repeats} runs each; "
@@ -123,12 +154,16 @@ def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> li
         f"(median open {format_seconds(median(m.topologies[0].store_open))})."
     )
     print(f"DataFrame: median of {settings.frame_repeats}; {m.frame.description}.")
+    print(f"{m.fork.description}.")
+    if m.dag is not None:
+        print(f"{m.dag.description}.")
     print("ratio = nbflow / reference in the row's unit (time per step, or GB/s).")
     print()
     print(report.format_table(rows))
     print()
     for line in report.breakdown(m.frame):
         print(line)
+    print(setup_note(m.fork))
     print(report.EXTERNAL_REFERENCES)
     print(f"total time: {m.elapsed_s:.1f} s; {m.load} ({os.cpu_count()} CPUs)")
     return rows
@@ -152,6 +187,7 @@ def run(settings: Settings, json_path: Path | None) -> None:
             topologies=m.topologies,
             duckdb_floor=m.duckdb_floor,
             frame=m.frame,
+            fork=m.fork,
         )
         log(f"wrote {json_path}")
 

@@ -6,11 +6,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.dataframes import FrameResult
 from benchmarks.overhead import TopologyResult
 from benchmarks.timing import format_seconds, median
+
+if TYPE_CHECKING:
+    from benchmarks.fork import ForkResult  # it builds its rows with this module's Row
 
 MAX_OVERHEAD_S = 1e-3  # per step, first run, every step durable
 MAX_CACHED_S = 1e-4  # per step, fully cached re-run
@@ -27,7 +30,8 @@ EXTERNAL_REFERENCES = (
 
 @dataclass(frozen=True)
 class Quantity:
-    """A median value: seconds (per step, unit ``s``) or a rate (unit ``GB/s``)."""
+    """A median value: seconds (per step, unit ``s``), a rate (unit ``GB/s``) or bytes
+    (unit ``B``)."""
 
     value: float
     unit: str
@@ -37,6 +41,8 @@ class Quantity:
         """The quantity as the table shows it."""
         if self.unit == "s":
             return format_seconds(self.value)
+        if self.unit == "B":
+            return f"{self.value:,.0f} B"
         shown = f"{self.value:.2f} {self.unit}"
         return f"{shown} ({format_seconds(self.seconds)})" if self.seconds is not None else shown
 
@@ -195,6 +201,7 @@ def to_json(
     topologies: Sequence[TopologyResult],
     duckdb_floor: Sequence[float],
     frame: FrameResult | None,
+    fork: ForkResult | None = None,
 ) -> None:
     """Write the settings, the table's numbers and every raw sample (seconds) to ``path``."""
     data = {
@@ -204,6 +211,7 @@ def to_json(
             "duckdb_floor_per_step": list(duckdb_floor),
             "topologies": [asdict(t) for t in topologies],
             "dataframe": asdict(frame) if frame is not None else None,
+            "fork": asdict(fork) if fork is not None else None,
         },
     }
     path.write_text(json.dumps(data, indent=2) + "\n")

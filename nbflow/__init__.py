@@ -7,23 +7,42 @@ pandas DataFrames.
 
 from __future__ import annotations
 
+from typing import Any
+
 from nbflow import errors
 from nbflow.api import events, get_run, runs
 from nbflow.definition.flow import Flow
+from nbflow.definition.notebook import load_notebook
+from nbflow.diff import diff
+from nbflow.history import RunView
 from nbflow.run import Run
 from nbflow.store.base import Store
 from nbflow.store.open import open_store
+from nbflow.widgets import browse
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Register the ``%%step`` and ``%nbflow`` magics: ``%load_ext nbflow``."""
+    from nbflow.definition.magics import NbflowMagics
+
+    ipython.register_magics(NbflowMagics)
+
 
 __all__ = [
     "Flow",
     "Run",
+    "RunView",
     "Store",
     "__version__",
+    "browse",
+    "diff",
     "errors",
     "events",
     "get_run",
+    "load_ipython_extension",
+    "load_notebook",
     "open_store",
     "runs",
 ]

@@ -55,6 +55,11 @@ class MissingDependencyError(DefinitionError):
         )
 
 
+class CellError(DefinitionError):
+    """A ``%%step`` cell or an nbflow magic cannot be used as written (a syntax error, no
+    value, a name defined nowhere, bad options); the message names the cell and line."""
+
+
 class UnknownStepError(NbflowError, KeyError):
     """A step name that the flow or run does not have."""
 
@@ -142,8 +147,20 @@ class UntrustedStoreError(StoreError):
 # -- running ---------------------------------------------------------------------------
 
 
+class NotebookError(NbflowError):
+    """A notebook cannot be loaded as a flow (missing, not a notebook, or a bad cell)."""
+
+
 class RunError(NbflowError):
     """A run cannot be started, resumed or read as asked."""
+
+
+class DuplicateRunError(RunError, ValueError):
+    """A run with this id already exists in the store."""
+
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+        super().__init__(f"a run with id {run_id!r} already exists in the store")
 
 
 class StepFailed(RunError):
@@ -172,13 +189,16 @@ class OutputNotAvailableError(RunError, KeyError):
 
 
 __all__ = [
+    "CellError",
     "CorruptStoreError",
     "CycleError",
     "DefinitionError",
+    "DuplicateRunError",
     "InvalidTransitionError",
     "MissingDependencyError",
     "NbflowError",
     "NotAStoreError",
+    "NotebookError",
     "OutputNotAvailableError",
     "ParameterError",
     "RunError",

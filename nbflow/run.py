@@ -6,14 +6,16 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from nbflow.errors import OutputNotAvailableError, RunError, UnknownStepError
+from nbflow.errors import RunError
+from nbflow.history import output_execution
 from nbflow.store.base import Store
-from nbflow.store.records import RunRecord, RunStatus, StepExecution, StepStatus, ValueRef
+from nbflow.store.records import RunRecord, RunStatus, StepExecution, ValueRef
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from nbflow.definition.flow import Flow
+    from nbflow.history import RunView
 
 
 class Run:
@@ -89,24 +91,18 @@ class Run:
 
     # -- outputs ----------------------------------------------------------------------
 
+    def _latest_rows(self) -> dict[str, StepExecution]:
+        latest: dict[str, StepExecution] = {}
+        for row in self._store.executions(self._id):  # in the order rows last changed
+            latest[row.step] = row
+        return latest
+
     def _execution(self, step: str) -> StepExecution:
-        rows = [x for x in self._store.executions(self._id) if x.step == step]
-        if not rows:
-            if step not in self.step_names:
-                raise UnknownStepError(step, self.step_names, where=f"run {self._id}")
-            raise OutputNotAvailableError(
-                f"step {step!r} has no output in run {self._id}: it has not run yet."
-            )
-        latest = max(rows, key=lambda x: x.seq)
-        if latest.status.has_output and latest.output is not None:
-            return latest
-        reason = {
-            StepStatus.FAILED: f"it failed ({latest.error})",
-            StepStatus.SKIPPED: f"it was skipped ({latest.error})",
-            StepStatus.RUNNING: "it is still running",
-            StepStatus.SCHEDULED: "it has not run yet",
-        }.get(latest.status, latest.status.value)
-        raise OutputNotAvailableError(f"step {step!r} has no output in run {self._id}: {reason}.")
+        return output_execution(self._latest_rows(), step, self.step_names, f"run {self._id}")
+
+    def step_states(self) -> dict[str, str]:
+        """Each started step's current status (running, completed, cached, failed, skipped)."""
+        return {step: row.status.value for step, row in self._latest_rows().items()}
 
     def ref(self, step: str) -> ValueRef:
         """Where the output of ``step`` is stored (codec, content hash, size)."""
@@ -148,6 +144,56 @@ class Run:
         """One row per step attempt (attempt 0 for cached and skipped steps)."""
         return self._store.steps_frame(self._id)
 
+    @property
+    def versions(self) -> pd.DataFrame:
+        """One row per state-changing event: version, recorded_at, type, step, status,
+        steps_completed. ``run.at(version)`` shows the run as it stood at any of them."""
+        from nbflow.history import versions_frame
+
+        return versions_frame(self.record, self._store.read_events(self._id))
+
+    def at(self, version: int) -> RunView:
+        """A read-only view of the run as it stood at ``version`` (time travel)."""
+        from nbflow.history import RunView
+
+        return RunView(self._store, self._id, version)
+
+    def fork(
+        self,
+        from_step: str | None = None,
+        at_version: int | None = None,
+        run: bool = True,
+        *,
+        cache: bool = False,
+        executor: str | Any = "inline",
+        max_workers: int | None = None,
+        background: bool = False,
+        raise_on_error: bool = True,
+        progress: bool = True,
+        **params: Any,
+    ) -> Run:
+        """A new run that reuses part of this one by reference and recomputes the rest.
+
+        ``from_step``: recompute that step and everything downstream of it, reuse the
+        others. ``at_version``: reuse what was completed at that version, run the rest.
+        Keyword arguments that are not options override run parameters. Recomputed steps
+        execute even if a cached result exists, unless ``cache=True``. ``run=False``
+        creates the fork without executing it (``.resume()`` runs it).
+        """
+        from nbflow.engine.fork import fork_run
+        from nbflow.engine.launch import RunOptions
+
+        return fork_run(
+            self._flow_for("fork"),
+            self,
+            from_step=from_step,
+            at_version=at_version,
+            run=run,
+            cache=cache,
+            params=params,
+            options=RunOptions(executor, max_workers, background, raise_on_error, progress),
+        )
+
     # -- control ------------------------------------------------------------------------
 
     def resume(self, **options: Any) -> Run:
@@ -155,10 +201,9 @@ class Run:
         current definitions. Takes the same options as ``flow.run`` except parameters."""
         from nbflow.engine.launch import resume_run
 
-        flow = self._flow_for_resume()
-        return resume_run(flow, self, **options)
+        return resume_run(self._flow_for("resume"), self, **options)
 
-    def _flow_for_resume(self) -> Flow:
+    def _flow_for(self, action: str) -> Flow:
         from nbflow.definition.flow import find_flow
 
         if self._flow is not None:
@@ -166,8 +211,8 @@ class Run:
         flow = find_flow(self.flow_name, self._store)
         if flow is None:
             raise RunError(
-                f"cannot resume run {self._id}: flow {self.flow_name!r} is not defined in this "
-                "session. Define it (run its cells or import its module), then resume."
+                f"cannot {action} run {self._id}: flow {self.flow_name!r} is not defined in this "
+                f"session. Define it (run its cells or import its module), then {action}."
             )
         self._flow = flow
         return flow
@@ -205,6 +250,11 @@ class Run:
 
     # -- display ------------------------------------------------------------------------
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from nbflow.widgets import repr_bundle
+
+        return repr_bundle(self)
+
     def __repr__(self) -> str:
         record = self.record
         return (
@@ -225,10 +275,8 @@ class _Outputs(Mapping[str, Any]):
         self._run = run
 
     def _available(self) -> list[str]:
-        latest: dict[str, StepExecution] = {}
-        for x in self._run.store.executions(self._run.id):
-            latest[x.step] = x
-        return [s for s, x in latest.items() if x.status.has_output and x.output is not None]
+        rows = self._run._latest_rows()
+        return [s for s, x in rows.items() if x.status.has_output and x.output is not None]
 
     def __getitem__(self, step: str) -> Any:
         return self._run[step]

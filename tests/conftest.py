@@ -7,6 +7,8 @@ runs on it too.
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,3 +48,30 @@ def all_stores(tmp_path: Path) -> Iterator[dict[str, Store]]:
     finally:
         for s in opened.values():
             s.close()
+
+
+@pytest.fixture(scope="session")
+def jupyter_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment variables for Jupyter kernels started by tests: the kernel "python3" is
+    this Python (the venv's ipykernel), and every Jupyter and IPython directory is a temp
+    dir, so kernels write nothing outside it."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec = root / "data" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "Python 3 (nbflow tests)",
+                "language": "python",
+            }
+        )
+    )
+    return {
+        "JUPYTER_PATH": str(root / "data"),
+        "JUPYTER_DATA_DIR": str(root / "data"),
+        "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(root / "config"),
+        "IPYTHONDIR": str(root / "ipython"),
+        "MPLCONFIGDIR": str(root / "matplotlib"),
+    }

@@ -540,7 +540,7 @@ def test_resume_continues_from_the_checkpoints(store):
     divide_rows = resumed.steps.query("step == 'divide'")
     assert divide_rows["attempt"].tolist() == [1, 2]
     assert divide_rows["status"].tolist() == ["failed", "completed"]
-    with pytest.raises(RunError, match="only failed or interrupted runs can be resumed"):
+    with pytest.raises(RunError, match="only failed or interrupted runs"):
         resumed.resume()
 
 
@@ -738,3 +738,17 @@ def test_outputs_mapping_is_lazy_and_complete(store):
     assert "raw" in run
     with pytest.raises(UnknownStepError):
         run["nope"]
+
+
+def test_editing_a_returned_frame_in_place_does_not_change_the_checkpoint(store):
+    kept: dict[str, pd.DataFrame] = {}
+    flow = nf.Flow("f", store=store)
+
+    @flow.step
+    def frame():
+        kept["frame"] = pd.DataFrame({"x": np.arange(5.0)})
+        return kept["frame"]
+
+    run = flow.run()
+    kept["frame"].loc[0, "x"] = 99.0
+    assert run["frame"]["x"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]

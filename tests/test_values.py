@@ -457,6 +457,16 @@ def test_write_table_joins_the_callers_transaction(con: duckdb.DuckDBPyConnectio
     assert not any("nbflow_arrow" in r[0] for r in con.sql("SHOW ALL TABLES").fetchall())
 
 
+def test_tables_in_a_schema(con: duckdb.DuckDBPyConnection) -> None:
+    encoded = encode(FRAMES["categoricals"][0], step="s")
+    assert encoded.table is not None
+    con.execute('CREATE SCHEMA IF NOT EXISTS "my values"')
+    write_table(con, "v.1", encoded.table, schema="my values")
+    assert con.sql('SELECT count(*) FROM "my values"."v.1"').fetchall() == [(3,)]
+    back = decode(encoded.ref, table=read_table(con, "v.1", schema="my values"), meta=encoded.meta)
+    assert_identical(FRAMES["categoricals"][0], back)
+
+
 def test_file_store_round_trip(tmp_path: Path) -> None:
     df = FRAMES["times"][0]
     encoded = encode(df, step="s")
@@ -492,6 +502,12 @@ def test_copy_table_detaches_from_the_frame() -> None:
     frame.iloc[0, 0] = 7.0  # from_pandas shares the frame's numpy buffers
     assert encoded.table.column("a")[0].as_py() == 7.0
     assert kept.column("a")[0].as_py() == 0.0 and kept.schema == encoded.table.schema
+    for value, _ in FRAMES.values():
+        for rows in (value, value.iloc[:0]):
+            encoded = encode(rows, step="s")
+            if encoded.table is not None:
+                back = decode(encoded.ref, table=copy_table(encoded.table), meta=encoded.meta)
+                assert_identical(rows, back)
 
 
 def test_duckdb_can_hold() -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from nbflow.engine.executors import Executor
     from nbflow.graph.dag import FlowGraph
     from nbflow.run import Run
+    from nbflow.widgets.dag import DagWidget
 
 F = Callable[..., Any]
 
@@ -169,18 +170,14 @@ class Flow:
         step raises StepFailed unless ``raise_on_error=False``. ``background=True``
         returns at once; use ``run.wait()``.
         """
-        from nbflow.engine.launch import start_run
+        from nbflow.engine.launch import RunOptions, start_run
 
         return start_run(
             self,
             params=params,
-            executor=executor,
-            max_workers=max_workers,
             targets=[targets] if isinstance(targets, str) else targets,
             force=[force] if isinstance(force, str) else force,
-            background=background,
-            raise_on_error=raise_on_error,
-            progress=progress,
+            options=RunOptions(executor, max_workers, background, raise_on_error, progress),
         )
 
     def runs(
@@ -189,12 +186,42 @@ class Flow:
         """This flow's runs, newest first, as a DataFrame."""
         return self.store.runs_frame(flow=self._name, status=status, limit=limit)
 
+    def lineage(self, run: Run | str, *, as_tree: bool = False) -> pd.DataFrame | nx.DiGraph:
+        """The thread of ``run`` (the run it descends from and every fork, transitively):
+        a DataFrame of runs and fork points, or a networkx tree with ``as_tree=True``."""
+        from nbflow.lineage import lineage_frame, thread_tree
+
+        return thread_tree(self.store, run) if as_tree else lineage_frame(self.store, run)
+
+    def status(self, run: Run | str | None = None, **params: Any) -> pd.DataFrame:
+        """Which steps are fresh, stale, never_run or failed, and why, as a DataFrame.
+
+        Each step is compared with its execution in ``run`` (a Run or run id), by default
+        the flow's latest run that ran it. ``params`` are compared as ``flow.run`` would
+        take them; parameters not given keep the value the compared run chose.
+        """
+        from nbflow.engine.status import flow_status, status_frame
+
+        return status_frame(flow_status(self, run, params))
+
     def latest_run(self) -> Run | None:
         """The newest run of this flow, or None."""
         from nbflow.run import Run
 
         runs = self.store.list_runs(flow=self._name, limit=1)
         return Run(self.store, runs[0].run_id, self) if runs else None
+
+    def show(self, run: Run | None = None) -> DagWidget:
+        """The DAG widget: steps colored by the state of ``run`` (default: the latest run),
+        stale steps marked. One widget per flow, refreshed on each call."""
+        from nbflow.widgets.display import flow_widget
+
+        return flow_widget(self, run)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from nbflow.widgets import repr_bundle
+
+        return repr_bundle(self)
 
     def __repr__(self) -> str:
         store = self._store_obj.uri if self._store_obj is not None else self._store_arg

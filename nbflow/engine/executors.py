@@ -1,4 +1,5 @@
-"""Where step functions run: inline in the driver, or on a thread pool.
+"""Where step functions run: inline in the driver, on a thread pool, or in worker
+processes (:mod:`nbflow.engine.processes`).
 
 The driver (the runner) does every store write; executors only call the step function
 and encode its result, so a slow step never holds the store.
@@ -16,7 +17,7 @@ from typing import Any
 
 from nbflow.errors import ParameterError, StepTimeout
 
-EXECUTORS = ("inline", "threads")
+EXECUTORS = ("inline", "threads", "processes")
 
 
 def call_with_timeout(
@@ -139,7 +140,8 @@ class ThreadExecutor(Executor):
 
 
 def make_executor(executor: str | Executor, max_workers: int | None) -> Executor:
-    """The executor named by ``executor`` ('inline' or 'threads'), or the one given."""
+    """The executor named by ``executor`` ('inline', 'threads' or 'processes'), or the one
+    given."""
     if isinstance(executor, Executor):
         return executor
     if executor == "inline":
@@ -148,6 +150,10 @@ def make_executor(executor: str | Executor, max_workers: int | None) -> Executor
         if max_workers is not None and max_workers < 1:
             raise ParameterError(f"max_workers must be at least 1, not {max_workers}")
         return ThreadExecutor(max_workers)
+    if executor == "processes":
+        from nbflow.engine.processes import ProcessExecutor
+
+        return ProcessExecutor(max_workers)
     raise ParameterError(
         f"unknown executor {executor!r}: use one of {', '.join(repr(e) for e in EXECUTORS)}"
     )

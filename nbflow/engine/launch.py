@@ -7,6 +7,7 @@ import json
 import secrets
 import threading
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import xxhash
@@ -18,7 +19,15 @@ from nbflow.engine.runner import Runner, StepPlan
 from nbflow.errors import ParameterError, RunError, suggest
 from nbflow.graph.dag import FlowGraph
 from nbflow.run import Run
-from nbflow.store.records import FlowRecord, RunRecord, RunStatus, StepDefinition, utcnow
+from nbflow.store.fold import RunState
+from nbflow.store.records import (
+    FlowRecord,
+    RunRecord,
+    RunStatus,
+    StepDefinition,
+    StepExecution,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from nbflow.definition.flow import Flow
@@ -116,29 +125,57 @@ def _record_flow(store: Store, record: FlowRecord) -> None:
         known.add(key)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How to execute a run (the options of ``flow.run`` that are not parameters)."""
+
+    executor: str | Executor = "inline"
+    max_workers: int | None = None
+    background: bool = False
+    raise_on_error: bool = True
+    progress: bool = True
+
+
 def start_run(
     flow: Flow,
     *,
     params: Mapping[str, Any],
-    executor: str | Executor,
-    max_workers: int | None,
     targets: Collection[str] | None,
     force: bool | Collection[str],
-    background: bool,
-    raise_on_error: bool,
-    progress: bool,
+    options: RunOptions,
 ) -> Run:
     """Plan, record and execute a new run of ``flow``."""
     full = flow.graph()
     graph = flow.graph(targets) if targets is not None else full
-    if not isinstance(force, bool):
-        for name in force:
-            if name not in full.steps:
-                from nbflow.errors import UnknownStepError
-
-                raise UnknownStepError(name, full.steps)
+    check_steps(force, full)
     values = resolve_params(graph, params, full.params)
     plans = plan_steps(graph, values)
+    handle = create_run(flow, graph, plans, values)
+    return execute(handle, graph, plans, options=options, force=force)
+
+
+def check_steps(names: bool | Collection[str], graph: FlowGraph) -> None:
+    """Refuse step names (e.g. in ``force=``) that the flow does not have."""
+    if isinstance(names, bool):
+        return
+    from nbflow.errors import UnknownStepError
+
+    for name in names:
+        if name not in graph.steps:
+            raise UnknownStepError(name, graph.steps)
+
+
+def create_run(
+    flow: Flow,
+    graph: FlowGraph,
+    plans: Mapping[str, StepPlan],
+    params: Mapping[str, Any],
+    **lineage: Any,
+) -> Run:
+    """Record the flow's definition and a new pending run of it; return its handle.
+
+    ``lineage`` sets parent_run_id, fork_from_step, fork_from_version and thread_id.
+    """
     record = flow_record(flow.name, graph, plans)
     store = flow.store
     _record_flow(store, record)
@@ -151,101 +188,97 @@ def start_run(
             flow_fingerprint=record.fingerprint,
             status=RunStatus.PENDING,
             version=0,
-            params=values,
+            params=dict(params),
             created_at=now,
-            thread_id=run_id,
+            thread_id=lineage.pop("thread_id", None) or run_id,
             steps=graph.order,
+            **lineage,
         )
     )
-    handle = Run(store, run_id, flow)
-    runner_executor = make_executor(executor, max_workers)
-    listeners = make_listeners(handle, graph, progress)
-    return _execute(
-        handle,
-        lambda cancel: Runner(
-            store=store,
-            run=store.get_run(run_id),
-            graph=graph,
-            plans=plans,
-            executor=runner_executor,
-            force=force,
-            cancel_requested=cancel,
-            listeners=listeners,
-        ),
-        resume=False,
-        background=background,
-        raise_on_error=raise_on_error,
-    )
+    return Run(store, run_id, flow)
 
 
 def resume_run(
     flow: Flow,
     run: Run,
     *,
-    executor: str | Executor = "inline",
-    max_workers: int | None = None,
     force: bool | Collection[str] = False,
-    background: bool = False,
-    raise_on_error: bool = True,
-    progress: bool = True,
+    **options: Any,
 ) -> Run:
-    """Continue a failed or interrupted run with the flow's current definitions."""
+    """Continue a failed or interrupted run (or start a fork made with ``run=False``)
+    with the flow's current definitions."""
     record = run.record
-    if record.status not in (RunStatus.FAILED, RunStatus.INTERRUPTED):
+    if record.status not in (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.PENDING):
         raise RunError(
-            f"run {run.id} is {record.status.value}: only failed or interrupted runs can be "
-            "resumed. Start a new run with flow.run() instead."
+            f"run {run.id} is {record.status.value}: only failed or interrupted runs (or forks "
+            "not yet run) can be resumed. Start a new run with flow.run() instead."
         )
     missing = [s for s in record.steps if s not in flow.steps]
     if missing:
         raise RunError(f"cannot resume run {run.id}: the flow no longer defines step(s) {missing}.")
     graph = flow.graph(record.steps)
     plans = plan_steps(graph, {**graph.params, **record.params})
-    store = run.store
-    _record_flow(store, flow_record(flow.name, graph, plans))
-    state = store.load_state(run.id)
-    handle = Run(store, run.id, flow)
-    runner_executor = make_executor(executor, max_workers)
-    done = sum(1 for s in graph.order if (x := state.latest(s)) is not None and x.status.has_output)
-    listeners = make_listeners(handle, graph, progress, done)
-    return _execute(
+    _record_flow(run.store, flow_record(flow.name, graph, plans))
+    reused: dict[str, StepExecution] = {}
+    if record.status is RunStatus.PENDING:
+        from nbflow.engine.fork import pending_fork_plan
+
+        reused, fork_force = pending_fork_plan(run.store, run.id)
+        if force is False:
+            force = fork_force
+    handle = Run(run.store, run.id, flow)
+    return execute(
         handle,
-        lambda cancel: Runner(
-            store=store,
-            run=state.run,
-            graph=graph,
-            plans=plans,
-            executor=runner_executor,
-            force=force,
-            state=state,
-            cancel_requested=cancel,
-            listeners=listeners,
-        ),
-        resume=True,
-        background=background,
-        raise_on_error=raise_on_error,
+        graph,
+        plans,
+        options=RunOptions(**options),
+        force=force,
+        state=run.store.load_state(run.id),
+        reused=reused,
+        resume=record.status is not RunStatus.PENDING,
     )
 
 
-def _execute(
+def execute(
     handle: Run,
-    make_runner: Any,
+    graph: FlowGraph,
+    plans: Mapping[str, StepPlan],
     *,
-    resume: bool,
-    background: bool,
-    raise_on_error: bool,
+    options: RunOptions,
+    force: bool | Collection[str] = False,
+    state: RunState | None = None,
+    reused: Mapping[str, StepExecution] | None = None,
+    resume: bool = False,
 ) -> Run:
-    runner: Runner = make_runner(handle._cancel.is_set)
-    if not background:
+    """Execute the run behind ``handle``, in the foreground or in a background thread."""
+    store = handle.store
+    done = 0
+    if state is not None:
+        done = sum(
+            1 for s in graph.order if (x := state.latest(s)) is not None and x.status.has_output
+        )
+    runner = Runner(
+        store=store,
+        run=state.run if state is not None else store.get_run(handle.id),
+        graph=graph,
+        plans=plans,
+        executor=make_executor(options.executor, options.max_workers),
+        force=force,
+        state=state,
+        reused=reused,
+        cancel_requested=handle._cancel.is_set,
+        listeners=make_listeners(handle, graph, options.progress, done),
+    )
+    if not options.background:
         runner.execute(resume=resume)
-        if raise_on_error:
+        if options.raise_on_error:
             runner.raise_for_failure()
         return handle
 
     def work() -> None:
         try:
             runner.execute(resume=resume)
-            if raise_on_error:
+            if options.raise_on_error:
                 runner.raise_for_failure()
         except BaseException as exc:
             handle._background_error = exc

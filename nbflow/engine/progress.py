@@ -1,13 +1,17 @@
 """Progress while a run executes: listeners that the runner calls after each commit.
 
-In a terminal, a text progress bar (tqdm) on stderr; in a notebook, the widgets module
-adds its live view here. ``progress=False`` turns both off.
+In a terminal, a text progress bar (tqdm) on stderr; in a notebook, a live view of the
+DAG with a progress bar (:mod:`nbflow.widgets.live`, imported only there). A widget that
+starts runs itself (the browser's Fork button) shows them in its own view with
+:func:`progress_view`. ``progress=False`` turns all of them off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from nbflow.store.records import EventType, NewEvent, RunRecord
@@ -17,6 +21,8 @@ if TYPE_CHECKING:
     from nbflow.run import Run
 
 Listener = Callable[[RunRecord, list[NewEvent]], None]
+#: Makes the listener of one run: called with the run, its graph and the steps already done.
+ListenerFactory = Callable[["Run", "FlowGraph", int], Listener]
 
 _DONE = {
     EventType.STEP_COMPLETED,
@@ -24,6 +30,8 @@ _DONE = {
     EventType.STEP_SKIPPED,
     EventType.STEP_FAILED,
 }
+
+_view: ContextVar[ListenerFactory | None] = ContextVar("nbflow_progress_view", default=None)
 
 
 class TextProgress:
@@ -57,10 +65,42 @@ def in_terminal() -> bool:
     return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (JupyterLab, Notebook, VS Code, Voila)."""
+    ipython = sys.modules.get("IPython")  # not imported: certainly not a kernel
+    if ipython is None:
+        return False
+    shell = ipython.get_ipython()
+    return shell is not None and any(
+        cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__
+    )
+
+
+@contextlib.contextmanager
+def progress_view(factory: ListenerFactory) -> Iterator[None]:
+    """Within this block, runs started in this thread report to ``factory``'s listener
+    instead of the notebook's or the terminal's progress display."""
+    token = _view.set(factory)
+    try:
+        yield
+    finally:
+        _view.reset(token)
+
+
 def make_listeners(run: Run, graph: FlowGraph, progress: bool, done: int = 0) -> list[Listener]:
     """The progress listeners for a run: none when ``progress`` is False."""
     if not progress:
         return []
+    factory = _view.get()
+    if factory is not None:
+        return [factory(run, graph, done)]
+    if in_notebook():
+        try:
+            from nbflow.widgets.live import notebook_progress
+
+            return [notebook_progress(run, graph, done)]
+        except Exception:  # no widgets here (or no front end): run without a display
+            return []
     if in_terminal():
         return [TextProgress(run, graph, done)]
     return []

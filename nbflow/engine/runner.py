@@ -60,6 +60,7 @@ class Runner:
         executor: Executor,
         force: bool | Collection[str] = False,
         state: RunState | None = None,
+        reused: Mapping[str, StepExecution] | None = None,
         listeners: Collection[Listener] = (),
         cancel_requested: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -86,6 +87,12 @@ class Runner:
                 self._attempts[name] = state.last_attempt(name)
                 if row is not None and row.status.has_output and row.output is not None:
                     self._outputs[name] = row.output
+        # Outputs a fork takes over from its parent, by reference: recorded at start.
+        self._reused = {
+            n: row
+            for n, row in (reused or {}).items()
+            if n not in self._outputs and row.output is not None
+        }
 
     # -- events -------------------------------------------------------------------------
 
@@ -112,8 +119,11 @@ class Runner:
 
     def execute(self, *, resume: bool = False) -> RunRecord:
         """Run every step not yet done; return the final run record."""
-        todo = [n for n in self.graph.order if n not in self._outputs]
         self._emit(EventType.RUN_STARTED, resume=resume, steps=list(self.graph.order))
+        for name in self.graph.order:
+            if name in self._reused:
+                self._take_over(name, self._reused[name])
+        todo = [n for n in self.graph.order if n not in self._outputs]
         for name in todo:
             self._emit(EventType.STEP_SCHEDULED, name)
         candidates = self._cache_candidates(todo)
@@ -234,6 +244,22 @@ class Runner:
         )
         self._outputs[name] = hit.output
         self._release_inputs(name)
+
+    def _take_over(self, name: str, row: StepExecution) -> None:
+        """Record an output reused from the parent run: a reference, no bytes."""
+        assert row.output is not None
+        self._emit(
+            EventType.STEP_CACHED,
+            name,
+            0,
+            cache_key=row.cache_key,
+            fingerprint=row.fingerprint,
+            output=row.output.to_json(),
+            inputs=dict(row.inputs),
+            source_run_id=row.source_run_id or row.run_id,
+            reused_from=row.run_id,
+        )
+        self._outputs[name] = row.output
 
     def _skip(self, name: str, because: str) -> None:
         root = self._skipped_because.get(because, because)

@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from nbflow.errors import InvalidTransitionError, StaleVersionError
 from nbflow.store.fold import RunState, apply, fold
 from nbflow.store.records import (
     BlobRecord,
@@ -28,6 +29,7 @@ from nbflow.store.records import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from nbflow.store.gc import Age, GcReport
     from nbflow.values import EncodedValue
 
 
@@ -52,6 +54,9 @@ class Store(ABC):
         # whose expected version matches it needs no read; one that doesn't reloads.
         self._states: dict[str, RunState] = {}
         self._lock = threading.RLock()
+        # Runs this object has moved to running and not yet out of it: their runners may
+        # hold output refs not yet committed (buffered events), which gc must not orphan.
+        self._executing: set[str] = set()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -114,13 +119,28 @@ class Store(ABC):
                 for i, e in enumerate(events)
             ]
             new_state = state.copy()
-            changed = apply(new_state, stamped)
             try:
-                self._write_events(new_state.run, stamped, changed, expected_version)
+                changed = apply(new_state, stamped)
+            except InvalidTransitionError:
+                # Our cached state may be behind another writer's: a stale version must
+                # be reported as such, not as an invalid transition.
+                self._states.pop(run_id, None)
+                stored = self.get_run(run_id).version
+                if stored != expected_version:
+                    raise StaleVersionError(run_id, expected_version, stored) from None
+                raise
+            try:
+                self._write_events(
+                    new_state.run, stamped, changed, expected_version, previous=state
+                )
             except BaseException:
                 self._states.pop(run_id, None)
                 raise
             self._states[run_id] = new_state
+            if new_state.run.status is RunStatus.RUNNING:
+                self._executing.add(run_id)
+            else:
+                self._executing.discard(run_id)
             return new_state.run
 
     def _state_for(self, run_id: str, expected_version: int) -> RunState:
@@ -148,10 +168,13 @@ class Store(ABC):
         events: Sequence[Event],
         changed: Sequence[StepExecution],
         expected_version: int,
+        *,
+        previous: RunState,
     ) -> None:
         """Persist ``events``, the changed execution rows and the run row in one
         transaction; raise StaleVersionError (writing nothing) if the run's stored
-        version is not ``expected_version``."""
+        version is not ``expected_version``. ``previous`` is the state the events were
+        folded onto (it tells which rows are new)."""
 
     @abstractmethod
     def read_events(self, run_id: str | None = None, *, upto: int | None = None) -> list[Event]:
@@ -196,6 +219,79 @@ class Store(ABC):
 
     def table_name(self, ref: ValueRef) -> str | None:
         """The SQL table holding a DataFrame value, for :meth:`sql`; None if it has none."""
+        return None
+
+    # -- retention ----------------------------------------------------------------------
+
+    def gc(
+        self,
+        keep_last: int | None = None,
+        older_than: Age | None = None,
+        flow: str | None = None,
+        dry_run: bool = False,
+    ) -> GcReport:
+        """Delete the runs outside a retention policy and every value no remaining run
+        references; give the space back.
+
+        ``keep_last`` keeps the newest N runs of each flow; ``older_than`` ('7d', '12h',
+        days, or a timedelta) keeps runs newer than that; a run either rule keeps is
+        kept, and pending or running runs always are. ``flow`` limits the policy to one
+        flow. Outputs that a kept run reuses from a deleted one stay loadable. While a run
+        executes through this store object, no value is removed (it may be about to
+        record one). With ``dry_run=True`` nothing changes and the report says what would go.
+        """
+        from nbflow.store.gc import GcReport, runs_to_delete
+
+        with self._lock:
+            doomed = runs_to_delete(
+                self.list_runs(flow=flow), keep_last=keep_last, older_than=older_than
+            )
+            doomed_ids = {r.run_id for r in doomed}
+            total = len(self.list_runs())
+            referenced = self.referenced_hashes(exclude_runs=doomed_ids)
+            blobs = [b for b in self.list_blobs() if b.hash not in referenced]
+            details: dict[str, Any] = {}
+            if self._executing:
+                # A run executing now may have written (or be about to reuse) a value
+                # whose event it has not committed yet: keep every value until it ends.
+                details["values_kept_for_executing_runs"] = sorted(self._executing)
+                blobs = []
+            before = self.storage_bytes()
+            if not dry_run and (doomed_ids or blobs):
+                self._delete(doomed_ids, [b.hash for b in blobs])
+                for run_id in doomed_ids:
+                    self._states.pop(run_id, None)
+                self.compact()
+            after = self.storage_bytes() if not dry_run else before
+            return GcReport(
+                runs=tuple(sorted(doomed_ids)),
+                blobs=tuple(sorted(b.hash for b in blobs)),
+                bytes_freed=sum(b.size for b in blobs),
+                dry_run=dry_run,
+                file_bytes_before=before,
+                file_bytes_after=after,
+                kept_runs=total - len(doomed_ids),
+                details=details,
+            )
+
+    def referenced_hashes(self, exclude_runs: Collection[str] = ()) -> set[str]:
+        """The value hashes referenced by every run except ``exclude_runs``."""
+        from nbflow.store.gc import referenced_hashes
+
+        excluded = set(exclude_runs)
+        return referenced_hashes(
+            self, [r.run_id for r in self.list_runs() if r.run_id not in excluded]
+        )
+
+    @abstractmethod
+    def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
+        """Delete these runs (rows, events, executions) and blobs, in one transaction."""
+
+    def compact(self) -> None:  # noqa: B027 - nothing to give back for most backends
+        """Give freed space back to the file system, where the backend can."""
+
+    def storage_bytes(self) -> int | None:
+        """The size of the store on disk, when it has one."""
         return None
 
     # -- frames -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ import duckdb
 from nbflow import frames
 from nbflow.errors import (
     CorruptStoreError,
+    DuplicateRunError,
     NotAStoreError,
     StaleVersionError,
     StoreError,
@@ -21,6 +22,7 @@ from nbflow.errors import (
 )
 from nbflow.store import schema
 from nbflow.store.base import Store, status_set
+from nbflow.store.fold import RunState
 from nbflow.store.records import (
     BlobRecord,
     Codec,
@@ -75,8 +77,13 @@ class DuckDBStore(Store):
         where = "the in-memory database" if in_memory else repr(self.uri)
         if not in_memory:
             _check_file(Path(self.path))
+        self._con = self._connect(where)
+        self._known_blobs: set[str] = set()
+        self._closed = False
+
+    def _connect(self, where: str) -> duckdb.DuckDBPyConnection:
         try:
-            self._con = duckdb.connect(self.path)
+            con = duckdb.connect(self.path)
         except duckdb.IOException as exc:
             raise _open_error(self.path, exc) from None
         except duckdb.Error as exc:
@@ -85,16 +92,15 @@ class DuckDBStore(Store):
                 f"{where} could not be opened as a DuckDB database: {exc}"
             ) from None
         try:
-            self._con.execute("SET TimeZone = 'UTC'")
-            schema.setup(self._con, where)
+            con.execute("SET TimeZone = 'UTC'")
+            schema.setup(con, where)
         except (NotAStoreError, StoreError):
-            self._con.close()
+            con.close()
             raise
         except duckdb.Error as exc:
-            self._con.close()
+            con.close()
             raise CorruptStoreError(f"{where} is damaged and cannot be read: {exc}") from None
-        self._known_blobs: set[str] = set()
-        self._closed = False
+        return con
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -204,7 +210,7 @@ class DuckDBStore(Store):
                 ],
             )
         except duckdb.ConstraintException:
-            raise ValueError(f"a run with id {run.run_id!r} already exists") from None
+            raise DuplicateRunError(run.run_id) from None
         with self._lock:
             self._states[run.run_id] = state
 
@@ -238,31 +244,33 @@ class DuckDBStore(Store):
         events: Sequence[Event],
         changed: Sequence[StepExecution],
         expected_version: int,
+        *,
+        previous: RunState,
     ) -> None:
         con = self._con
         if self._closed:
             raise StoreError(f"{self} is closed; open it again with nf.open_store().")
-        event_params: list[Any] = []
-        for e in events:
-            event_params += [e.run_id, e.seq, e.ts, e.type.value, e.step, e.attempt]
-            event_params.append(_dumps(dict(e.payload)))
+        # Only finished attempts are rows of the table: an attempt's row is written when
+        # it ends, by a plain insert (an upsert costs ~4x as much here). Running attempts
+        # live in the events until then (see `executions`). A row already finished can
+        # only be recorded again for attempt 0 (a skipped step cached on resume): upserted.
+        finished = [x for x in changed if x.status is not StepStatus.RUNNING]
+        recorded = previous.executions
+        fresh = [x for x in finished if _unfinished(recorded.get((x.step, x.attempt)))]
+        again = [x for x in finished if not _unfinished(recorded.get((x.step, x.attempt)))]
         con.execute("BEGIN TRANSACTION")
         try:
             if events:
-                con.execute(
-                    f"INSERT INTO events ({_EVENT_COLS}) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(events)),
-                    event_params,
+                self._insert(
+                    "events", _EVENT_COLS, [_event_values(e) for e in events], _EVENT_TYPES
                 )
-            # Only finished attempts are rows of the table: an attempt's row is written
-            # once, when it ends, by a plain insert (an upsert costs ~4x as much here).
-            # Running attempts live in the events until then (see `executions`). Rows
-            # of attempt 0 (cached, skipped) can be recorded again on resume: upserted.
-            finished = [x for x in changed if x.status is not StepStatus.RUNNING]
-            once = [x for x in finished if x.attempt > 0]
-            again = [x for x in finished if x.attempt == 0]
-            if once:
-                con.execute(_insert_executions(len(once)), _executions_params(once, run.flow))
+            if fresh:
+                self._insert(
+                    "step_executions",
+                    _EXEC_INSERT_COLS,
+                    [_execution_params(x, run.flow) for x in fresh],
+                    _EXEC_TYPES,
+                )
             if again:
                 con.execute(
                     _insert_executions(len(again)) + _UPSERT_EXECUTIONS,
@@ -296,6 +304,33 @@ class DuckDBStore(Store):
         except BaseException:
             con.execute("ROLLBACK")
             raise
+
+    def _insert(
+        self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]
+    ) -> None:
+        """Insert rows in one statement: a VALUES list for a few rows, and an Arrow
+        table for many (binding thousands of parameters costs ~10x as much)."""
+        if len(rows) <= _VALUES_ROWS:
+            marks = "(" + ", ".join(["?"] * len(types)) + ")"
+            self._con.execute(
+                f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([marks] * len(rows)),
+                [v for row in rows for v in row],
+            )
+            return
+        import pyarrow as pa
+
+        names = [c.strip() for c in columns.split(",")]
+        batch = pa.table(
+            {
+                n: pa.array([r[i] for r in rows], type=t)
+                for i, (n, t) in enumerate(zip(names, types, strict=True))
+            }
+        )
+        self._con.register("nbflow_batch", batch)
+        try:
+            self._con.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM nbflow_batch")
+        finally:
+            self._con.unregister("nbflow_batch")
 
     def read_events(self, run_id: str | None = None, *, upto: int | None = None) -> list[Event]:
         """Events of one run (or all), in order."""
@@ -432,6 +467,98 @@ class DuckDBStore(Store):
     def _table_for(ref: ValueRef) -> str:
         # Hashes are hex, so the name needs no quoting.
         return f"{schema.VALUES_SCHEMA}.v_{ref.hash}"
+
+    # -- retention ----------------------------------------------------------------------
+
+    def referenced_hashes(self, exclude_runs: Collection[str] = ()) -> set[str]:
+        """The value hashes referenced by every run except ``exclude_runs`` (one query
+        over the executions and the output events, plus the pending forks' plans)."""
+        from nbflow.store.gc import hashes_in_payload
+
+        excluded = sorted(set(exclude_runs))
+        rows = self._execute(
+            "SELECT output_hash FROM step_executions WHERE output_hash IS NOT NULL "
+            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[])) "
+            "UNION SELECT payload->'output'->>'hash' FROM events "
+            "WHERE type IN ('step_output_recorded', 'step_cached') "
+            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[]))",
+            [excluded, excluded],
+        )
+        found = {r[0] for r in rows if r[0]}
+        forks = self._execute(
+            "SELECT payload FROM events WHERE type = 'run_forked' "
+            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[]))",
+            [excluded],
+        )
+        for (payload,) in forks:
+            found |= hashes_in_payload(EventType.RUN_FORKED, json.loads(payload))
+        return found
+
+    def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
+        runs, hashes = sorted(run_ids), sorted(blob_hashes)
+        with self._lock:
+            tables = self._execute(
+                "SELECT table_name FROM blobs WHERE table_name IS NOT NULL "
+                "AND hash IN (SELECT unnest(?::VARCHAR[]))",
+                [hashes],
+            )
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table in ("events", "step_executions", "runs"):
+                    con.execute(
+                        f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+                        [runs],
+                    )
+                con.execute(
+                    "DELETE FROM blobs WHERE hash IN (SELECT unnest(?::VARCHAR[]))", [hashes]
+                )
+                for (table_name,) in tables:
+                    schema_name, _, name = table_name.partition(".")
+                    con.execute(f'DROP TABLE IF EXISTS "{schema_name}"."{name}"')
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self._known_blobs.difference_update(hashes)
+
+    def storage_bytes(self) -> int | None:
+        """The size of the store file (and its write-ahead log), or None in memory."""
+        if self.path == ":memory:":
+            return None
+        wal = Path(self.path + ".wal")
+        return Path(self.path).stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+    def compact(self) -> None:
+        """Give freed space back: copy the live data to a new file and swap it in.
+
+        DuckDB reuses freed blocks but never shrinks a file. The copy is written next to
+        the store and renamed over it only once complete, so a crash at any point leaves
+        either the old file or the new one, never half of either.
+        """
+        if self.path == ":memory:":
+            return
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self} is closed; open it again with nf.open_store().")
+            target = Path(self.path)
+            tmp = target.with_name(target.name + ".compact")
+            for leftover in (tmp, Path(str(tmp) + ".wal")):
+                leftover.unlink(missing_ok=True)
+            con = self._con
+            con.execute("CHECKPOINT")
+            database = con.execute("SELECT current_database()").fetchall()[0][0]
+            quoted = str(tmp).replace("'", "''")
+            con.execute(f"ATTACH '{quoted}' AS nbflow_compact")
+            try:
+                con.execute(f'COPY FROM DATABASE "{database}" TO nbflow_compact')
+            finally:
+                con.execute("DETACH nbflow_compact")
+            con.close()
+            _fsync(tmp)
+            os.replace(tmp, target)
+            _fsync(target.parent)
+            self._con = self._connect(repr(self.uri))
 
     # -- frames and SQL -----------------------------------------------------------------
 
@@ -585,6 +712,56 @@ _UPSERT_EXECUTIONS = (
 )
 
 
+_VALUES_ROWS = 8
+
+_EXEC_INSERT_COLS = (
+    "run_id, step, attempt, flow, status, cache_key, output, output_hash, inputs, "
+    "started_at, finished_at, duration_ms, error, traceback, source_run_id, seq, fingerprint"
+)
+
+
+def _arrow_types() -> tuple[list[Any], list[Any]]:
+    import pyarrow as pa
+
+    ts = pa.timestamp("us", tz="UTC")
+    text, whole = pa.string(), pa.int64()
+    events = [text, whole, ts, text, text, pa.int32(), text]
+    executions = [text, text, pa.int32(), text, text, text, text, text, text, ts, ts]
+    executions += [pa.float64(), text, text, text, whole, text]
+    return events, executions
+
+
+class _LazyTypes(Sequence[Any]):
+    """Arrow types resolved on first use, so importing the store skips pyarrow."""
+
+    def __init__(self, index: int) -> None:
+        self._index = index
+        self._types: list[Any] | None = None
+
+    def _resolve(self) -> list[Any]:
+        if self._types is None:
+            self._types = _arrow_types()[self._index]
+        return self._types
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._resolve()[i]
+
+    def __len__(self) -> int:
+        return len(self._resolve())
+
+
+_EVENT_TYPES = _LazyTypes(0)
+_EXEC_TYPES = _LazyTypes(1)
+
+
+def _unfinished(row: StepExecution | None) -> bool:
+    return row is None or row.status is StepStatus.RUNNING
+
+
+def _event_values(e: Event) -> list[Any]:
+    return [e.run_id, e.seq, e.ts, e.type.value, e.step, e.attempt, _dumps(dict(e.payload))]
+
+
 def _insert_executions(rows: int) -> str:
     return (
         "INSERT INTO step_executions (run_id, step, attempt, flow, status, cache_key, output, "
@@ -644,6 +821,14 @@ def _execution_from_row(r: Sequence[Any]) -> StepExecution:
 
 
 # -- opening --------------------------------------------------------------------------------
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _check_file(path: Path) -> None:

@@ -59,6 +59,8 @@ class RunState:
     current: dict[str, StepExecution] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.current or not self.executions:
+            return  # given (a copy), or nothing to index
         for row in sorted(self.executions.values(), key=lambda e: e.seq):
             self.current.setdefault(row.step, row)
             if row.seq >= self.current[row.step].seq:

@@ -7,8 +7,9 @@ import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from nbflow.errors import StaleVersionError, UnknownRunError
+from nbflow.errors import DuplicateRunError, StaleVersionError, UnknownRunError
 from nbflow.store.base import Store, status_set
+from nbflow.store.fold import RunState
 from nbflow.store.records import (
     BlobRecord,
     Event,
@@ -62,7 +63,7 @@ class MemoryStore(Store):
 
         with self._lock:
             if run.run_id in self._runs:
-                raise ValueError(f"a run with id {run.run_id!r} already exists")
+                raise DuplicateRunError(run.run_id)
             state = initial_state(run)
             self._runs[run.run_id] = state.run
             self._events[run.run_id] = []
@@ -105,6 +106,8 @@ class MemoryStore(Store):
         events: Sequence[Event],
         changed: Sequence[StepExecution],
         expected_version: int,
+        *,
+        previous: RunState,
     ) -> None:
         stored = self._runs[run.run_id]
         if stored.version != expected_version:
@@ -158,13 +161,18 @@ class MemoryStore(Store):
 
     def put_value(self, encoded: EncodedValue) -> ValueRef:
         """Keep the value's table or bytes under its hash (once)."""
+        from nbflow.values import copy_table
+
         ref = encoded.ref
         if ref.is_inline:
             return ref
         with self._lock:
             if ref.hash not in self._blobs:
                 record = BlobRecord(ref.hash, ref.codec, ref.size, utcnow())
-                self._blobs[ref.hash] = (record, encoded.table, encoded.data, dict(encoded.meta))
+                # The encoded table shares memory with the step's DataFrame: a copy keeps
+                # the stored value safe from later in-place edits of that frame.
+                table = copy_table(encoded.table) if encoded.table is not None else None
+                self._blobs[ref.hash] = (record, table, encoded.data, dict(encoded.meta))
         return ref
 
     def load_value(self, ref: ValueRef) -> Any:
@@ -188,6 +196,17 @@ class MemoryStore(Store):
     def list_blobs(self) -> list[BlobRecord]:
         """Every blob record."""
         return [b[0] for b in self._blobs.values()]
+
+    # -- retention ----------------------------------------------------------------------
+
+    def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
+        with self._lock:
+            for run_id in run_ids:
+                self._runs.pop(run_id, None)
+                self._events.pop(run_id, None)
+                self._executions.pop(run_id, None)
+            for hash in blob_hashes:
+                self._blobs.pop(hash, None)
 
     # -- SQL ----------------------------------------------------------------------------
 

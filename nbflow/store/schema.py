@@ -132,6 +132,9 @@ def setup(con: duckdb.DuckDBPyConnection, where: str) -> None:
             f"to {SCHEMA_VERSION}). Upgrade nbflow to open it."
         )
     current = version or 0
+    if current == SCHEMA_VERSION:
+        # A compacted copy of the file loses empty schemas: make sure this one is there.
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {VALUES_SCHEMA}")
     for number, name, ddl in MIGRATIONS:
         if number <= current:
             continue

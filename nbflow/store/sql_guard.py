@@ -6,11 +6,12 @@ import duckdb
 
 from nbflow.errors import StoreError
 
-_READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# EXPLAIN is left out: EXPLAIN ANALYZE executes the statement it explains.
+_READ_ONLY = {duckdb.StatementType.SELECT}
 
 
 def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Refuse anything but one SELECT (or EXPLAIN) statement, before it runs."""
+    """Refuse anything but one SELECT statement, before it runs."""
     try:
         statements = con.extract_statements(query)
     except duckdb.Error as exc:
@@ -23,5 +24,5 @@ def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
     if kind not in _READ_ONLY:
         raise StoreError(
             f"store.sql is read-only: a {kind.name} statement is not allowed. "
-            "Only SELECT queries (and EXPLAIN) can be run."
+            "Only SELECT queries can be run."
         )

@@ -34,27 +34,40 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def write_table(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
-    """Create the DuckDB table ``name`` holding ``table``, in the caller's transaction.
+def write_table(
+    con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, *, schema: str | None = None
+) -> None:
+    """Create the DuckDB table ``name`` (in ``schema``, if given) holding ``table``.
 
-    DuckDB scans the Arrow buffers directly (no pandas round trip); the table is exposed
-    under a unique temporary view name for the length of the statement only.
+    Runs in the caller's transaction. DuckDB scans the Arrow buffers directly (no pandas
+    round trip); the table is exposed under a unique temporary view name for the length
+    of the statement only.
     """
     view = f"__nbflow_arrow_{uuid.uuid4().hex}"
     con.register(view, table)
     try:
-        con.execute(f"CREATE TABLE {quote_identifier(name)} AS SELECT * FROM {view}")
+        con.execute(
+            f"CREATE TABLE {_qualified(name, schema)} AS SELECT * FROM {quote_identifier(view)}"
+        )
     finally:
         con.unregister(view)
 
 
-def read_table(con: duckdb.DuckDBPyConnection, name: str) -> pa.Table:
-    """The DuckDB table ``name`` as an Arrow table (rows in insertion order).
+def read_table(con: duckdb.DuckDBPyConnection, name: str, *, schema: str | None = None) -> pa.Table:
+    """The DuckDB table ``name`` (in ``schema``, if given) as an Arrow table.
 
-    Row order relies on DuckDB's ``preserve_insertion_order`` setting (on by default).
+    Rows come back in insertion order as long as DuckDB's ``preserve_insertion_order``
+    setting is on (the default).
     """
     # con.sql(...).to_arrow_table() rather than execute(...): the latter warns in duckdb 2.0.
-    return con.sql(f"SELECT * FROM {quote_identifier(name)}").to_arrow_table()
+    return con.sql(f"SELECT * FROM {_qualified(name, schema)}").to_arrow_table()
+
+
+def _qualified(name: str, schema: str | None) -> str:
+    """``"schema"."name"``, each part quoted on its own (a dot in ``name`` stays in it)."""
+    if schema is None:
+        return quote_identifier(name)
+    return f"{quote_identifier(schema)}.{quote_identifier(name)}"
 
 
 def duckdb_can_hold(table: pa.Table) -> bool:
@@ -196,8 +209,11 @@ def _restore_column(
 ) -> pa.ChunkedArray:
     """One stored column cast back to its original type."""
     if pa.types.is_dictionary(target):
-        if column.type == target and (
-            dictionary is None or all(c.dictionary.equals(dictionary) for c in column.chunks)
+        # (A column without chunks has lost its dictionary: rebuild it.)
+        if (
+            column.num_chunks
+            and column.type == target
+            and (dictionary is None or all(c.dictionary.equals(dictionary) for c in column.chunks))
         ):
             return column
         return _rebuild_dictionary(column, target, dictionary)

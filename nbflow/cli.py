@@ -1,0 +1,380 @@
+"""The ``nbflow`` command line.
+
+A click group with one function per command. Errors are one line on stderr
+(``nbflow: error: ...``), with the traceback only under ``--debug``. Exit status: 0 ok,
+1 a run failed (or nbflow itself did), 2 bad usage or input (a missing notebook, an
+unknown parameter, a bad ``%%step`` cell).
+
+To add a command: ``@main.command()``, then ``@debug_option`` and ``@handle_errors``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from nbflow.engine.executors import EXECUTORS
+from nbflow.errors import NbflowError, NotebookError, StepFailed
+
+if TYPE_CHECKING:
+    from nbflow.definition.flow import Flow
+    from nbflow.run import Run
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "debug_option", "handle_errors", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CommandError(click.ClickException):
+    """An error already worded for the user, with the exit status it stands for."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Group(click.Group):
+    """A click group whose errors (its own usage errors too) are one line on stderr."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command line; exit with 0, 1 or 2 (see the module's docstring)."""
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except CommandError as exc:
+            code = _fail(exc.format_message(), exc.code)
+        except click.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "nbflow"
+            message = exc.format_message().rstrip(".")
+            code = _fail(f"{message} (see `{command} --help`)", EXIT_USAGE)
+        except click.ClickException as exc:
+            code = _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            code = _fail("aborted", EXIT_FAILED)
+        else:
+            code = result if isinstance(result, int) else EXIT_OK
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"nbflow: error: {_one_line(message)}", err=True)
+    return code
+
+
+def _one_line(message: str) -> str:
+    """A message on one line: its lines joined, caret lines (``^``) dropped."""
+    lines = [line.strip() for line in message.splitlines()]
+    return " ".join(line for line in lines if line and set(line) != {"^"})
+
+
+def _debugging() -> bool:
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(_DEBUG):
+        return True
+    return os.environ.get("NBFLOW_DEBUG", "") not in ("", "0")
+
+
+_DEBUG = "nbflow.debug"
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[_DEBUG] = True  # ``meta`` is shared by a command and its subcommands
+
+
+def debug_option(func: F) -> F:
+    """Add ``--debug`` (show tracebacks) to a command."""
+    return click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_debug,
+        help="Show the traceback of an error.",
+    )(func)
+
+
+def handle_errors(func: F) -> F:
+    """Turn nbflow's errors into one line on stderr and the right exit status."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except StepFailed as exc:
+            if _debugging() and exc.traceback:
+                click.echo(exc.traceback.rstrip("\n"), err=True)
+            raise CommandError(str(exc), EXIT_FAILED) from None
+        except NbflowError as exc:
+            if _debugging():
+                traceback.print_exc()
+            raise CommandError(str(exc), EXIT_USAGE) from None
+        except Exception as exc:
+            if _debugging():
+                traceback.print_exc()
+                hint = ""
+            else:
+                hint = " (run with --debug for the traceback)"
+            raise CommandError(f"{type(exc).__name__}: {exc}{hint}", EXIT_FAILED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@debug_option
+@click.version_option(package_name="nbflow", prog_name="nbflow")
+def main() -> None:
+    """nbflow: durable, explorable notebook workflows."""
+
+
+# -- nbflow run --------------------------------------------------------------------------
+
+
+@main.command("run")
+@click.argument("target", metavar="NOTEBOOK_OR_MODULE")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A run parameter (repeatable), typed like its default: -p window=7.",
+)
+@click.option(
+    "--store",
+    metavar="PATH",
+    help="The store to record the run in (default: $NBFLOW_STORE, else the flow's own).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(EXECUTORS),
+    default="inline",
+    show_default=True,
+    help="Where steps run.",
+)
+@click.option("--max-workers", type=click.IntRange(min=1), help="Workers for threads/processes.")
+@click.option(
+    "--target", "targets", multiple=True, metavar="STEP", help="Run only what STEP needs."
+)
+@click.option("--force", is_flag=True, help="Recompute every step (no cache).")
+@debug_option
+@handle_errors
+def run_command(
+    target: str,
+    params: tuple[str, ...],
+    store: str | None,
+    executor: str,
+    max_workers: int | None,
+    targets: tuple[str, ...],
+    force: bool,
+) -> int:
+    """Run a flow headlessly and record it in the store.
+
+    NOTEBOOK_OR_MODULE is a notebook (analysis.ipynb, or analysis.ipynb:FLOW when it
+    defines several flows), a module file (pipeline.py:flow) or an importable module
+    (package.module:flow). A notebook is read without a kernel: its %%step cells, and from
+    the other cells only imports, definitions and literal constants; its steps run from
+    the notebook's folder.
+    """
+    from nbflow.definition.params import coerce_params, parse_assignments
+
+    override = store or os.environ.get("NBFLOW_STORE") or None
+    flow, folder = load_target(target, _absolute_store(override))
+    if not flow.steps:
+        raise CommandError(f"flow {flow.name!r} in {target} has no steps to run.")
+    values = coerce_params(parse_assignments(params, what="-p"), flow.params)
+    with _running_from(folder):
+        run = flow.run(
+            executor=executor,
+            max_workers=max_workers,
+            targets=list(targets) or None,
+            force=force,
+            raise_on_error=False,
+            **values,
+        )
+    _summarize(run, flow)
+    if run.status != "completed":
+        if _debugging():
+            _print_tracebacks(run)
+        raise CommandError(f"run {run.id} {run.status}: {run.error}", EXIT_FAILED)
+    return EXIT_OK
+
+
+def load_target(target: str, store: str | None = None) -> tuple[Flow, Path | None]:
+    """The Flow ``target`` names, and the folder its steps run from (notebooks only).
+
+    ``store`` (if given) replaces the store the notebook or module names.
+    """
+    if ".ipynb:" in target:
+        path, name = target.split(".ipynb:", 1)
+        path += ".ipynb"
+    elif ":" in target and not target.endswith(".ipynb"):
+        path, name = target.rsplit(":", 1)
+    else:
+        path, name = target, ""
+    if path.endswith(".ipynb"):
+        from nbflow.definition.notebook import load_notebook
+
+        flow = load_notebook(path, flow=name or None, store=store)
+        return flow, Path(path).resolve().parent
+    module = _import(path)
+    flow = _flow_in(module, name, target)
+    if store is not None:
+        flow = _with_store(flow, store)
+    return flow, None
+
+
+def _import(path: str) -> Any:
+    file = Path(path)
+    if path.endswith(".py") or file.exists():
+        if not file.exists():
+            raise NotebookError(f"no module at {path}: the file does not exist.")
+        if file.is_dir() or file.suffix != ".py":
+            raise NotebookError(f"{path} is neither a notebook (.ipynb) nor a Python module (.py).")
+        folder = str(file.resolve().parent)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)  # its imports, and process workers, find it there
+        name = file.stem
+        spec = importlib.util.spec_from_file_location(name, file)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(name, None)
+            raise NotebookError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+        return module
+    if not all(part.isidentifier() for part in path.split(".")):
+        raise NotebookError(
+            f"{path!r} is not a notebook, a module file or a module name: use analysis.ipynb, "
+            "pipeline.py:flow or package.module:flow."
+        )
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as exc:
+        if exc.name and path.startswith(exc.name):
+            raise NotebookError(f"no module named {path!r} (and no file {path!r}).") from None
+        raise NotebookError(f"importing {path} failed: ModuleNotFoundError: {exc}") from exc
+    except Exception as exc:
+        raise NotebookError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _flow_in(module: Any, name: str, target: str) -> Flow:
+    from nbflow.definition.cells import find_flows
+    from nbflow.definition.flow import Flow
+    from nbflow.errors import suggest
+
+    flows = find_flows(vars(module))
+    if name:
+        value = getattr(module, name, None)
+        if isinstance(value, Flow):
+            return value
+        if value is not None:
+            raise NotebookError(
+                f"{name!r} in {target.rsplit(':', 1)[0]} is a {type(value).__name__}, not an "
+                "nbflow Flow."
+            )
+        listed = ", ".join(flows) or "none"
+        raise NotebookError(
+            f"{target.rsplit(':', 1)[0]} has no {name!r} (its flows: {listed})."
+            + suggest(name, flows)
+        )
+    if len(flows) == 1:
+        return next(iter(flows.values()))
+    if not flows:
+        raise NotebookError(f"{target} defines no nbflow Flow.")
+    raise NotebookError(
+        f"{target} defines several flows ({', '.join(flows)}): name one, e.g. "
+        f"{target}:{next(iter(flows))}."
+    )
+
+
+def _with_store(flow: Flow, store: str) -> Flow:
+    """The same steps, recorded in ``store``."""
+    from nbflow.definition.flow import Flow
+
+    moved = Flow(flow.name, store=store)
+    for step in flow.steps.values():
+        moved.add_step(step)
+    return moved
+
+
+def _absolute_store(store: str | None) -> str | None:
+    """A relative store path means relative to where the command was run."""
+    if store is None or store == ":memory:" or "://" in store:
+        return store
+    return str(Path(store).expanduser().resolve())
+
+
+@contextmanager
+def _running_from(folder: Path | None) -> Iterator[None]:
+    """Run a notebook's steps from its folder, as its kernel would."""
+    if folder is None:
+        yield
+        return
+    before = os.getcwd()
+    entry = str(folder)
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _summarize(run: Run, flow: Flow) -> None:
+    record = run.record
+    rows = run.steps.sort_values("seq").drop_duplicates("step", keep="last")
+    counts = rows["status"].value_counts()
+    tally = ", ".join(f"{n} {status}" for status, n in counts.items())
+    took = f" in {record.duration_s:.2f} s" if record.duration_s is not None else ""
+    click.echo(f"run {run.id} of flow {flow.name!r}: {record.status.value}{took} ({tally})")
+    click.echo(f"store: {run.store.uri}")
+    width = max((len(str(s)) for s in rows["step"]), default=0)
+    for step, status, duration, error in zip(
+        rows["step"], rows["status"], rows["duration_ms"], rows["error"], strict=True
+    ):
+        line = f"  {step:<{width}}  {status:<9}"
+        if status == "completed" and duration == duration:  # not NaN
+            line += f"  {duration:8.1f} ms"
+        if status in ("failed", "skipped") and isinstance(error, str) and error:
+            line += f"  {_one_line(error)}"
+        click.echo(line.rstrip())
+
+
+def _print_tracebacks(run: Run) -> None:
+    steps = run.steps
+    for step, trace in zip(steps["step"], steps["traceback"], strict=True):
+        if isinstance(trace, str) and trace and trace != "nan":
+            click.echo(f"--- step {step!r} ---\n{trace.rstrip()}", err=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

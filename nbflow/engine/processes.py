@@ -1,0 +1,163 @@
+"""The process executor: steps run in worker processes, shipped with cloudpickle.
+
+cloudpickle sends functions defined in a notebook (or any ``__main__``) by value, with
+the helpers and constants they read, so cell-defined steps work in a fresh process. The
+worker calls the step and encodes its result (hashing and serializing happen there);
+the driver stores it, so checkpointing stays in the process that holds the store.
+
+Workers are started with "forkserver" (or "spawn" where it is missing), never "fork":
+forking a process that has threads and an open DuckDB connection is unsafe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import sys
+import time
+import traceback
+from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from nbflow.engine.executors import Executor, Outcome, StepTask
+from nbflow.errors import ParameterError, RunError
+
+__all__ = ["ProcessExecutor"]
+
+
+class ProcessExecutor(Executor):
+    """Independent steps run at once in worker processes (good for CPU-bound Python that
+    holds the GIL). Each run starts its own workers, which costs about a second."""
+
+    parallel = True
+
+    def __init__(self, max_workers: int | None = None, start_method: str | None = None):
+        if max_workers is not None and max_workers < 1:
+            raise ParameterError(f"max_workers must be at least 1, not {max_workers}")
+        methods = multiprocessing.get_all_start_methods()
+        method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
+        self._pool = ProcessPoolExecutor(
+            max_workers=max_workers, mp_context=multiprocessing.get_context(method)
+        )
+
+    def submit(self, task: Any, delay: float = 0.0) -> Future[Any]:
+        """Send ``task`` (a StepTask) to a worker; the future's result is its Outcome."""
+        import cloudpickle
+
+        result: Future[Any] = Future()
+        name = getattr(task, "name", "?")
+        try:
+            payload = cloudpickle.dumps(task)
+        except Exception as exc:
+            result.set_result(
+                _failure(
+                    RunError(
+                        f"step {name!r} cannot be sent to a worker process: "
+                        f"{type(exc).__name__}: {exc}. Run it with executor='inline' or "
+                        "'threads', or make what it reads picklable."
+                    )
+                )
+            )
+            return result
+        _main_without_spec_is_interactive()
+        future = self._pool.submit(run_in_worker, name, payload, delay)
+        future.add_done_callback(lambda done: _deliver(done, result, name))
+        return result
+
+    def shutdown(self) -> None:
+        """Wait for running steps and stop the workers."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _main_without_spec_is_interactive() -> None:
+    """Give ``__main__`` the ``__spec__ = None`` of an interactive session if it has none.
+
+    multiprocessing reads ``__main__.__spec__`` when it starts a worker; IPython's
+    ``%reset`` deletes it from a notebook's namespace, which would make starting the
+    workers fail. Steps need nothing from ``__main__`` in the worker: cloudpickle ships
+    what they use.
+    """
+    main = sys.modules.get("__main__")
+    if main is not None and not hasattr(main, "__spec__"):
+        main.__spec__ = None
+
+
+def run_in_worker(name: str, payload: bytes, delay: float) -> bytes:
+    """In the worker: unpickle the task, run it, and pickle its Outcome (never raises).
+
+    The value itself is not sent back: the driver decodes it from the encoded form, so
+    a large output crosses between the processes once.
+    """
+    import cloudpickle
+
+    try:
+        task = cloudpickle.loads(payload)
+    except Exception as exc:
+        outcome = _failure(
+            RunError(
+                f"step {name!r} could not be loaded in the worker process: "
+                f"{type(exc).__name__}: {exc}. Is the module that defines it importable there?"
+            ),
+            traceback.format_exc(),
+        )
+        return bytes(cloudpickle.dumps(outcome))
+    if delay:
+        time.sleep(delay)
+    outcome = task() if isinstance(task, StepTask) else _call(task)
+    if outcome.error is None and outcome.encoded is not None:
+        outcome.value = None
+    try:
+        return bytes(cloudpickle.dumps(outcome))
+    except Exception:  # an exception that does not pickle: keep its text
+        error = outcome.error
+        text = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+        return bytes(cloudpickle.dumps(_failure(RuntimeError(text), outcome.trace)))
+
+
+def _call(task: Any) -> Outcome:
+    began = time.perf_counter()
+    try:
+        value = task()
+    except Exception as exc:
+        return Outcome(error=exc, trace=traceback.format_exc(), seconds=_since(began))
+    return Outcome(value=value, seconds=_since(began))
+
+
+def _deliver(done: Future[Any], result: Future[Any], name: str) -> None:
+    """In the driver: unpickle the Outcome and rebuild the value from its encoded form."""
+    import cloudpickle
+
+    try:
+        outcome = cloudpickle.loads(done.result())
+        if outcome.error is None and outcome.encoded is not None:
+            from nbflow.values import decode
+
+            encoded = outcome.encoded
+            outcome.value = decode(
+                encoded.ref, table=encoded.table, data=encoded.data, meta=encoded.meta
+            )
+    except BaseException as exc:  # a worker that died, or a result that does not load
+        hint = ""
+        if isinstance(exc, BrokenProcessPool):
+            hint = (
+                " A worker process died. If the flow is run from a script, run it under "
+                "`if __name__ == '__main__':` (worker processes import the script)."
+            )
+        outcome = _failure(
+            RunError(
+                f"the worker process running step {name!r} failed: "
+                f"{type(exc).__name__}: {exc}{hint}"
+            ),
+            traceback.format_exc(),
+        )
+    with contextlib.suppress(InvalidStateError):  # the run was cancelled meanwhile
+        result.set_result(outcome)
+
+
+def _failure(error: BaseException, trace: str = "") -> Outcome:
+    return Outcome(error=error, trace=trace or f"{type(error).__name__}: {error}\n")
+
+
+def _since(began: float) -> float:
+    return time.perf_counter() - began

@@ -1,0 +1,319 @@
+"""Which steps are fresh or stale, and why: ``flow.status()``.
+
+Each step of the flow as defined now is compared with its execution in a run: the
+flow's latest run that ran it (or the run given). A step is *fresh* when running it now
+would find that execution's output in the cache: same code fingerprint, same
+parameters, and every upstream step fresh with the output it read then. Otherwise it is
+*stale* (with the reasons), *failed* (its latest attempt there failed) or *never_run*.
+
+Parameters are those given to ``status``, else the value the compared run chose for
+them when it chose one, else the current defaults; so a changed default counts as a
+parameter change, and a run made with ``window=14`` is not called stale for it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from nbflow.engine.cache import cache_key
+from nbflow.errors import RunError
+from nbflow.store.records import RunRecord, StepDefinition, StepExecution, StepStatus
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from nbflow.definition.flow import Flow
+    from nbflow.definition.step import Step
+    from nbflow.run import Run
+    from nbflow.store.base import Store
+
+__all__ = ["STATUS_COLUMNS", "StepFreshness", "StepState", "flow_status", "status_frame"]
+
+#: Columns of ``flow.status()`` and their dtypes.
+STATUS_COLUMNS: dict[str, str] = {"step": "str", "state": "str", "why": "str", "run_id": "str"}
+
+# How many of the flow's newest runs are searched for a step's latest execution.
+_SEARCHED_RUNS = 200
+
+
+class StepState(StrEnum):
+    """How a step's stored output relates to its current definition."""
+
+    FRESH = "fresh"
+    STALE = "stale"
+    NEVER_RUN = "never_run"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class StepFreshness:
+    """One row of ``flow.status()``: a step's state, why, and the run it is compared with."""
+
+    step: str
+    state: StepState
+    why: str
+    run_id: str | None
+    upstream: tuple[str, ...] = ()
+    output_hash: str | None = None  # the compared output's content hash (fresh steps)
+
+
+def flow_status(
+    flow: Flow, run: Run | str | None = None, params: Mapping[str, Any] | None = None
+) -> list[StepFreshness]:
+    """The state of every step of ``flow``, in run order (see the module's docstring)."""
+    from nbflow.engine.launch import plan_steps, resolve_params
+
+    graph = flow.graph()
+    explicit = dict(params or {})
+    if explicit:
+        resolve_params(graph, explicit, graph.params)  # refuses unknown names, non-JSON values
+    plans = plan_steps(graph, graph.params)
+    store = flow.store
+    refs, searched = _references(flow, store, run, graph.order)
+    definitions: dict[tuple[str, str], Any] = {}
+    rows: dict[str, StepFreshness] = {}
+    for name in graph.order:
+        step = graph.steps[name]
+        upstream = step.upstream
+        found = refs.get(name)
+        if found is None:
+            why = _never_run(run, searched)
+            rows[name] = StepFreshness(name, StepState.NEVER_RUN, why, None, upstream)
+            continue
+        record, execution = found
+        if execution.status is StepStatus.FAILED:
+            why = f"failed in run {record.run_id}: {execution.error or 'unknown error'}"
+            rows[name] = StepFreshness(name, StepState.FAILED, why, record.run_id, upstream)
+            continue
+        if not execution.status.has_output or execution.output is None:
+            if execution.status is StepStatus.SKIPPED:
+                why = f"skipped in run {record.run_id}: {execution.error}"
+            else:
+                why = f"still {execution.status.value} in run {record.run_id}"
+            rows[name] = StepFreshness(name, StepState.NEVER_RUN, why, record.run_id, upstream)
+            continue
+        key = (record.flow, record.flow_fingerprint)
+        if key not in definitions:
+            definitions[key] = store.get_flow(*key)
+        stored = definitions[key]
+        definition = stored.step(name) if stored is not None else None
+        values = _effective_params(step, record, definition, explicit)
+        reasons = _reasons(step, plans[name].fingerprint, execution, record, definition, values)
+        changed_upstream = [
+            u
+            for u in upstream
+            if rows[u].state is not StepState.FRESH
+            or rows[u].output_hash != execution.inputs.get(u)
+        ]
+        if changed_upstream or set(execution.inputs) != set(upstream):
+            reasons.append(_upstream_reason(changed_upstream, rows))
+        fresh = not reasons and execution.cache_key == cache_key(
+            plans[name].fingerprint, execution.inputs, values
+        )
+        if not fresh and not reasons:
+            reasons.append("its cache key changed")
+        rows[name] = StepFreshness(
+            name,
+            StepState.FRESH if fresh else StepState.STALE,
+            "; ".join(reasons),
+            record.run_id,
+            upstream,
+            execution.output.hash,
+        )
+    return [rows[n] for n in graph.order]
+
+
+def status_frame(rows: list[StepFreshness]) -> pd.DataFrame:
+    """``flow.status()`` as a DataFrame (columns :data:`STATUS_COLUMNS`)."""
+    from nbflow import frames
+
+    records = [
+        {"step": r.step, "state": r.state.value, "why": r.why, "run_id": r.run_id} for r in rows
+    ]
+    return frames.conform(frames._frame(records, STATUS_COLUMNS), STATUS_COLUMNS)
+
+
+# -- which executions are compared -----------------------------------------------------
+
+
+def _references(
+    flow: Flow, store: Store, run: Run | str | None, order: tuple[str, ...]
+) -> tuple[dict[str, tuple[RunRecord, StepExecution]], list[RunRecord]]:
+    """Each step's latest execution in ``run``, or in the newest run of the flow having
+    one; and the runs searched."""
+    if run is not None:
+        run_id = run if isinstance(run, str) else run.id
+        record = store.get_run(run_id)  # UnknownRunError names it
+        if record.flow != flow.name:
+            raise RunError(
+                f"run {run_id} is a run of flow {record.flow!r}, not of {flow.name!r}: compare "
+                "a flow with its own runs."
+            )
+        latest = _latest(store.executions(run_id))
+        return {n: (record, latest[n]) for n in order if n in latest}, [record]
+    refs: dict[str, tuple[RunRecord, StepExecution]] = {}
+    runs = store.list_runs(flow=flow.name, limit=_SEARCHED_RUNS)
+    for record in runs:
+        latest = _latest(store.executions(record.run_id))
+        for name in order:
+            if name not in refs and name in latest:
+                refs[name] = (record, latest[name])
+        if len(refs) == len(order):
+            break
+    return refs, runs
+
+
+def _latest(executions: list[StepExecution]) -> dict[str, StepExecution]:
+    out: dict[str, StepExecution] = {}
+    for execution in sorted(executions, key=lambda x: x.seq):
+        out[execution.step] = execution
+    return out
+
+
+def _never_run(run: Run | str | None, searched: list[RunRecord]) -> str:
+    if run is not None:
+        return f"not part of run {searched[0].run_id}"
+    if not searched:
+        return "the flow has not run yet"
+    return "no run of the flow has run it yet"
+
+
+# -- why a step is stale -----------------------------------------------------------------
+
+
+def _effective_params(
+    step: Step,
+    record: RunRecord,
+    definition: StepDefinition | None,
+    explicit: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The parameter values to compare with: given, else the run's choice, else default."""
+    values = {}
+    for param, default in step.params.items():
+        if param in explicit:
+            values[param] = explicit[param]
+        elif param in record.params and _chosen(param, record, definition):
+            values[param] = record.params[param]
+        else:
+            values[param] = default
+    return values
+
+
+def _chosen(param: str, record: RunRecord, definition: StepDefinition | None) -> bool:
+    """Whether the run set ``param`` itself rather than taking its default then."""
+    if definition is None or param not in definition.params:
+        return True  # cannot tell: keep what the run used
+    return not _same(record.params[param], definition.params[param])
+
+
+def _reasons(
+    step: Step,
+    fingerprint: str,
+    execution: StepExecution,
+    record: RunRecord,
+    definition: StepDefinition | None,
+    values: Mapping[str, Any],
+) -> list[str]:
+    reasons: list[str] = []
+    then = {p: record.params[p] for p in step.params if p in record.params}
+    if execution.fingerprint != fingerprint:
+        reasons.extend(_code_reasons(step, definition))
+    changes = [
+        f"{p}: {_show(then[p])} → {_show(v)}"
+        for p, v in values.items()
+        if p in then and not _same(then[p], v)
+    ]
+    if not changes and execution.fingerprint != fingerprint and definition is not None:
+        # Only a default changed, and the run had set the parameter itself.
+        changes = [
+            f"default of {p}: {_show(definition.params[p])} → {_show(d)}"
+            for p, d in step.params.items()
+            if p in definition.params and not _same(definition.params[p], _jsonable(d))
+        ]
+    if changes:
+        reasons.append(f"parameters changed ({', '.join(changes)})")
+    if execution.fingerprint != fingerprint and not reasons:
+        reasons.append("code changed")
+    return reasons
+
+
+def _code_reasons(step: Step, definition: StepDefinition | None) -> list[str]:
+    """What changed in the step's code, from its definition as the run recorded it."""
+    if definition is None:
+        return ["code changed"]
+    from nbflow.graph.fingerprint import normalized_source
+
+    try:
+        source = normalized_source(step.func, step.source)
+    except Exception:
+        source = ""
+    reasons = []
+    if _without_defaults(source) != _without_defaults(definition.source):
+        reasons.append("code changed")
+    if tuple(step.upstream) != tuple(definition.dependencies) and not reasons:
+        reasons.append("code changed (its dependencies)")
+    options = step.options.to_json()
+    changed = [k for k, v in options.items() if definition.options.get(k) != v]
+    if changed:
+        reasons.append(f"options changed ({', '.join(changed)})")
+    defaults_changed = any(
+        p not in definition.params or not _same(definition.params[p], _jsonable(d))
+        for p, d in step.params.items()
+    )
+    if not reasons and not defaults_changed:
+        reasons.append("code changed (a function or constant it uses)")
+    return reasons
+
+
+def _without_defaults(source: str) -> str:
+    """A step's normalized source with its parameter defaults blanked (they are compared
+    as parameters)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            args = node.args
+            args.defaults = [ast.Constant(value=...) for _ in args.defaults]
+            args.kw_defaults = [
+                None if d is None else ast.Constant(value=...) for d in args.kw_defaults
+            ]
+    return ast.unparse(tree)
+
+
+def _upstream_reason(changed: list[str], rows: Mapping[str, StepFreshness]) -> str:
+    if not changed:
+        return "code changed (its dependencies)"
+    failed = [u for u in changed if rows[u].state is StepState.FAILED]
+    missing = [u for u in changed if rows[u].state is StepState.NEVER_RUN]
+    moved = [u for u in changed if u not in failed and u not in missing]
+    parts = []
+    if moved:
+        parts.append(f"an upstream step changed ({', '.join(moved)})")
+    if failed:
+        parts.append(f"an upstream step failed ({', '.join(failed)})")
+    if missing:
+        parts.append(f"an upstream step has not run ({', '.join(missing)})")
+    return "; ".join(parts)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(_jsonable(a), sort_keys=True) == json.dumps(_jsonable(b), sort_keys=True)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,74 @@
+"""nbflow's notebook widgets: the DAG with live status, the checkpoint browser, forking.
+
+Importing this package is cheap: ipywidgets, anywidget and graphviz load only when a
+widget is made. ``nf.browse(...)`` and ``flow.show()`` are the entry points; displaying a
+Flow or a Run shows its DAG.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from nbflow.engine.progress import in_notebook
+
+if TYPE_CHECKING:
+    from nbflow.definition.flow import Flow
+    from nbflow.run import Run
+    from nbflow.store.base import Store
+    from nbflow.widgets.browser import Browser
+    from nbflow.widgets.dag import DagWidget
+
+__all__ = ["Browser", "DagWidget", "browse", "show"]
+
+
+def browse(target: Flow | Run | Store | str | None = None, *, page_size: int = 20) -> Browser:
+    """A browser of the runs in a store: pick a run, move through its versions, look at
+    step outputs and events, and fork it.
+
+    ``target`` is a Flow (its runs, latest selected), a Run (selected), a Store, or a
+    path / URI (default: ``$NBFLOW_STORE`` or ./nbflow.duckdb). A store opened from a
+    path is the browser's own and is closed by ``browser.close()``.
+    """
+    from nbflow.widgets.browser import Browser, browse_store
+
+    store, owns, flow, run = browse_store(target)
+    try:
+        return Browser(store, flow=flow, run=run, owns_store=owns, page_size=page_size)
+    except BaseException:
+        if owns:
+            store.close()
+        raise
+
+
+def show(target: Flow | Run) -> DagWidget:
+    """The DAG widget of a flow (states of its latest run) or of a run."""
+    from nbflow.definition.flow import Flow
+    from nbflow.widgets.display import flow_widget, run_widget
+
+    return flow_widget(target) if isinstance(target, Flow) else run_widget(target)
+
+
+def repr_bundle(target: Flow | Run) -> dict[str, Any]:
+    """How a Flow or Run displays: its DAG widget in a notebook, its repr elsewhere."""
+    text = repr(target)
+    if not in_notebook():
+        return {"text/plain": text}
+    try:
+        from nbflow.definition.flow import Flow
+        from nbflow.widgets.display import flow_bundle, run_bundle
+
+        return flow_bundle(target) if isinstance(target, Flow) else run_bundle(target)
+    except Exception:  # showing must never fail: fall back to the text
+        return {"text/plain": text}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Browser":
+        from nbflow.widgets.browser import Browser
+
+        return Browser
+    if name == "DagWidget":
+        from nbflow.widgets.dag import DagWidget
+
+        return DagWidget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

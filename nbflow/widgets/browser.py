@@ -1,0 +1,544 @@
+"""The checkpoint browser: runs, a run's versions and DAG, step outputs, events, forks.
+
+``nf.browse(flow_or_store)`` builds one :class:`Browser`. It reads through the store
+(and Run handles) only: the runs table pages through ``store.list_runs``; a run's state
+at a version is the store's fold of its events (``store.state_at``); outputs load only
+when a step is selected. The Fork button starts the fork in the background and follows
+it live through a progress listener (:func:`nbflow.engine.progress.progress_view`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from html import escape
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from nbflow.engine.progress import progress_view
+from nbflow.errors import NbflowError
+from nbflow.run import Run
+from nbflow.store.base import Store
+from nbflow.store.fold import RunState
+from nbflow.store.records import Event, RunRecord, RunStatus, StepExecution
+from nbflow.widgets.dag import DagWidget
+from nbflow.widgets.fork import ForkPanel, ForkRequest, param_types
+from nbflow.widgets.live import Follower, close_all
+from nbflow.widgets.preview import (
+    message,
+    params_text,
+    run_header,
+    short_time,
+    step_details,
+    value_preview,
+)
+from nbflow.widgets.rows import (
+    changed_params,
+    event_detail,
+    fork_point,
+    lineage_tree,
+    version_rows,
+)
+from nbflow.widgets.states import (
+    DagSpec,
+    format_duration,
+    infos_from_rows,
+    mark_stale,
+    run_spec,
+    stale_steps,
+)
+from nbflow.widgets.table import Row, Table
+
+if TYPE_CHECKING:
+    from nbflow.definition.flow import Flow
+
+PAGE_SIZE = 20
+EVENTS_PAGE_SIZE = 50
+_PREVIEWS = 16  # output previews kept, by content hash
+
+
+class Browser(w.VBox):
+    """Runs of a store; the selected run's parameters, DAG at any version, step outputs,
+    events, lineage; and a fork panel.
+
+    The store is only closed by :meth:`close` when the browser opened it itself (from a
+    path); a flow's or a caller's store is left open.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        flow: str | None = None,
+        run: str | None = None,
+        owns_store: bool = False,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.store = store
+        self._owns_store = owns_store
+        self._page_size = page_size
+        self._lock = threading.RLock()
+        self._closed = False
+        self._quiet = False  # set while the browser changes its own widgets
+        self._run: Run | None = None
+        self._flow: Flow | None = None
+        self._record: RunRecord | None = None
+        self._spec = DagSpec((), ())
+        self._state: RunState | None = None
+        self._events: list[Event] = []
+        self._versions: list[tuple[int, str]] = []
+        self._follow_latest = True
+        self._previews: OrderedDict[str, str] = OrderedDict()
+
+        where = escape(store.uri or repr(store))
+        self.title = w.HTML(f'<div class="nbflow-title">nbflow checkpoints · {where}</div>')
+        self.flow_filter = w.Dropdown(description="flow", options=[("all flows", "")])
+        statuses = [("any", "")] + [(s.value, s.value) for s in RunStatus]
+        self.status_filter = w.Dropdown(description="status", options=statuses)
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.runs = Table(
+            columns=["run", "flow", "status", "created (UTC)", "took", "parameters", "forked from"],
+            status_column=2,
+            caption="Runs, newest first",
+            empty_text="no runs match these filters",
+        )
+        self.runs.add_class("nbflow-runs")
+        self.header = w.HTML()
+        self.dag = DagWidget()
+        self.version = w.SelectionSlider(
+            options=[("0", 0)],
+            description="version",
+            continuous_update=False,
+            layout=w.Layout(width="90%"),
+        )
+        self.version.add_class("nbflow-version")
+        self.version_label = w.HTML()
+        self.step_panel = w.HTML(message("Click a step in the DAG to see its output."))
+        self.step_panel.add_class("nbflow-step-panel")
+        self.events = Table(
+            columns=["seq", "time (UTC)", "type", "step", "attempt", "detail"],
+            selectable=False,
+            empty_text="no events",
+        )
+        self.fork = ForkPanel(self._fork)
+        self.lineage = Table(
+            columns=["run", "status", "forked", "parameters changed", "created (UTC)"],
+            status_column=1,
+            caption="The run's thread: the run it started from and every fork of it",
+        )
+        self.lineage.add_class("nbflow-lineage")
+        self.tabs = w.Tab(
+            children=[self.step_panel, self.events, self.fork, self.lineage],
+            titles=("Step", "Events", "Fork", "Lineage"),
+        )
+        self.run_box = w.VBox(
+            [self.header, self.dag, self.version, self.version_label, self.tabs],
+            layout=w.Layout(display="none"),
+        )
+        super().__init__(
+            [
+                self.title,
+                w.HBox([self.flow_filter, self.status_filter, self.refresh_button]),
+                self.runs,
+                self.run_box,
+            ]
+        )
+        self.add_class("nbflow-browser")
+
+        self._load_flows(flow)
+        self.flow_filter.observe(self._on_filter, names="value")
+        self.status_filter.observe(self._on_filter, names="value")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.runs.observe(self._on_run_clicked, names="selected")
+        self.runs.observe(lambda _: self._quietly(self.reload_runs), names="page")
+        self.lineage.observe(self._on_run_clicked, names="selected")
+        self.events.observe(lambda _: self._quietly(self._show_events), names="page")
+        self.version.observe(self._on_version, names="value")
+        self.dag.observe(self._on_step, names="selected")
+
+        self.reload_runs()
+        first = run or (self.runs.row_keys[0] if self.runs.row_keys else None)
+        if first is not None:
+            self.select_run(first)
+
+    # -- the runs table -----------------------------------------------------------------
+
+    def _quietly(self, action: Any, *args: Any) -> None:
+        if self._quiet or self._closed:
+            return
+        with self._lock:
+            self._quiet = True
+            try:
+                action(*args)
+            finally:
+                self._quiet = False
+
+    def _load_flows(self, current: str | None = None) -> None:
+        flows = self._flow_names()
+        if current and current not in flows:
+            flows.append(current)
+        value = current if current is not None else self.flow_filter.value
+        self.flow_filter.options = [("all flows", "")] + [(f, f) for f in sorted(flows)]
+        self.flow_filter.value = value if value in flows else ""
+
+    def _flow_names(self) -> list[str]:
+        try:
+            frame = self.store.sql("SELECT DISTINCT flow FROM runs")
+            return [str(f) for f in frame["flow"]]
+        except Exception:  # a backend without SQL: one pass over the runs
+            return sorted({r.flow for r in self.store.list_runs()})
+
+    def _count(self, flow: str | None, status: str | None) -> int:
+        where, params = [], []
+        if flow:
+            where.append("flow = ?")
+            params.append(flow)
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        query = "SELECT count(*) AS n FROM runs" + (
+            f" WHERE {' AND '.join(where)}" if where else ""
+        )
+        try:
+            return int(self.store.sql(query, params)["n"].iloc[0])
+        except Exception:
+            return len(self.store.list_runs(flow=flow, status=status))
+
+    def reload_runs(self) -> None:
+        """Read the current page of runs (with the filters) from the store."""
+        with self._lock:
+            flow = self.flow_filter.value or None
+            status = self.status_filter.value or None
+            total = self._count(flow, status)
+            pages = max(1, -(-total // self._page_size))
+            page = min(self.runs.page, pages - 1)
+            records = self.store.list_runs(
+                flow=flow, status=status, limit=(page + 1) * self._page_size
+            )[page * self._page_size :]
+            rows = [
+                Row(
+                    r.run_id,
+                    [
+                        r.run_id,
+                        r.flow,
+                        r.status.value,
+                        short_time(r.created_at),
+                        format_duration(r.duration_s * 1000) if r.duration_s is not None else "",
+                        params_text(r.params),
+                        fork_point(r),
+                    ],
+                    status=r.status.value,
+                )
+                for r in records
+            ]
+            with self.runs.hold_sync():
+                self.runs.page = page
+                self.runs.set_rows(rows, total=total, page_size=self._page_size)
+                self.runs.selected = self._run.id if self._run is not None else ""
+
+    def _on_filter(self, change: dict[str, Any]) -> None:
+        def apply() -> None:
+            self.runs.page = 0
+            self.reload_runs()
+
+        self._quietly(apply)
+
+    def _on_run_clicked(self, change: dict[str, Any]) -> None:
+        if change["new"] and (self._run is None or change["new"] != self._run.id):
+            self._quietly(self.select_run, change["new"])
+
+    def refresh(self) -> None:
+        """Read everything again: flows, the runs page, the selected run at its latest."""
+
+        def again() -> None:
+            self._load_flows()
+            self.reload_runs()
+            if self._run is not None:
+                self.select_run(self._run.id)
+
+        self._quietly(again)
+
+    # -- the selected run -----------------------------------------------------------------
+
+    @property
+    def run(self) -> Run | None:
+        """The selected run."""
+        return self._run
+
+    @property
+    def selected_version(self) -> int | None:
+        """The version the DAG shows."""
+        return self.version.value if self._run is not None else None
+
+    def select_run(self, run_id: str) -> None:
+        """Show a run: header and parameters, DAG at its latest version, events, lineage."""
+        from nbflow.definition.flow import find_flow
+
+        with self._lock:
+            record = self.store.get_run(run_id)
+            flow = find_flow(record.flow, self.store)
+            run = Run(self.store, run_id, flow)
+            self._run, self._record, self._flow = run, record, flow
+            self._spec = run_spec(run, flow)
+            self.runs.selected = run_id
+            self.lineage.selected = run_id
+            self.run_box.layout.display = ""
+            self.header.value = run_header(record)
+            self._follow_latest = True
+            self._load_versions(record)
+            stored = self.store.get_flow(record.flow, record.flow_fingerprint)
+            self.fork.load(
+                self._spec.nodes,
+                param_types(stored, self._spec.nodes),
+                record.params,
+                record.version,
+                self.dag.selected,
+            )
+            self.fork.status.value = ""
+            self._show_lineage(record)
+            self.events.page = 0
+            self._show_version(record.version)
+
+    def _load_versions(self, record: RunRecord) -> None:
+        self._events = self.store.read_events(record.run_id)
+        self._versions = version_rows(self._run) if self._run else []
+        options = [(str(v), v) for v, _ in self._versions] or [("0", 0)]
+        was_quiet, self._quiet = self._quiet, True
+        try:
+            self.version.options = options
+            self.version.value = options[-1][1]
+        finally:
+            self._quiet = was_quiet
+
+    def _on_version(self, change: dict[str, Any]) -> None:
+        if self._quiet or self._closed or self._run is None or change["new"] is None:
+            return
+        with self._lock:
+            self._follow_latest = change["new"] == self.version.options[-1][1]
+            self._show_version(change["new"])
+
+    def _show_version(self, version: int) -> None:
+        """Show the DAG, the selected step and the events as they stood at ``version``."""
+        assert self._run is not None and self._record is not None
+        run_id = self._run.id
+        latest = version >= self._record.version
+        state = self.store.load_state(run_id) if latest else self.store.state_at(run_id, version)
+        self._state = state
+        infos = infos_from_rows(state.current.values())
+        flow = self._flow if latest else None
+        if flow is not None:
+            infos = mark_stale(infos, stale_steps(flow, self._run))
+        title = f"{state.run.flow} · run {run_id} · {state.run.status.value} at version {version}"
+        self.dag.show(self._spec, infos, title)
+        label = dict(self._versions).get(version, "")
+        self.version_label.value = message(
+            f"version {version} of {self._record.version}: {label}" if label else ""
+        )
+        self.fork.set_version(version)
+        self._show_step()
+        self._show_events()
+
+    # -- the selected step ----------------------------------------------------------------
+
+    def _on_step(self, change: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        with self._lock:
+            self.fork.set_step(change["new"])
+            self._show_step()
+            if change["new"]:
+                self.tabs.selected_index = 0
+
+    def _show_step(self) -> None:
+        step = self.dag.selected
+        if not step or self._state is None:
+            self.step_panel.value = message("Click a step in the DAG to see its output.")
+            return
+        rows = [x for x in self._state.executions.values() if x.step == step]
+        version = self._state.run.version
+        self.step_panel.value = step_details(step, rows, version, self._output_preview(rows))
+
+    def _output_preview(self, rows: Sequence[StepExecution]) -> str:
+        if not rows:
+            return ""
+        latest = max(rows, key=lambda r: r.seq)
+        ref = latest.output
+        if ref is None or not latest.status.has_output:
+            return ""
+        cached = self._previews.get(ref.hash)
+        if cached is not None:
+            return cached
+        try:
+            html = value_preview(self.store.load_value(ref))
+        except Exception as exc:
+            return message(f"cannot load the output: {exc}", "error")
+        self._previews[ref.hash] = html
+        while len(self._previews) > _PREVIEWS:
+            self._previews.popitem(last=False)
+        return html
+
+    # -- events and lineage -----------------------------------------------------------------
+
+    def _show_events(self) -> None:
+        version = self.version.value if self._run is not None else 0
+        page = self.events.page
+        chunk = self._events[page * EVENTS_PAGE_SIZE : (page + 1) * EVENTS_PAGE_SIZE]
+        rows = [
+            Row(
+                str(e.seq),
+                [
+                    str(e.seq),
+                    short_time(e.ts),
+                    e.type.value,
+                    e.step or "",
+                    "" if e.attempt is None else str(e.attempt),
+                    event_detail(e),
+                ],
+                dim=e.seq > version,
+            )
+            for e in chunk
+        ]
+        self.events.set_rows(rows, total=len(self._events), page_size=EVENTS_PAGE_SIZE)
+
+    def _show_lineage(self, record: RunRecord) -> None:
+        thread = record.thread_id or record.run_id
+        runs = self.store.list_runs(thread_id=thread)
+        if not any(r.run_id == record.run_id for r in runs):
+            runs.append(record)
+        rows = [
+            Row(
+                r.run_id,
+                [
+                    r.run_id,
+                    r.status.value,
+                    fork_point(r),
+                    params_text(changed_params(r, parent)),
+                    short_time(r.created_at),
+                ],
+                status=r.status.value,
+                depth=depth,
+            )
+            for r, parent, depth in lineage_tree(runs)
+        ]
+        self.lineage.set_rows(rows)
+        self.lineage.selected = record.run_id
+
+    # -- forking ----------------------------------------------------------------------------
+
+    def _fork(self, request: ForkRequest) -> None:
+        run = self._run
+        if run is None:
+            self.fork.status.value = message("select a run to fork first", "error")
+            return
+        try:
+            with progress_view(self._follower):
+                forked = run.fork(
+                    from_step=request.from_step,
+                    at_version=request.at_version,
+                    background=True,
+                    **request.params,
+                )
+        except (NbflowError, TypeError, ValueError) as exc:
+            self.fork.status.value = message(f"could not fork: {exc}", "error")
+            return
+        with self._lock:
+            self.status_filter.value = ""  # the fork must be visible in the table
+            self.runs.page = 0
+            self.reload_runs()
+            self.select_run(forked.id)
+            self.tabs.selected_index = 2
+            self.fork.status.value = message(
+                f"forked run {forked.id} from run {run.id}; it runs in the background.", "ok"
+            )
+
+    def _follower(self, run: Run, graph: Any, done: int) -> Follower:
+        run_id = run.id
+
+        def update(state: RunState, finished: bool) -> None:
+            self._on_live(run_id, state, finished)
+
+        return Follower(self.store, run_id, update)
+
+    def _on_live(self, run_id: str, state: RunState, finished: bool) -> None:
+        """A run started here committed: redraw it if it is the one shown."""
+        if self._closed:
+            return
+        with self._lock:
+            shown = self._run is not None and self._run.id == run_id
+            if finished:
+                self.reload_runs()
+                if shown:
+                    self.select_run(run_id)
+                    kind = "ok" if state.run.status is RunStatus.COMPLETED else "error"
+                    self.fork.status.value = message(
+                        f"fork {run_id} {state.run.status.value}"
+                        + (f": {state.run.error}" if state.run.error else "."),
+                        kind,
+                    )
+                return
+            if shown and self._follow_latest:
+                self._state = state
+                self._record = state.run
+                self.header.value = run_header(state.run)
+                self.dag.show(
+                    infos=infos_from_rows(state.current.values()),
+                    title=f"{state.run.flow} · run {run_id} · {state.run.status.value}",
+                )
+                self._show_step()
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the browser's widgets, and its store if it opened it."""
+        if self._closed:
+            return
+        self._closed = True
+        for child in self.children:
+            close_all(child)
+        self._run = None
+        self._state = None
+        if self._owns_store:
+            self.store.close()
+        super().close()
+
+
+def browse_store(target: Any = None) -> tuple[Store, bool, str | None, str | None]:
+    """What to browse: (store, whether the browser owns it, flow filter, run to select)."""
+    from nbflow.definition.flow import Flow
+
+    if isinstance(target, Flow):
+        latest = target.latest_run()
+        return target.store, False, target.name, latest.id if latest else None
+    if isinstance(target, Run):
+        return target.store, False, target.flow_name, target.id
+    if isinstance(target, Store):
+        return target, False, None, None
+    return _private_store(target), True, None, None
+
+
+def _private_store(location: Any) -> Store:
+    """A connection of the browser's own to a store file, closed with the browser.
+
+    A flow in this process may use the same file: DuckDB shares the database between
+    connections of one process, so both see each other's commits.
+    """
+    import os
+
+    from nbflow.store.duckdb_store import DuckDBStore
+    from nbflow.store.open import default_location, open_store
+
+    text = default_location() if location is None else os.fspath(location)
+    if text.startswith("duckdb://"):
+        text = text[len("duckdb://") :] or ":memory:"
+    if "://" in text or text in (":memory:", "memory:"):
+        return open_store(text)  # in-memory: nothing to share, nothing held open
+    if not os.path.exists(text):
+        from nbflow.errors import StoreError
+
+        raise StoreError(
+            f"there is no nbflow store at {os.path.abspath(text)!r}: run a flow first, or "
+            "browse one with nf.browse(flow) or nf.browse('path/to/store.duckdb')."
+        )
+    return DuckDBStore(text)

@@ -1,0 +1,166 @@
+"""The DAG widget: the flow's steps colored by state, kept as SVG in the ``svg`` trait.
+
+The front end (``dag.js``) only shows the SVG and reports clicks: clicking a node sets
+``selected`` to the step's name. Everything else (layout, colors, captions) happens here,
+so the widget looks the same in JupyterLab, Notebook 7, VS Code and Voila.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anywidget
+import traitlets
+
+from nbflow.widgets.layout import layout
+from nbflow.widgets.states import (
+    PALETTE,
+    DagSpec,
+    NodeInfo,
+    infos_from_rows,
+    mark_stale,
+    run_spec,
+    stale_steps,
+)
+from nbflow.widgets.svg import draw
+
+if TYPE_CHECKING:
+    from nbflow.definition.flow import Flow
+    from nbflow.run import Run
+
+HERE = Path(__file__).parent
+
+#: What a refreshing DAG widget asks its source for: shape, states and title.
+Source = Callable[[], tuple[DagSpec, Mapping[str, NodeInfo], str]]
+
+
+class DagWidget(anywidget.AnyWidget):
+    """A DAG of steps drawn as SVG (synced as ``svg``); clicking a node selects its step."""
+
+    _esm = HERE / "dag.js"
+    _css = HERE / "widgets.css"
+
+    svg = traitlets.Unicode("").tag(sync=True)
+    selected = traitlets.Unicode("").tag(sync=True)
+    states = traitlets.Dict().tag(sync=True)  # step -> state value
+    details = traitlets.Dict().tag(sync=True)  # step -> caption and detail, for the info line
+    palette = traitlets.Dict().tag(sync=True)  # state -> [fill, stroke], for the legend
+    title = traitlets.Unicode("").tag(sync=True)
+    note = traitlets.Unicode("").tag(sync=True)  # e.g. how to get the Graphviz layout
+    engine = traitlets.Unicode("").tag(sync=True)  # "dot" or "layered"
+
+    def __init__(
+        self,
+        spec: DagSpec | None = None,
+        infos: Mapping[str, NodeInfo] | None = None,
+        *,
+        title: str = "",
+        source: Source | None = None,
+        **kwargs: Any,
+    ) -> None:
+        palette = {state.value: list(colors) for state, colors in PALETTE.items()}
+        super().__init__(title=title, palette=palette, **kwargs)
+        self._lock = threading.RLock()
+        self._spec = spec or DagSpec((), ())
+        self._infos: dict[str, NodeInfo] = dict(infos or {})
+        self._source = source
+        self.add_class("nbflow-dag-widget")
+        self.observe(self._on_selected, names="selected")
+        if source is not None and spec is None:
+            self.refresh()
+        else:
+            self._redraw()
+
+    @property
+    def spec(self) -> DagSpec:
+        """The DAG's shape."""
+        return self._spec
+
+    @property
+    def infos(self) -> dict[str, NodeInfo]:
+        """Each step's state as shown (steps absent are never run)."""
+        return dict(self._infos)
+
+    def show(
+        self,
+        spec: DagSpec | None = None,
+        infos: Mapping[str, NodeInfo] | None = None,
+        title: str | None = None,
+    ) -> None:
+        """Show new states (and a new shape or title, when given)."""
+        with self._lock:
+            if spec is not None:
+                self._spec = spec
+            if infos is not None:
+                self._infos = dict(infos)
+            if title is not None:
+                self.title = title
+            if self.selected and self.selected not in self._spec.nodes:
+                self.selected = ""  # redraws through the observer
+            self._redraw()
+
+    def refresh(self) -> None:
+        """Read the source again (a flow's latest run, a run's current state)."""
+        if self._source is None:
+            return
+        spec, infos, title = self._source()
+        self.show(spec, infos, title)
+
+    def _on_selected(self, change: dict[str, Any]) -> None:
+        with self._lock:
+            self._redraw()
+
+    def _redraw(self) -> None:
+        placed = layout(self._spec)
+        infos = {n: self._infos.get(n) or NodeInfo() for n in self._spec.nodes}
+        with self.hold_sync():
+            self.svg = draw(placed, infos, self.selected)
+            self.states = {n: i.state.value for n, i in infos.items()}
+            self.details = {n: i.tooltip for n, i in infos.items()}
+            self.note = placed.note
+            self.engine = placed.engine
+
+
+def run_infos(run: Run) -> dict[str, NodeInfo]:
+    """Each step of ``run`` as it stands now."""
+    return infos_from_rows(run.store.executions(run.id))
+
+
+def run_title(run: Run) -> str:
+    """``flow · run id · status``."""
+    record = run.record
+    return f"{record.flow} · run {record.run_id} · {record.status.value}"
+
+
+def flow_source(flow: Flow, run: Run | None = None) -> Source:
+    """A source showing ``flow``'s current DAG with the states of ``run`` (default: its
+    latest run), stale steps marked where the flow can tell."""
+
+    def read() -> tuple[DagSpec, Mapping[str, NodeInfo], str]:
+        spec = DagSpec.from_graph(flow.graph())
+        shown = run if run is not None else flow.latest_run()
+        if shown is None:
+            return spec, {}, f"{flow.name} · never run"
+        infos = run_infos(shown)
+        infos = mark_stale(infos, stale_steps(flow, shown))
+        return spec, infos, f"{flow.name} · {run_title(shown).split(' · ', 1)[1]}"
+
+    return read
+
+
+def run_source(run: Run) -> Source:
+    """A source showing ``run``'s DAG as it stands now."""
+
+    def read() -> tuple[DagSpec, Mapping[str, NodeInfo], str]:
+        from nbflow.definition.flow import find_flow
+
+        flow = find_flow(run.flow_name, run.store)
+        infos = run_infos(run)
+        if flow is not None:
+            infos = mark_stale(infos, stale_steps(flow, run))
+        return run_spec(run, flow), infos, run_title(run)
+
+    return read

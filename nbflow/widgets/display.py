@@ -1,0 +1,95 @@
+"""How flows and runs display themselves in a notebook, without piling up widgets.
+
+Each Flow (and each run) gets one DAG widget, refreshed and shown again on every display,
+so displaying a flow ten times creates one widget, not ten. A run shown live while it
+executed is not drawn a second time by the cell's result (``run = flow.run()`` as the
+last line shows one DAG, not two).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from nbflow.widgets.dag import DagWidget, flow_source, run_source
+
+if TYPE_CHECKING:
+    from nbflow.definition.flow import Flow
+    from nbflow.run import Run
+    from nbflow.widgets.live import LiveRun
+
+_flow_widgets: weakref.WeakKeyDictionary[Flow, DagWidget] = weakref.WeakKeyDictionary()
+_run_widgets: dict[tuple[str, str], DagWidget] = {}  # (store uri, run id) -> widget
+_live: weakref.WeakKeyDictionary[Run, tuple[LiveRun, int | None]] = weakref.WeakKeyDictionary()
+_MAX_RUN_WIDGETS = 32
+
+
+def is_open(widget: Any) -> bool:
+    """Whether a widget is still usable (not closed)."""
+    return widget is not None and getattr(widget, "comm", None) is not None
+
+
+def flow_widget(flow: Flow, run: Run | None = None) -> DagWidget:
+    """The flow's DAG widget, showing ``run`` (default: the latest run)."""
+    widget = _flow_widgets.get(flow)
+    source = flow_source(flow, run)
+    if is_open(widget):
+        assert widget is not None
+        widget._source = source
+        widget.refresh()
+        return widget
+    widget = DagWidget(source=source)
+    _flow_widgets[flow] = widget
+    return widget
+
+
+def run_widget(run: Run) -> DagWidget:
+    """The run's DAG widget, refreshed to the run's current state."""
+    key = (run.store.uri or str(id(run.store)), run.id)
+    widget = _run_widgets.get(key)
+    if is_open(widget):
+        assert widget is not None
+        widget.refresh()
+        return widget
+    widget = DagWidget(source=run_source(run))
+    _run_widgets[key] = widget
+    while len(_run_widgets) > _MAX_RUN_WIDGETS:  # forget (not close) the oldest
+        _run_widgets.pop(next(iter(_run_widgets)))
+    return widget
+
+
+def remember_live(run: Run, live: LiveRun) -> None:
+    """Note that ``run`` is being shown live in the current cell."""
+    _live[run] = (live, _execution_count())
+
+
+def _execution_count() -> int | None:
+    from nbflow.engine.progress import in_notebook
+
+    if not in_notebook():
+        return None
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return getattr(shell, "execution_count", None)
+
+
+def widget_bundle(widget: DagWidget, text: str) -> dict[str, Any]:
+    """The mime bundle that displays ``widget``, with ``text`` for plain front ends."""
+    bundle = widget._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    return {**(data or {}), "text/plain": text}
+
+
+def flow_bundle(flow: Flow) -> dict[str, Any]:
+    """A flow's display: its DAG widget in a notebook, else its repr."""
+    return widget_bundle(flow_widget(flow), repr(flow))
+
+
+def run_bundle(run: Run) -> dict[str, Any]:
+    """A run's display: its DAG widget, unless this cell already shows it live."""
+    text = repr(run)
+    live = _live.get(run)
+    if live is not None and live[1] is not None and live[1] == _execution_count():
+        return {"text/plain": text}
+    return widget_bundle(run_widget(run), text)

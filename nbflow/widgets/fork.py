@@ -1,0 +1,199 @@
+"""The fork panel: where to fork from, a form for the run parameters, and a Fork button.
+
+The form is generated from the flow's stored definition: each run parameter gets an
+input that fits its type (a number box for ``int`` and ``float``, a checkbox for
+``bool``, a text box for ``str``, JSON for anything else), filled with the selected
+run's values. Pressing Fork calls back the browser with what was chosen.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ipywidgets as w
+
+from nbflow.store.records import FlowRecord
+from nbflow.widgets.preview import message
+
+FROM_STEP = "step"
+AT_VERSION = "version"
+
+
+@dataclass(frozen=True)
+class ForkRequest:
+    """What the Fork button asks for: a step or a version, and changed parameters."""
+
+    from_step: str | None
+    at_version: int | None
+    params: dict[str, Any]
+
+
+def param_types(record: FlowRecord | None, steps: tuple[str, ...] = ()) -> dict[str, str]:
+    """Each run parameter of a stored flow definition and its type name."""
+    if record is None:
+        return {}
+    types: dict[str, str] = {}
+    for step in record.steps:
+        if steps and step.name not in steps:
+            continue
+        for name in step.params:
+            types.setdefault(name, step.param_types.get(name, "any"))
+    return types
+
+
+class ParamForm(w.VBox):
+    """Inputs for run parameters, one per parameter, typed from the flow's definition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_class("nbflow-param-form")
+        self._inputs: dict[str, w.ValueWidget] = {}
+        self._types: dict[str, str] = {}
+        self._initial: dict[str, Any] = {}
+
+    def load(self, types: Mapping[str, str], values: Mapping[str, Any]) -> None:
+        """Build the inputs for ``types``, filled with ``values``."""
+        for old in self._inputs.values():
+            old.close()
+        self._types = dict(types)
+        self._initial = {name: values.get(name) for name in types}
+        self._inputs = {name: _input(name, t, values.get(name)) for name, t in types.items()}
+        self.children = list(self._inputs.values()) or [
+            w.HTML(message("this flow has no run parameters"))
+        ]
+
+    @property
+    def inputs(self) -> dict[str, w.ValueWidget]:
+        """The input widget of each parameter."""
+        return dict(self._inputs)
+
+    def values(self) -> dict[str, Any]:
+        """Every parameter's value; ValueError naming a parameter whose JSON is invalid."""
+        out: dict[str, Any] = {}
+        for name, box in self._inputs.items():
+            value = box.value
+            if isinstance(box, w.Textarea | w.Text) and _is_json_type(self._types[name]):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"parameter {name!r}: {value!r} is not JSON ({exc})") from None
+            out[name] = value
+        return out
+
+    def changed(self) -> dict[str, Any]:
+        """The parameters whose value differs from the one the form was filled with."""
+        return {k: v for k, v in self.values().items() if v != self._initial.get(k)}
+
+
+def _is_json_type(type_name: str) -> bool:
+    return type_name not in ("str",)
+
+
+def _input(name: str, type_name: str, value: Any) -> w.ValueWidget:
+    style = {"description_width": "initial"}
+    description = f"{name} ({type_name})"
+    layout = w.Layout(width="320px")
+    if type_name == "bool" and isinstance(value, bool):
+        return w.Checkbox(value=value, description=description, indent=False, style=style)
+    if type_name == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return w.IntText(value=value, description=description, style=style, layout=layout)
+    if type_name == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return w.FloatText(value=float(value), description=description, style=style, layout=layout)
+    if type_name == "str" and isinstance(value, str):
+        return w.Text(value=value, description=description, style=style, layout=layout)
+    # Anything else (lists, dicts, Optional[...], None): edit it as JSON.
+    return w.Text(value=json.dumps(value), description=f"{name} (JSON)", style=style, layout=layout)
+
+
+class ForkPanel(w.VBox):
+    """Choose a step (or the selected version), edit the parameters, press Fork."""
+
+    def __init__(self, on_fork: Callable[[ForkRequest], None]) -> None:
+        self._on_fork = on_fork
+        self._version: int | None = None
+        self.mode = w.ToggleButtons(
+            options=[("from a step", FROM_STEP), ("at the selected version", AT_VERSION)],
+            value=FROM_STEP,
+            style={"button_width": "auto"},
+        )
+        self.step = w.Dropdown(
+            description="step", options=[], style={"description_width": "initial"}
+        )
+        self.where = w.HTML()
+        self.form = ParamForm()
+        self.button = w.Button(description="Fork", button_style="primary", icon="code-branch")
+        self.button.add_class("nbflow-fork-button")
+        self.status = w.HTML()
+        super().__init__(
+            [
+                w.HTML(
+                    message(
+                        "A fork reuses the outputs upstream of the chosen step (or everything "
+                        "completed at the chosen version) and runs the rest with these parameters."
+                    )
+                ),
+                self.mode,
+                self.step,
+                self.where,
+                w.HTML('<div class="nbflow-subhead">run parameters</div>'),
+                self.form,
+                self.button,
+                self.status,
+            ]
+        )
+        self.add_class("nbflow-fork")
+        self.mode.observe(lambda _: self._describe(), names="value")
+        self.button.on_click(lambda _: self.press())
+
+    def load(
+        self,
+        steps: tuple[str, ...],
+        types: Mapping[str, str],
+        values: Mapping[str, Any],
+        version: int | None,
+        step: str = "",
+    ) -> None:
+        """Fill the panel for a newly selected run."""
+        self.step.options = list(steps)
+        self.step.value = step if step in steps else (steps[0] if steps else None)
+        self.form.load(types, values)
+        self.set_version(version)
+
+    def set_step(self, step: str) -> None:
+        """Follow the step selected in the DAG."""
+        if step in self.step.options:
+            self.step.value = step
+
+    def set_version(self, version: int | None) -> None:
+        """Follow the version selected with the slider."""
+        self._version = version
+        self._describe()
+
+    def _describe(self) -> None:
+        at = self.mode.value == AT_VERSION
+        self.step.layout.display = "none" if at else ""
+        self.where.value = (
+            message(f"forks at version {self._version} (move the version slider to change it)")
+            if at
+            else ""
+        )
+
+    def request(self) -> ForkRequest:
+        """What pressing Fork would ask for (ValueError if a parameter is invalid)."""
+        params = self.form.changed()
+        if self.mode.value == AT_VERSION:
+            return ForkRequest(None, self._version, params)
+        return ForkRequest(self.step.value or None, None, params)
+
+    def press(self) -> None:
+        """Fork: ask the browser to start it; show what happened."""
+        try:
+            request = self.request()
+        except ValueError as exc:
+            self.status.value = message(str(exc), "error")
+            return
+        self.status.value = message("forking…")
+        self._on_fork(request)

@@ -1,0 +1,210 @@
+"""What the DAG shows: the graph's shape and each step's state, read from a store.
+
+Pure Python (no ipywidgets): the widgets, the live progress view and the tests build on
+these records. A step's state comes from its latest execution row (the row changed last),
+so the same code serves the current run and any earlier version of it (time travel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from nbflow.store.records import StepExecution, StepStatus
+
+if TYPE_CHECKING:
+    from nbflow.definition.flow import Flow
+    from nbflow.graph.dag import FlowGraph
+    from nbflow.run import Run
+    from nbflow.store.records import FlowRecord
+
+
+class NodeState(StrEnum):
+    """How a step is drawn."""
+
+    NEVER_RUN = "never_run"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CACHED = "cached"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    STALE = "stale"
+
+    @property
+    def label(self) -> str:
+        """The word shown under the step's name."""
+        return self.value.replace("_", " ")
+
+
+#: state -> (fill, stroke): light fills keep the black labels readable.
+PALETTE: dict[NodeState, tuple[str, str]] = {
+    NodeState.NEVER_RUN: ("#f3f4f6", "#9ca3af"),
+    NodeState.RUNNING: ("#bfdbfe", "#2563eb"),
+    NodeState.COMPLETED: ("#bbf7d0", "#16a34a"),
+    NodeState.CACHED: ("#ccfbf1", "#0d9488"),
+    NodeState.FAILED: ("#fecaca", "#dc2626"),
+    NodeState.SKIPPED: ("#e5e7eb", "#6b7280"),
+    NodeState.STALE: ("#fde68a", "#d97706"),
+}
+
+_FROM_STATUS = {
+    StepStatus.SCHEDULED: NodeState.NEVER_RUN,
+    StepStatus.RUNNING: NodeState.RUNNING,
+    StepStatus.COMPLETED: NodeState.COMPLETED,
+    StepStatus.CACHED: NodeState.CACHED,
+    StepStatus.FAILED: NodeState.FAILED,
+    StepStatus.SKIPPED: NodeState.SKIPPED,
+}
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One step as the DAG shows it: its state, duration and a one-line detail."""
+
+    state: NodeState = NodeState.NEVER_RUN
+    duration_ms: float | None = None
+    detail: str = ""  # e.g. the error's first line, where a cached output came from
+    label: str = ""  # overrides the state word (e.g. "waiting", "attempt 2")
+
+    @property
+    def caption(self) -> str:
+        """The second line of the node: state and duration."""
+        word = self.label or self.state.label
+        if self.duration_ms is not None and self.state in (
+            NodeState.COMPLETED,
+            NodeState.FAILED,
+            NodeState.STALE,
+        ):
+            return f"{word} · {format_duration(self.duration_ms)}"
+        return word
+
+    @property
+    def tooltip(self) -> str:
+        """The text shown when hovering the node."""
+        return f"{self.caption}: {self.detail}" if self.detail else self.caption
+
+
+@dataclass(frozen=True)
+class DagSpec:
+    """The shape of a DAG: steps in run order and dependency edges (upstream, downstream)."""
+
+    nodes: tuple[str, ...]
+    edges: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_graph(cls, graph: FlowGraph) -> DagSpec:
+        """The shape of a validated flow graph."""
+        order = {n: i for i, n in enumerate(graph.order)}
+        edges = sorted(graph.dag.edges, key=lambda e: (order[e[1]], order[e[0]]))
+        return cls(tuple(graph.order), tuple((a, b) for a, b in edges))
+
+    @classmethod
+    def from_record(cls, record: FlowRecord, steps: Iterable[str] | None = None) -> DagSpec:
+        """The shape of a stored flow definition (restricted to ``steps`` when given)."""
+        keep = set(steps) if steps is not None else {s.name for s in record.steps}
+        nodes = tuple(s.name for s in record.steps if s.name in keep)
+        edges = tuple(
+            (dep, s.name)
+            for s in record.steps
+            if s.name in keep
+            for dep in s.dependencies
+            if dep in keep
+        )
+        return cls(nodes, edges)
+
+
+def format_duration(ms: float) -> str:
+    """A short, readable duration: ``850 µs``, ``12 ms``, ``3.4 s``, ``2 min 5 s``."""
+    if ms < 1:
+        return f"{ms * 1000:.0f} µs"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
+
+
+def latest_rows(rows: Iterable[StepExecution]) -> dict[str, StepExecution]:
+    """Each step's row changed last (its current attempt)."""
+    latest: dict[str, StepExecution] = {}
+    for row in rows:
+        seen = latest.get(row.step)
+        if seen is None or row.seq >= seen.seq:
+            latest[row.step] = row
+    return latest
+
+
+def info_of(row: StepExecution) -> NodeInfo:
+    """How one execution row is shown."""
+    state = _FROM_STATUS[row.status]
+    if row.status is StepStatus.SCHEDULED:
+        return NodeInfo(state, label="waiting")
+    if row.status is StepStatus.RUNNING:
+        label = f"running (attempt {row.attempt})" if row.attempt > 1 else ""
+        return NodeInfo(state, label=label)
+    if row.status is StepStatus.CACHED:
+        source = f"output reused from run {row.source_run_id}" if row.source_run_id else ""
+        return NodeInfo(state, detail=source)
+    error = (row.error or "").strip().splitlines()
+    return NodeInfo(state, row.duration_ms, detail=error[0] if error else "")
+
+
+def infos_from_rows(rows: Iterable[StepExecution]) -> dict[str, NodeInfo]:
+    """Every step that has a row, with how it is shown (steps absent: never run)."""
+    return {step: info_of(row) for step, row in latest_rows(rows).items()}
+
+
+def mark_stale(infos: Mapping[str, NodeInfo], stale: Mapping[str, str]) -> dict[str, NodeInfo]:
+    """Show the steps in ``stale`` (step -> why) as stale, keeping their durations."""
+    out = dict(infos)
+    for step, why in stale.items():
+        before = out.get(step, NodeInfo())
+        if before.state in (NodeState.COMPLETED, NodeState.CACHED):
+            out[step] = NodeInfo(NodeState.STALE, before.duration_ms, detail=why)
+    return out
+
+
+def stale_steps(flow: Flow, run: Run | None) -> dict[str, str]:
+    """Steps whose output no longer matches the flow's code or parameters (step -> why).
+
+    Uses ``flow.status(run)`` where the flow has it; an empty mapping otherwise.
+    """
+    status = getattr(flow, "status", None)
+    if status is None or run is None:
+        return {}
+    try:
+        frame = status(run)
+    except Exception:  # a display must not fail because staleness cannot be worked out
+        return {}
+    if frame is None or "state" not in frame:
+        return {}
+    whys = frame["why"] if "why" in frame else [""] * len(frame)
+    return {
+        str(step): str(why or "")
+        for step, state, why in zip(frame["step"], frame["state"], whys, strict=False)
+        if state == "stale"
+    }
+
+
+def run_spec(run: Run, flow: Flow | None = None) -> DagSpec:
+    """The shape of ``run``'s DAG, from the stored flow definition it ran with."""
+    record = run.record
+    stored = run.store.get_flow(record.flow, record.flow_fingerprint)
+    if stored is not None:
+        return DagSpec.from_record(stored, record.steps or None)
+    if flow is not None:  # defined in this session but not recorded (should not happen)
+        return DagSpec.from_graph(flow.graph())
+    return DagSpec(tuple(record.steps), ())
+
+
+def summarize(infos: Mapping[str, NodeInfo], nodes: Iterable[str]) -> dict[str, Any]:
+    """Counts of steps by state over ``nodes`` (for progress lines and tests)."""
+    counts: dict[str, int] = {}
+    for node in nodes:
+        state = infos.get(node, NodeInfo()).state.value
+        counts[state] = counts.get(state, 0) + 1
+    return counts
