@@ -15,9 +15,11 @@ from nbflow.definition.flow import Flow
 from nbflow.definition.notebook import load_notebook
 from nbflow.diff import diff
 from nbflow.history import RunView
+from nbflow.hooks import JSONLSink, add_sink, flush_sinks, remove_sink, sink_stats
 from nbflow.run import Run
 from nbflow.store.base import Store
 from nbflow.store.open import open_store
+from nbflow.transfer import export_run, import_run
 from nbflow.widgets import browse
 
 __version__ = "0.1.0"
@@ -32,17 +34,24 @@ def load_ipython_extension(ipython: Any) -> None:
 
 __all__ = [
     "Flow",
+    "JSONLSink",
     "Run",
     "RunView",
     "Store",
     "__version__",
+    "add_sink",
     "browse",
     "diff",
     "errors",
     "events",
+    "export_run",
+    "flush_sinks",
     "get_run",
+    "import_run",
     "load_ipython_extension",
     "load_notebook",
     "open_store",
+    "remove_sink",
     "runs",
+    "sink_stats",
 ]

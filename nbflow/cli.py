@@ -3,7 +3,9 @@
 A click group with one function per command. Errors are one line on stderr
 (``nbflow: error: ...``), with the traceback only under ``--debug``. Exit status: 0 ok,
 1 a run failed (or nbflow itself did), 2 bad usage or input (a missing notebook, an
-unknown parameter, a bad ``%%step`` cell).
+unknown parameter, a bad ``%%step`` cell, an unknown run, a missing store).
+
+Commands: ``run``, ``runs``, ``show``, ``events``, ``diff``, ``gc``, ``export``, ``import``.
 
 To add a command: ``@main.command()``, then ``@debug_option`` and ``@handle_errors``.
 """
@@ -29,8 +31,19 @@ from nbflow.errors import NbflowError, NotebookError, StepFailed
 if TYPE_CHECKING:
     from nbflow.definition.flow import Flow
     from nbflow.run import Run
+    from nbflow.store.base import Store
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "debug_option", "handle_errors", "main"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "debug_option",
+    "format_option",
+    "handle_errors",
+    "main",
+    "open_cli_store",
+    "store_option",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -374,6 +387,184 @@ def _print_tracebacks(run: Run) -> None:
     for step, trace in zip(steps["step"], steps["traceback"], strict=True):
         if isinstance(trace, str) and trace and trace != "nan":
             click.echo(f"--- step {step!r} ---\n{trace.rstrip()}", err=True)
+
+
+# -- reading and managing a store ---------------------------------------------------------
+
+
+def store_option(func: F) -> F:
+    """Add ``--store PATH`` (default: ``$NBFLOW_STORE``, else ./nbflow.duckdb)."""
+    return click.option(
+        "--store",
+        metavar="PATH",
+        help="The store to use (default: $NBFLOW_STORE, else ./nbflow.duckdb).",
+    )(func)
+
+
+def format_option(func: F) -> F:
+    """Add ``--format table|csv|json``."""
+    from nbflow.cli_output import FORMATS
+
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="How to print the rows.",
+    )(func)
+
+
+def open_cli_store(store: str | None, *, create: bool = False) -> Store:
+    """The store ``--store`` names; unless ``create``, a missing file is a usage error
+    (a typo must not leave an empty store behind)."""
+    from nbflow.store.open import default_location, open_store
+
+    location = store or default_location()
+    if not create and "://" not in location and location != ":memory:":
+        path = Path(location).expanduser()
+        if not path.exists():
+            raise CommandError(
+                f"no nbflow store at {location}: give one with --store PATH or $NBFLOW_STORE."
+            )
+        if path.is_dir():
+            raise CommandError(f"{location} is a folder, not an nbflow store file.")
+    return open_store(_absolute_store(location))
+
+
+@main.command("runs")
+@click.option("--flow", help="Only the runs of this flow.")
+@click.option("--status", help="Only runs in this status (completed, failed, ...).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many (newest first).")
+@format_option
+@store_option
+@debug_option
+@handle_errors
+def runs_command(
+    flow: str | None, status: str | None, limit: int | None, fmt: str, store: str | None
+) -> int:
+    """List the runs in the store, newest first."""
+    from nbflow.cli_output import render
+
+    frame = open_cli_store(store).runs_frame(flow=flow, status=status, limit=limit)
+    columns = ["run_id", "flow", "status", "created_at", "duration_s", "params", "error"]
+    click.echo(render(frame, fmt, columns))
+    return EXIT_OK
+
+
+@main.command("show")
+@click.argument("run_id", metavar="RUN")
+@store_option
+@debug_option
+@handle_errors
+def show_command(run_id: str, store: str | None) -> int:
+    """Show a run: parameters, and each step with its state, timing and error."""
+    from nbflow.cli_output import describe_run
+
+    click.echo(describe_run(open_cli_store(store), run_id))
+    return EXIT_OK
+
+
+@main.command("events")
+@click.argument("run_id", metavar="RUN")
+@format_option
+@store_option
+@debug_option
+@handle_errors
+def events_command(run_id: str, fmt: str, store: str | None) -> int:
+    """Print a run's event log, in order."""
+    from nbflow.cli_output import render
+
+    opened = open_cli_store(store)
+    opened.get_run(run_id)  # an unknown run is an error, not an empty log
+    frame = opened.events_frame(run_id)
+    columns = ["seq", "ts", "type", "step", "attempt", "payload"]
+    click.echo(render(frame, fmt, columns))
+    return EXIT_OK
+
+
+@main.command("diff")
+@click.argument("run_a", metavar="A")
+@click.argument("run_b", metavar="B")
+@click.option("--step", help="Compare this step's outputs row by row.")
+@format_option
+@store_option
+@debug_option
+@handle_errors
+def diff_command(run_a: str, run_b: str, step: str | None, fmt: str, store: str | None) -> int:
+    """What differs between runs A and B (per step, or one step's rows with --step)."""
+    from nbflow.api import get_run
+    from nbflow.cli_output import render
+    from nbflow.diff import diff
+
+    opened = open_cli_store(store)
+    frame = diff(get_run(run_a, opened), get_run(run_b, opened), step=step)
+    changed = frame.attrs.get("params") or {}
+    if fmt == "table" and changed:
+        for name, (a, b) in changed.items():
+            click.echo(f"param {name}: {a!r} -> {b!r}")
+    click.echo(render(frame.reset_index(drop=step is None), fmt))
+    return EXIT_OK
+
+
+@main.command("gc")
+@click.option("--keep-last", type=click.IntRange(min=0), help="Keep the newest N runs per flow.")
+@click.option("--older-than", metavar="AGE", help="Delete runs older than AGE (7d, 12h, ...).")
+@click.option("--flow", help="Apply the policy to this flow only.")
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@store_option
+@debug_option
+@handle_errors
+def gc_command(
+    keep_last: int | None,
+    older_than: str | None,
+    flow: str | None,
+    dry_run: bool,
+    store: str | None,
+) -> int:
+    """Delete runs outside a retention policy and the values no run references."""
+    if keep_last is None and older_than is None:
+        raise CommandError(
+            "say which runs to delete: --keep-last N and/or --older-than AGE "
+            "(values no run references are purged either way)."
+        )
+    report = open_cli_store(store).gc(
+        keep_last=keep_last, older_than=older_than, flow=flow, dry_run=dry_run
+    )
+    click.echo(str(report))
+    for run_id in report.runs:
+        click.echo(f"  run {run_id}")
+    return EXIT_OK
+
+
+@main.command("export")
+@click.argument("run_id", metavar="RUN")
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
+@store_option
+@debug_option
+@handle_errors
+def export_command(run_id: str, directory: Path, store: str | None) -> int:
+    """Write a run (events, flow definition, outputs) to the new folder DIR."""
+    from nbflow.transfer import export_run
+
+    folder = export_run(open_cli_store(store), run_id, directory)
+    click.echo(f"exported run {run_id} to {folder}")
+    return EXIT_OK
+
+
+@main.command("import")
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
+@store_option
+@debug_option
+@handle_errors
+def import_command(directory: Path, store: str | None) -> int:
+    """Load a run exported with `nbflow export` into the store (created if missing)."""
+    from nbflow.transfer import import_run
+
+    opened = open_cli_store(store, create=True)
+    run_id = import_run(opened, directory)
+    click.echo(f"imported run {run_id} into {opened.uri}")
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -213,3 +213,7 @@ __all__ = [
     "UnknownStepError",
     "UntrustedStoreError",
 ]
+
+
+class TransferError(NbflowError):
+    """A run cannot be exported or imported (not an export, a run that exists, a bad value)."""

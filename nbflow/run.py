@@ -230,9 +230,11 @@ class Run:
             self._cancel.set()
             return
         if status is RunStatus.PENDING:
-            self._store.append(
-                self._id, self.record.version, [NewEvent(type=EventType.RUN_CANCELLED)]
-            )
+            from nbflow.hooks import hook_listener
+
+            cancelled = [NewEvent(type=EventType.RUN_CANCELLED)]
+            record = self._store.append(self._id, self.record.version, cancelled)
+            hook_listener(self)(record, cancelled)
             return
         raise RunError(
             f"run {self._id} is running in another process or thread that this handle does "

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from nbflow.engine.executors import Executor
     from nbflow.graph.dag import FlowGraph
     from nbflow.run import Run
+    from nbflow.store.records import Event
     from nbflow.widgets.dag import DagWidget
 
 F = Callable[..., Any]
@@ -53,6 +54,7 @@ class Flow:
         self._store_arg = store
         self._store_obj: Store | None = store if isinstance(store, Store) else None
         self._steps: dict[str, Step] = {}
+        self._event_callbacks: list[Callable[[Event], None]] = []
         with _flows_lock:
             _flows[name] = weakref.ref(self)
 
@@ -67,6 +69,20 @@ class Flow:
         if self._store_obj is None:
             self._store_obj = open_store(self._store_arg)
         return self._store_obj
+
+    def on_event(self, callback: Callable[[Event], None]) -> Callable[[Event], None]:
+        """Call ``callback(event)`` for each committed event of this flow's runs.
+
+        Callbacks run on nbflow's sink thread (see :mod:`nbflow.hooks`): a slow or failing
+        one never blocks or fails a run. Returns ``callback`` (usable as a decorator).
+        """
+        self._event_callbacks.append(callback)
+        return callback
+
+    @property
+    def event_callbacks(self) -> tuple[Callable[[Event], None], ...]:
+        """The callbacks registered with :meth:`on_event`."""
+        return tuple(self._event_callbacks)
 
     # -- definition ---------------------------------------------------------------------
 

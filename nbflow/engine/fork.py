@@ -20,6 +20,7 @@ from nbflow.engine.launch import (
     resolve_params,
 )
 from nbflow.errors import RunError, UnknownStepError
+from nbflow.hooks import hook_listener
 from nbflow.store.records import (
     EventType,
     NewEvent,
@@ -105,24 +106,21 @@ def fork_run(
         fork_from_version=fork_version,
         thread_id=record.thread_id or parent.id,
     )
-    store.append(
-        handle.id,
-        0,
-        [
-            NewEvent(
-                EventType.RUN_FORKED,
-                payload={
-                    "parent_run_id": parent.id,
-                    "from_step": from_step,
-                    "at_version": fork_version,
-                    "reused": {n: _row_json(r) for n, r in reused.items()},
-                    "executes": executes,
-                    "force": force,
-                    "params": values,
-                },
-            )
-        ],
-    )
+    forked = [
+        NewEvent(
+            EventType.RUN_FORKED,
+            payload={
+                "parent_run_id": parent.id,
+                "from_step": from_step,
+                "at_version": fork_version,
+                "reused": {n: _row_json(r) for n, r in reused.items()},
+                "executes": executes,
+                "force": force,
+                "params": values,
+            },
+        )
+    ]
+    hook_listener(handle)(store.append(handle.id, 0, forked), forked)
     if not run:
         return handle
     return execute(

@@ -18,6 +18,7 @@ from nbflow.engine.progress import make_listeners
 from nbflow.engine.runner import Runner, StepPlan
 from nbflow.errors import ParameterError, RunError, suggest
 from nbflow.graph.dag import FlowGraph
+from nbflow.hooks import hook_listener
 from nbflow.run import Run
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
@@ -267,7 +268,7 @@ def execute(
         state=state,
         reused=reused,
         cancel_requested=handle._cancel.is_set,
-        listeners=make_listeners(handle, graph, options.progress, done),
+        listeners=[hook_listener(handle), *make_listeners(handle, graph, options.progress, done)],
     )
     if not options.background:
         runner.execute(resume=resume)
