@@ -260,34 +260,12 @@ def _flow_to_json(flow: FlowRecord) -> dict[str, Any]:
         "name": flow.name,
         "fingerprint": flow.fingerprint,
         "created_at": _time(flow.created_at),
-        "steps": [
-            {
-                "name": s.name,
-                "fingerprint": s.fingerprint,
-                "dependencies": list(s.dependencies),
-                "params": dict(s.params),
-                "param_types": dict(s.param_types),
-                "source": s.source,
-                "options": dict(s.options),
-            }
-            for s in flow.steps
-        ],
+        "steps": [s.to_json() for s in flow.steps],
     }
 
 
 def _flow_from_json(data: Mapping[str, Any]) -> FlowRecord:
-    steps = tuple(
-        StepDefinition(
-            name=s["name"],
-            fingerprint=s["fingerprint"],
-            dependencies=tuple(s["dependencies"]),
-            params=s["params"],
-            param_types=s["param_types"],
-            source=s["source"],
-            options=s["options"],
-        )
-        for s in data["steps"]
-    )
+    steps = tuple(StepDefinition.from_json(s) for s in data["steps"])
     created = _parse_time(data.get("created_at")) or dt.datetime.now(dt.UTC)
     return FlowRecord(data["name"], data["fingerprint"], steps, created)
 

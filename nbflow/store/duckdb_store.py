@@ -140,18 +140,7 @@ class DuckDBStore(Store):
 
     def put_flow(self, flow: FlowRecord) -> None:
         """Record a flow definition unless it is already stored."""
-        definition = [
-            {
-                "name": s.name,
-                "fingerprint": s.fingerprint,
-                "dependencies": list(s.dependencies),
-                "params": dict(s.params),
-                "param_types": dict(s.param_types),
-                "source": s.source,
-                "options": dict(s.options),
-            }
-            for s in flow.steps
-        ]
+        definition = [s.to_json() for s in flow.steps]
         self._execute(
             "INSERT INTO flows VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [flow.name, flow.fingerprint, _dumps(definition), flow.created_at],
@@ -165,18 +154,7 @@ class DuckDBStore(Store):
         )
         if not rows:
             return None
-        steps = tuple(
-            StepDefinition(
-                name=s["name"],
-                fingerprint=s["fingerprint"],
-                dependencies=tuple(s["dependencies"]),
-                params=s["params"],
-                param_types=s["param_types"],
-                source=s["source"],
-                options=s["options"],
-            )
-            for s in json.loads(rows[0][0])
-        )
+        steps = tuple(StepDefinition.from_json(s) for s in json.loads(rows[0][0]))
         return FlowRecord(name, fingerprint, steps, rows[0][1])
 
     # -- runs -------------------------------------------------------------------------

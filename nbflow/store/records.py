@@ -157,6 +157,31 @@ class StepDefinition:
     source: str
     options: Mapping[str, Any]
 
+    def to_json(self) -> dict[str, Any]:
+        """The definition as a JSON-able dict (how stores and exports keep it)."""
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "dependencies": list(self.dependencies),
+            "params": dict(self.params),
+            "param_types": dict(self.param_types),
+            "source": self.source,
+            "options": dict(self.options),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepDefinition:
+        """Rebuild a definition from :meth:`to_json` output."""
+        return cls(
+            name=data["name"],
+            fingerprint=data["fingerprint"],
+            dependencies=tuple(data["dependencies"]),
+            params=data["params"],
+            param_types=data["param_types"],
+            source=data["source"],
+            options=data["options"],
+        )
+
 
 @dataclass(frozen=True)
 class FlowRecord:
