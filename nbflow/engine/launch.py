@@ -32,7 +32,6 @@ from nbflow.store.records import (
 
 if TYPE_CHECKING:
     from nbflow.definition.flow import Flow
-    from nbflow.store.base import Store
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -118,14 +117,6 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-def _record_flow(store: Store, record: FlowRecord) -> None:
-    known: set[tuple[str, str]] = store.__dict__.setdefault("_known_flows", set())
-    key = (record.name, record.fingerprint)
-    if key not in known:
-        store.put_flow(record)
-        known.add(key)
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """How to execute a run (the options of ``flow.run`` that are not parameters)."""
@@ -179,7 +170,7 @@ def create_run(
     """
     record = flow_record(flow.name, graph, plans)
     store = flow.store
-    _record_flow(store, record)
+    store.ensure_flow(record)
     now = utcnow()
     run_id = new_run_id(now)
     store.create_run(
@@ -219,7 +210,7 @@ def resume_run(
         raise RunError(f"cannot resume run {run.id}: the flow no longer defines step(s) {missing}.")
     graph = flow.graph(record.steps)
     plans = plan_steps(graph, {**graph.params, **record.params})
-    _record_flow(run.store, flow_record(flow.name, graph, plans))
+    run.store.ensure_flow(flow_record(flow.name, graph, plans))
     reused: dict[str, StepExecution] = {}
     if record.status is RunStatus.PENDING:
         from nbflow.engine.fork import pending_fork_plan

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from nbflow.engine.runner import Listener
 from nbflow.store.records import EventType, NewEvent, RunRecord
 
 if TYPE_CHECKING:
     from nbflow.graph.dag import FlowGraph
     from nbflow.run import Run
 
-Listener = Callable[[RunRecord, list[NewEvent]], None]
 #: Makes the listener of one run: called with the run, its graph and the steps already done.
 ListenerFactory = Callable[["Run", "FlowGraph", int], Listener]
 

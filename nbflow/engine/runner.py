@@ -24,7 +24,7 @@ from nbflow.errors import StepFailed
 from nbflow.graph.dag import FlowGraph
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
-from nbflow.store.records import EventType, NewEvent, RunRecord, RunStatus, StepExecution, ValueRef
+from nbflow.store.records import EventType, NewEvent, RunRecord, StepExecution, ValueRef
 
 Listener = Callable[[RunRecord, list[NewEvent]], None]
 
@@ -353,8 +353,3 @@ def _describe(exc: BaseException | None) -> str:
         return "unknown error"
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def finished_ok(run: RunRecord) -> bool:
-    """Whether the run ended completed."""
-    return run.status is RunStatus.COMPLETED

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbflow.errors import InvalidTransitionError, StaleVersionError
@@ -54,6 +53,7 @@ class Store(ABC):
         # whose expected version matches it needs no read; one that doesn't reloads.
         self._states: dict[str, RunState] = {}
         self._lock = threading.RLock()
+        self._known_flows: set[tuple[str, str]] = set()  # (name, fingerprint) recorded
         # Runs this object has moved to running and not yet out of it: their runners may
         # hold output refs not yet committed (buffered events), which gc must not orphan.
         self._executing: set[str] = set()
@@ -78,6 +78,14 @@ class Store(ABC):
     def put_flow(self, flow: FlowRecord) -> None:
         """Record a flow definition; a definition already stored (same name and
         fingerprint) is left as it is, since definitions are immutable."""
+
+    def ensure_flow(self, flow: FlowRecord) -> None:
+        """Record a flow definition once per store object: every run records its flow,
+        and an unchanged definition needs no statement after the first."""
+        key = (flow.name, flow.fingerprint)
+        if key not in self._known_flows:
+            self.put_flow(flow)
+            self._known_flows.add(key)
 
     @abstractmethod
     def get_flow(self, name: str, fingerprint: str) -> FlowRecord | None:
@@ -328,14 +336,6 @@ class Store(ABC):
     ) -> pd.DataFrame:
         """Run a read-only SQL query over the store's tables; return a DataFrame."""
 
-    # -- helpers for backends -----------------------------------------------------------
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the store's lock (the engine's threads share one store object)."""
-        with self._lock:
-            yield
-
 
 def status_set(status: str | Collection[str] | None) -> set[str] | None:
     """Normalize a status filter (one status or several) to a set of values, or None."""
@@ -349,8 +349,3 @@ def status_set(status: str | Collection[str] | None) -> set[str] | None:
         known = ", ".join(s.value for s in RunStatus)
         raise ParameterError(f"unknown run status {sorted(unknown)}; use one of: {known}")
     return {str(v) for v in values}
-
-
-def is_active(status: RunStatus) -> bool:
-    """Whether a run in this status may still change without being resumed."""
-    return status in (RunStatus.PENDING, RunStatus.RUNNING)
