@@ -24,8 +24,10 @@ import nbflow
 from benchmarks import report
 from benchmarks.dag_svg import DagResult, dag_rows, run_dag_svg
 from benchmarks.dataframes import FrameResult, run_dataframes
+from benchmarks.executors import ExecutorResult, executor_rows, run_executors
 from benchmarks.fork import ForkResult, fork_rows, run_fork, setup_note
 from benchmarks.overhead import STEPS, TopologyResult, run_overhead
+from benchmarks.postgres import PostgresResult, postgres_note, postgres_rows, run_postgres
 from benchmarks.profiling import profile_chain
 from benchmarks.timing import format_seconds, median
 
@@ -41,6 +43,9 @@ class Settings:
     fork_small_bytes: int = 1_000_000
     fork_big_bytes: int = 1_000_000_000
     fork_repeats: int = 5
+    executor_steps: int = 40  # the fan-out run on each executor
+    executor_repeats: int = 5
+    writer_runs: int = 10  # runs of each of the 4 concurrent writer processes
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -52,6 +57,9 @@ class Settings:
             rows=args.rows or (1_000_000 if quick else 10_000_000),
             frame_repeats=args.frame_repeats,
             fork_big_bytes=100_000_000 if quick else 1_000_000_000,
+            executor_steps=20 if quick else 40,
+            executor_repeats=args.repeats or (2 if quick else 5),
+            writer_runs=5 if quick else 10,
         )
 
 
@@ -111,6 +119,8 @@ class Measurements:
     elapsed_s: float
     load: str
     dag: DagResult | None = None
+    executors: ExecutorResult | None = None
+    postgres: PostgresResult | None = None
 
 
 def measure(settings: Settings) -> Measurements:
@@ -133,11 +143,29 @@ def measure(settings: Settings) -> Measurements:
             settings.fork_repeats,
             log=log,
         )
+        log("PostgreSQL beside DuckDB (a throwaway server)")
+        postgres = run_postgres(
+            workdir, settings.step_repeats, settings.steps, settings.writer_runs, log=log
+        )
+        log(f"executors: {settings.executor_steps}-step fan-out, {settings.executor_repeats} reps")
+        executors = run_executors(
+            workdir, settings.executor_repeats, settings.executor_steps, log=log
+        )
     log("DAG SVG of a 500-step flow")
     dag = run_dag_svg(settings.frame_repeats, log=log)
     elapsed = time.perf_counter() - started
     load = f"1-min load average {load_before} before, {load_average()} after"
-    return Measurements(topologies, duckdb_floor, frame, fork, elapsed, load, dag)
+    return Measurements(
+        topologies,
+        duckdb_floor,
+        frame,
+        fork,
+        elapsed,
+        load,
+        dag,
+        postgres=postgres,
+        executors=executors,
+    )
 
 
 def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> list[report.Row]:
@@ -146,6 +174,8 @@ def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> li
     rows += report.frame_rows(m.frame)
     rows += fork_rows(m.fork)
     rows += dag_rows(m.dag) if m.dag is not None else []
+    rows += executor_rows(m.executors) if m.executors is not None else []
+    rows += postgres_rows(m.postgres) if m.postgres is not None else []
     print(" | ".join(f"{k} {v}" for k, v in env.items()))
     print(
         f"per-step: median of {settings.step_repeats} runs each; "
@@ -157,6 +187,10 @@ def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> li
     print(f"{m.fork.description}.")
     if m.dag is not None:
         print(f"{m.dag.description}.")
+    if m.executors is not None:
+        print(f"{m.executors.description}.")
+    if m.postgres is not None:
+        print(postgres_note(m.postgres))
     print("ratio = nbflow / reference in the row's unit (time per step, or GB/s).")
     print()
     print(report.format_table(rows))
@@ -188,6 +222,8 @@ def run(settings: Settings, json_path: Path | None) -> None:
             duckdb_floor=m.duckdb_floor,
             frame=m.frame,
             fork=m.fork,
+            executors=m.executors,
+            postgres=m.postgres,
         )
         log(f"wrote {json_path}")
 

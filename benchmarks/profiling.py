@@ -6,8 +6,8 @@ Two views of a 200-step chain's first run and of its cached re-run:
   inside DuckDB's C++ methods, so their cost lands in the caller's own time);
 * cProfile's top functions by own time and by cumulative time.
 
-The SQL view wraps the store's private connection (``DuckDBStore._con``) in a timing
-proxy; if that attribute goes away, the view is skipped and only cProfile is shown.
+The SQL view wraps the store's private open connection (``DuckDBStore._conn``) in a
+timing proxy; if that attribute goes away, the view is skipped and only cProfile is shown.
 """
 
 from __future__ import annotations
@@ -93,11 +93,10 @@ def _stats_text(profiler: cProfile.Profile, sort: str, limit: int) -> str:
 
 def _install_timer(store: Any) -> TimedConnection | None:
     """Wrap the store's connection in a TimedConnection, if it has the expected one."""
-    con = getattr(store, "_con", None)
-    if con is None:
+    if getattr(store, "_conn", None) is None:
         return None
-    timer = TimedConnection(con)
-    store._con = timer
+    timer = TimedConnection(store._con)  # opened now if it was released
+    store._conn = timer
     return timer
 
 
@@ -115,7 +114,7 @@ def _sql_sections(workdir: Path, steps: int) -> list[str]:
             try:
                 flow.run(progress=False)
             finally:
-                store._con = timer.con  # type: ignore[attr-defined]
+                store._conn = timer.con
             total = time.perf_counter() - start
             title = f"=== {steps}-step chain, {label}: {total * 1e3:.1f} ms, SQL by statement ==="
             sections.append(f"{title}\n{statement_table(timer, steps, total)}")

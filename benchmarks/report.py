@@ -13,7 +13,9 @@ from benchmarks.overhead import TopologyResult
 from benchmarks.timing import format_seconds, median
 
 if TYPE_CHECKING:
+    from benchmarks.executors import ExecutorResult  # likewise
     from benchmarks.fork import ForkResult  # it builds its rows with this module's Row
+    from benchmarks.postgres import PostgresResult  # likewise
 
 MAX_OVERHEAD_S = 1e-3  # per step, first run, every step durable
 MAX_CACHED_S = 1e-4  # per step, fully cached re-run
@@ -202,6 +204,8 @@ def to_json(
     duckdb_floor: Sequence[float],
     frame: FrameResult | None,
     fork: ForkResult | None = None,
+    executors: ExecutorResult | None = None,
+    postgres: PostgresResult | None = None,
 ) -> None:
     """Write the settings, the table's numbers and every raw sample (seconds) to ``path``."""
     data = {
@@ -212,6 +216,8 @@ def to_json(
             "topologies": [asdict(t) for t in topologies],
             "dataframe": asdict(frame) if frame is not None else None,
             "fork": asdict(fork) if fork is not None else None,
+            "executors": asdict(executors) if executors is not None else None,
+            "postgres": asdict(postgres) if postgres is not None else None,
         },
     }
     path.write_text(json.dumps(data, indent=2) + "\n")

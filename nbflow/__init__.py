@@ -11,6 +11,7 @@ from typing import Any
 
 from nbflow import errors
 from nbflow.api import events, get_run, runs
+from nbflow.copying import CopyReport, copy_runs
 from nbflow.definition.flow import Flow
 from nbflow.definition.notebook import load_notebook
 from nbflow.diff import diff
@@ -33,6 +34,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 __all__ = [
+    "CopyReport",
     "Flow",
     "JSONLSink",
     "Run",
@@ -41,6 +43,7 @@ __all__ = [
     "__version__",
     "add_sink",
     "browse",
+    "copy_runs",
     "diff",
     "errors",
     "events",

@@ -2,10 +2,12 @@
 
 A click group with one function per command. Errors are one line on stderr
 (``nbflow: error: ...``), with the traceback only under ``--debug``. Exit status: 0 ok,
-1 a run failed (or nbflow itself did), 2 bad usage or input (a missing notebook, an
-unknown parameter, a bad ``%%step`` cell, an unknown run, a missing store).
+1 a run failed or ``check`` found problems (or nbflow itself did), 2 bad usage or input
+(a missing notebook, an unknown parameter, a bad ``%%step`` cell, an unknown run, a
+missing store).
 
-Commands: ``run``, ``runs``, ``show``, ``events``, ``diff``, ``gc``, ``export``, ``import``.
+Commands: ``run``, ``runs``, ``show``, ``events``, ``diff``, ``gc``, ``check``, ``export``,
+``import``, ``copy``.
 
 To add a command: ``@main.command()``, then ``@debug_option`` and ``@handle_errors``.
 """
@@ -186,9 +188,11 @@ def main() -> None:
     type=click.Choice(EXECUTORS),
     default="inline",
     show_default=True,
-    help="Where steps run.",
+    help="Where steps run (dask: the Dask scheduler at $DASK_SCHEDULER_ADDRESS).",
 )
-@click.option("--max-workers", type=click.IntRange(min=1), help="Workers for threads/processes.")
+@click.option(
+    "--max-workers", type=click.IntRange(min=1), help="Steps at once (threads/processes/dask)."
+)
 @click.option(
     "--target", "targets", multiple=True, metavar="STEP", help="Run only what STEP needs."
 )
@@ -415,18 +419,18 @@ def format_option(func: F) -> F:
     )(func)
 
 
-def open_cli_store(store: str | None, *, create: bool = False) -> Store:
-    """The store ``--store`` names; unless ``create``, a missing file is a usage error
-    (a typo must not leave an empty store behind)."""
+def open_cli_store(
+    store: str | None, *, create: bool = False, option: str = "--store PATH or $NBFLOW_STORE"
+) -> Store:
+    """The store ``--store`` (or the ``option`` named) gives; unless ``create``, a missing
+    file is a usage error (a typo must not leave an empty store behind)."""
     from nbflow.store.open import default_location, open_store
 
     location = store or default_location()
     if not create and "://" not in location and location != ":memory:":
         path = Path(location).expanduser()
         if not path.exists():
-            raise CommandError(
-                f"no nbflow store at {location}: give one with --store PATH or $NBFLOW_STORE."
-            )
+            raise CommandError(f"no nbflow store at {location}: give one with {option}.")
         if path.is_dir():
             raise CommandError(f"{location} is a folder, not an nbflow store file.")
     return open_store(_absolute_store(location))
@@ -537,6 +541,73 @@ def gc_command(
     return EXIT_OK
 
 
+@main.command("check")
+@click.option("--repair", is_flag=True, help="Rebuild damaged rows from the runs' events.")
+@click.option(
+    "--no-verify-values",
+    "verify_values",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="Check that values are present with the right size, without reading them.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="One problem per line, or a JSON document.",
+)
+@store_option
+@debug_option
+@handle_errors
+def check_command(repair: bool, verify_values: bool, fmt: str, store: str | None) -> int:
+    """Check the store: events gap-free, rows as the events say, values whole.
+
+    Prints one problem per line and a summary; exits with 1 while problems remain.
+    --repair rebuilds the runs and step_executions rows from the events; lost or
+    damaged values cannot be repaired (the problems name the steps to run again).
+    """
+    import json
+
+    opened = open_cli_store(store)
+    try:
+        problems = opened.check(repair=repair, verify_values=verify_values)
+    finally:
+        opened.close()
+    remaining = [p for p in problems if not p.repaired]
+    if fmt == "json":
+        document = {
+            "store": opened.uri,
+            "sound": not remaining,
+            "problems": [p.to_json() for p in problems],
+        }
+        click.echo(json.dumps(document, indent=2))
+    else:
+        for problem in problems:
+            click.echo(str(problem))
+        click.echo(_check_summary(opened.uri, problems, remaining))
+    return EXIT_FAILED if remaining else EXIT_OK
+
+
+def _check_summary(uri: str, problems: Sequence[Any], remaining: Sequence[Any]) -> str:
+    if not problems:
+        return f"store {uri}: no problems found"
+    repaired = len(problems) - len(remaining)
+    text = f"store {uri}: {len(problems)} problem(s)"
+    if repaired:
+        text += f", {repaired} repaired"
+    if remaining:
+        fixable = sum(1 for p in remaining if p.repairable)
+        text += f", {len(remaining)} remain"
+        if fixable and fixable == len(remaining):
+            text += " (nbflow check --repair fixes them)"
+        elif fixable:
+            text += f" ({fixable} fixed by nbflow check --repair)"
+    return text
+
+
 @main.command("export")
 @click.argument("run_id", metavar="RUN")
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
@@ -564,6 +635,46 @@ def import_command(directory: Path, store: str | None) -> int:
     opened = open_cli_store(store, create=True)
     run_id = import_run(opened, directory)
     click.echo(f"imported run {run_id} into {opened.uri}")
+    return EXIT_OK
+
+
+@main.command("copy")
+@click.argument("run_ids", metavar="[RUN]...", nargs=-1)
+@click.option("--from", "source", required=True, metavar="STORE", help="The store to copy from.")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="STORE",
+    help="The store to copy into (created if missing).",
+)
+@click.option(
+    "--no-ancestors",
+    is_flag=True,
+    help="Copy only the runs named, not the runs they fork or reuse outputs from.",
+)
+@debug_option
+@handle_errors
+def copy_command(run_ids: tuple[str, ...], source: str, target: str, no_ancestors: bool) -> int:
+    """Copy runs (default: all) with their values and flow definitions to another store.
+
+    A fork's parents, and the runs a run reuses outputs from, are copied too unless
+    --no-ancestors. Runs the target already holds are skipped, so copying again is safe.
+    """
+    from nbflow.copying import copy_runs
+
+    opened = open_cli_store(source, option="--from PATH")
+    for run_id in run_ids:
+        opened.get_run(run_id)  # an unknown run fails before the target is created
+    report = copy_runs(
+        opened,
+        open_cli_store(target, create=True),
+        list(run_ids) or None,
+        include_ancestors=not no_ancestors,
+    )
+    for run in report.runs:
+        click.echo(str(run))
+    click.echo(str(report))
     return EXIT_OK
 
 

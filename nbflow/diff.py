@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbflow.errors import UnknownStepError
+from nbflow.errors import UnknownStepError, UntrustedStoreError
 from nbflow.run import Run
 from nbflow.store.records import StepExecution
 
@@ -35,7 +35,8 @@ def diff(run_a: Run, run_b: Run, step: str | None = None) -> pd.DataFrame:
     Without ``step``: one row per step of either run — its status in each, and whether
     its code, inputs or output changed (NA where a step is missing from one run). For
     DataFrame outputs that changed, a summary: shapes, columns added or removed, rows
-    changed. Parameters that differ are in ``.attrs["params"]`` as ``{name: (a, b)}``.
+    changed (NA for a pickled frame of a store opened with ``trust=False``). Parameters
+    that differ are in ``.attrs["params"]`` as ``{name: (a, b)}``.
 
     With ``step``: the row-level difference of that step's two outputs.
     """
@@ -77,8 +78,13 @@ def _compare(
         return row
     row["output_changed"] = a.output.hash != b.output.hash
     if a.output.type_name == _FRAME and b.output.type_name == _FRAME:
-        frame_a = run_a.store.load_value(a.output)
-        frame_b = run_b.store.load_value(b.output)
+        try:
+            frame_a = run_a.store.load_output(a.output, step=name, run_id=run_a.id)
+            frame_b = run_b.store.load_output(b.output, step=name, run_id=run_b.id)
+        except UntrustedStoreError:
+            # A frame Arrow could not hold was pickled, and this store may not unpickle:
+            # the summary stays empty; `nf.diff(a, b, step=...)` says why.
+            return row
         row["shape_a"], row["shape_b"] = frame_a.shape, frame_b.shape
         row["columns_added"] = [c for c in frame_b.columns if c not in frame_a.columns]
         row["columns_removed"] = [c for c in frame_a.columns if c not in frame_b.columns]

@@ -95,7 +95,26 @@ class SchemaVersionError(StoreError):
 
 
 class StoreBusyError(StoreError):
-    """Another process holds the store file for longer than the configured wait."""
+    """Another process holds the store file for longer than the configured wait;
+    ``.pid`` is that process (when DuckDB names it) and ``.path`` the file."""
+
+    def __init__(self, message: str, *, pid: int | None = None, path: str | None = None):
+        super().__init__(message)
+        self.pid = pid
+        self.path = path
+
+
+class RunLockedError(StoreError):
+    """Another live process is advancing this run (it holds the run's lease)."""
+
+    def __init__(self, run_id: str, owner: str, expires: str):
+        self.run_id = run_id
+        self.owner = owner
+        super().__init__(
+            f"run {run_id!r} is being run by {owner} (its lease runs until {expires}). "
+            "Wait for it to finish, or stop that process; once it is gone the run shows "
+            "as interrupted and can be resumed."
+        )
 
 
 class UnknownRunError(NbflowError, KeyError):
@@ -141,7 +160,34 @@ class SerializationError(NbflowError):
 
 
 class UntrustedStoreError(StoreError):
-    """Loading the value would unpickle data from a store opened with ``trust=False``."""
+    """Loading the value would unpickle data from a store opened with ``trust=False``.
+
+    ``.step`` and ``.run_id`` name the output refused (None when the value was loaded by
+    its ref alone), ``.type_name`` its type.
+    """
+
+    def __init__(
+        self,
+        type_name: str,
+        *,
+        step: str | None = None,
+        run_id: str | None = None,
+        value_hash: str | None = None,
+    ):
+        self.type_name = type_name
+        self.step = step
+        self.run_id = run_id
+        self.value_hash = value_hash
+        if step is not None:
+            what = f"the output of step {step!r}" + (f" in run {run_id}" if run_id else "")
+        else:
+            what = f"the value {value_hash}" if value_hash else "this value"
+        super().__init__(
+            f"{what} (a {type_name}) is stored as a pickle, and loading it would unpickle it, "
+            "which can run arbitrary code: the store was opened with trust=False. DataFrames, "
+            "arrays and JSON values load without pickle. If you trust whoever wrote the "
+            "store, open it with `nf.open_store(path, trust=True)` or set NBFLOW_TRUST=1."
+        )
 
 
 # -- running ---------------------------------------------------------------------------
@@ -172,8 +218,8 @@ class StepFailed(RunError):
         self.error = error
         self.traceback = traceback
         super().__init__(
-            f"step {step!r} failed in run {run_id}: {error}. Fix it and call `run.resume()` "
-            "to continue from the checkpoints."
+            f"step {step!r} failed in run {run_id}: {error.rstrip('.')}. Fix it and call "
+            "`run.resume()` to continue from the checkpoints."
         )
 
 
@@ -202,6 +248,7 @@ __all__ = [
     "OutputNotAvailableError",
     "ParameterError",
     "RunError",
+    "RunLockedError",
     "SchemaVersionError",
     "SerializationError",
     "StaleVersionError",
@@ -209,6 +256,7 @@ __all__ = [
     "StepTimeout",
     "StoreBusyError",
     "StoreError",
+    "TransferError",
     "UnknownRunError",
     "UnknownStepError",
     "UntrustedStoreError",
@@ -216,4 +264,5 @@ __all__ = [
 
 
 class TransferError(NbflowError):
-    """A run cannot be exported or imported (not an export, a run that exists, a bad value)."""
+    """A run cannot be exported, imported or copied (not an export, a run that exists with
+    other content, a run still running, a bad value)."""

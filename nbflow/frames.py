@@ -155,7 +155,7 @@ def steps_frame(executions: Iterable[StepExecution]) -> pd.DataFrame:
             "source_run_id": x.source_run_id,
             "seq": x.seq,
         }
-        for x in sorted(executions, key=lambda x: (x.seq, x.attempt))
+        for x in sorted(executions, key=lambda x: (x.seq, x.attempt, x.step))
     ]
     return conform(_frame(rows, STEP_COLUMNS), STEP_COLUMNS)
 

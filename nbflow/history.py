@@ -147,7 +147,7 @@ class RunView:
         """The output of ``step`` as it was at this version."""
         row = output_execution(self._state.current, step, self.step_names, self._where)
         assert row.output is not None
-        return self._store.load_value(row.output)
+        return self._store.load_output(row.output, step=step, run_id=self.id)
 
     @property
     def outputs(self) -> Mapping[str, Any]:

@@ -112,7 +112,7 @@ class Run:
 
     def __getitem__(self, step: str) -> Any:
         """The output of ``step``, loaded from the store."""
-        return self._store.load_value(self.ref(step))
+        return self._store.load_output(self.ref(step), step=step, run_id=self._id)
 
     def __contains__(self, step: object) -> bool:
         return isinstance(step, str) and step in self.outputs
@@ -125,6 +125,12 @@ class Run:
     def table_name(self, step: str) -> str:
         """The SQL table holding the DataFrame output of ``step``, for ``store.sql``."""
         name = self._store.table_name(self.ref(step))
+        if name is None and self.ref(step).codec.value == "arrow":
+            raise RunError(
+                f"{type(self._store).__name__} does not keep DataFrame outputs as SQL tables "
+                f"(only the DuckDB store does): load the output of {step!r} with "
+                f"run[{step!r}] instead."
+            )
         if name is None:
             raise RunError(
                 f"the output of step {step!r} is not stored as a table (it is a "

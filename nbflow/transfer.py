@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from nbflow.store.records import (
     ValueRef,
 )
 
-__all__ = ["FORMAT", "export_run", "import_run"]
+__all__ = ["FORMAT", "add_run", "export_run", "import_run"]
 
 #: The tag ``run.json`` carries, telling an nbflow export from any other folder.
 FORMAT = "nbflow-run-export"
@@ -120,14 +120,21 @@ def import_run(store: Store, directory: str | os.PathLike[str]) -> str:
         store.put_flow(_flow_from_json(header["flow"]))
     for value in encoded:
         store.put_value(value)
+    add_run(store, run, events)
+    return run.run_id
+
+
+def add_run(store: Store, run: RunRecord, events: Sequence[NewEvent]) -> None:
+    """Create ``run`` in ``store`` and append its whole log in one append (timestamps
+    kept), so the store folds it into the same views; if the append fails, the run is
+    removed again: no half-added run is left behind."""
     store.create_run(run)
     try:
         if events:
             store.append(run.run_id, 0, events)
     except BaseException:
-        store._delete([run.run_id], [])  # no half-imported run left behind
+        store._delete([run.run_id], [])
         raise
-    return run.run_id
 
 
 # -- values ------------------------------------------------------------------------------
@@ -136,6 +143,16 @@ def import_run(store: Store, directory: str | os.PathLike[str]) -> str:
 def _write_value(store: Store, ref: ValueRef, folder: Path) -> dict[str, Any]:
     from nbflow.values import encode
 
+    name = f"{ref.hash}.{_EXTENSIONS[ref.codec]}"
+    entry: dict[str, Any] = {"file": f"values/{name}", "ref": ref.to_json()}
+    path = folder / name
+    if ref.codec is Codec.PICKLE:
+        # The bytes as stored, never unpickled: exporting runs none of the store's code,
+        # so it works on a store opened with trust=False.
+        stored = store.read_encoded(ref)
+        assert stored.data is not None
+        path.write_bytes(stored.data)
+        return entry
     value = store.load_value(ref)
     encoded = encode(value, step="export")
     if encoded.ref.hash != ref.hash:
@@ -143,9 +160,6 @@ def _write_value(store: Store, ref: ValueRef, folder: Path) -> dict[str, Any]:
             f"the stored value {ref.hash} (a {ref.type_name}) does not re-encode to the same "
             f"content hash ({encoded.ref.hash}): it cannot be exported exactly."
         )
-    name = f"{ref.hash}.{_EXTENSIONS[ref.codec]}"
-    entry: dict[str, Any] = {"file": f"values/{name}", "ref": ref.to_json()}
-    path = folder / name
     if ref.codec in (Codec.ARROW, Codec.ARROW_IPC):
         import pyarrow as pa
         import pyarrow.parquet as pq

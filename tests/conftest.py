@@ -1,28 +1,26 @@
 """Shared fixtures: ``store`` runs a test once per store backend.
 
-``BACKENDS`` is the one list of backends: adding a backend is adding one line here, and
-every test taking the ``store`` fixture (the conformance suite, the engine's tests) then
-runs on it too.
+``BACKENDS`` (in ``store_backends.py``, so test modules can import it: ``from
+store_backends import BACKENDS, dispose``) is the one list of backends: adding a backend
+is adding one line there, and every test taking the ``store`` fixture (the conformance
+suite, the engine's tests) then runs on it too.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from store_backends import BACKENDS, dispose, stop_postgres
 
 from nbflow.store.base import Store
-from nbflow.store.duckdb_store import DuckDBStore
-from nbflow.store.memory import MemoryStore
 
-#: name -> a function making a fresh, empty store in the given (empty) directory.
-BACKENDS: dict[str, Callable[[Path], Store]] = {
-    "memory": lambda tmp: MemoryStore(),
-    "duckdb": lambda tmp: DuckDBStore(tmp / "store.duckdb"),
-}
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_postgres()
 
 
 @pytest.fixture(params=list(BACKENDS))
@@ -32,7 +30,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     try:
         yield opened
     finally:
-        opened.close()
+        dispose(opened)
 
 
 @pytest.fixture
@@ -47,7 +45,7 @@ def all_stores(tmp_path: Path) -> Iterator[dict[str, Store]]:
         yield opened
     finally:
         for s in opened.values():
-            s.close()
+            dispose(s)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from nbflow.errors import (
     UnknownRunError,
     UnknownStepError,
 )
+from nbflow.store.duckdb_store import DuckDBStore
 
 
 class Calls:
@@ -724,11 +725,15 @@ def test_dataframe_outputs_are_queryable_tables(store):
     run = flow.run()
     frame = run["table"]
     assert frame["v"].sum() == 6
-    if isinstance(store, nf.Store) and store.table_name(run.ref("table")):
+    if isinstance(store, DuckDBStore):  # only DuckDB keeps a DataFrame as a native table
         out = store.sql(
             f"SELECT k, sum(v) AS s FROM {run.table_name('table')} GROUP BY k ORDER BY k"
         )
         assert out["s"].tolist() == [4, 2]
+    else:  # memory: an Arrow table in Python; PostgreSQL: Arrow IPC bytes
+        assert store.table_name(run.ref("table")) is None
+        with pytest.raises(RunError, match=r"only the DuckDB store does.*run\['table'\]"):
+            run.table_name("table")
 
 
 def test_outputs_mapping_is_lazy_and_complete(store):

@@ -8,6 +8,7 @@ records, their execution rows and their ``run_forked`` plans.
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,11 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, event, given, note, settings
+from store_backends import BACKENDS, dispose
 
 import nbflow as nf
 from nbflow.store.base import Store
-from nbflow.store.duckdb_store import DuckDBStore
-from nbflow.store.memory import MemoryStore
 from nbflow.store.records import EventType, RunRecord, ValueRef
 
 FLOW = "prop"
@@ -210,22 +210,18 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextmanager
 def fresh_store(backend: str, folder: Path) -> Iterator[Store]:
-    store: Store
-    if backend == "memory":
-        store = MemoryStore()
-    else:
-        path = folder / f"{uuid.uuid4().hex}.duckdb"
-        store = DuckDBStore(path)
+    """A fresh store of every conftest backend (a folder of its own per example)."""
+    here = folder / uuid.uuid4().hex
+    here.mkdir()
+    store = BACKENDS[backend](here)
     try:
         yield store
     finally:
-        store.close()
-        if backend == "duckdb":
-            for leftover in folder.glob(f"{path.name}*"):
-                leftover.unlink()
+        dispose(store)
+        shutil.rmtree(here)
 
 
-@pytest.mark.parametrize("backend", ["memory", "duckdb"])
+@pytest.mark.parametrize("backend", list(BACKENDS))
 @settings(
     max_examples=40,
     deadline=None,

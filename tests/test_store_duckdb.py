@@ -176,14 +176,34 @@ def test_the_file_says_what_it_is(store: DuckDBStore) -> None:
     meta = dict(store.sql("SELECT key, value FROM nbflow_meta").itertuples(index=False))
     assert meta == {"format": "nbflow", "schema_version": str(schema.SCHEMA_VERSION)}
     migrations = store.sql("SELECT version, name FROM schema_migrations")
-    assert list(migrations.itertuples(index=False, name=None)) == [(1, "initial schema")]
+    assert list(migrations.itertuples(index=False, name=None)) == [
+        (number, name) for number, name, _ in schema.MIGRATIONS
+    ]
 
 
 def test_opening_twice_does_not_migrate_again(path: Path) -> None:
     DuckDBStore(path).close()
     with DuckDBStore(path) as again:
-        assert len(again.sql("SELECT * FROM schema_migrations")) == 1
+        assert len(again.sql("SELECT * FROM schema_migrations")) == len(schema.MIGRATIONS)
         assert len(again.sql("SELECT * FROM nbflow_meta")) == 2
+
+
+def test_a_schema_1_file_is_migrated_keeping_its_runs(path: Path) -> None:
+    with DuckDBStore(path) as first:
+        run_id = populate(first)[0]
+        before = first.runs_frame()
+    # Make it the file an nbflow of schema 1 wrote: no leases table.
+    con = duckdb.connect(str(path))
+    con.execute("DROP TABLE leases")
+    con.execute("DELETE FROM schema_migrations WHERE version > 1")
+    con.execute("UPDATE nbflow_meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    with DuckDBStore(path) as migrated:
+        meta = dict(migrated.sql("SELECT key, value FROM nbflow_meta").itertuples(index=False))
+        assert meta["schema_version"] == str(schema.SCHEMA_VERSION)
+        assert migrated.sql("SELECT count(*) AS n FROM leases")["n"][0] == 0
+        pd.testing.assert_frame_equal(migrated.runs_frame(), before)
+        assert migrated.claim(run_id).run_id == run_id
 
 
 # -- values as tables -----------------------------------------------------------------------
@@ -364,11 +384,6 @@ def test_an_unknown_uri_scheme_is_refused(uri: str) -> None:
     scheme = uri.split("://")[0]
     with pytest.raises(StoreError, match=f"unknown store URI scheme '{scheme}'"):
         open_store(uri)
-
-
-def test_postgres_is_not_available_yet() -> None:
-    with pytest.raises(StoreError, match="PostgreSQL stores are not available"):
-        open_store("postgresql://localhost/nbflow")
 
 
 # -- what open_store opens ------------------------------------------------------------------

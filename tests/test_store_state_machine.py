@@ -115,6 +115,18 @@ def model_apply(run: RunModel, e: NewEvent) -> None:
                 run.error = p.get("error") or run.error
         if target is not None:
             run.status = target
+        if target not in (None, "running"):
+            # A run that is over has no running step: those attempts end as failed.
+            for name in list(run.latest):
+                row = run.running(name)
+                if row is None:
+                    continue
+                row = copy.copy(row)
+                row.status, row.seq, row.finished_at = "failed", seq, ts
+                row.error = f"the run ended ({kind}) while this step was running"
+                if row.started_at is not None:
+                    row.duration_ms = (ts - row.started_at).total_seconds() * 1000.0
+                _put(run, row)
     else:
         if step is None or run.status != "running":
             raise Refused
@@ -413,7 +425,9 @@ class StoreMachine(RuleBasedStateMachine):
                 )
                 for x in self.store.executions(run_id)
             ]
-            assert rows == sorted(self.model[run_id].rows.values(), key=lambda r: r.seq)
+            assert rows == sorted(
+                self.model[run_id].rows.values(), key=lambda r: (r.seq, r.attempt, r.step)
+            )
         self.dirty.clear()
 
 

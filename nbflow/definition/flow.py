@@ -15,6 +15,7 @@ from nbflow.store.open import StoreLike, open_store
 if TYPE_CHECKING:
     import networkx as nx
     import pandas as pd
+    from distributed import Client
 
     from nbflow.engine.executors import Executor
     from nbflow.graph.dag import FlowGraph
@@ -169,7 +170,7 @@ class Flow:
     def run(
         self,
         *,
-        executor: str | Executor = "inline",
+        executor: str | Executor | Client = "inline",
         max_workers: int | None = None,
         targets: Collection[str] | str | None = None,
         force: bool | Collection[str] | str = False,
@@ -185,6 +186,10 @@ class Flow:
         from the cache; ``force=True`` (or a list of step names) recomputes. A failing
         step raises StepFailed unless ``raise_on_error=False``. ``background=True``
         returns at once; use ``run.wait()``.
+
+        ``executor``: 'inline', 'threads', 'processes', a ``distributed.Client``, a Dask
+        scheduler address ('tcp://host:8786'), or 'dask' (the current Dask client, else
+        $DASK_SCHEDULER_ADDRESS); ``max_workers`` caps the steps running at once.
         """
         from nbflow.engine.launch import RunOptions, start_run
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["FlowView", "NbflowMagics"]
 
 NBFLOW_USAGE = (
-    "%nbflow run [FLOW] [name=value ...] [--executor inline|threads|processes] "
+    "%nbflow run [FLOW] [name=value ...] [--executor inline|threads|processes|dask|ADDRESS] "
     "[--max-workers N] [--targets a,b] [--force] [--background]\n"
     "%nbflow status [FLOW]"
 )

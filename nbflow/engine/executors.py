@@ -1,5 +1,5 @@
-"""Where step functions run: inline in the driver, on a thread pool, or in worker
-processes (:mod:`nbflow.engine.processes`).
+"""Where step functions run: inline in the driver, on a thread pool, in worker processes
+(:mod:`nbflow.engine.processes`) or on a Dask cluster (:mod:`nbflow.engine.dask_executor`).
 
 The driver (the runner) does every store write; executors only call the step function
 and encode its result, so a slow step never holds the store.
@@ -17,7 +17,7 @@ from typing import Any
 
 from nbflow.errors import ParameterError, StepTimeout
 
-EXECUTORS = ("inline", "threads", "processes")
+EXECUTORS = ("inline", "threads", "processes", "dask")
 
 
 def call_with_timeout(
@@ -139,11 +139,21 @@ class ThreadExecutor(Executor):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_executor(executor: str | Executor, max_workers: int | None) -> Executor:
-    """The executor named by ``executor`` ('inline', 'threads' or 'processes'), or the one
-    given."""
+def make_executor(executor: Any, max_workers: int | None) -> Executor:
+    """The executor named by ``executor``, or the one given.
+
+    Names: 'inline', 'threads', 'processes', 'dask' (the current Dask client, else the
+    scheduler at $DASK_SCHEDULER_ADDRESS); a Dask scheduler address ('tcp://host:port' or
+    'dask://host:port'); or a ``distributed.Client``.
+    """
     if isinstance(executor, Executor):
         return executor
+    from nbflow.engine.dask_executor import is_dask_address, is_dask_client
+
+    if is_dask_client(executor) or (isinstance(executor, str) and is_dask_address(executor)):
+        from nbflow.engine.dask_executor import DaskExecutor
+
+        return DaskExecutor.from_spec(executor, max_workers)
     if executor == "inline":
         return Executor()
     if executor == "threads":
@@ -155,5 +165,6 @@ def make_executor(executor: str | Executor, max_workers: int | None) -> Executor
 
         return ProcessExecutor(max_workers)
     raise ParameterError(
-        f"unknown executor {executor!r}: use one of {', '.join(repr(e) for e in EXECUTORS)}"
+        f"unknown executor {executor!r}: use one of {', '.join(repr(e) for e in EXECUTORS)}, "
+        "a Dask scheduler address ('tcp://host:8786') or a distributed.Client"
     )

@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from nbflow.engine.executors import make_executor
 from nbflow.engine.launch import (
     RunOptions,
     create_run,
     execute,
     plan_steps,
     resolve_params,
+    shutdown_on_error,
 )
 from nbflow.errors import RunError, UnknownStepError
 from nbflow.hooks import hook_listener
@@ -96,41 +98,46 @@ def fork_run(
     known = {p: v for p, v in record.params.items() if p in graph.params}
     values = resolve_params(graph, {**known, **params}, full.params)
     plans = plan_steps(graph, values)
-    handle = create_run(
-        flow,
-        graph,
-        plans,
-        values,
-        parent_run_id=parent.id,
-        fork_from_step=from_step,
-        fork_from_version=fork_version,
-        thread_id=record.thread_id or parent.id,
-    )
-    forked = [
-        NewEvent(
-            EventType.RUN_FORKED,
-            payload={
-                "parent_run_id": parent.id,
-                "from_step": from_step,
-                "at_version": fork_version,
-                "reused": {n: _row_json(r) for n, r in reused.items()},
-                "executes": executes,
-                "force": force,
-                "params": values,
-            },
+    # The executor is made before the fork is recorded: a bad one records nothing.
+    executor = make_executor(options.executor, options.max_workers) if run else None
+    with shutdown_on_error(executor):
+        handle = create_run(
+            flow,
+            graph,
+            plans,
+            values,
+            parent_run_id=parent.id,
+            fork_from_step=from_step,
+            fork_from_version=fork_version,
+            thread_id=record.thread_id or parent.id,
         )
-    ]
-    hook_listener(handle)(store.append(handle.id, 0, forked), forked)
-    if not run:
-        return handle
+        forked = [
+            NewEvent(
+                EventType.RUN_FORKED,
+                payload={
+                    "parent_run_id": parent.id,
+                    "from_step": from_step,
+                    "at_version": fork_version,
+                    "reused": {n: _row_json(r) for n, r in reused.items()},
+                    "executes": executes,
+                    "force": force,
+                    "params": values,
+                },
+            )
+        ]
+        hook_listener(handle)(store.append(handle.id, 0, forked), forked)
+        if executor is None:
+            return handle
+        state = store.load_state(handle.id)
     return execute(
         handle,
         graph,
         plans,
         options=options,
         force=force,
-        state=store.load_state(handle.id),
+        state=state,
         reused=reused,
+        executor=executor,
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import secrets
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,8 @@ from nbflow.store.records import (
 )
 
 if TYPE_CHECKING:
+    from distributed import Client
+
     from nbflow.definition.flow import Flow
 
 
@@ -121,7 +124,7 @@ def _jsonable(value: Any) -> Any:
 class RunOptions:
     """How to execute a run (the options of ``flow.run`` that are not parameters)."""
 
-    executor: str | Executor = "inline"
+    executor: str | Executor | Client = "inline"  # or a Dask scheduler address
     max_workers: int | None = None
     background: bool = False
     raise_on_error: bool = True
@@ -142,8 +145,21 @@ def start_run(
     check_steps(force, full)
     values = resolve_params(graph, params, full.params)
     plans = plan_steps(graph, values)
-    handle = create_run(flow, graph, plans, values)
-    return execute(handle, graph, plans, options=options, force=force)
+    executor = make_executor(options.executor, options.max_workers)  # before the run exists
+    with shutdown_on_error(executor):
+        handle = create_run(flow, graph, plans, values)
+    return execute(handle, graph, plans, options=options, force=force, executor=executor)
+
+
+@contextlib.contextmanager
+def shutdown_on_error(executor: Executor | None) -> Iterator[None]:
+    """Shut ``executor`` down if the block raises (it will never run the steps)."""
+    try:
+        yield
+    except BaseException:
+        if executor is not None:
+            executor.shutdown()
+        raise
 
 
 def check_steps(names: bool | Collection[str], graph: FlowGraph) -> None:
@@ -241,26 +257,37 @@ def execute(
     state: RunState | None = None,
     reused: Mapping[str, StepExecution] | None = None,
     resume: bool = False,
+    executor: Executor | None = None,
 ) -> Run:
-    """Execute the run behind ``handle``, in the foreground or in a background thread."""
+    """Execute the run behind ``handle``, in the foreground or in a background thread.
+
+    ``executor``: one already made from ``options`` (so that a bad executor, e.g. an
+    unreachable Dask scheduler, fails before a run is recorded); else it is made here.
+    """
     store = handle.store
     done = 0
     if state is not None:
         done = sum(
             1 for s in graph.order if (x := state.latest(s)) is not None and x.status.has_output
         )
-    runner = Runner(
-        store=store,
-        run=state.run if state is not None else store.get_run(handle.id),
-        graph=graph,
-        plans=plans,
-        executor=make_executor(options.executor, options.max_workers),
-        force=force,
-        state=state,
-        reused=reused,
-        cancel_requested=handle._cancel.is_set,
-        listeners=[hook_listener(handle), *make_listeners(handle, graph, options.progress, done)],
-    )
+    if executor is None:
+        executor = make_executor(options.executor, options.max_workers)
+    with shutdown_on_error(executor):
+        runner = Runner(
+            store=store,
+            run=state.run if state is not None else store.get_run(handle.id),
+            graph=graph,
+            plans=plans,
+            executor=executor,
+            force=force,
+            state=state,
+            reused=reused,
+            cancel_requested=handle._cancel.is_set,
+            listeners=[
+                hook_listener(handle),
+                *make_listeners(handle, graph, options.progress, done),
+            ],
+        )
     if not options.background:
         runner.execute(resume=resume)
         if options.raise_on_error:

@@ -23,7 +23,7 @@ from typing import Any
 from nbflow.engine.executors import Executor, Outcome, StepTask
 from nbflow.errors import ParameterError, RunError
 
-__all__ = ["ProcessExecutor"]
+__all__ = ["ProcessExecutor", "failure", "load_outcome", "run_in_worker"]
 
 
 class ProcessExecutor(Executor):
@@ -51,7 +51,7 @@ class ProcessExecutor(Executor):
             payload = cloudpickle.dumps(task)
         except Exception as exc:
             result.set_result(
-                _failure(
+                failure(
                     RunError(
                         f"step {name!r} cannot be sent to a worker process: "
                         f"{type(exc).__name__}: {exc}. Run it with executor='inline' or "
@@ -94,7 +94,7 @@ def run_in_worker(name: str, payload: bytes, delay: float) -> bytes:
     try:
         task = cloudpickle.loads(payload)
     except Exception as exc:
-        outcome = _failure(
+        outcome = failure(
             RunError(
                 f"step {name!r} could not be loaded in the worker process: "
                 f"{type(exc).__name__}: {exc}. Is the module that defines it importable there?"
@@ -112,7 +112,7 @@ def run_in_worker(name: str, payload: bytes, delay: float) -> bytes:
     except Exception:  # an exception that does not pickle: keep its text
         error = outcome.error
         text = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
-        return bytes(cloudpickle.dumps(_failure(RuntimeError(text), outcome.trace)))
+        return bytes(cloudpickle.dumps(failure(RuntimeError(text), outcome.trace)))
 
 
 def _call(task: Any) -> Outcome:
@@ -124,19 +124,26 @@ def _call(task: Any) -> Outcome:
     return Outcome(value=value, seconds=_since(began))
 
 
-def _deliver(done: Future[Any], result: Future[Any], name: str) -> None:
-    """In the driver: unpickle the Outcome and rebuild the value from its encoded form."""
+def load_outcome(data: bytes) -> Outcome:
+    """In the driver: unpickle a worker's Outcome and rebuild the value from its encoded
+    form."""
     import cloudpickle
 
-    try:
-        outcome = cloudpickle.loads(done.result())
-        if outcome.error is None and outcome.encoded is not None:
-            from nbflow.values import decode
+    outcome: Outcome = cloudpickle.loads(data)
+    if outcome.error is None and outcome.encoded is not None:
+        from nbflow.values import decode
 
-            encoded = outcome.encoded
-            outcome.value = decode(
-                encoded.ref, table=encoded.table, data=encoded.data, meta=encoded.meta
-            )
+        encoded = outcome.encoded
+        outcome.value = decode(
+            encoded.ref, table=encoded.table, data=encoded.data, meta=encoded.meta
+        )
+    return outcome
+
+
+def _deliver(done: Future[Any], result: Future[Any], name: str) -> None:
+    """In the driver: deliver the worker's Outcome, or a failure if the worker died."""
+    try:
+        outcome = load_outcome(done.result())
     except BaseException as exc:  # a worker that died, or a result that does not load
         hint = ""
         if isinstance(exc, BrokenProcessPool):
@@ -144,7 +151,7 @@ def _deliver(done: Future[Any], result: Future[Any], name: str) -> None:
                 " A worker process died. If the flow is run from a script, run it under "
                 "`if __name__ == '__main__':` (worker processes import the script)."
             )
-        outcome = _failure(
+        outcome = failure(
             RunError(
                 f"the worker process running step {name!r} failed: "
                 f"{type(exc).__name__}: {exc}{hint}"
@@ -155,7 +162,8 @@ def _deliver(done: Future[Any], result: Future[Any], name: str) -> None:
         result.set_result(outcome)
 
 
-def _failure(error: BaseException, trace: str = "") -> Outcome:
+def failure(error: BaseException, trace: str = "") -> Outcome:
+    """An Outcome for an error of nbflow or of the worker, not of the step's own code."""
     return Outcome(error=error, trace=trace or f"{type(error).__name__}: {error}\n")
 
 

@@ -20,13 +20,14 @@ from typing import Any
 from nbflow.definition.step import Step
 from nbflow.engine.cache import cache_key
 from nbflow.engine.executors import Executor, Outcome, StepTask
-from nbflow.errors import StepFailed
+from nbflow.errors import StepFailed, UntrustedStoreError
 from nbflow.graph.dag import FlowGraph
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
 from nbflow.store.records import EventType, NewEvent, RunRecord, StepExecution, ValueRef
 
 Listener = Callable[[RunRecord, list[NewEvent]], None]
+CANCEL_POLL_S = 0.2  # how often a waiting runner checks whether the run was cancelled
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,29 @@ class Runner:
     # -- the run ------------------------------------------------------------------------
 
     def execute(self, *, resume: bool = False) -> RunRecord:
-        """Run every step not yet done; return the final run record."""
+        """Run every step not yet done; return the final run record.
+
+        The run's lease is held (and renewed) while it runs, so no other process can
+        advance it, and a reader elsewhere can tell a live run from one whose process died.
+        """
+        from nbflow.store.leases import Heartbeat
+
+        run_id = self.run.run_id
+        try:
+            lease = self.store.claim(run_id)
+        except BaseException:
+            self.executor.shutdown()  # its workers (a Dask client nbflow made) go too
+            raise
+        ttl = (lease.expires_at - lease.acquired_at).total_seconds()
+        heartbeat = Heartbeat(lambda: self.store.renew(run_id), ttl, run_id).start()
+        try:
+            return self._execute(resume=resume)
+        finally:
+            heartbeat.stop()
+            with contextlib.suppress(Exception):  # an unreleased lease only expires later
+                self.store.release(run_id)
+
+    def _execute(self, *, resume: bool) -> RunRecord:
         self._emit(EventType.RUN_STARTED, resume=resume, steps=list(self.graph.order))
         for name in self.graph.order:
             if name in self._reused:
@@ -214,7 +237,9 @@ class Runner:
                     # Nothing runs and nothing can start: the graph and the outputs disagree.
                     raise RuntimeError(f"steps {waiting} can never start: their inputs are missing")
                 continue
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            # Wake up now and then to notice run.cancel() while long steps run (an executor
+            # that can stop them, like Dask's, then does so at once).
+            done, _ = wait(list(running), timeout=CANCEL_POLL_S, return_when=FIRST_COMPLETED)
             for future in done:
                 name, attempt, _started = running.pop(future)
                 retry = self._finish(name, attempt, future)
@@ -280,7 +305,14 @@ class Runner:
             params=dict(plan.params),
         )
         self._emit(EventType.STEP_INPUT_RECORDED, name, attempt, inputs=self._inputs(name))
-        kwargs = {u: self._value(u) for u in plan.step.inputs}
+        try:
+            kwargs = {u: self._value(u) for u in plan.step.inputs}
+        except UntrustedStoreError as exc:
+            # An input this store may not unpickle fails the step, with the error naming
+            # the step whose output it is; no retry could load it either.
+            refused: Future[Any] = Future()
+            refused.set_result(Outcome(error=exc, trace=tb.format_exc()))
+            return refused
         kwargs.update(plan.params)
         self.flush()  # upstream completions and this start are durable before it runs
         task = StepTask(name, plan.step.func, kwargs, plan.step.options.timeout)
@@ -309,7 +341,7 @@ class Runner:
                 self._release_inputs(name)
                 return None
         error = _describe(outcome.error)
-        if attempt <= step.options.retries:
+        if attempt <= step.options.retries and not isinstance(outcome.error, UntrustedStoreError):
             delay = step.options.retry_delay
             self._emit(
                 EventType.STEP_RETRIED,
@@ -335,7 +367,8 @@ class Runner:
 
     def _value(self, name: str) -> Any:
         if name not in self._values:
-            self._values[name] = self.store.load_value(self._outputs[name])
+            ref = self._outputs[name]
+            self._values[name] = self.store.load_output(ref, step=name, run_id=self.run.run_id)
         return self._values[name]
 
     def _release_inputs(self, name: str) -> None:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from nbflow.errors import InvalidTransitionError, StaleVersionError
 from nbflow.store.fold import RunState, apply, fold
 from nbflow.store.records import (
     BlobRecord,
     Event,
+    EventType,
     FlowRecord,
+    Lease,
     NewEvent,
     RunRecord,
     RunStatus,
@@ -27,7 +30,9 @@ from nbflow.store.records import (
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
+    from nbflow.store.check import Problem, StoredBlob
     from nbflow.store.gc import Age, GcReport
     from nbflow.values import EncodedValue
 
@@ -57,6 +62,10 @@ class Store(ABC):
         # Runs this object has moved to running and not yet out of it: their runners may
         # hold output refs not yet committed (buffered events), which gc must not orphan.
         self._executing: set[str] = set()
+        from nbflow.store.leases import new_token
+
+        self._token = new_token()
+        self._leases: dict[str, float] = {}  # run id -> TTL, for the leases this object holds
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -97,11 +106,19 @@ class Store(ABC):
     def create_run(self, run: RunRecord) -> None:
         """Add a new run, pending at version 0, with no events yet."""
 
-    @abstractmethod
     def get_run(self, run_id: str) -> RunRecord:
-        """The current record of a run; UnknownRunError if there is none."""
+        """The current record of a run; UnknownRunError if there is none.
 
-    @abstractmethod
+        A run left ``running`` by a process that is gone comes back ``interrupted``
+        (see :meth:`reap_interrupted`).
+        """
+        record = self._get_run(run_id)
+        if record.status is RunStatus.RUNNING:
+            reaped = self.reap_interrupted([record])
+            if reaped:
+                return reaped[0]
+        return record
+
     def list_runs(
         self,
         *,
@@ -110,7 +127,125 @@ class Store(ABC):
         thread_id: str | None = None,
         limit: int | None = None,
     ) -> list[RunRecord]:
-        """Runs matching every filter given, newest first (by creation time)."""
+        """Runs matching every filter given, newest first (by creation time).
+
+        Runs whose process died are reported (and recorded) as ``interrupted``.
+        """
+        self.reap_interrupted()
+        return self._list_runs(flow=flow, status=status, thread_id=thread_id, limit=limit)
+
+    @abstractmethod
+    def _get_run(self, run_id: str) -> RunRecord:
+        """The run's row as stored; UnknownRunError if there is none."""
+
+    @abstractmethod
+    def _list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        thread_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[RunRecord]:
+        """The stored run rows matching every filter given, newest first."""
+
+    # -- leases -----------------------------------------------------------------------
+
+    @property
+    def lease_token(self) -> str:
+        """The token naming this store object as the holder of the leases it claims."""
+        return self._token
+
+    def claim(self, run_id: str, ttl: float | None = None) -> Lease:
+        """Take the lease of ``run_id`` for this process before advancing the run.
+
+        Raises RunLockedError naming the holder when another live process has it. A lease
+        held by a dead process (or expired, from another host) is taken over.
+        """
+        from nbflow.errors import RunLockedError
+        from nbflow.store.leases import lease_alive, lease_ttl, make_lease
+
+        ttl = lease_ttl() if ttl is None else ttl
+        self._get_run(run_id)  # UnknownRunError first
+        for _ in range(10):
+            current = self._read_leases([run_id]).get(run_id)
+            if current is not None and current.token != self._token and lease_alive(current):
+                raise RunLockedError(run_id, current.owner, current.expires_at.isoformat())
+            lease = make_lease(run_id, self._token, ttl)
+            if self._swap_lease(run_id, current.token if current else None, lease):
+                self._leases[run_id] = ttl
+                return lease
+        raise RunLockedError(run_id, "another process", "unknown")  # pragma: no cover
+
+    def renew(self, run_id: str) -> bool:
+        """Extend this object's lease on ``run_id``; False if it no longer holds it."""
+        from nbflow.store.leases import make_lease
+
+        ttl = self._leases.get(run_id)
+        if ttl is None:
+            return False
+        current = self._read_leases([run_id]).get(run_id)
+        if current is None or current.token != self._token:
+            self._leases.pop(run_id, None)
+            return False
+        renewed = make_lease(run_id, self._token, ttl, acquired_at=current.acquired_at)
+        return self._swap_lease(run_id, self._token, renewed)
+
+    def release(self, run_id: str) -> None:
+        """Give up this object's lease on ``run_id`` (nothing happens if it has none)."""
+        if self._leases.pop(run_id, None) is not None:
+            self._swap_lease(run_id, self._token, None)
+
+    def lease(self, run_id: str) -> Lease | None:
+        """The lease held on ``run_id``, if any."""
+        return self._read_leases([run_id]).get(run_id)
+
+    def reap_interrupted(self, runs: Sequence[RunRecord] | None = None) -> list[RunRecord]:
+        """Record as ``interrupted`` each running run whose holder is gone; return them.
+
+        ``runs`` limits the check to these records (default: every running run). A run
+        this store object is executing, and a running run with no lease at all (written
+        by hand, or by a version of nbflow without leases), are left alone.
+        """
+        from nbflow.store.leases import lease_alive
+
+        if runs is None:
+            runs = self._list_runs(status=RunStatus.RUNNING.value)
+        candidates = [
+            r for r in runs if r.status is RunStatus.RUNNING and r.run_id not in self._executing
+        ]
+        if not candidates:
+            return []
+        leases = self._read_leases([r.run_id for r in candidates])
+        reaped: list[RunRecord] = []
+        for record in candidates:
+            lease = leases.get(record.run_id)
+            if lease is None or lease.token == self._token or lease_alive(lease):
+                continue
+            event = NewEvent(
+                EventType.RUN_INTERRUPTED,
+                payload={
+                    "error": f"the process running it ({lease.owner}) is gone",
+                    "owner": {"pid": lease.pid, "host": lease.host},
+                },
+            )
+            try:
+                reaped.append(self.append(record.run_id, record.version, [event]))
+            except (StaleVersionError, InvalidTransitionError):
+                # Someone else moved it on (or reaped it) first: read what it is now.
+                reaped.append(self._get_run(record.run_id))
+            self._swap_lease(record.run_id, lease.token, None)
+        return reaped
+
+    @abstractmethod
+    def _read_leases(self, run_ids: Collection[str]) -> dict[str, Lease]:
+        """The leases held on these runs, by run id (runs without one are absent)."""
+
+    @abstractmethod
+    def _swap_lease(self, run_id: str, expected_token: str | None, new: Lease | None) -> bool:
+        """Atomically replace the lease of ``run_id`` by ``new`` (None: remove it) if the
+        token of the lease held now is ``expected_token`` (None: no lease); return whether
+        it was replaced."""
 
     # -- events -----------------------------------------------------------------------
 
@@ -133,7 +268,7 @@ class Store(ABC):
                 # Our cached state may be behind another writer's: a stale version must
                 # be reported as such, not as an invalid transition.
                 self._states.pop(run_id, None)
-                stored = self.get_run(run_id).version
+                stored = self._get_run(run_id).version
                 if stored != expected_version:
                     raise StaleVersionError(run_id, expected_version, stored) from None
                 raise
@@ -165,7 +300,7 @@ class Store(ABC):
 
     def load_state(self, run_id: str) -> RunState:
         """The run's current state, from its views."""
-        run = self.get_run(run_id)
+        run = self._get_run(run_id)
         state = RunState(run, {(e.step, e.attempt): e for e in self.executions(run_id)})
         return state
 
@@ -204,7 +339,7 @@ class Store(ABC):
 
     def state_at(self, run_id: str, version: int | None = None) -> RunState:
         """The run as it stood at ``version`` (default: now), by folding its events."""
-        run = self.get_run(run_id)
+        run = self._get_run(run_id)
         return fold(run, self.read_events(run_id, upto=version))
 
     # -- values -----------------------------------------------------------------------
@@ -216,6 +351,28 @@ class Store(ABC):
     @abstractmethod
     def load_value(self, ref: ValueRef) -> Any:
         """Load the value a ref points at (pickles only when the store is trusted)."""
+
+    def load_output(self, ref: ValueRef, *, step: str, run_id: str) -> Any:
+        """Load ``ref``, the output of ``step`` in run ``run_id``.
+
+        Every reader of a step's output goes through here, so a store opened with
+        ``trust=False`` refuses a pickled output, before reading it, with an
+        UntrustedStoreError that names the step and the run.
+        """
+        from nbflow.errors import UntrustedStoreError
+        from nbflow.store.records import Codec
+
+        if ref.codec is Codec.PICKLE and not self.trust:
+            raise UntrustedStoreError(ref.type_name, step=step, run_id=run_id)
+        return self.load_value(ref)
+
+    @abstractmethod
+    def read_encoded(self, ref: ValueRef) -> EncodedValue:
+        """The value ``ref`` points at in its stored form, not decoded: the blob's codec
+        and size, its bytes or Arrow table, and its meta, such that :meth:`put_value` of
+        the result (on any backend) stores the same value under the same hash. Never
+        unpickles; copying runs between stores moves values this way. A JSON ref comes
+        back as is. StoreError if the blob is missing."""
 
     @abstractmethod
     def has_blob(self, hash: str) -> bool:
@@ -301,6 +458,55 @@ class Store(ABC):
     def storage_bytes(self) -> int | None:
         """The size of the store on disk, when it has one."""
         return None
+
+    # -- integrity ----------------------------------------------------------------------
+
+    #: Whether the step_executions view holds running attempts too; False for a backend
+    #: that writes an attempt's row only when the attempt ends.
+    _rows_hold_running_attempts: ClassVar[bool] = True
+
+    def check(self, repair: bool = False, verify_values: bool = True) -> list[Problem]:
+        """The integrity problems of the store, one :class:`~nbflow.store.check.Problem`
+        each; an empty list when it is sound.
+
+        Checks that each run's events are gap-free, that its ``runs`` and
+        ``step_executions`` rows are what its events fold to, and that every value an
+        event refers to is stored with the right size and (``verify_values``) content
+        hash. ``repair=True`` rebuilds damaged rows from the events (never changing an
+        event) and returns the problems marked repaired; lost values cannot be repaired.
+        A run left running by a process that died is not a problem.
+        """
+        from nbflow.store.check import check_store
+
+        return check_store(self, repair=repair, verify_values=verify_values)
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[None]:
+        """Keep what the check reads consistent while it reads (here: hold the lock)."""
+        with self._lock:
+            yield
+
+    # What the check needs of a backend (the conformance suite tests them all).
+
+    @abstractmethod
+    def _execution_rows(self) -> dict[str, list[StepExecution]]:
+        """Every step_executions row as stored, by run id (rows of missing runs too)."""
+
+    @abstractmethod
+    def _stored_blobs(self) -> list[StoredBlob]:
+        """What is stored for every value (hash, codec, size, meta, bytes' length, whether
+        a DataFrame value's table exists), without the content."""
+
+    @abstractmethod
+    def _blob_content(self, blob: StoredBlob) -> tuple[pa.Table | None, bytes | None]:
+        """A value's stored table (as stored, not restored) and bytes, either None."""
+
+    @abstractmethod
+    def _rebuild_views(self, state: RunState) -> None:
+        """Replace the run's ``runs`` row and all its step_executions rows by those of
+        ``state`` (its events' fold), in one transaction, leaving the events alone;
+        StaleVersionError, writing nothing, unless the run's last event is
+        ``state.run.version``."""
 
     # -- frames -----------------------------------------------------------------------
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
+import time
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +26,16 @@ from nbflow.errors import (
 )
 from nbflow.store import schema
 from nbflow.store.base import Store, status_set
+from nbflow.store.duckdb_connection import (
+    DEFAULT_BUSY_TIMEOUT,
+    DEFAULT_IDLE_RELEASE,
+    ENV_BUSY_TIMEOUT,
+    ENV_IDLE_RELEASE,
+    IDLE_CLOSER,
+    connect_waiting,
+    env_seconds,
+    is_lock_error,
+)
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
     BlobRecord,
@@ -29,6 +43,7 @@ from nbflow.store.records import (
     Event,
     EventType,
     FlowRecord,
+    Lease,
     RunRecord,
     RunStatus,
     StepDefinition,
@@ -40,10 +55,13 @@ from nbflow.store.sql_guard import check_read_only
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
+    from nbflow.store.check import StoredBlob
     from nbflow.values import EncodedValue
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
+_HEX = re.compile(r"[0-9a-f]+")
 
 _RUN_COLS = (
     "run_id, flow, flow_fingerprint, status, version, params, steps, created_at, started_at, "
@@ -54,6 +72,7 @@ _EXEC_COLS = (
     "duration_ms, error, traceback, source_run_id, seq, fingerprint"
 )
 _EVENT_COLS = "run_id, seq, ts, type, step, attempt, payload"
+_LEASE_COLS = "run_id, token, pid, host, acquired_at, expires_at, proc_start"
 
 
 def _dumps(value: Any) -> str:
@@ -63,29 +82,84 @@ def _dumps(value: Any) -> str:
 class DuckDBStore(Store):
     """A store in one DuckDB file (or ``:memory:``), the embedded default.
 
-    The connection stays open while the store is in use (opening one costs ~20 ms).
+    The connection stays open while the store is in use (opening one costs ~20 ms) and
+    is given back after ``idle_release`` seconds without use (default 0.5 s,
+    ``$NBFLOW_IDLE_RELEASE``), so other processes (a second notebook, the CLI) can take
+    their turn: DuckDB allows one process at a time on a file. A store that finds the
+    file busy waits, with backoff, up to ``busy_timeout`` seconds (default 60,
+    ``$NBFLOW_BUSY_TIMEOUT``), then raises StoreBusyError naming the holder's PID.
     DataFrame outputs are kept as native tables in the ``nbflow_values`` schema, so
     ``store.sql`` can query checkpoints directly; see :meth:`table_name`.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = "nbflow.duckdb", *, trust: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "nbflow.duckdb",
+        *,
+        trust: bool = True,
+        busy_timeout: float | None = None,
+        idle_release: float | None = None,
+    ):
         super().__init__()
         self.trust = trust
         self.path = str(path)
         in_memory = self.path == ":memory:"
         self.uri = self.path if in_memory else str(Path(self.path).resolve())
-        where = "the in-memory database" if in_memory else repr(self.uri)
+        self._where = "the in-memory database" if in_memory else repr(self.uri)
+        self.busy_timeout = (
+            env_seconds(ENV_BUSY_TIMEOUT, DEFAULT_BUSY_TIMEOUT)
+            if busy_timeout is None
+            else busy_timeout
+        )
+        # An in-memory database lives only as long as its connection: never released.
+        self.idle_release: float | None = (
+            None
+            if in_memory
+            else env_seconds(ENV_IDLE_RELEASE, DEFAULT_IDLE_RELEASE)
+            if idle_release is None
+            else idle_release
+        )
         if not in_memory:
             _check_file(Path(self.path))
-        self._con = self._connect(where)
-        self._known_blobs: set[str] = set()
+        self._known_blobs: dict[str, int] = {}  # hash -> stored size
         self._closed = False
+        self._last_used = time.monotonic()
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._conn = self._open()
 
-    def _connect(self, where: str) -> duckdb.DuckDBPyConnection:
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        con = connect_waiting(self._connect, self.uri, self.busy_timeout)
+        # Another process may have changed the file while we did not hold it (gc may
+        # have deleted blobs, for one): what we remember of it must be checked again.
+        self._known_blobs = {}
+        self._known_flows = set()
+        if self.idle_release is not None:
+            IDLE_CLOSER.watch(self)
+        return con
+
+    @property
+    def _con(self) -> duckdb.DuckDBPyConnection:
+        """The open connection, opened (waiting for the file if busy) when released.
+
+        Callers hold ``self._lock`` while they use it, so it is never released mid-use.
+        """
+        if self._closed:
+            raise StoreError(f"{self} is closed; open it again with nf.open_store().")
+        if self._conn is None:
+            self._conn = self._open()
+        self._last_used = time.monotonic()
+        return self._conn
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        where = self._where
         try:
             con = duckdb.connect(self.path)
         except duckdb.IOException as exc:
-            raise _open_error(self.path, exc) from None
+            if is_lock_error(exc):
+                raise
+            raise CorruptStoreError(
+                f"{self.path!r} is damaged and cannot be opened as a store: {exc}"
+            ) from None
         except duckdb.Error as exc:
             _raise_if_corrupt(exc, self.uri)
             raise CorruptStoreError(
@@ -109,12 +183,40 @@ class DuckDBStore(Store):
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._con.close()
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    @property
+    def connected(self) -> bool:
+        """Whether the store holds its file now (it lets go after ``idle_release``)."""
+        return self._conn is not None
+
+    def release_connection(self) -> None:
+        """Give the file back to other processes now; the next use opens it again."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def release_if_idle(self) -> None:
+        """Give the file back if unused for ``idle_release`` seconds and not in use now."""
+        if self._conn is None or self.idle_release is None:
+            return
+        if time.monotonic() - self._last_used < self.idle_release:
+            return
+        if not self._lock.acquire(blocking=False):
+            return  # in use right now
+        try:
+            if self._conn is not None and time.monotonic() - self._last_used >= self.idle_release:
+                self.release_connection()
+        finally:
+            self._lock.release()
 
     def _execute(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -192,14 +294,14 @@ class DuckDBStore(Store):
         with self._lock:
             self._states[run.run_id] = state
 
-    def get_run(self, run_id: str) -> RunRecord:
-        """The run's record; UnknownRunError if absent."""
+    def _get_run(self, run_id: str) -> RunRecord:
+        """The run's row; UnknownRunError if absent."""
         rows = self._execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", [run_id])
         if not rows:
             raise UnknownRunError(run_id, self)
         return _run_from_row(rows[0])
 
-    def list_runs(
+    def _list_runs(
         self,
         *,
         flow: str | None = None,
@@ -207,12 +309,58 @@ class DuckDBStore(Store):
         thread_id: str | None = None,
         limit: int | None = None,
     ) -> list[RunRecord]:
-        """Runs matching the filters, newest first."""
+        """Run rows matching the filters, newest first."""
         where, params = _run_filters(flow, status, thread_id)
         query = f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
         if limit is not None:
-            query += f" LIMIT {int(limit)}"
+            query += " LIMIT ?"
+            params.append(int(limit))
         return [_run_from_row(r) for r in self._execute(query, params)]
+
+    # -- leases -----------------------------------------------------------------------
+
+    def _read_leases(self, run_ids: Collection[str]) -> dict[str, Lease]:
+        ids = sorted(set(run_ids))
+        if not ids:
+            return {}
+        rows = self._execute(
+            f"SELECT {_LEASE_COLS} FROM leases WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+            [ids],
+        )
+        return {r[0]: Lease(*r) for r in rows}
+
+    def _swap_lease(self, run_id: str, expected_token: str | None, new: Lease | None) -> bool:
+        with self._lock:
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                rows = con.execute("SELECT token FROM leases WHERE run_id = ?", [run_id]).fetchall()
+                if (rows[0][0] if rows else None) != expected_token:
+                    con.execute("ROLLBACK")
+                    return False
+                con.execute("DELETE FROM leases WHERE run_id = ?", [run_id])
+                if new is not None:
+                    con.execute(
+                        f"INSERT INTO leases ({_LEASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            new.run_id,
+                            new.token,
+                            new.pid,
+                            new.host,
+                            new.acquired_at,
+                            new.expires_at,
+                            new.proc_start,
+                        ],
+                    )
+                con.execute("COMMIT")
+            except duckdb.TransactionException:
+                # Another connection changed the row under us: the swap did not happen.
+                con.execute("ROLLBACK")
+                return False
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            return True
 
     # -- events -----------------------------------------------------------------------
 
@@ -226,8 +374,6 @@ class DuckDBStore(Store):
         previous: RunState,
     ) -> None:
         con = self._con
-        if self._closed:
-            raise StoreError(f"{self} is closed; open it again with nf.open_store().")
         # Only finished attempts are rows of the table: an attempt's row is written when
         # it ends, by a plain insert (an upsert costs ~4x as much here). Running attempts
         # live in the events until then (see `executions`). A row already finished can
@@ -287,7 +433,11 @@ class DuckDBStore(Store):
         self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]
     ) -> None:
         """Insert rows in one statement: a VALUES list for a few rows, and an Arrow
-        table for many (binding thousands of parameters costs ~10x as much)."""
+        table for many (binding thousands of parameters costs ~10x as much).
+
+        ``table`` and ``columns`` are this module's constants (identifiers cannot be
+        parameters); every value goes in as a parameter or through the Arrow table.
+        """
         if len(rows) <= _VALUES_ROWS:
             marks = "(" + ", ".join(["?"] * len(types)) + ")"
             self._con.execute(
@@ -313,7 +463,7 @@ class DuckDBStore(Store):
     def read_events(self, run_id: str | None = None, *, upto: int | None = None) -> list[Event]:
         """Events of one run (or all), in order."""
         if run_id is not None:
-            self.get_run(run_id)
+            self._get_run(run_id)
         where, params = _event_filters(run_id, upto)
         rows = self._execute(
             f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params
@@ -324,11 +474,14 @@ class DuckDBStore(Store):
 
     def executions(self, run_id: str) -> list[StepExecution]:
         """The run's execution rows in the order they last changed (running ones too)."""
-        self.get_run(run_id)
+        self._get_run(run_id)
         if self._has_running_attempts(run_id):
-            return sorted(self.state_at(run_id).executions.values(), key=lambda x: x.seq)
+            return sorted(
+                self.state_at(run_id).executions.values(), key=lambda x: (x.seq, x.attempt, x.step)
+            )
         rows = self._execute(
-            f"SELECT {_EXEC_COLS} FROM step_executions WHERE run_id = ? ORDER BY seq, attempt",
+            f"SELECT {_EXEC_COLS} FROM step_executions WHERE run_id = ? "
+            "ORDER BY seq, attempt, step",
             [run_id],
         )
         return [_execution_from_row(r) for r in rows]
@@ -374,8 +527,11 @@ class DuckDBStore(Store):
             return ref
         table_name = self._table_for(ref) if ref.codec is Codec.ARROW else None
         with self._lock:  # check and write under one hold: two writers of one hash
-            if self.has_blob(ref.hash):
-                return ref
+            stored = self._stored_size(ref.hash)
+            if stored is not None:
+                # Equal content may be laid out in memory differently (a frame read back
+                # from the store, say): the stored record's size is the value's size.
+                return ref if stored == ref.size else dataclasses.replace(ref, size=stored)
             con = self._con
             con.execute("BEGIN TRANSACTION")
             try:
@@ -397,7 +553,7 @@ class DuckDBStore(Store):
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-            self._known_blobs.add(ref.hash)
+            self._known_blobs[ref.hash] = ref.size
         return ref
 
     def load_value(self, ref: ValueRef) -> Any:
@@ -406,27 +562,51 @@ class DuckDBStore(Store):
 
         if ref.is_inline:
             return decode(ref, trust=self.trust)
-        rows = self._execute("SELECT table_name, meta, data FROM blobs WHERE hash = ?", [ref.hash])
+        stored = self.read_encoded(ref)
+        return decode(ref, table=stored.table, data=stored.data, meta=stored.meta, trust=self.trust)
+
+    def read_encoded(self, ref: ValueRef) -> EncodedValue:
+        """The blob row and, for a DataFrame, its native table as Arrow; not decoded."""
+        from nbflow.values import EncodedValue
+
+        if ref.is_inline:
+            return EncodedValue(ref=ref)
+        rows = self._execute(
+            "SELECT codec, size, table_name, meta, data FROM blobs WHERE hash = ?", [ref.hash]
+        )
         if not rows:
             raise StoreError(
                 f"the value {ref.hash} is missing from {self}: it was deleted or never "
                 "written. `nbflow check` reports such problems."
             )
-        table_name, meta, data = rows[0]
+        codec, size, table_name, meta, data = rows[0]
         table = None
         if table_name is not None:
+            # The name is derived from the hash, not read from the row: a store file from
+            # elsewhere may hold any text there, and none of it reaches the SQL.
             with self._lock:
-                table = self._con.sql(f"SELECT * FROM {table_name}").to_arrow_table()
-        return decode(ref, table=table, data=data, meta=json.loads(meta or "{}"), trust=self.trust)
+                table = self._con.sql(f"SELECT * FROM {self._table_for(ref)}").to_arrow_table()
+        stored = ValueRef(Codec(codec), ref.hash, size, ref.type_name)
+        return EncodedValue(
+            ref=stored,
+            table=table,
+            data=None if data is None else bytes(data),
+            meta=json.loads(meta or "{}"),
+        )
 
     def has_blob(self, hash: str) -> bool:
         """Whether a blob with this hash is stored."""
+        return self._stored_size(hash) is not None
+
+    def _stored_size(self, hash: str) -> int | None:
+        """The size recorded for the blob ``hash``, or None if there is none."""
         if hash in self._known_blobs:
-            return True
-        found = bool(self._execute("SELECT 1 FROM blobs WHERE hash = ?", [hash]))
-        if found:
-            self._known_blobs.add(hash)
-        return found
+            return self._known_blobs[hash]
+        rows = self._execute("SELECT size FROM blobs WHERE hash = ?", [hash])
+        if not rows:
+            return None
+        self._known_blobs[hash] = rows[0][0]
+        return int(rows[0][0])
 
     def list_blobs(self) -> list[BlobRecord]:
         """Every blob row."""
@@ -443,7 +623,10 @@ class DuckDBStore(Store):
 
     @staticmethod
     def _table_for(ref: ValueRef) -> str:
-        # Hashes are hex, so the name needs no quoting.
+        # Table names cannot be SQL parameters. A hash nbflow computed is hex, so the name
+        # needs no quoting; a ref read from a store file is checked to be hex all the same.
+        if not _HEX.fullmatch(ref.hash):
+            raise StoreError(f"{ref.hash!r} is not a content hash: the store is damaged.")
         return f"{schema.VALUES_SCHEMA}.v_{ref.hash}"
 
     # -- retention ----------------------------------------------------------------------
@@ -473,6 +656,8 @@ class DuckDBStore(Store):
         return found
 
     def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
+        from nbflow.values.duckdb_tables import quote_identifier
+
         runs, hashes = sorted(run_ids), sorted(blob_hashes)
         with self._lock:
             tables = self._execute(
@@ -483,7 +668,7 @@ class DuckDBStore(Store):
             con = self._con
             con.execute("BEGIN TRANSACTION")
             try:
-                for table in ("events", "step_executions", "runs"):
+                for table in ("events", "step_executions", "runs", "leases"):
                     con.execute(
                         f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
                         [runs],
@@ -492,13 +677,114 @@ class DuckDBStore(Store):
                     "DELETE FROM blobs WHERE hash IN (SELECT unnest(?::VARCHAR[]))", [hashes]
                 )
                 for (table_name,) in tables:
+                    # Identifiers cannot be parameters: quoted, since the name is read
+                    # from the file, whatever text it holds stays one identifier.
                     schema_name, _, name = table_name.partition(".")
-                    con.execute(f'DROP TABLE IF EXISTS "{schema_name}"."{name}"')
+                    con.execute(
+                        "DROP TABLE IF EXISTS "
+                        f"{quote_identifier(schema_name)}.{quote_identifier(name)}"
+                    )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-            self._known_blobs.difference_update(hashes)
+            for hash in hashes:
+                self._known_blobs.pop(hash, None)
+
+    # -- integrity ----------------------------------------------------------------------
+
+    # An attempt's row is written when it ends (see _write_events).
+    _rows_hold_running_attempts = False
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[None]:
+        """One read-only transaction: the check sees the file as of one instant, even
+        if another store object in this process writes meanwhile."""
+        with self._lock:
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            finally:
+                con.execute("ROLLBACK")
+
+    def _execution_rows(self) -> dict[str, list[StepExecution]]:
+        rows = self._execute(
+            f"SELECT {_EXEC_COLS} FROM step_executions ORDER BY run_id, seq, attempt, step"
+        )
+        found: dict[str, list[StepExecution]] = {}
+        for r in rows:
+            found.setdefault(r[0], []).append(_execution_from_row(r))
+        return found
+
+    def _stored_blobs(self) -> list[StoredBlob]:
+        from nbflow.store.check import StoredBlob
+
+        # A DataFrame value is readable when its row names a table and the table named
+        # after its hash exists (load_value reads that name, not the row's text).
+        rows = self._execute(
+            "SELECT b.hash, b.codec, b.size, b.meta, octet_length(b.data), "
+            "b.table_name IS NOT NULL AND t.table_name IS NOT NULL "
+            "FROM blobs b LEFT JOIN information_schema.tables t "
+            "ON t.table_schema = ? AND t.table_name = 'v_' || b.hash ORDER BY b.hash",
+            [schema.VALUES_SCHEMA],
+        )
+        return [
+            StoredBlob(r[0], _codec(r[1]), r[2], json.loads(r[3] or "{}"), r[4], bool(r[5]))
+            for r in rows
+        ]
+
+    def _blob_content(self, blob: StoredBlob) -> tuple[pa.Table | None, bytes | None]:
+        from nbflow.values.duckdb_tables import quote_identifier
+
+        table = None
+        if blob.has_table:
+            name = f"{quote_identifier(schema.VALUES_SCHEMA)}.{quote_identifier('v_' + blob.hash)}"
+            with self._lock:
+                table = self._con.sql(f"SELECT * FROM {name}").to_arrow_table()
+        rows = self._execute("SELECT data FROM blobs WHERE hash = ?", [blob.hash])
+        data = rows[0][0] if rows else None
+        return table, None if data is None else bytes(data)
+
+    def _rebuild_views(self, state: RunState) -> None:
+        run = state.run
+        rows = [x for x in state.executions.values() if x.status is not StepStatus.RUNNING]
+        with self._lock:
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                last = con.execute(
+                    "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", [run.run_id]
+                ).fetchall()[0][0]
+                if last != run.version:
+                    raise _StaleWrite
+                con.execute(
+                    "UPDATE runs SET status = ?, version = ?, started_at = ?, finished_at = ?, "
+                    "error = ? WHERE run_id = ?",
+                    [
+                        run.status.value,
+                        run.version,
+                        run.started_at,
+                        run.finished_at,
+                        run.error,
+                        run.run_id,
+                    ],
+                )
+                con.execute("DELETE FROM step_executions WHERE run_id = ?", [run.run_id])
+                if rows:
+                    self._insert(
+                        "step_executions",
+                        _EXEC_INSERT_COLS,
+                        [_execution_params(x, run.flow) for x in rows],
+                        _EXEC_TYPES,
+                    )
+                con.execute("COMMIT")
+            except _StaleWrite:
+                con.execute("ROLLBACK")
+                raise StaleVersionError(run.run_id, run.version, last) from None
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
 
     def storage_bytes(self) -> int | None:
         """The size of the store file (and its write-ahead log), or None in memory."""
@@ -514,6 +800,8 @@ class DuckDBStore(Store):
         the store and renamed over it only once complete, so a crash at any point leaves
         either the old file or the new one, never half of either.
         """
+        from nbflow.values.duckdb_tables import quote_identifier
+
         if self.path == ":memory:":
             return
         with self._lock:
@@ -526,17 +814,17 @@ class DuckDBStore(Store):
             con = self._con
             con.execute("CHECKPOINT")
             database = con.execute("SELECT current_database()").fetchall()[0][0]
-            quoted = str(tmp).replace("'", "''")
-            con.execute(f"ATTACH '{quoted}' AS nbflow_compact")
+            con.execute("ATTACH ? AS nbflow_compact", [str(tmp)])
             try:
-                con.execute(f'COPY FROM DATABASE "{database}" TO nbflow_compact')
+                # A database name (the file's stem) cannot be a parameter: quoted.
+                con.execute(f"COPY FROM DATABASE {quote_identifier(database)} TO nbflow_compact")
             finally:
                 con.execute("DETACH nbflow_compact")
-            con.close()
+            self.release_connection()
             _fsync(tmp)
             os.replace(tmp, target)
             _fsync(target.parent)
-            self._con = self._connect(repr(self.uri))
+            self._conn = self._open()
 
     # -- frames and SQL -----------------------------------------------------------------
 
@@ -549,32 +837,34 @@ class DuckDBStore(Store):
         limit: int | None = None,
     ) -> pd.DataFrame:
         """Runs as a DataFrame, newest first, read through Arrow."""
+        self.reap_interrupted()
         where, params = _run_filters(flow, status, thread_id)
         query = (
             "SELECT *, epoch_us(finished_at - started_at) / 1e6 AS duration_s "
             f"FROM runs{where} ORDER BY created_at DESC, run_id DESC"
         )
         if limit is not None:
-            query += f" LIMIT {int(limit)}"
+            query += " LIMIT ?"
+            params.append(int(limit))
         return frames.conform(self._arrow(query, params), frames.RUN_COLUMNS)
 
     def events_frame(self, run_id: str | None = None) -> pd.DataFrame:
         """Events as a DataFrame, read through Arrow."""
         if run_id is not None:
-            self.get_run(run_id)
+            self._get_run(run_id)
         where, params = _event_filters(run_id, None)
         query = f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY run_id, seq"
         return frames.conform(self._arrow(query, params), frames.EVENT_COLUMNS)
 
     def steps_frame(self, run_id: str) -> pd.DataFrame:
         """A run's step executions as a DataFrame, read through Arrow."""
-        self.get_run(run_id)
+        self._get_run(run_id)
         if self._has_running_attempts(run_id):
             return frames.steps_frame(self.executions(run_id))
         query = (
             "SELECT *, output->>'codec' AS output_codec, "
             "CAST(output->>'size' AS BIGINT) AS output_size "
-            "FROM step_executions WHERE run_id = ? ORDER BY seq, attempt"
+            "FROM step_executions WHERE run_id = ? ORDER BY seq, attempt, step"
         )
         return frames.conform(self._arrow(query, [run_id]), frames.STEP_COLUMNS)
 
@@ -732,6 +1022,14 @@ _EVENT_TYPES = _LazyTypes(0)
 _EXEC_TYPES = _LazyTypes(1)
 
 
+def _codec(text: str) -> Codec | str:
+    """The codec a blob row names, or its text when that is no codec (for the check)."""
+    try:
+        return Codec(text)
+    except ValueError:
+        return text
+
+
 def _unfinished(row: StepExecution | None) -> bool:
     return row is None or row.status is StepStatus.RUNNING
 
@@ -833,12 +1131,3 @@ def _check_file(path: Path) -> None:
             f"{str(path)!r} is not a DuckDB file, so it cannot be an nbflow store. "
             "Use another path for the store."
         )
-
-
-def _open_error(path: str, exc: duckdb.Error) -> StoreError:
-    text = str(exc)
-    if "lock" in text.lower():
-        from nbflow.errors import StoreBusyError
-
-        return StoreBusyError(f"the store {path!r} is in use by another process: {text}")
-    return CorruptStoreError(f"{path!r} is damaged and cannot be opened as a store: {text}")

@@ -107,15 +107,18 @@ def apply(state: RunState, events: Iterable[Event]) -> list[StepExecution]:
                 f"event seq {event.seq} of run {event.run_id!r} does not follow version "
                 f"{work.run.version}: a run's log is gap-free."
             )
+        rows: list[StepExecution] = []
         if event.type.is_run_event:
             work.run = _apply_run_event(work.run, event)
-        else:
-            row = _apply_step_event(work, event)
-            if row is not None:
-                key = (row.step, row.attempt)
-                work.executions[key] = row
-                work.current[row.step] = row
-                changed[key] = row
+            if work.run.status.finished:
+                rows = _close_running(work, event)
+        elif (row := _apply_step_event(work, event)) is not None:
+            rows = [row]
+        for row in rows:
+            key = (row.step, row.attempt)
+            work.executions[key] = row
+            work.current[row.step] = row
+            changed[key] = row
         work.run = dataclasses.replace(work.run, version=event.seq)
     state.run = work.run
     state.executions = work.executions
@@ -128,6 +131,28 @@ def fold(run: RunRecord, events: Iterable[Event]) -> RunState:
     state = initial_state(run)
     apply(state, events)
     return state
+
+
+def _close_running(state: RunState, event: Event) -> list[StepExecution]:
+    """The attempts still running when the run ended, as failed: a run that is over has
+    no running step (one whose process died never reported back), and a resume retries
+    them as new attempts."""
+    closed = []
+    for row in state.current.values():
+        if row.status is not StepStatus.RUNNING:
+            continue
+        duration = (event.ts - row.started_at).total_seconds() * 1000 if row.started_at else None
+        closed.append(
+            dataclasses.replace(
+                row,
+                status=StepStatus.FAILED,
+                finished_at=event.ts,
+                duration_ms=duration,
+                error=f"the run ended ({event.type.value}) while this step was running",
+                seq=event.seq,
+            )
+        )
+    return closed
 
 
 def _refuse(event: Event, what: str) -> InvalidTransitionError:

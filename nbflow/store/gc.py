@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -173,18 +173,24 @@ def runs_to_delete(
     return doomed
 
 
-def hashes_in_payload(event_type: EventType, payload: dict[str, Any]) -> set[str]:
-    """The value hashes an event refers to (outputs, and a fork's reused outputs)."""
-    found: set[str] = set()
+def refs_in_payload(event_type: EventType, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The stored values an event refers to (its output, and a fork's reused outputs), as
+    the JSON refs it carries; inline JSON values, which have no blob, are left out."""
+    found: list[dict[str, Any]] = []
     output = payload.get("output")
     if isinstance(output, dict) and output.get("codec") != "json" and output.get("hash"):
-        found.add(output["hash"])
+        found.append(output)
     if event_type is EventType.RUN_FORKED:
         for row in (payload.get("reused") or {}).values():
             ref = row.get("output") or {}
             if ref.get("codec") != "json" and ref.get("hash"):
-                found.add(ref["hash"])
+                found.append(ref)
     return found
+
+
+def hashes_in_payload(event_type: EventType, payload: dict[str, Any]) -> set[str]:
+    """The value hashes an event refers to (outputs, and a fork's reused outputs)."""
+    return {ref["hash"] for ref in refs_in_payload(event_type, payload)}
 
 
 def referenced_hashes(store: Store, run_ids: Iterable[str]) -> set[str]:

@@ -14,6 +14,7 @@ from nbflow.store.records import (
     BlobRecord,
     Event,
     FlowRecord,
+    Lease,
     RunRecord,
     StepExecution,
     ValueRef,
@@ -22,7 +23,9 @@ from nbflow.store.records import (
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
+    from nbflow.store.check import StoredBlob
     from nbflow.values import EncodedValue
 
 
@@ -41,6 +44,7 @@ class MemoryStore(Store):
         self._runs: dict[str, RunRecord] = {}
         self._events: dict[str, list[Event]] = {}
         self._executions: dict[str, dict[tuple[str, int], StepExecution]] = {}
+        self._lease_rows: dict[str, Lease] = {}
         # hash -> (record, table, data, meta)
         self._blobs: dict[str, tuple[BlobRecord, Any, bytes | None, dict[str, Any]]] = {}
 
@@ -70,14 +74,14 @@ class MemoryStore(Store):
             self._executions[run.run_id] = {}
             self._states[run.run_id] = state
 
-    def get_run(self, run_id: str) -> RunRecord:
+    def _get_run(self, run_id: str) -> RunRecord:
         """The run's record; UnknownRunError if absent."""
         try:
             return self._runs[run_id]
         except KeyError:
             raise UnknownRunError(run_id, self) from None
 
-    def list_runs(
+    def _list_runs(
         self,
         *,
         flow: str | None = None,
@@ -97,6 +101,23 @@ class MemoryStore(Store):
             ]
         runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         return runs[:limit] if limit is not None else runs
+
+    # -- leases -------------------------------------------------------------------------
+
+    def _read_leases(self, run_ids: Collection[str]) -> dict[str, Lease]:
+        with self._lock:
+            return {r: self._lease_rows[r] for r in run_ids if r in self._lease_rows}
+
+    def _swap_lease(self, run_id: str, expected_token: str | None, new: Lease | None) -> bool:
+        with self._lock:
+            current = self._lease_rows.get(run_id)
+            if (current.token if current else None) != expected_token:
+                return False
+            if new is None:
+                self._lease_rows.pop(run_id, None)
+            else:
+                self._lease_rows[run_id] = new
+            return True
 
     # -- events -------------------------------------------------------------------------
 
@@ -127,15 +148,17 @@ class MemoryStore(Store):
             if run_id is None:
                 logs = [self._events[r] for r in sorted(self._runs)]  # as DuckDB: by run id
             else:
-                self.get_run(run_id)
+                self._get_run(run_id)
                 logs = [self._events[run_id]]
             return [e for log in logs for e in log if upto is None or e.seq <= upto]
 
     def executions(self, run_id: str) -> list[StepExecution]:
         """The run's execution rows in the order they last changed."""
         with self._lock:
-            self.get_run(run_id)
-            return sorted(self._executions[run_id].values(), key=lambda x: x.seq)
+            self._get_run(run_id)
+            return sorted(
+                self._executions[run_id].values(), key=lambda x: (x.seq, x.attempt, x.step)
+            )
 
     def cache_candidates(
         self, flow: str, fingerprints: Collection[str]
@@ -167,6 +190,10 @@ class MemoryStore(Store):
         if ref.is_inline:
             return ref
         with self._lock:
+            if ref.hash in self._blobs:
+                # Equal content may be laid out differently: the stored size is the size.
+                stored = self._blobs[ref.hash][0].size
+                return ref if stored == ref.size else dataclasses.replace(ref, size=stored)
             if ref.hash not in self._blobs:
                 record = BlobRecord(ref.hash, ref.codec, ref.size, utcnow())
                 # The encoded table shares memory with the step's DataFrame: a copy keeps
@@ -181,13 +208,23 @@ class MemoryStore(Store):
 
         if ref.is_inline:
             return decode(ref, trust=self.trust)
+        stored = self.read_encoded(ref)
+        return decode(ref, table=stored.table, data=stored.data, meta=stored.meta, trust=self.trust)
+
+    def read_encoded(self, ref: ValueRef) -> EncodedValue:
+        """The value's kept table or bytes and meta, not decoded."""
+        from nbflow.values import EncodedValue
+
+        if ref.is_inline:
+            return EncodedValue(ref=ref)
         try:
-            _, table, data, meta = self._blobs[ref.hash]
+            record, table, data, meta = self._blobs[ref.hash]
         except KeyError:
             from nbflow.errors import StoreError
 
             raise StoreError(f"blob {ref.hash} is missing from {self}") from None
-        return decode(ref, table=table, data=data, meta=meta, trust=self.trust)
+        stored = dataclasses.replace(ref, codec=record.codec, size=record.size, inline=None)
+        return EncodedValue(ref=stored, table=table, data=data, meta=copy.deepcopy(meta))
 
     def has_blob(self, hash: str) -> bool:
         """Whether a blob with this hash is kept."""
@@ -205,8 +242,51 @@ class MemoryStore(Store):
                 self._runs.pop(run_id, None)
                 self._events.pop(run_id, None)
                 self._executions.pop(run_id, None)
+                self._lease_rows.pop(run_id, None)
             for hash in blob_hashes:
                 self._blobs.pop(hash, None)
+
+    # -- integrity ----------------------------------------------------------------------
+
+    def _execution_rows(self) -> dict[str, list[StepExecution]]:
+        with self._lock:
+            return {
+                run_id: sorted(rows.values(), key=lambda x: (x.seq, x.attempt, x.step))
+                for run_id, rows in self._executions.items()
+            }
+
+    def _stored_blobs(self) -> list[StoredBlob]:
+        from nbflow.store.check import StoredBlob
+
+        with self._lock:
+            return [
+                StoredBlob(
+                    record.hash,
+                    record.codec,
+                    record.size,
+                    meta,
+                    None if data is None else len(data),
+                    table is not None,
+                )
+                for record, table, data, meta in self._blobs.values()
+            ]
+
+    def _blob_content(self, blob: StoredBlob) -> tuple[pa.Table | None, bytes | None]:
+        with self._lock:
+            entry = self._blobs.get(blob.hash)
+        if entry is None:
+            return None, None
+        return entry[1], entry[2]
+
+    def _rebuild_views(self, state: RunState) -> None:
+        run_id = state.run.run_id
+        with self._lock:
+            log = self._events.get(run_id, [])
+            last = log[-1].seq if log else 0
+            if last != state.run.version:
+                raise StaleVersionError(run_id, state.run.version, last)
+            self._runs[run_id] = state.run
+            self._executions[run_id] = dict(state.executions)
 
     # -- SQL ----------------------------------------------------------------------------
 

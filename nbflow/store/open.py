@@ -39,9 +39,10 @@ def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
 
     ``store`` may be a Store (returned as is), a path to a DuckDB file (created if
     missing), ``duckdb:///path``, ``:memory:`` (a private in-memory DuckDB database),
-    ``memory://`` (the pure-Python in-memory store), or None for ``$NBFLOW_STORE`` /
-    ``./nbflow.duckdb``. ``trust=False`` (or ``NBFLOW_TRUST=0``) refuses to unpickle
-    values, since unpickling runs code.
+    ``memory://`` (the pure-Python in-memory store), ``postgresql://user@host:port/db``
+    (optionally ``?schema=NAME``: a PostgreSQL store, shared by many processes), or None
+    for ``$NBFLOW_STORE`` / ``./nbflow.duckdb``. ``trust=False`` (or ``NBFLOW_TRUST=0``)
+    refuses to unpickle values, since unpickling runs code.
     """
     if isinstance(store, Store):
         return store
@@ -56,6 +57,8 @@ def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
         from nbflow.store.memory import MemoryStore
 
         return MemoryStore(trust=trust)
+    if kind == "postgres":
+        return _open_postgres(target, trust=trust, default=store is None)
     from nbflow.store.duckdb_store import DuckDBStore
 
     if target == ":memory:":
@@ -72,6 +75,27 @@ def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
         return opened
 
 
+def _open_postgres(uri: str, *, trust: bool, default: bool) -> Store:
+    """The open PostgreSQL store for ``uri`` (one connection per URI in this process)."""
+    try:
+        from nbflow.store.postgres_store import PostgresStore
+    except ImportError as exc:
+        raise StoreError(
+            f"PostgreSQL stores need psycopg 3, which is not installed ({exc}): "
+            "pip install 'nbflow[postgres]'."
+        ) from None
+    key = (uri, trust)
+    with _lock:
+        existing = _open.get(key)
+        if existing is not None and not getattr(existing, "closed", False):
+            return existing
+        opened = PostgresStore(uri, trust=trust)
+        _open[key] = opened
+        if default:
+            _default[key] = opened
+        return opened
+
+
 def _parse(location: str) -> tuple[str, str]:
     if location in ("memory://", "memory:"):
         return "memory", ""
@@ -79,14 +103,11 @@ def _parse(location: str) -> tuple[str, str]:
         rest = location[len("duckdb://") :]
         return "duckdb", rest or ":memory:"
     if location.startswith(("postgresql://", "postgres://")):
-        raise StoreError(
-            "PostgreSQL stores are not available in this version of nbflow; use a DuckDB "
-            "file path for now."
-        )
+        return "postgres", location
     if "://" in location:
         scheme = location.split("://", 1)[0]
         raise StoreError(
             f"unknown store URI scheme {scheme!r}: use a file path, 'duckdb:///path', "
-            "':memory:' or 'memory://'."
+            "':memory:', 'memory://' or 'postgresql://user@host:port/dbname'."
         )
     return "duckdb", location

@@ -226,6 +226,29 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """Who is advancing a running run: a process (``pid`` on ``host``), through one store
+    object (``token``), until ``expires_at`` unless it renews the lease.
+
+    On the same host, a lease is alive while its process is (``proc_start`` tells a
+    reused pid from the original one); from another host, until it expires.
+    """
+
+    run_id: str
+    token: str
+    pid: int
+    host: str
+    acquired_at: dt.datetime
+    expires_at: dt.datetime
+    proc_start: int | None = None
+
+    @property
+    def owner(self) -> str:
+        """``pid N on HOST``: how messages name the owner."""
+        return f"pid {self.pid} on {self.host}"
+
+
+@dataclass(frozen=True)
 class NewEvent:
     """An event as the engine hands it to a store, before it has a ``seq``."""
 

@@ -10,7 +10,7 @@ from nbflow.errors import NotAStoreError, SchemaVersionError
 FORMAT = "nbflow"
 
 #: The schema this version of nbflow writes. Files from a newer schema are refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Where DataFrame values live as native tables (``nbflow_values.v_<hash>``).
 VALUES_SCHEMA = "nbflow_values"
@@ -91,9 +91,23 @@ CREATE TABLE blobs (
 CREATE SCHEMA {VALUES_SCHEMA};
 """
 
+#: Version 2: who advances each running run (see :mod:`nbflow.store.leases`).
+LEASES_V2 = """
+CREATE TABLE leases (
+    run_id VARCHAR PRIMARY KEY,
+    token VARCHAR NOT NULL,
+    pid INTEGER NOT NULL,
+    host VARCHAR NOT NULL,
+    proc_start BIGINT,
+    acquired_at TIMESTAMPTZ NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+"""
+
 #: Numbered migrations: (version, name, DDL). Version 1 creates the schema.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema", SCHEMA_V1),
+    (2, "run leases", LEASES_V2),
 ]
 
 

@@ -8,7 +8,11 @@
 import pytest
 
 # Plain ``assert`` in the suite should explain failures like assertions in test files do.
-pytest.register_assert_rewrite("nbflow.testing.conformance")
+pytest.register_assert_rewrite(
+    "nbflow.testing.conformance",
+    "nbflow.testing.conformance_leases",
+    "nbflow.testing.conformance_check",
+)
 
 from nbflow.testing.conformance import (  # noqa: E402 - after the rewrite hook
     T0,

@@ -436,7 +436,12 @@ class _Opaque:
     numbers: tuple[int, ...]
 
 
-class StoreConformance:
+# The mixins use the helpers above, so they are imported once those exist.
+from nbflow.testing.conformance_check import CheckConformance  # noqa: E402
+from nbflow.testing.conformance_leases import LeaseConformance  # noqa: E402
+
+
+class StoreConformance(LeaseConformance, CheckConformance):
     """The contract of :class:`nbflow.store.base.Store`, as pytest tests.
 
     Subclass it and provide a ``store`` fixture returning a fresh, empty store.
@@ -1290,6 +1295,33 @@ class StoreConformance:
         ref = store.put_value(encode(value, step="s"))
         self._assert_same_value(store.load_value(ref), value)
 
+    @pytest.mark.parametrize("kind", ["dataframe", "array", "pickle"])
+    def test_read_encoded_gives_the_stored_form(self, store: Store, kind: str) -> None:
+        """read_encoded hands back a value as stored, not decoded: put into another store
+        it is the same value under the same hash. A missing blob is a StoreError."""
+        from nbflow.store.memory import MemoryStore
+        from nbflow.values import encode
+
+        _, value, _ = next(v for v in self._blob_values() if v[0] == kind)
+        encoded = encode(value, step="s")
+        ref = store.put_value(encoded)
+        stored = store.read_encoded(ref)
+        assert (stored.ref.codec, stored.ref.hash, stored.ref.size) == (
+            ref.codec,
+            ref.hash,
+            ref.size,
+        )
+        if encoded.data is not None:
+            assert stored.data == encoded.data
+        other = MemoryStore()
+        assert other.put_value(stored).hash == ref.hash
+        self._assert_same_value(other.load_value(ref), value)
+        inline = encode(7, step="s").ref
+        assert store.read_encoded(inline).ref == inline
+        missing = ValueRef(Codec.NUMPY, "0123456789abcdef" * 2, 10, "ndarray")
+        with pytest.raises(StoreError, match=missing.hash):
+            store.read_encoded(missing)
+
     def test_different_values_are_different_blobs(self, store: Store) -> None:
         """Each distinct value gets its own blob."""
         from nbflow.values import encode
@@ -1303,6 +1335,24 @@ class StoreConformance:
         ref = ValueRef(Codec.NUMPY, "0123456789abcdef" * 2, 10, "ndarray")
         with pytest.raises(StoreError, match=ref.hash):
             store.load_value(ref)
+
+    def test_an_untrusted_store_refuses_only_pickles(self, store: Store) -> None:
+        """With ``trust=False``, a pickled output is refused with an error naming the step
+        and the run; DataFrames and arrays load as usual."""
+        from nbflow.errors import UntrustedStoreError
+        from nbflow.values import encode
+
+        refs = {
+            kind: (store.put_value(encode(v, step="s")), v) for kind, v, _ in self._blob_values()
+        }
+        store.trust = False
+        ref, _ = refs.pop("pickle")
+        with pytest.raises(UntrustedStoreError, match=r"step 's' in run r-1 .*trust=True"):
+            store.load_output(ref, step="s", run_id="r-1")
+        with pytest.raises(UntrustedStoreError, match=ref.hash):
+            store.load_value(ref)
+        for ref, value in refs.values():
+            self._assert_same_value(store.load_output(ref, step="s", run_id="r-1"), value)
 
     # -- SQL ----------------------------------------------------------------------------
 

@@ -140,12 +140,7 @@ def decode(
         return array
     if codec is Codec.PICKLE:
         if not trust:
-            raise UntrustedStoreError(
-                f"this value (a {ref.type_name}, hash {ref.hash}) is stored as a pickle, and "
-                "loading it would unpickle it, which can run arbitrary code. The store was "
-                "opened with trust=False; if you trust whoever wrote it, open it with "
-                "`nf.open_store(path, trust=True)`."
-            )
+            raise UntrustedStoreError(ref.type_name, value_hash=ref.hash)
         return pickle.loads(data)
     raise ValueError(f"unknown codec {codec!r}")
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 
 from nbflow.engine.progress import progress_view
-from nbflow.errors import NbflowError
+from nbflow.errors import NbflowError, UntrustedStoreError
 from nbflow.run import Run
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
@@ -370,8 +370,11 @@ class Browser(w.VBox):
         cached = self._previews.get(ref.hash)
         if cached is not None:
             return cached
+        run_id = self._state.run.run_id if self._state is not None else ""
         try:
-            html = value_preview(self.store.load_value(ref))
+            html = value_preview(self.store.load_output(ref, step=latest.step, run_id=run_id))
+        except UntrustedStoreError as exc:
+            return message(str(exc))  # a refusal asked for, not a failure
         except Exception as exc:
             return message(f"cannot load the output: {exc}", "error")
         self._previews[ref.hash] = html
@@ -532,6 +535,10 @@ def _private_store(location: Any) -> Store:
     text = default_location() if location is None else os.fspath(location)
     if text.startswith("duckdb://"):
         text = text[len("duckdb://") :] or ":memory:"
+    if text.startswith(("postgresql://", "postgres://")):
+        from nbflow.store.postgres_store import PostgresStore
+
+        return PostgresStore(text)  # a connection of its own, closed with the browser
     if "://" in text or text in (":memory:", "memory:"):
         return open_store(text)  # in-memory: nothing to share, nothing held open
     if not os.path.exists(text):

@@ -1,0 +1,135 @@
+"""Sharing one DuckDB file between processes: wait for it, hold it while working, give
+it back when idle.
+
+DuckDB lets one process at a time open a file for writing; a second one fails at once
+with a lock error. So a store holds its connection while it works (opening one costs
+~20 ms) and closes it after a short idle time, and a store that finds the file busy
+retries with backoff until a timeout, then names the process that holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Protocol
+
+import duckdb
+
+from nbflow.errors import StoreBusyError
+
+ENV_BUSY_TIMEOUT = "NBFLOW_BUSY_TIMEOUT"
+ENV_IDLE_RELEASE = "NBFLOW_IDLE_RELEASE"
+DEFAULT_BUSY_TIMEOUT = 60.0  # seconds to wait for a file another process holds
+DEFAULT_IDLE_RELEASE = 0.5  # seconds of idleness before the file is given back
+
+_PID = re.compile(r"\(PID (\d+)\)")
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A non-negative number of seconds from environment variable ``name``."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        from nbflow.errors import ParameterError
+
+        raise ParameterError(f"{name}={raw!r} is not a number of seconds") from None
+    if value < 0:
+        from nbflow.errors import ParameterError
+
+        raise ParameterError(f"{name} must not be negative, not {raw!r}")
+    return value
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """Whether DuckDB refused to open a file because another process holds it."""
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
+def holder_pid(exc: BaseException) -> int | None:
+    """The PID DuckDB's lock error names as the file's holder, if it names one."""
+    found = _PID.search(str(exc))
+    return int(found.group(1)) if found else None
+
+
+def busy_error(path: str, exc: BaseException, waited: float) -> StoreBusyError:
+    """The error for a file still held by another process after ``waited`` seconds."""
+    pid = holder_pid(exc)
+    who = f"process {pid}" if pid is not None else "another process"
+    return StoreBusyError(
+        f"the store {path!r} is in use by {who}, which kept it for the {waited:g} s this "
+        f"process waited. DuckDB allows one process at a time on a file: let {who} finish "
+        f"(stores give the file back after {DEFAULT_IDLE_RELEASE:g} s idle), close the "
+        f"notebook or script holding it, or wait longer with {ENV_BUSY_TIMEOUT}=SECONDS.",
+        pid=pid,
+        path=path,
+    )
+
+
+def connect_waiting(
+    connect: Callable[[], duckdb.DuckDBPyConnection], path: str, timeout: float
+) -> duckdb.DuckDBPyConnection:
+    """``connect()``, retried with jittered exponential backoff while another process
+    holds the file; StoreBusyError naming that process after ``timeout`` seconds."""
+    began = time.monotonic()
+    delay = 0.005
+    while True:
+        try:
+            return connect()
+        except duckdb.IOException as exc:
+            if not is_lock_error(exc):
+                raise
+            waited = time.monotonic() - began
+            if waited >= timeout:
+                raise busy_error(path, exc, timeout) from None
+            time.sleep(min(delay * random.uniform(0.5, 1.5), max(timeout - waited, 0.0)))
+            delay = min(delay * 2, 0.2)
+
+
+class Releasable(Protocol):
+    """A store that can give its connection back when idle."""
+
+    def release_if_idle(self) -> None:
+        """Close the connection if it has been idle long enough and nobody is using it."""
+
+
+class IdleCloser:
+    """One daemon thread that gives idle stores' files back to other processes."""
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self._stores: weakref.WeakSet[Releasable] = weakref.WeakSet()
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, store: Releasable) -> None:
+        """Check ``store`` from now on (it is forgotten when garbage collected)."""
+        with self._lock:
+            self._stores.add(store)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="nbflow-idle-closer", daemon=True
+                )
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            with self._lock:
+                stores = list(self._stores)
+            for store in stores:
+                try:
+                    store.release_if_idle()
+                except Exception:  # a store closing under us: check it next time
+                    continue
+            del stores
+
+
+IDLE_CLOSER = IdleCloser()

@@ -1,0 +1,192 @@
+"""The PostgreSQL store's schema, its numbered migrations, and the checks on opening.
+
+The tables mirror the DuckDB store's (same names and columns, so ``store.sql`` queries
+read the same), with two differences: values are bytes in ``blob_chunks`` (a DataFrame as
+Arrow IPC), never native tables; and identifiers use the "C" collation, so rows sort as
+on DuckDB whatever the database's locale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nbflow.errors import NotAStoreError, SchemaVersionError
+
+#: What the ``nbflow_meta`` table says a schema is.
+FORMAT = "nbflow"
+
+#: The schema this version of nbflow writes. Newer ones are refused.
+SCHEMA_VERSION = 1
+
+#: Bytes per row of ``blob_chunks``: large values are split so no single row (or
+#: statement parameter) grows past a few MB.
+CHUNK_BYTES = 4 * 1024 * 1024
+
+_ID = 'TEXT COLLATE "C"'
+
+SCHEMA_V1 = f"""
+CREATE TABLE nbflow_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE flows (
+    name {_ID} NOT NULL,
+    fingerprint {_ID} NOT NULL,
+    definition JSON NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (name, fingerprint)
+);
+CREATE TABLE runs (
+    run_id {_ID} PRIMARY KEY,
+    flow {_ID} NOT NULL,
+    flow_fingerprint {_ID} NOT NULL,
+    status {_ID} NOT NULL,
+    version BIGINT NOT NULL,
+    params JSON NOT NULL,
+    steps JSON NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    error TEXT,
+    parent_run_id {_ID},
+    fork_from_step {_ID},
+    fork_from_version BIGINT,
+    thread_id {_ID}
+);
+CREATE INDEX runs_by_creation ON runs (created_at DESC, run_id DESC);
+CREATE INDEX runs_by_status ON runs (status);
+CREATE TABLE events (
+    run_id {_ID} NOT NULL,
+    seq BIGINT NOT NULL,
+    ts TIMESTAMPTZ NOT NULL,
+    type {_ID} NOT NULL,
+    step {_ID},
+    attempt INTEGER,
+    payload JSON NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE step_executions (
+    run_id {_ID} NOT NULL,
+    step {_ID} NOT NULL,
+    attempt INTEGER NOT NULL,
+    flow {_ID} NOT NULL,
+    status {_ID} NOT NULL,
+    cache_key {_ID},
+    output JSON,
+    output_hash {_ID},
+    inputs JSON,
+    started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    duration_ms DOUBLE PRECISION,
+    error TEXT,
+    traceback TEXT,
+    source_run_id {_ID},
+    seq BIGINT NOT NULL,
+    fingerprint {_ID},
+    PRIMARY KEY (run_id, step, attempt)
+);
+CREATE INDEX step_executions_by_cache_key ON step_executions (flow, fingerprint, cache_key);
+CREATE TABLE blobs (
+    hash {_ID} PRIMARY KEY,
+    codec {_ID} NOT NULL,
+    size BIGINT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL,
+    table_name TEXT,
+    meta JSON,
+    stored_bytes BIGINT NOT NULL,
+    chunks INTEGER NOT NULL
+);
+CREATE TABLE blob_chunks (
+    hash {_ID} NOT NULL REFERENCES blobs (hash) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (hash, idx)
+);
+CREATE TABLE leases (
+    run_id {_ID} PRIMARY KEY,
+    token {_ID} NOT NULL,
+    pid BIGINT NOT NULL,
+    host TEXT NOT NULL,
+    acquired_at TIMESTAMPTZ NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    proc_start BIGINT
+);
+"""
+
+#: Numbered migrations: (version, name, DDL). Version 1 creates the schema.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (1, "initial schema", SCHEMA_V1),
+]
+
+#: Serialises first opens (and migrations) of one schema by several processes.
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('nbflow schema ' || current_schema()))"
+
+
+def setup(con: Any, where: str) -> None:
+    """Create or migrate the schema in the connection's current schema, in one
+    transaction; refuse schemas of other programs and newer nbflow schemas.
+
+    ``con`` is an autocommit psycopg connection whose ``search_path`` is set.
+    """
+    with con.transaction():
+        current = con.execute("SELECT current_schema()").fetchone()[0]
+        if current is None:
+            raise NotAStoreError(
+                f"{where} has no schema to create the store in (none of its search_path "
+                "exists). Give one with '?schema=NAME'."
+            )
+        version = stored_version(con, where, current)
+        if version is not None and version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{where} was written by a newer nbflow (schema {version}; this version "
+                f"reads up to {SCHEMA_VERSION}). Upgrade nbflow to open it."
+            )
+        if version == SCHEMA_VERSION:
+            return
+        con.execute(_LOCK_SQL)
+        # Another process may have created (or migrated) it while we waited for the lock.
+        version = stored_version(con, where, current) or 0
+        for number, name, ddl in MIGRATIONS:
+            if number <= version:
+                continue
+            con.execute(ddl)
+            if number == 1:
+                con.execute(
+                    "INSERT INTO nbflow_meta VALUES ('format', %s), ('schema_version', %s)",
+                    [FORMAT, str(number)],
+                )
+            else:
+                con.execute(
+                    "UPDATE nbflow_meta SET value = %s WHERE key = 'schema_version'",
+                    [str(number)],
+                )
+            con.execute("INSERT INTO schema_migrations VALUES (%s, %s, now())", [number, name])
+
+
+def stored_version(con: Any, where: str, schema: str) -> int | None:
+    """The nbflow schema version in ``schema``; None when it holds no tables.
+
+    Raises NotAStoreError for a schema holding other tables but no nbflow marker.
+    """
+    rows = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+        [schema],
+    ).fetchall()
+    tables = {r[0] for r in rows}
+    if not tables:
+        return None
+    if "nbflow_meta" not in tables:
+        raise NotAStoreError(
+            f"{where} is a PostgreSQL database but its schema {schema!r} is not an nbflow "
+            f"store (it has tables {', '.join(sorted(tables)[:5])}). Use another database, "
+            "or another schema with '?schema=NAME'."
+        )
+    meta = dict(con.execute("SELECT key, value FROM nbflow_meta").fetchall())
+    if meta.get("format") != FORMAT:
+        raise NotAStoreError(f"{where} is not an nbflow store (no nbflow format marker).")
+    return int(meta.get("schema_version", "0"))

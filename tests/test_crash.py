@@ -1,0 +1,277 @@
+"""Crash safety: a runner killed with SIGKILL at any instant loses nothing committed.
+
+Each trial runs a flow in a fresh process on a fresh DuckDB file and kills it — at a
+random time, inside a step, while a large DataFrame is being checkpointed, or around a
+commit. Then, in this process: the store opens, ``store.check()`` finds nothing wrong, the
+run reads as interrupted, and ``resume()`` completes it to outputs identical to an
+uninterrupted run's, without executing again any step whose completion was committed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import nbflow as nf
+from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.records import EventType, RunStatus
+
+pytestmark = pytest.mark.slow
+
+TRIALS = int(os.environ.get("NBFLOW_CRASH_TRIALS", "60"))
+MODES = ("timer", "step", "frame", "commit")
+
+#: What each trial found before resuming: (mode, status or "no run", steps committed).
+OUTCOMES: list[tuple[str, str, int]] = []
+
+CRASH_FLOW = textwrap.dedent(
+    '''
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    import nbflow as nf
+
+    ROWS = 400_000
+
+
+    def mark(step):
+        """Count each execution of a step in a file, and die inside it if told to."""
+        with open(Path(os.environ["MARKS"]) / step, "a") as fh:
+            fh.write("x")
+        if os.environ.get("CRASH_MODE") == "step" and os.environ.get("CRASH_AT") == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+    def make_flow(store):
+        flow = nf.Flow("crash", store=store)
+
+        @flow.step
+        def load(rows: int = ROWS):
+            mark("load")
+            rng = np.random.default_rng(7)
+            return pd.DataFrame(
+                {
+                    "a": rng.integers(0, 1000, rows),
+                    "b": rng.random(rows),
+                    "c": pd.Categorical(rng.choice(["x", "y", "z"], rows)),
+                }
+            )
+
+        @flow.step
+        def summary(load):
+            mark("summary")
+            time.sleep(0.02)
+            sums = load.groupby("c", observed=True)["b"].sum()
+            return {k: round(float(v), 6) for k, v in sums.items()}
+
+        @flow.step
+        def doubled(load):
+            mark("doubled")
+            return load.assign(b=load["b"] * 2)
+
+        @flow.step
+        def counts(doubled):
+            mark("counts")
+            return np.bincount(doubled["a"].to_numpy() % 97)
+
+        @flow.step
+        def final(summary, counts):
+            mark("final")
+            return {"summary": summary, "total": int(counts.sum())}
+
+        return flow
+    '''
+)
+
+CHILD = textwrap.dedent(
+    """
+    import os, random, signal, threading, time
+    import crash_flow
+    from nbflow.store import duckdb_store
+
+    mode = os.environ["CRASH_MODE"]
+    rng = random.Random(int(os.environ["CRASH_SEED"]))
+
+
+    def die_in(seconds):
+        timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+
+
+    def kill_on_call(owner, name, nth, within):
+        # Die `within` seconds after the nth call begins: inside it, or just after.
+        original = getattr(owner, name)
+        calls = [0]
+
+        def wrapper(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == nth:
+                die_in(rng.uniform(0, within))
+            return original(*args, **kwargs)
+
+        setattr(owner, name, wrapper)
+
+
+    if mode == "frame":
+        kill_on_call(duckdb_store, "_write_value_table", int(os.environ["CRASH_AT"]), 0.05)
+    elif mode == "commit":
+        kill_on_call(duckdb_store.DuckDBStore, "_write_events", int(os.environ["CRASH_AT"]), 0.004)
+    elif mode == "timer":
+        die_in(float(os.environ["CRASH_AT"]))
+    crash_flow.make_flow(os.environ["STORE"]).run(progress=False)
+    print("finished")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def crash_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("crash")
+    (folder / "crash_flow.py").write_text(CRASH_FLOW)
+    sys.path.insert(0, str(folder))
+    try:
+        yield folder
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("crash_flow", None)
+
+
+def _outputs(store: DuckDBStore, run_id: str) -> dict[str, str]:
+    """Each step's output content hash: equal hashes mean equal outputs."""
+    return {
+        x.step: x.output.hash
+        for x in store.executions(run_id)
+        if x.status.has_output and x.output is not None
+    }
+
+
+def _committed(store: DuckDBStore, run_id: str) -> set[str]:
+    return {
+        e.step
+        for e in store.read_events(run_id)
+        if e.type in (EventType.STEP_COMPLETED, EventType.STEP_CACHED) and e.step
+    }
+
+
+def _marks(folder: Path) -> Counter[str]:
+    return Counter({p.name: len(p.read_text()) for p in folder.iterdir()})
+
+
+@pytest.fixture(scope="module")
+def reference(crash_dir: Path) -> dict[str, str]:
+    """The outputs of an uninterrupted run."""
+    import crash_flow  # type: ignore[import-not-found]
+
+    marks = crash_dir / "reference-marks"
+    marks.mkdir()
+    os.environ["MARKS"] = str(marks)
+    try:
+        with DuckDBStore(crash_dir / "reference.duckdb") as store:
+            run = crash_flow.make_flow(store).run(progress=False)
+            assert run.status == "completed"
+            return _outputs(store, run.id)
+    finally:
+        os.environ.pop("MARKS", None)
+
+
+def _plan(trial: int) -> tuple[str, str]:
+    """The kill of one trial: a mode and where in it (seeded by the trial number)."""
+    rng = random.Random(trial)
+    mode = MODES[trial % len(MODES)]
+    if mode == "timer":
+        return mode, f"{rng.uniform(0.0, 0.6):.3f}"
+    if mode == "step":
+        return mode, rng.choice(["load", "summary", "doubled", "counts", "final"])
+    if mode == "frame":
+        return mode, str(rng.choice([1, 2]))  # load's or doubled's table
+    return mode, str(rng.randint(1, 7))  # the nth transaction of events
+
+
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_a_killed_run_resumes_to_the_same_outputs(
+    trial: int, crash_dir: Path, reference: dict[str, str], tmp_path: Path
+) -> None:
+    import crash_flow
+
+    mode, at = _plan(trial)
+    path = tmp_path / "store.duckdb"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = dict(
+        os.environ,
+        STORE=str(path),
+        MARKS=str(marks),
+        CRASH_MODE=mode,
+        CRASH_AT=at,
+        CRASH_SEED=str(trial),
+        PYTHONPATH=str(crash_dir) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=300
+    )
+    killed = child.returncode == -signal.SIGKILL
+    assert killed or (child.returncode == 0 and "finished" in child.stdout), child.stderr
+
+    with DuckDBStore(path) as store:
+        assert store.check() == [], f"{mode} at {at}"
+        runs = store.list_runs()
+        if not runs:  # killed before the run was recorded: nothing to resume
+            assert killed
+            OUTCOMES.append((mode, "no run", 0))
+            return
+        (record,) = runs
+        if not killed:
+            assert record.status is RunStatus.COMPLETED
+            assert _outputs(store, record.run_id) == reference
+            OUTCOMES.append((mode, "not killed", 5))
+            return
+        assert record.status in (RunStatus.INTERRUPTED, RunStatus.PENDING, RunStatus.COMPLETED)
+        if record.status is RunStatus.INTERRUPTED:
+            assert "is gone" in (record.error or "")
+        committed = _committed(store, record.run_id)
+        before = _marks(marks)
+        OUTCOMES.append((mode, record.status.value, len(committed)))
+
+        os.environ["MARKS"] = str(marks)
+        try:
+            flow = crash_flow.make_flow(store)  # defined (and alive) for resume()
+            run = nf.get_run(record.run_id, store=flow.store)
+            if record.status is not RunStatus.COMPLETED:
+                run = run.resume(progress=False)
+        finally:
+            os.environ.pop("MARKS", None)
+        assert run.status == "completed"
+        assert _outputs(store, run.id) == reference
+        after = _marks(marks)
+        for step in committed:
+            assert after[step] == before[step], f"{step} ran again after its commit"
+        assert store.check() == []
+
+
+def test_the_kills_hit_runs_in_every_phase() -> None:
+    """The trials above (when all ran) killed runs mid-way in every mode: not before they
+    began nor after they ended."""
+    if len(OUTCOMES) < TRIALS:
+        pytest.skip("runs after the trials, when all of them ran")
+    interrupted = [o for o in OUTCOMES if o[1] == "interrupted"]
+    assert len(interrupted) >= TRIALS // 2, OUTCOMES
+    for mode in MODES:
+        assert any(m == mode and 0 < n < 5 for m, _, n in interrupted), (mode, OUTCOMES)
+    # Some runs died before any step committed, some with all but the last.
+    assert any(n == 0 for _, _, n in interrupted)
+    assert any(n == 4 for _, _, n in interrupted)

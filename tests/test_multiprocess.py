@@ -1,0 +1,281 @@
+"""Several processes on one DuckDB file: waiting for it, giving it back, dead runners.
+
+DuckDB lets one process at a time open a file. These tests start real processes: one
+holding the file, one killed with SIGKILL in the middle of a step, four writing runs at
+once. No raw DuckDB lock error may reach the user.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import nbflow as nf
+from nbflow.errors import RunLockedError, StoreBusyError
+from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.records import EventType, RunStatus
+
+FLOW_MODULE = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    import nbflow as nf
+
+    MARKS = Path(os.environ["MARKS"])
+    flow = nf.Flow("multi", store=os.environ["STORE"])
+
+    def mark(name):
+        with open(MARKS / f"{name}.{os.getpid()}", "a") as fh:
+            fh.write("x")
+
+    @flow.step
+    def first(n: int = 3):
+        mark("first")
+        return list(range(n))
+
+    @flow.step
+    def second(first):
+        mark("second")
+        if os.environ.get("HANG") == "second":
+            (MARKS / "hanging").write_text(str(os.getpid()))
+            time.sleep(600)
+        return [x * 2 for x in first]
+
+    @flow.step
+    def third(second):
+        mark("third")
+        return sum(second)
+    """
+)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    (tmp_path / "marks").mkdir()
+    (tmp_path / "multi_flow.py").write_text(FLOW_MODULE)
+    yield tmp_path
+
+
+def _env(workdir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        STORE=str(workdir / "store.duckdb"),
+        MARKS=str(workdir / "marks"),
+        PYTHONPATH=str(workdir) + os.pathsep + env.get("PYTHONPATH", ""),
+        **extra,
+    )
+    return env
+
+
+def _python(code: str, workdir: Path, **extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=_env(workdir, **extra),
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} did not appear within {timeout} s")
+        time.sleep(0.05)
+
+
+def _marks(workdir: Path, step: str) -> int:
+    return sum(len(p.read_text()) for p in (workdir / "marks").glob(f"{step}.*"))
+
+
+def _hold_file(path: Path, workdir: Path, seconds: float) -> subprocess.Popen[str]:
+    """A process that holds the DuckDB file open for ``seconds`` (then lets go)."""
+    ready = workdir / "holding"
+    proc = _python(
+        f"""
+        import time, duckdb
+        from pathlib import Path
+        con = duckdb.connect({str(path)!r})
+        Path({str(ready)!r}).write_text("1")
+        time.sleep({seconds})
+        con.close()
+        """,
+        workdir,
+    )
+    _wait_for(ready)
+    return proc
+
+
+def test_a_busy_file_times_out_naming_the_holder(workdir: Path) -> None:
+    path = workdir / "store.duckdb"
+    DuckDBStore(path).close()
+    holder = _hold_file(path, workdir, 30)
+    try:
+        with pytest.raises(StoreBusyError) as info:
+            DuckDBStore(path, busy_timeout=0.3)
+        assert info.value.pid == holder.pid
+        assert f"process {holder.pid}" in str(info.value)
+        assert str(path) in str(info.value)
+        assert "NBFLOW_BUSY_TIMEOUT" in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_store_waits_for_a_busy_file(workdir: Path) -> None:
+    path = workdir / "store.duckdb"
+    DuckDBStore(path).close()
+    holder = _hold_file(path, workdir, 1.0)
+    try:
+        with DuckDBStore(path, busy_timeout=60) as store:  # waits ~1 s, then opens
+            assert store.list_runs() == []
+    finally:
+        holder.wait()
+    assert holder.returncode == 0
+
+
+def test_a_busy_timeout_from_the_environment(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = workdir / "store.duckdb"
+    DuckDBStore(path).close()
+    monkeypatch.setenv("NBFLOW_BUSY_TIMEOUT", "0.2")
+    holder = _hold_file(path, workdir, 30)
+    try:
+        with pytest.raises(StoreBusyError, match="0.2 s"):
+            DuckDBStore(path)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_bad_busy_timeout_is_named(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBFLOW_BUSY_TIMEOUT", "soon")
+    with pytest.raises(nf.errors.ParameterError, match="NBFLOW_BUSY_TIMEOUT='soon'"):
+        DuckDBStore(workdir / "store.duckdb")
+
+
+def test_an_idle_store_gives_the_file_back(workdir: Path) -> None:
+    path = workdir / "store.duckdb"
+    with DuckDBStore(path, idle_release=0.2) as store:
+        store.list_runs()
+        assert store.connected
+        deadline = time.monotonic() + 10
+        while store.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not store.connected
+        # Another process can now open the file at once, and write to it.
+        other = _python(
+            f"""
+            import nbflow as nf
+            flow = nf.Flow("other", store={str(path)!r})
+            @flow.step
+            def one():
+                return 1
+            flow.run(progress=False)
+            """,
+            workdir,
+            NBFLOW_BUSY_TIMEOUT="0",
+        )
+        _, err = other.communicate(timeout=120)
+        assert other.returncode == 0, err
+        # ... and this store, used again, sees what it wrote.
+        assert [r.flow for r in store.list_runs()] == ["other"]
+
+
+def test_a_killed_runner_leaves_an_interrupted_run_that_resumes(workdir: Path) -> None:
+    runner = _python(
+        """
+        import multi_flow
+        multi_flow.flow.run(progress=False)
+        """,
+        workdir,
+        HANG="second",
+    )
+    try:
+        _wait_for(workdir / "marks" / "hanging")
+        time.sleep(0.3)
+        with DuckDBStore(workdir / "store.duckdb") as store:
+            (running,) = store.list_runs()
+            # Alive: still running, and nobody else may advance it.
+            assert running.status is RunStatus.RUNNING
+            with pytest.raises(RunLockedError, match=f"pid {runner.pid}"):
+                store.claim(running.run_id)
+            store.release_connection()
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+
+    sys.path.insert(0, str(workdir))
+    os.environ["MARKS"] = str(workdir / "marks")
+    os.environ["STORE"] = str(workdir / "store.duckdb")
+    try:
+        import multi_flow  # type: ignore[import-not-found]
+
+        run = nf.get_run(running.run_id, store=workdir / "store.duckdb")
+        assert run.status == "interrupted"
+        assert f"pid {runner.pid}" in (run.error or "")
+        assert run.events["type"].iloc[-1] == EventType.RUN_INTERRUPTED.value
+        assert _marks(workdir, "first") == 1
+        assert run._flow_for("resume") is multi_flow.flow
+        resumed = run.resume(progress=False)
+        assert resumed.status == "completed"
+        assert resumed["third"] == 6
+        # "first" was committed before the kill: it did not run again.
+        assert _marks(workdir, "first") == 1
+        assert _marks(workdir, "second") == 2
+    finally:
+        sys.path.remove(str(workdir))
+        sys.modules.pop("multi_flow", None)
+        for name in ("MARKS", "STORE"):
+            os.environ.pop(name, None)
+
+
+WORKER = """
+import os, sys
+import multi_flow
+runs = []
+for i in range(int(os.environ["RUNS"])):
+    run = multi_flow.flow.run(n=int(os.environ["WORKER"]) * 100 + i, progress=False)
+    runs.append(run.id)
+print(" ".join(runs))
+"""
+
+
+@pytest.mark.slow
+def test_four_processes_write_runs_to_one_file(workdir: Path) -> None:
+    workers = [
+        _python(WORKER, workdir, WORKER=str(w), RUNS="25", NBFLOW_BUSY_TIMEOUT="300")
+        for w in range(4)
+    ]
+    outputs = [w.communicate(timeout=900) for w in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err
+        assert "IOException" not in err and "Conflicting lock" not in err
+    run_ids = [r for out, _ in outputs for r in out.split()]
+    assert len(run_ids) == len(set(run_ids)) == 100
+    with DuckDBStore(workdir / "store.duckdb") as store:
+        runs = store.list_runs()
+        assert sorted(r.run_id for r in runs) == sorted(run_ids)
+        assert {r.status for r in runs} == {RunStatus.COMPLETED}
+        events = store.events_frame()
+        for run in runs:
+            seqs = events.loc[events["run_id"] == run.run_id, "seq"].tolist()
+            assert seqs == list(range(1, run.version + 1))
+            assert store.load_value(store.executions(run.run_id)[-1].output) == sum(
+                2 * x for x in range(run.params["n"])
+            )
+        assert store.sql("SELECT count(*) AS n FROM leases")["n"][0] == 0
