@@ -25,7 +25,7 @@ from nbflow.errors import (
     UnknownRunError,
 )
 from nbflow.store import schema
-from nbflow.store.base import Store, status_set
+from nbflow.store.base import Store
 from nbflow.store.duckdb_connection import (
     DEFAULT_BUSY_TIMEOUT,
     DEFAULT_IDLE_RELEASE,
@@ -45,13 +45,19 @@ from nbflow.store.records import (
     FlowRecord,
     Lease,
     RunRecord,
-    RunStatus,
     StepDefinition,
     StepExecution,
     StepStatus,
     ValueRef,
 )
 from nbflow.store.sql_guard import check_read_only
+from nbflow.store.sql_rows import (
+    event_filters,
+    execution_from_row,
+    run_filters,
+    run_from_row,
+    unfinished,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,6 +77,8 @@ _EXEC_COLS = (
     "run_id, step, attempt, status, cache_key, output, inputs, started_at, finished_at, "
     "duration_ms, error, traceback, source_run_id, seq, fingerprint"
 )
+# A column tested against a list parameter.
+_IN_LIST = "{column} IN (SELECT unnest({mark}::VARCHAR[]))"
 _EVENT_COLS = "run_id, seq, ts, type, step, attempt, payload"
 _LEASE_COLS = "run_id, token, pid, host, acquired_at, expires_at, proc_start"
 
@@ -299,7 +307,7 @@ class DuckDBStore(Store):
         rows = self._execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", [run_id])
         if not rows:
             raise UnknownRunError(run_id, self)
-        return _run_from_row(rows[0])
+        return run_from_row(rows[0])
 
     def _list_runs(
         self,
@@ -310,12 +318,12 @@ class DuckDBStore(Store):
         limit: int | None = None,
     ) -> list[RunRecord]:
         """Run rows matching the filters, newest first."""
-        where, params = _run_filters(flow, status, thread_id)
+        where, params = run_filters(flow, status, thread_id, mark="?", in_list=_IN_LIST)
         query = f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
         if limit is not None:
             query += " LIMIT ?"
             params.append(int(limit))
-        return [_run_from_row(r) for r in self._execute(query, params)]
+        return [run_from_row(r) for r in self._execute(query, params)]
 
     # -- leases -----------------------------------------------------------------------
 
@@ -380,8 +388,8 @@ class DuckDBStore(Store):
         # only be recorded again for attempt 0 (a skipped step cached on resume): upserted.
         finished = [x for x in changed if x.status is not StepStatus.RUNNING]
         recorded = previous.executions
-        fresh = [x for x in finished if _unfinished(recorded.get((x.step, x.attempt)))]
-        again = [x for x in finished if not _unfinished(recorded.get((x.step, x.attempt)))]
+        fresh = [x for x in finished if unfinished(recorded.get((x.step, x.attempt)))]
+        again = [x for x in finished if not unfinished(recorded.get((x.step, x.attempt)))]
         con.execute("BEGIN TRANSACTION")
         try:
             if events:
@@ -464,7 +472,7 @@ class DuckDBStore(Store):
         """Events of one run (or all), in order."""
         if run_id is not None:
             self._get_run(run_id)
-        where, params = _event_filters(run_id, upto)
+        where, params = event_filters(run_id, upto, mark="?")
         rows = self._execute(
             f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params
         )
@@ -484,7 +492,7 @@ class DuckDBStore(Store):
             "ORDER BY seq, attempt, step",
             [run_id],
         )
-        return [_execution_from_row(r) for r in rows]
+        return [execution_from_row(r) for r in rows]
 
     def _has_running_attempts(self, run_id: str) -> bool:
         """Whether an attempt has started and not ended (so has no table row yet)."""
@@ -513,7 +521,7 @@ class DuckDBStore(Store):
         )
         found: dict[str, StepExecution] = {}
         for r in rows:
-            x = _execution_from_row(r)
+            x = execution_from_row(r)
             assert x.cache_key is not None
             found.setdefault(x.cache_key, x)
         return found
@@ -714,7 +722,7 @@ class DuckDBStore(Store):
         )
         found: dict[str, list[StepExecution]] = {}
         for r in rows:
-            found.setdefault(r[0], []).append(_execution_from_row(r))
+            found.setdefault(r[0], []).append(execution_from_row(r))
         return found
 
     def _stored_blobs(self) -> list[StoredBlob]:
@@ -838,7 +846,7 @@ class DuckDBStore(Store):
     ) -> pd.DataFrame:
         """Runs as a DataFrame, newest first, read through Arrow."""
         self.reap_interrupted()
-        where, params = _run_filters(flow, status, thread_id)
+        where, params = run_filters(flow, status, thread_id, mark="?", in_list=_IN_LIST)
         query = (
             "SELECT *, epoch_us(finished_at - started_at) / 1e6 AS duration_s "
             f"FROM runs{where} ORDER BY created_at DESC, run_id DESC"
@@ -852,7 +860,7 @@ class DuckDBStore(Store):
         """Events as a DataFrame, read through Arrow."""
         if run_id is not None:
             self._get_run(run_id)
-        where, params = _event_filters(run_id, None)
+        where, params = event_filters(run_id, None, mark="?")
         query = f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY run_id, seq"
         return frames.conform(self._arrow(query, params), frames.EVENT_COLUMNS)
 
@@ -918,56 +926,6 @@ def _write_value_table(con: duckdb.DuckDBPyConnection, name: str, table: Any) ->
 # -- rows <-> records ---------------------------------------------------------------------
 
 
-def _run_filters(
-    flow: str | None, status: str | Collection[str] | None, thread_id: str | None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if flow is not None:
-        clauses.append("flow = ?")
-        params.append(flow)
-    statuses = status_set(status)
-    if statuses is not None:
-        clauses.append("status IN (SELECT unnest(?::VARCHAR[]))")
-        params.append(sorted(statuses))
-    if thread_id is not None:
-        clauses.append("thread_id = ?")
-        params.append(thread_id)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _event_filters(run_id: str | None, upto: int | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if run_id is not None:
-        clauses.append("run_id = ?")
-        params.append(run_id)
-    if upto is not None:
-        clauses.append("seq <= ?")
-        params.append(upto)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _run_from_row(r: Sequence[Any]) -> RunRecord:
-    return RunRecord(
-        run_id=r[0],
-        flow=r[1],
-        flow_fingerprint=r[2],
-        status=RunStatus(r[3]),
-        version=r[4],
-        params=json.loads(r[5]),
-        steps=tuple(json.loads(r[6])),
-        created_at=r[7],
-        started_at=r[8],
-        finished_at=r[9],
-        error=r[10],
-        parent_run_id=r[11],
-        fork_from_step=r[12],
-        fork_from_version=r[13],
-        thread_id=r[14],
-    )
-
-
 _UPSERT_EXECUTIONS = (
     " ON CONFLICT (run_id, step, attempt) DO UPDATE SET "
     "status = excluded.status, cache_key = excluded.cache_key, "
@@ -1030,10 +988,6 @@ def _codec(text: str) -> Codec | str:
         return text
 
 
-def _unfinished(row: StepExecution | None) -> bool:
-    return row is None or row.status is StepStatus.RUNNING
-
-
 def _event_values(e: Event) -> list[Any]:
     return [e.run_id, e.seq, e.ts, e.type.value, e.step, e.attempt, _dumps(dict(e.payload))]
 
@@ -1074,26 +1028,6 @@ def _execution_params(x: StepExecution, flow: str) -> list[Any]:
         x.seq,
         x.fingerprint,
     ]
-
-
-def _execution_from_row(r: Sequence[Any]) -> StepExecution:
-    return StepExecution(
-        run_id=r[0],
-        step=r[1],
-        attempt=r[2],
-        status=StepStatus(r[3]),
-        cache_key=r[4],
-        output=ValueRef.from_json(json.loads(r[5])) if r[5] else None,
-        inputs=json.loads(r[6]) if r[6] else {},
-        started_at=r[7],
-        finished_at=r[8],
-        duration_ms=r[9],
-        error=r[10],
-        traceback=r[11],
-        source_run_id=r[12],
-        seq=r[13],
-        fingerprint=r[14],
-    )
 
 
 # -- opening --------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from nbflow.errors import (
     UnknownRunError,
 )
 from nbflow.store import postgres_schema
-from nbflow.store.base import Store, status_set
+from nbflow.store.base import Store
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
     BlobRecord,
@@ -44,11 +44,17 @@ from nbflow.store.records import (
     FlowRecord,
     Lease,
     RunRecord,
-    RunStatus,
     StepDefinition,
     StepExecution,
     StepStatus,
     ValueRef,
+)
+from nbflow.store.sql_rows import (
+    event_filters,
+    execution_from_row,
+    run_filters,
+    run_from_row,
+    unfinished,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +67,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 SCHEMES = ("postgresql://", "postgres://")
+
+# A column tested against a list parameter.
+_IN_LIST = "{column} = ANY({mark}::text[])"
 
 _RUN_COLS = (
     "run_id, flow, flow_fingerprint, status, version, params, steps, created_at, started_at, "
@@ -340,7 +349,7 @@ class PostgresStore(Store):
         rows = self._rows(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = %s", [run_id])
         if not rows:
             raise UnknownRunError(run_id, self)
-        return _run_from_row(rows[0])
+        return run_from_row(rows[0], _parsed)
 
     def _list_runs(
         self,
@@ -351,11 +360,11 @@ class PostgresStore(Store):
         limit: int | None = None,
     ) -> list[RunRecord]:
         """The stored run rows matching the filters, newest first."""
-        where, params = _run_filters(flow, status, thread_id)
+        where, params = run_filters(flow, status, thread_id, mark="%s", in_list=_IN_LIST)
         query = f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
-        return [_run_from_row(r) for r in self._rows(query, params)]
+        return [run_from_row(r, _parsed) for r in self._rows(query, params)]
 
     # -- leases -----------------------------------------------------------------------
 
@@ -434,8 +443,8 @@ class PostgresStore(Store):
         # finished is only recorded again for attempt 0 (a skipped step cached on resume).
         finished = [x for x in changed if x.status is not StepStatus.RUNNING]
         recorded = previous.executions
-        fresh = [x for x in finished if _unfinished(recorded.get((x.step, x.attempt)))]
-        again = [x for x in finished if not _unfinished(recorded.get((x.step, x.attempt)))]
+        fresh = [x for x in finished if unfinished(recorded.get((x.step, x.attempt)))]
+        again = [x for x in finished if not unfinished(recorded.get((x.step, x.attempt)))]
         # One statement, so one transaction and one round trip: the version guard on the
         # run row comes first, and every insert is conditional on it having matched.
         parts = [
@@ -492,7 +501,7 @@ class PostgresStore(Store):
         """Events of one run (or all), in order."""
         if run_id is not None:
             self._get_run(run_id)
-        where, params = _event_filters(run_id, upto)
+        where, params = event_filters(run_id, upto, mark="%s")
         rows = self._rows(f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params)
         return [Event(r[0], r[1], r[2], EventType(r[3]), r[4], r[5], r[6]) for r in rows]
 
@@ -528,7 +537,7 @@ class PostgresStore(Store):
             return sorted(
                 self.state_at(run_id).executions.values(), key=lambda x: (x.seq, x.attempt, x.step)
             )
-        return [_execution_from_row(r) for r in rows]
+        return [execution_from_row(r, _parsed) for r in rows]
 
     def cache_candidates(
         self, flow: str, fingerprints: Collection[str]
@@ -546,7 +555,7 @@ class PostgresStore(Store):
         )
         found: dict[str, StepExecution] = {}
         for r in rows:
-            x = _execution_from_row(r)
+            x = execution_from_row(r, _parsed)
             assert x.cache_key is not None
             found.setdefault(x.cache_key, x)
         return found
@@ -760,7 +769,7 @@ class PostgresStore(Store):
         )
         found: dict[str, list[StepExecution]] = {}
         for r in rows:
-            found.setdefault(r[0], []).append(_execution_from_row(r))
+            found.setdefault(r[0], []).append(execution_from_row(r, _parsed))
         return found
 
     def _stored_blobs(self) -> list[StoredBlob]:
@@ -983,62 +992,13 @@ def _first_line(exc: BaseException) -> str:
 # -- rows <-> records ---------------------------------------------------------------------
 
 
-def _run_filters(
-    flow: str | None, status: str | Collection[str] | None, thread_id: str | None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if flow is not None:
-        clauses.append("flow = %s")
-        params.append(flow)
-    statuses = status_set(status)
-    if statuses is not None:
-        clauses.append("status = ANY(%s::text[])")
-        params.append(sorted(statuses))
-    if thread_id is not None:
-        clauses.append("thread_id = %s")
-        params.append(thread_id)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _event_filters(run_id: str | None, upto: int | None) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if run_id is not None:
-        clauses.append("run_id = %s")
-        params.append(run_id)
-    if upto is not None:
-        clauses.append("seq <= %s")
-        params.append(upto)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _run_from_row(r: Sequence[Any]) -> RunRecord:
-    return RunRecord(
-        run_id=r[0],
-        flow=r[1],
-        flow_fingerprint=r[2],
-        status=RunStatus(r[3]),
-        version=r[4],
-        params=r[5],
-        steps=tuple(r[6]),
-        created_at=r[7],
-        started_at=r[8],
-        finished_at=r[9],
-        error=r[10],
-        parent_run_id=r[11],
-        fork_from_step=r[12],
-        fork_from_version=r[13],
-        thread_id=r[14],
-    )
+def _parsed(value: Any) -> Any:
+    """A JSON column as psycopg returns it: already parsed."""
+    return value
 
 
 def _with_size(ref: ValueRef, size: int) -> ValueRef:
     return ref if ref.size == size else dataclasses.replace(ref, size=size)
-
-
-def _unfinished(row: StepExecution | None) -> bool:
-    return row is None or row.status is StepStatus.RUNNING
 
 
 def _execution_arrays(prefix: str, rows: Sequence[StepExecution]) -> dict[str, list[Any]]:
@@ -1063,23 +1023,3 @@ def _execution_arrays(prefix: str, rows: Sequence[StepExecution]) -> dict[str, l
         ):
             columns[f"{prefix}_{name}"].append(value)
     return columns
-
-
-def _execution_from_row(r: Sequence[Any]) -> StepExecution:
-    return StepExecution(
-        run_id=r[0],
-        step=r[1],
-        attempt=r[2],
-        status=StepStatus(r[3]),
-        cache_key=r[4],
-        output=ValueRef.from_json(r[5]) if r[5] else None,
-        inputs=r[6] if r[6] else {},
-        started_at=r[7],
-        finished_at=r[8],
-        duration_ms=r[9],
-        error=r[10],
-        traceback=r[11],
-        source_run_id=r[12],
-        seq=r[13],
-        fingerprint=r[14],
-    )

@@ -1,0 +1,107 @@
+"""What the SQL backends share: WHERE clauses for the run and event filters, and rows
+of the ``runs`` and ``step_executions`` tables turned back into records.
+
+The backends differ only in their parameter marker (``?`` or ``%s``), in how a column is
+tested against a list, and in whether JSON columns come back as text or parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from nbflow.store.base import status_set
+from nbflow.store.records import RunRecord, RunStatus, StepExecution, StepStatus, ValueRef
+
+#: Parses a JSON column as the driver returns it (text for DuckDB, parsed for psycopg).
+JsonReader = Callable[[Any], Any]
+
+
+def _where(clauses: list[str]) -> str:
+    return " WHERE " + " AND ".join(clauses) if clauses else ""
+
+
+def run_filters(
+    flow: str | None,
+    status: str | Collection[str] | None,
+    thread_id: str | None,
+    *,
+    mark: str,
+    in_list: str,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause and parameters of a runs query; ``in_list`` tests ``status``
+    against a list parameter (it holds ``{mark}``)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if flow is not None:
+        clauses.append(f"flow = {mark}")
+        params.append(flow)
+    statuses = status_set(status)
+    if statuses is not None:
+        clauses.append(in_list.format(column="status", mark=mark))
+        params.append(sorted(statuses))
+    if thread_id is not None:
+        clauses.append(f"thread_id = {mark}")
+        params.append(thread_id)
+    return _where(clauses), params
+
+
+def event_filters(run_id: str | None, upto: int | None, *, mark: str) -> tuple[str, list[Any]]:
+    """The WHERE clause and parameters of an events query."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if run_id is not None:
+        clauses.append(f"run_id = {mark}")
+        params.append(run_id)
+    if upto is not None:
+        clauses.append(f"seq <= {mark}")
+        params.append(upto)
+    return _where(clauses), params
+
+
+def run_from_row(r: Sequence[Any], read_json: JsonReader = json.loads) -> RunRecord:
+    """A run record from a row of the ``runs`` columns in their usual order."""
+    return RunRecord(
+        run_id=r[0],
+        flow=r[1],
+        flow_fingerprint=r[2],
+        status=RunStatus(r[3]),
+        version=r[4],
+        params=read_json(r[5]),
+        steps=tuple(read_json(r[6])),
+        created_at=r[7],
+        started_at=r[8],
+        finished_at=r[9],
+        error=r[10],
+        parent_run_id=r[11],
+        fork_from_step=r[12],
+        fork_from_version=r[13],
+        thread_id=r[14],
+    )
+
+
+def execution_from_row(r: Sequence[Any], read_json: JsonReader = json.loads) -> StepExecution:
+    """A step execution from a row of the ``step_executions`` columns in their usual order."""
+    return StepExecution(
+        run_id=r[0],
+        step=r[1],
+        attempt=r[2],
+        status=StepStatus(r[3]),
+        cache_key=r[4],
+        output=ValueRef.from_json(read_json(r[5])) if r[5] else None,
+        inputs=read_json(r[6]) if r[6] else {},
+        started_at=r[7],
+        finished_at=r[8],
+        duration_ms=r[9],
+        error=r[10],
+        traceback=r[11],
+        source_run_id=r[12],
+        seq=r[13],
+        fingerprint=r[14],
+    )
+
+
+def unfinished(row: StepExecution | None) -> bool:
+    """Whether an attempt has no finished row yet (none at all, or still running)."""
+    return row is None or row.status is StepStatus.RUNNING
