@@ -279,3 +279,24 @@ def test_four_processes_write_runs_to_one_file(workdir: Path) -> None:
                 2 * x for x in range(run.params["n"])
             )
         assert store.sql("SELECT count(*) AS n FROM leases")["n"][0] == 0
+
+
+def test_a_process_exits_cleanly_with_an_idle_store(workdir: Path) -> None:
+    """The thread giving idle files back keeps no store alive at exit (DuckDB reports
+    objects still alive at interpreter exit as leaks on stderr)."""
+    script = _python(
+        """
+        import time
+        import nbflow as nf
+        flow = nf.Flow("exit", store="exit.duckdb")
+        @flow.step
+        def one():
+            return 1
+        flow.run(progress=False)
+        time.sleep(0.5)  # the closer thread has looked at the store at least once
+        """,
+        workdir,
+    )
+    _, err = script.communicate(timeout=120)
+    assert script.returncode == 0, err
+    assert "leaked" not in err, err

@@ -122,14 +122,18 @@ class IdleCloser:
     def _loop(self) -> None:
         while True:
             time.sleep(self._interval)
-            with self._lock:
-                stores = list(self._stores)
-            for store in stores:
-                try:
-                    store.release_if_idle()
-                except Exception:  # a store closing under us: check it next time
-                    continue
-            del stores
+            self._check_all()
+
+    def _check_all(self) -> None:
+        # In its own frame, so the sleeping loop keeps no store (and no DuckDB connection)
+        # alive: objects still referenced at interpreter exit make DuckDB report leaks.
+        with self._lock:
+            stores = list(self._stores)
+        for store in stores:
+            try:
+                store.release_if_idle()
+            except Exception:  # a store closing under us: check it next time
+                continue
 
 
 IDLE_CLOSER = IdleCloser()
