@@ -226,7 +226,11 @@ def test_fork_from_a_step_with_new_parameters_runs_live_and_is_selected(browsed)
         "report": "completed",
     }
     assert forked["report"] == {"rows": 5, "label": "forked"}
-    assert "completed" in browser.fork.status.value
+    # The panel says so from the runner's thread, just after the final commit.
+    deadline = time.monotonic() + 20
+    while "completed" not in browser.fork.status.value:
+        assert time.monotonic() < deadline, browser.fork.status.value
+        time.sleep(0.02)
     # The lineage shows the thread as a tree: the root run, then its fork, indented.
     depths = {r["key"]: r["depth"] for r in browser.lineage.rows}
     assert depths == {second.id: 0, forked.id: 1}
