@@ -9,7 +9,10 @@ are never skipped.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from nbflow.store.base import Store
@@ -54,3 +57,17 @@ def dispose(store: Store) -> None:
     schema = getattr(store, "schema", None)
     if schema is not None and _postgres:
         _postgres[0].drop_schema(schema)
+
+
+@contextmanager
+def fresh_store(backend: str, folder: Path) -> Iterator[Store]:
+    """A fresh store of ``backend`` in a folder of its own under ``folder``, disposed of
+    afterwards (for property tests, which need one per example, not per test)."""
+    here = folder / uuid.uuid4().hex
+    here.mkdir()
+    store = BACKENDS[backend](here)
+    try:
+        yield store
+    finally:
+        dispose(store)
+        shutil.rmtree(here)

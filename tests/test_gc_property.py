@@ -8,10 +8,6 @@ records, their execution rows and their ``run_forked`` plans.
 
 from __future__ import annotations
 
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, event, given, note, settings
-from store_backends import BACKENDS, dispose
+from store_backends import BACKENDS, fresh_store
 
 import nbflow as nf
 from nbflow.store.base import Store
@@ -206,19 +202,6 @@ def contents(store: Store) -> tuple[Any, ...]:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("gc-property")
-
-
-@contextmanager
-def fresh_store(backend: str, folder: Path) -> Iterator[Store]:
-    """A fresh store of every conftest backend (a folder of its own per example)."""
-    here = folder / uuid.uuid4().hex
-    here.mkdir()
-    store = BACKENDS[backend](here)
-    try:
-        yield store
-    finally:
-        dispose(store)
-        shutil.rmtree(here)
 
 
 @pytest.mark.parametrize("backend", list(BACKENDS))

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import keyword
 import re
-import shutil
 import unicodedata
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
-from store_backends import BACKENDS, dispose
+from store_backends import BACKENDS, fresh_store
 
 import nbflow as nf
 from nbflow.store.base import Store
@@ -100,19 +96,6 @@ identifier = st.one_of(
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("names")
-
-
-@contextmanager
-def fresh_store(backend: str, folder: Path) -> Iterator[Store]:
-    """A fresh store of a conftest backend, in a folder of its own, for one example."""
-    here = folder / uuid.uuid4().hex
-    here.mkdir()
-    store = BACKENDS[backend](here)
-    try:
-        yield store
-    finally:
-        dispose(store)
-        shutil.rmtree(here)
 
 
 # -- records, frames and SQL --------------------------------------------------------------

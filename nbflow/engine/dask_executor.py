@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbflow.engine.executors import Executor, Outcome
-from nbflow.engine.processes import failure, load_outcome, run_in_worker
+from nbflow.engine.processes import failure, load_outcome, pickle_task, run_in_worker
 from nbflow.errors import ParameterError, RunError
 
 __all__ = ["CONNECT_TIMEOUT", "DaskExecutor", "is_dask_address", "is_dask_client"]
@@ -147,22 +147,12 @@ class DaskExecutor(Executor):
     def submit(self, task: Any, delay: float = 0.0) -> Future[Any]:
         """Send ``task`` (a StepTask) to the cluster, after ``delay`` seconds (without
         blocking the driver); the future's result is its Outcome."""
-        import cloudpickle
-
         result: Future[Any] = Future()
         name = getattr(task, "name", "?")
         try:
-            payload = cloudpickle.dumps(task)
-        except Exception as exc:
-            result.set_result(
-                failure(
-                    RunError(
-                        f"step {name!r} cannot be sent to a Dask worker: "
-                        f"{type(exc).__name__}: {exc}. Run it with executor='inline' or "
-                        "'threads', or make what it reads picklable."
-                    )
-                )
-            )
+            payload = pickle_task(task, "a Dask worker")
+        except RunError as exc:
+            result.set_result(failure(exc))
             return result
         job = _Job(name, payload, result)
         try:

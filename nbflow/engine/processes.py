@@ -43,22 +43,12 @@ class ProcessExecutor(Executor):
 
     def submit(self, task: Any, delay: float = 0.0) -> Future[Any]:
         """Send ``task`` (a StepTask) to a worker; the future's result is its Outcome."""
-        import cloudpickle
-
         result: Future[Any] = Future()
         name = getattr(task, "name", "?")
         try:
-            payload = cloudpickle.dumps(task)
-        except Exception as exc:
-            result.set_result(
-                failure(
-                    RunError(
-                        f"step {name!r} cannot be sent to a worker process: "
-                        f"{type(exc).__name__}: {exc}. Run it with executor='inline' or "
-                        "'threads', or make what it reads picklable."
-                    )
-                )
-            )
+            payload = pickle_task(task, "a worker process")
+        except RunError as exc:
+            result.set_result(failure(exc))
             return result
         _main_without_spec_is_interactive()
         future = self._pool.submit(run_in_worker, name, payload, delay)
@@ -160,6 +150,21 @@ def _deliver(done: Future[Any], result: Future[Any], name: str) -> None:
         )
     with contextlib.suppress(InvalidStateError):  # the run was cancelled meanwhile
         result.set_result(outcome)
+
+
+def pickle_task(task: Any, where: str) -> bytes:
+    """``task`` pickled (with cloudpickle) to run in ``where``; RunError, naming the step
+    and saying what to do, when something it holds cannot be pickled."""
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(task))
+    except Exception as exc:
+        name = getattr(task, "name", "?")
+        raise RunError(
+            f"step {name!r} cannot be sent to {where}: {type(exc).__name__}: {exc}. Run it "
+            "with executor='inline' or 'threads', or make what it reads picklable."
+        ) from None
 
 
 def failure(error: BaseException, trace: str = "") -> Outcome:

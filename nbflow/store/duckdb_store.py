@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -52,8 +51,14 @@ from nbflow.store.records import (
 )
 from nbflow.store.sql_guard import check_read_only
 from nbflow.store.sql_rows import (
+    EVENT_COLS,
+    EXEC_COLS,
+    EXEC_INSERT_COLS,
+    LEASE_COLS,
+    RUN_COLS,
     event_filters,
     execution_from_row,
+    lease_from_row,
     run_filters,
     run_from_row,
     unfinished,
@@ -69,18 +74,8 @@ if TYPE_CHECKING:
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 _HEX = re.compile(r"[0-9a-f]+")
 
-_RUN_COLS = (
-    "run_id, flow, flow_fingerprint, status, version, params, steps, created_at, started_at, "
-    "finished_at, error, parent_run_id, fork_from_step, fork_from_version, thread_id"
-)
-_EXEC_COLS = (
-    "run_id, step, attempt, status, cache_key, output, inputs, started_at, finished_at, "
-    "duration_ms, error, traceback, source_run_id, seq, fingerprint"
-)
 # A column tested against a list parameter.
 _IN_LIST = "{column} IN (SELECT unnest({mark}::VARCHAR[]))"
-_EVENT_COLS = "run_id, seq, ts, type, step, attempt, payload"
-_LEASE_COLS = "run_id, token, pid, host, acquired_at, expires_at, proc_start"
 
 
 def _dumps(value: Any) -> str:
@@ -277,7 +272,7 @@ class DuckDBStore(Store):
         r = state.run
         try:
             self._execute(
-                f"INSERT INTO runs ({_RUN_COLS}) VALUES "
+                f"INSERT INTO runs ({RUN_COLS}) VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     r.run_id,
@@ -304,7 +299,7 @@ class DuckDBStore(Store):
 
     def _get_run(self, run_id: str) -> RunRecord:
         """The run's row; UnknownRunError if absent."""
-        rows = self._execute(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = ?", [run_id])
+        rows = self._execute(f"SELECT {RUN_COLS} FROM runs WHERE run_id = ?", [run_id])
         if not rows:
             raise UnknownRunError(run_id, self)
         return run_from_row(rows[0])
@@ -319,7 +314,7 @@ class DuckDBStore(Store):
     ) -> list[RunRecord]:
         """Run rows matching the filters, newest first."""
         where, params = run_filters(flow, status, thread_id, mark="?", in_list=_IN_LIST)
-        query = f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
+        query = f"SELECT {RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
         if limit is not None:
             query += " LIMIT ?"
             params.append(int(limit))
@@ -332,10 +327,10 @@ class DuckDBStore(Store):
         if not ids:
             return {}
         rows = self._execute(
-            f"SELECT {_LEASE_COLS} FROM leases WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+            f"SELECT {LEASE_COLS} FROM leases WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
             [ids],
         )
-        return {r[0]: Lease(*r) for r in rows}
+        return {r[0]: lease_from_row(r) for r in rows}
 
     def _swap_lease(self, run_id: str, expected_token: str | None, new: Lease | None) -> bool:
         with self._lock:
@@ -349,7 +344,7 @@ class DuckDBStore(Store):
                 con.execute("DELETE FROM leases WHERE run_id = ?", [run_id])
                 if new is not None:
                     con.execute(
-                        f"INSERT INTO leases ({_LEASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        f"INSERT INTO leases ({LEASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                         [
                             new.run_id,
                             new.token,
@@ -393,13 +388,11 @@ class DuckDBStore(Store):
         con.execute("BEGIN TRANSACTION")
         try:
             if events:
-                self._insert(
-                    "events", _EVENT_COLS, [_event_values(e) for e in events], _EVENT_TYPES
-                )
+                self._insert("events", EVENT_COLS, [_event_values(e) for e in events], _EVENT_TYPES)
             if fresh:
                 self._insert(
                     "step_executions",
-                    _EXEC_INSERT_COLS,
+                    EXEC_INSERT_COLS,
                     [_execution_params(x, run.flow) for x in fresh],
                     _EXEC_TYPES,
                 )
@@ -473,9 +466,7 @@ class DuckDBStore(Store):
         if run_id is not None:
             self._get_run(run_id)
         where, params = event_filters(run_id, upto, mark="?")
-        rows = self._execute(
-            f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params
-        )
+        rows = self._execute(f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params)
         return [
             Event(r[0], r[1], r[2], EventType(r[3]), r[4], r[5], json.loads(r[6])) for r in rows
         ]
@@ -488,8 +479,7 @@ class DuckDBStore(Store):
                 self.state_at(run_id).executions.values(), key=lambda x: (x.seq, x.attempt, x.step)
             )
         rows = self._execute(
-            f"SELECT {_EXEC_COLS} FROM step_executions WHERE run_id = ? "
-            "ORDER BY seq, attempt, step",
+            f"SELECT {EXEC_COLS} FROM step_executions WHERE run_id = ? ORDER BY seq, attempt, step",
             [run_id],
         )
         return [execution_from_row(r) for r in rows]
@@ -513,7 +503,7 @@ class DuckDBStore(Store):
         if not wanted:
             return {}
         rows = self._execute(
-            f"SELECT DISTINCT ON (cache_key) {_EXEC_COLS} FROM step_executions "
+            f"SELECT DISTINCT ON (cache_key) {EXEC_COLS} FROM step_executions "
             "WHERE flow = ? AND status IN ('completed', 'cached') AND output IS NOT NULL "
             "AND cache_key IS NOT NULL AND fingerprint IN (SELECT unnest(?::VARCHAR[])) "
             "ORDER BY cache_key, seq",
@@ -539,7 +529,7 @@ class DuckDBStore(Store):
             if stored is not None:
                 # Equal content may be laid out in memory differently (a frame read back
                 # from the store, say): the stored record's size is the value's size.
-                return ref if stored == ref.size else dataclasses.replace(ref, size=stored)
+                return ref.with_size(stored)
             con = self._con
             con.execute("BEGIN TRANSACTION")
             try:
@@ -718,7 +708,7 @@ class DuckDBStore(Store):
 
     def _execution_rows(self) -> dict[str, list[StepExecution]]:
         rows = self._execute(
-            f"SELECT {_EXEC_COLS} FROM step_executions ORDER BY run_id, seq, attempt, step"
+            f"SELECT {EXEC_COLS} FROM step_executions ORDER BY run_id, seq, attempt, step"
         )
         found: dict[str, list[StepExecution]] = {}
         for r in rows:
@@ -782,7 +772,7 @@ class DuckDBStore(Store):
                 if rows:
                     self._insert(
                         "step_executions",
-                        _EXEC_INSERT_COLS,
+                        EXEC_INSERT_COLS,
                         [_execution_params(x, run.flow) for x in rows],
                         _EXEC_TYPES,
                     )
@@ -861,7 +851,7 @@ class DuckDBStore(Store):
         if run_id is not None:
             self._get_run(run_id)
         where, params = event_filters(run_id, None, mark="?")
-        query = f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY run_id, seq"
+        query = f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq"
         return frames.conform(self._arrow(query, params), frames.EVENT_COLUMNS)
 
     def steps_frame(self, run_id: str) -> pd.DataFrame:
@@ -939,11 +929,6 @@ _UPSERT_EXECUTIONS = (
 
 
 _VALUES_ROWS = 8
-
-_EXEC_INSERT_COLS = (
-    "run_id, step, attempt, flow, status, cache_key, output, output_hash, inputs, "
-    "started_at, finished_at, duration_ms, error, traceback, source_run_id, seq, fingerprint"
-)
 
 
 def _arrow_types() -> tuple[list[Any], list[Any]]:

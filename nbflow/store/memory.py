@@ -193,7 +193,7 @@ class MemoryStore(Store):
             if ref.hash in self._blobs:
                 # Equal content may be laid out differently: the stored size is the size.
                 stored = self._blobs[ref.hash][0].size
-                return ref if stored == ref.size else dataclasses.replace(ref, size=stored)
+                return ref.with_size(stored)
             if ref.hash not in self._blobs:
                 record = BlobRecord(ref.hash, ref.codec, ref.size, utcnow())
                 # The encoded table shares memory with the step's DataFrame: a copy keeps

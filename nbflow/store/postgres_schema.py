@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nbflow.errors import NotAStoreError, SchemaVersionError
-
-#: What the ``nbflow_meta`` table says a schema is.
-FORMAT = "nbflow"
+from nbflow.errors import NotAStoreError
+from nbflow.store.migrations import FORMAT, recording, refuse_newer
 
 #: The schema this version of nbflow writes. Newer ones are refused.
 SCHEMA_VERSION = 1
@@ -141,11 +139,7 @@ def setup(con: Any, where: str) -> None:
                 "exists). Give one with '?schema=NAME'."
             )
         version = stored_version(con, where, current)
-        if version is not None and version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"{where} was written by a newer nbflow (schema {version}; this version "
-                f"reads up to {SCHEMA_VERSION}). Upgrade nbflow to open it."
-            )
+        refuse_newer(where, version, SCHEMA_VERSION)
         if version == SCHEMA_VERSION:
             return
         con.execute(_LOCK_SQL)
@@ -155,17 +149,8 @@ def setup(con: Any, where: str) -> None:
             if number <= version:
                 continue
             con.execute(ddl)
-            if number == 1:
-                con.execute(
-                    "INSERT INTO nbflow_meta VALUES ('format', %s), ('schema_version', %s)",
-                    [FORMAT, str(number)],
-                )
-            else:
-                con.execute(
-                    "UPDATE nbflow_meta SET value = %s WHERE key = 'schema_version'",
-                    [str(number)],
-                )
-            con.execute("INSERT INTO schema_migrations VALUES (%s, %s, now())", [number, name])
+            for statement, params in recording(number, name, "%s"):
+                con.execute(statement, params)
 
 
 def stored_version(con: Any, where: str, schema: str) -> int | None:

@@ -16,7 +16,6 @@ for the first's transaction rather than failing.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import urllib.parse
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -50,8 +49,14 @@ from nbflow.store.records import (
     ValueRef,
 )
 from nbflow.store.sql_rows import (
+    EVENT_COLS,
+    EXEC_COLS,
+    EXEC_INSERT_COLS,
+    LEASE_COLS,
+    RUN_COLS,
     event_filters,
     execution_from_row,
+    lease_from_row,
     run_filters,
     run_from_row,
     unfinished,
@@ -71,16 +76,6 @@ SCHEMES = ("postgresql://", "postgres://")
 # A column tested against a list parameter.
 _IN_LIST = "{column} = ANY({mark}::text[])"
 
-_RUN_COLS = (
-    "run_id, flow, flow_fingerprint, status, version, params, steps, created_at, started_at, "
-    "finished_at, error, parent_run_id, fork_from_step, fork_from_version, thread_id"
-)
-_EXEC_COLS = (
-    "run_id, step, attempt, status, cache_key, output, inputs, started_at, finished_at, "
-    "duration_ms, error, traceback, source_run_id, seq, fingerprint"
-)
-_EVENT_COLS = "run_id, seq, ts, type, step, attempt, payload"
-_LEASE_COLS = "run_id, token, pid, host, acquired_at, expires_at, proc_start"
 
 # The rows of an append arrive as one array per column and are unnested server-side: the
 # statement's text does not depend on how many rows there are, so psycopg prepares it.
@@ -88,10 +83,6 @@ _EVENTS_FROM_ARRAYS = (
     "SELECT %(run_id)s, e.seq, e.ts, e.type, e.step, e.attempt, e.payload::json FROM unnest("
     "%(e_seq)s::bigint[], %(e_ts)s::timestamptz[], %(e_type)s::text[], %(e_step)s::text[], "
     "%(e_attempt)s::integer[], %(e_payload)s::text[]) AS e(seq, ts, type, step, attempt, payload)"
-)
-_EXEC_INSERT_COLS = (
-    "run_id, step, attempt, flow, status, cache_key, output, output_hash, inputs, "
-    "started_at, finished_at, duration_ms, error, traceback, source_run_id, seq, fingerprint"
 )
 _EXEC_ARRAYS = (
     ("step", "text"),
@@ -333,7 +324,7 @@ class PostgresStore(Store):
         try:
             self._run(
                 lambda con: con.execute(
-                    f"INSERT INTO runs ({_RUN_COLS}) VALUES "
+                    f"INSERT INTO runs ({RUN_COLS}) VALUES "
                     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     params,
                 ),
@@ -346,7 +337,7 @@ class PostgresStore(Store):
 
     def _get_run(self, run_id: str) -> RunRecord:
         """The run's row as stored; UnknownRunError if absent."""
-        rows = self._rows(f"SELECT {_RUN_COLS} FROM runs WHERE run_id = %s", [run_id])
+        rows = self._rows(f"SELECT {RUN_COLS} FROM runs WHERE run_id = %s", [run_id])
         if not rows:
             raise UnknownRunError(run_id, self)
         return run_from_row(rows[0], _parsed)
@@ -361,7 +352,7 @@ class PostgresStore(Store):
     ) -> list[RunRecord]:
         """The stored run rows matching the filters, newest first."""
         where, params = run_filters(flow, status, thread_id, mark="%s", in_list=_IN_LIST)
-        query = f"SELECT {_RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
+        query = f"SELECT {RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
         return [run_from_row(r, _parsed) for r in self._rows(query, params)]
@@ -373,19 +364,8 @@ class PostgresStore(Store):
         ids = sorted(set(run_ids))
         if not ids:
             return {}
-        rows = self._rows(f"SELECT {_LEASE_COLS} FROM leases WHERE run_id = ANY(%s::text[])", [ids])
-        return {
-            r[0]: Lease(
-                run_id=r[0],
-                token=r[1],
-                pid=r[2],
-                host=r[3],
-                acquired_at=r[4],
-                expires_at=r[5],
-                proc_start=r[6],
-            )
-            for r in rows
-        }
+        rows = self._rows(f"SELECT {LEASE_COLS} FROM leases WHERE run_id = ANY(%s::text[])", [ids])
+        return {r[0]: lease_from_row(r) for r in rows}
 
     def _swap_lease(self, run_id: str, expected_token: str | None, new: Lease | None) -> bool:
         """Replace the lease of ``run_id`` by ``new`` if its token is ``expected_token``
@@ -413,7 +393,7 @@ class PostgresStore(Store):
                 params = [run_id, expected_token]
         elif expected_token is None:
             query = (
-                f"INSERT INTO leases ({_LEASE_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                f"INSERT INTO leases ({LEASE_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING RETURNING true"
             )
             params = values
@@ -465,7 +445,7 @@ class PostgresStore(Store):
         guard = " WHERE EXISTS (SELECT 1 FROM moved)"
         if events:
             parts.append(
-                f", new_events AS (INSERT INTO events ({_EVENT_COLS}) {_EVENTS_FROM_ARRAYS}{guard})"
+                f", new_events AS (INSERT INTO events ({EVENT_COLS}) {_EVENTS_FROM_ARRAYS}{guard})"
             )
             params |= {
                 "e_seq": [e.seq for e in events],
@@ -479,7 +459,7 @@ class PostgresStore(Store):
             if not rows:
                 continue
             parts.append(
-                f", {prefix}_rows AS (INSERT INTO step_executions ({_EXEC_INSERT_COLS}) "
+                f", {prefix}_rows AS (INSERT INTO step_executions ({EXEC_INSERT_COLS}) "
                 f"{_executions_from_arrays(prefix)}{guard}{tail})"
             )
             params |= _execution_arrays(prefix, rows)
@@ -502,7 +482,7 @@ class PostgresStore(Store):
         if run_id is not None:
             self._get_run(run_id)
         where, params = event_filters(run_id, upto, mark="%s")
-        rows = self._rows(f"SELECT {_EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params)
+        rows = self._rows(f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params)
         return [Event(r[0], r[1], r[2], EventType(r[3]), r[4], r[5], r[6]) for r in rows]
 
     def executions(self, run_id: str) -> list[StepExecution]:
@@ -526,7 +506,7 @@ class PostgresStore(Store):
                 if running:
                     return None
                 cur.execute(
-                    f"SELECT {_EXEC_COLS} FROM step_executions WHERE run_id = %s "
+                    f"SELECT {EXEC_COLS} FROM step_executions WHERE run_id = %s "
                     "ORDER BY seq, attempt, step",
                     [run_id],
                 )
@@ -547,7 +527,7 @@ class PostgresStore(Store):
         if not wanted:
             return {}
         rows = self._rows(
-            f"SELECT DISTINCT ON (cache_key) {_EXEC_COLS} FROM step_executions "
+            f"SELECT DISTINCT ON (cache_key) {EXEC_COLS} FROM step_executions "
             "WHERE flow = %s AND status IN ('completed', 'cached') AND output IS NOT NULL "
             "AND cache_key IS NOT NULL AND fingerprint = ANY(%s::text[]) "
             "ORDER BY cache_key, seq, run_id",
@@ -571,7 +551,7 @@ class PostgresStore(Store):
         if stored is not None:
             # Equal content may be laid out in memory differently (a frame read back
             # from the store, say): the stored record's size is the value's size.
-            return _with_size(ref, stored)
+            return ref.with_size(stored)
         if ref.codec is Codec.ARROW:
             from nbflow.values.codecs import _ipc_bytes
 
@@ -612,7 +592,7 @@ class PostgresStore(Store):
         size = self._run(write, retry=False)
         with self._lock:
             self._known_blobs[ref.hash] = size
-        return _with_size(ref, size)
+        return ref.with_size(size)
 
     def load_value(self, ref: ValueRef) -> Any:
         """Load and decode the value a ref points at."""
@@ -765,7 +745,7 @@ class PostgresStore(Store):
 
     def _execution_rows(self) -> dict[str, list[StepExecution]]:
         rows = self._rows(
-            f"SELECT {_EXEC_COLS} FROM step_executions ORDER BY run_id, seq, attempt, step"
+            f"SELECT {EXEC_COLS} FROM step_executions ORDER BY run_id, seq, attempt, step"
         )
         found: dict[str, list[StepExecution]] = {}
         for r in rows:
@@ -831,7 +811,7 @@ class PostgresStore(Store):
                 con.execute("DELETE FROM step_executions WHERE run_id = %s", [run.run_id])
                 if rows:
                     con.execute(
-                        f"INSERT INTO step_executions ({_EXEC_INSERT_COLS}) "
+                        f"INSERT INTO step_executions ({EXEC_INSERT_COLS}) "
                         + _executions_from_arrays("f"),
                         {"run_id": run.run_id, "flow": run.flow} | _execution_arrays("f", rows),
                     )
@@ -995,10 +975,6 @@ def _first_line(exc: BaseException) -> str:
 def _parsed(value: Any) -> Any:
     """A JSON column as psycopg returns it: already parsed."""
     return value
-
-
-def _with_size(ref: ValueRef, size: int) -> ValueRef:
-    return ref if ref.size == size else dataclasses.replace(ref, size=size)
 
 
 def _execution_arrays(prefix: str, rows: Sequence[StepExecution]) -> dict[str, list[Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -121,6 +121,10 @@ class ValueRef:
         if self.is_inline:
             out["inline"] = self.inline
         return out
+
+    def with_size(self, size: int) -> ValueRef:
+        """This ref with ``size`` (the one its stored blob records)."""
+        return self if size == self.size else replace(self, size=size)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ValueRef:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import duckdb
 
-from nbflow.errors import NotAStoreError, SchemaVersionError
-
-#: What the ``nbflow_meta`` table says a file is.
-FORMAT = "nbflow"
+from nbflow.errors import NotAStoreError
+from nbflow.store.migrations import FORMAT, recording, refuse_newer
 
 #: The schema this version of nbflow writes. Files from a newer schema are refused.
 SCHEMA_VERSION = 2
@@ -140,11 +138,7 @@ def stored_version(con: duckdb.DuckDBPyConnection, where: str) -> int | None:
 def setup(con: duckdb.DuckDBPyConnection, where: str) -> None:
     """Create or migrate the schema; refuse foreign files and newer schemas. Idempotent."""
     version = stored_version(con, where)
-    if version is not None and version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{where} was written by a newer nbflow (schema {version}; this version reads up "
-            f"to {SCHEMA_VERSION}). Upgrade nbflow to open it."
-        )
+    refuse_newer(where, version, SCHEMA_VERSION)
     current = version or 0
     if current == SCHEMA_VERSION:
         # A compacted copy of the file loses empty schemas: make sure this one is there.
@@ -155,20 +149,8 @@ def setup(con: duckdb.DuckDBPyConnection, where: str) -> None:
         con.execute("BEGIN TRANSACTION")
         try:
             con.execute(ddl)
-            if number == 1:
-                con.execute(
-                    "INSERT INTO nbflow_meta VALUES ('format', ?), ('schema_version', ?)",
-                    [FORMAT, str(number)],
-                )
-            else:
-                con.execute(
-                    "UPDATE nbflow_meta SET value = ? WHERE key = 'schema_version'",
-                    [str(number)],
-                )
-            con.execute(
-                "INSERT INTO schema_migrations VALUES (?, ?, now())",
-                [number, name],
-            )
+            for statement, params in recording(number, name, "?"):
+                con.execute(statement, params)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

@@ -12,7 +12,31 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from nbflow.store.base import status_set
-from nbflow.store.records import RunRecord, RunStatus, StepExecution, StepStatus, ValueRef
+from nbflow.store.records import (
+    Lease,
+    RunRecord,
+    RunStatus,
+    StepExecution,
+    StepStatus,
+    ValueRef,
+)
+
+#: The column lists the row mappers below read, in their order.
+RUN_COLS = (
+    "run_id, flow, flow_fingerprint, status, version, params, steps, created_at, started_at, "
+    "finished_at, error, parent_run_id, fork_from_step, fork_from_version, thread_id"
+)
+EXEC_COLS = (
+    "run_id, step, attempt, status, cache_key, output, inputs, started_at, finished_at, "
+    "duration_ms, error, traceback, source_run_id, seq, fingerprint"
+)
+EVENT_COLS = "run_id, seq, ts, type, step, attempt, payload"
+LEASE_COLS = "run_id, token, pid, host, acquired_at, expires_at, proc_start"
+#: The columns an execution row is inserted with (``flow`` and ``output_hash`` too).
+EXEC_INSERT_COLS = (
+    "run_id, step, attempt, flow, status, cache_key, output, output_hash, inputs, "
+    "started_at, finished_at, duration_ms, error, traceback, source_run_id, seq, fingerprint"
+)
 
 #: Parses a JSON column as the driver returns it (text for DuckDB, parsed for psycopg).
 JsonReader = Callable[[Any], Any]
@@ -99,6 +123,19 @@ def execution_from_row(r: Sequence[Any], read_json: JsonReader = json.loads) -> 
         source_run_id=r[12],
         seq=r[13],
         fingerprint=r[14],
+    )
+
+
+def lease_from_row(r: Sequence[Any]) -> Lease:
+    """A lease from a row of the ``leases`` columns in :data:`LEASE_COLS` order."""
+    return Lease(
+        run_id=r[0],
+        token=r[1],
+        pid=r[2],
+        host=r[3],
+        acquired_at=r[4],
+        expires_at=r[5],
+        proc_start=r[6],
     )
 
 
