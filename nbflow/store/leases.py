@@ -136,7 +136,6 @@ class Heartbeat:
         self._renew = renew
         self._interval = max(ttl / 3.0, 0.05)
         self._stop = threading.Event()
-        self.lost = False  # set when a renewal found the lease taken by someone else
         self._thread = threading.Thread(target=self._beat, name=f"nbflow-lease-{name}", daemon=True)
 
     def start(self) -> Heartbeat:
@@ -154,7 +153,6 @@ class Heartbeat:
         while not self._stop.wait(self._interval):
             try:
                 if not self._renew():
-                    self.lost = True
-                    return
+                    return  # taken over: the run's next write will find it stale
             except Exception:  # a busy store: try again at the next beat
                 continue
