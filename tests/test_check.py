@@ -102,15 +102,20 @@ DAMAGE: dict[str, Damage] = {
         False,
     ),
     "run status changed": Damage(
-        ("UPDATE runs SET status = 'running' WHERE run_id = 'r-values'",),
+        ("UPDATE run_records SET status = 'running' WHERE run_id = 'r-values'",),
         {K.RUN_ROW_MISMATCH},
         True,
     ),
-    "run version changed": Damage(
-        ("UPDATE runs SET version = 99 WHERE run_id = 'r-failed'",), {K.RUN_ROW_MISMATCH}, True
+    "run start changed": Damage(
+        (
+            "UPDATE run_records SET started_at = started_at - INTERVAL 1 HOUR "
+            "WHERE run_id = 'r-failed'",
+        ),
+        {K.RUN_ROW_MISMATCH},
+        True,
     ),
     "run error cleared": Damage(
-        ("UPDATE runs SET error = NULL, finished_at = NULL WHERE run_id = 'r-failed'",),
+        ("UPDATE run_records SET error = NULL, finished_at = NULL WHERE run_id = 'r-failed'",),
         {K.RUN_ROW_MISMATCH},
         True,
     ),
@@ -145,12 +150,15 @@ DAMAGE: dict[str, Damage] = {
         True,
     ),
     "runs row deleted": Damage(
-        ("DELETE FROM runs WHERE run_id = 'r-done'",),
+        ("DELETE FROM run_records WHERE run_id = 'r-done'",),
         {K.EVENTS_WITHOUT_RUN, K.EXECUTION_ROW_EXTRA},
         False,
     ),
     "run and events deleted, rows left": Damage(
-        ("DELETE FROM runs WHERE run_id = 'r-done'", "DELETE FROM events WHERE run_id = 'r-done'"),
+        (
+            "DELETE FROM run_records WHERE run_id = 'r-done'",
+            "DELETE FROM events WHERE run_id = 'r-done'",
+        ),
         {K.EXECUTION_ROW_EXTRA},
         True,
     ),
@@ -237,7 +245,7 @@ def test_damage_to_a_duckdb_file_is_found(path: Path, case: str) -> None:
     ("statement", "what"),
     [
         ("UPDATE events SET type = 'bogus' WHERE run_id = 'r-done' AND seq = 2", "'bogus'"),
-        ("UPDATE runs SET status = 'weird' WHERE run_id = 'r-done'", "'weird'"),
+        ("UPDATE run_records SET status = 'weird' WHERE run_id = 'r-done'", "'weird'"),
     ],
 )
 def test_a_row_nbflow_cannot_read_stops_the_check_with_a_clear_error(
@@ -256,7 +264,7 @@ def test_a_row_nbflow_cannot_read_stops_the_check_with_a_clear_error(
 def test_a_repaired_run_reads_as_its_events_say(path: Path) -> None:
     corrupt(
         path,
-        "UPDATE runs SET status = 'failed', error = 'made up' WHERE run_id = 'r-values'",
+        "UPDATE run_records SET status = 'failed', error = 'made up' WHERE run_id = 'r-values'",
         "DELETE FROM step_executions WHERE run_id = 'r-values' AND step = 'frame'",
     )
     with DuckDBStore(path) as store:
@@ -549,7 +557,7 @@ def test_cli_a_sound_store(path: Path) -> None:
 def test_cli_reports_one_problem_per_line_and_fails(path: Path) -> None:
     corrupt(
         path,
-        "UPDATE runs SET status = 'running' WHERE run_id = 'r-values'",
+        "UPDATE run_records SET status = 'running' WHERE run_id = 'r-values'",
         f"DELETE FROM blobs WHERE hash = {_blob('pickle')}",
     )
     result = invoke("check", "--store", str(path))
@@ -591,7 +599,7 @@ def test_cli_no_verify_values_skips_reading_them(path: Path) -> None:
 
 
 def test_cli_json(path: Path) -> None:
-    corrupt(path, "UPDATE runs SET version = 99 WHERE run_id = 'r-failed'")
+    corrupt(path, "UPDATE run_records SET error = 'made up' WHERE run_id = 'r-failed'")
     result = invoke("check", "--format", "json", "--store", str(path))
     assert result.exit_code == 1
     document = json.loads(result.stdout)
@@ -599,7 +607,7 @@ def test_cli_json(path: Path) -> None:
     (problem,) = document["problems"]
     assert problem["kind"] == "run_row_mismatch" and problem["run_id"] == "r-failed"
     assert problem["repairable"] is True and problem["repaired"] is False
-    assert "version: 99 in the row" in problem["message"]
+    assert "error: 'made up' in the row" in problem["message"]
     clean = json.loads(invoke("check", "--format", "json", "--repair", "--store", str(path)).stdout)
     assert clean["sound"] is True and clean["problems"][0]["repaired"] is True
 

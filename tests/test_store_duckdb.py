@@ -188,22 +188,53 @@ def test_opening_twice_does_not_migrate_again(path: Path) -> None:
         assert len(again.sql("SELECT * FROM nbflow_meta")) == 2
 
 
-def test_a_schema_1_file_is_migrated_keeping_its_runs(path: Path) -> None:
+def _downgrade(path: Path, version: int) -> None:
+    """Make ``path`` the file an nbflow of schema ``version`` (1 or 2) wrote."""
+    con = duckdb.connect(str(path))
+    # Schema 1 and 2: runs is a table holding each run's version.
+    con.execute("CREATE TABLE runs_table AS SELECT * FROM runs")
+    con.execute("DROP VIEW runs")
+    con.execute("DROP TABLE run_records")
+    con.execute("ALTER TABLE runs_table RENAME TO runs")
+    if version < 2:
+        con.execute("DROP TABLE leases")
+    con.execute("DELETE FROM schema_migrations WHERE version > ?", [version])
+    con.execute("UPDATE nbflow_meta SET value = ? WHERE key = 'schema_version'", [str(version)])
+    con.close()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) -> None:
     with DuckDBStore(path) as first:
         run_id = populate(first)[0]
         before = first.runs_frame()
-    # Make it the file an nbflow of schema 1 wrote: no leases table.
-    con = duckdb.connect(str(path))
-    con.execute("DROP TABLE leases")
-    con.execute("DELETE FROM schema_migrations WHERE version > 1")
-    con.execute("UPDATE nbflow_meta SET value = '1' WHERE key = 'schema_version'")
-    con.close()
+        versions = {r.run_id: r.version for r in first.list_runs()}
+    _downgrade(path, version)
     with DuckDBStore(path) as migrated:
         meta = dict(migrated.sql("SELECT key, value FROM nbflow_meta").itertuples(index=False))
         assert meta["schema_version"] == str(schema.SCHEMA_VERSION)
         assert migrated.sql("SELECT count(*) AS n FROM leases")["n"][0] == 0
         pd.testing.assert_frame_equal(migrated.runs_frame(), before)
-        assert migrated.claim(run_id).run_id == run_id
+        assert {r.run_id: r.version for r in migrated.list_runs()} == versions
+        assert migrated.check() == []
+        lease = migrated.claim(run_id)
+        assert lease.run_id == run_id
+
+
+def test_a_run_version_is_the_seq_of_its_last_event(store: DuckDBStore) -> None:
+    """runs.version is derived from the events: no row is updated per step."""
+    run = start_run(store)
+    store.append(run.run_id, 1, [NewEvent(EventType.STEP_SCHEDULED, "load")])
+    rows = store.sql(
+        "SELECT r.version, max(e.seq) AS last FROM runs r JOIN events e "
+        "USING (run_id) WHERE run_id = ? GROUP BY r.version",
+        [run.run_id],
+    )
+    assert list(rows.itertuples(index=False, name=None)) == [(2, 2)]
+    columns = store.sql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'run_records'"
+    )["column_name"]
+    assert "version" not in set(columns)
 
 
 # -- values as tables -----------------------------------------------------------------------

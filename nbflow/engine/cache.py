@@ -8,10 +8,12 @@ from typing import Any
 
 import xxhash
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
+
 
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces, so equal values give equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
+    return _CANONICAL.encode(value)
 
 
 def cache_key(fingerprint: str, inputs: Mapping[str, str], params: Mapping[str, Any]) -> str:

@@ -147,8 +147,10 @@ def start_run(
     plans = plan_steps(graph, values)
     executor = make_executor(options.executor, options.max_workers)  # before the run exists
     with shutdown_on_error(executor):
-        handle = create_run(flow, graph, plans, values)
-    return execute(handle, graph, plans, options=options, force=force, executor=executor)
+        handle, record = record_run(flow, graph, plans, values)
+    return execute(
+        handle, graph, plans, options=options, force=force, executor=executor, record=record
+    )
 
 
 @contextlib.contextmanager
@@ -184,26 +186,36 @@ def create_run(
 
     ``lineage`` sets parent_run_id, fork_from_step, fork_from_version and thread_id.
     """
-    record = flow_record(flow.name, graph, plans)
+    return record_run(flow, graph, plans, params, **lineage)[0]
+
+
+def record_run(
+    flow: Flow,
+    graph: FlowGraph,
+    plans: Mapping[str, StepPlan],
+    params: Mapping[str, Any],
+    **lineage: Any,
+) -> tuple[Run, RunRecord]:
+    """:func:`create_run`, also returning the pending run's record as written."""
+    definition = flow_record(flow.name, graph, plans)
     store = flow.store
-    store.ensure_flow(record)
+    store.ensure_flow(definition)
     now = utcnow()
     run_id = new_run_id(now)
-    store.create_run(
-        RunRecord(
-            run_id=run_id,
-            flow=flow.name,
-            flow_fingerprint=record.fingerprint,
-            status=RunStatus.PENDING,
-            version=0,
-            params=dict(params),
-            created_at=now,
-            thread_id=lineage.pop("thread_id", None) or run_id,
-            steps=graph.order,
-            **lineage,
-        )
+    record = RunRecord(
+        run_id=run_id,
+        flow=flow.name,
+        flow_fingerprint=definition.fingerprint,
+        status=RunStatus.PENDING,
+        version=0,
+        params=dict(params),
+        created_at=now,
+        thread_id=lineage.pop("thread_id", None) or run_id,
+        steps=graph.order,
+        **lineage,
     )
-    return Run(store, run_id, flow)
+    store.create_run(record)
+    return Run(store, run_id, flow), record
 
 
 def resume_run(
@@ -258,11 +270,13 @@ def execute(
     reused: Mapping[str, StepExecution] | None = None,
     resume: bool = False,
     executor: Executor | None = None,
+    record: RunRecord | None = None,
 ) -> Run:
     """Execute the run behind ``handle``, in the foreground or in a background thread.
 
     ``executor``: one already made from ``options`` (so that a bad executor, e.g. an
     unreachable Dask scheduler, fails before a run is recorded); else it is made here.
+    ``record``: the run's record as just written (saves reading it back).
     """
     store = handle.store
     done = 0
@@ -275,7 +289,7 @@ def execute(
     with shutdown_on_error(executor):
         runner = Runner(
             store=store,
-            run=state.run if state is not None else store.get_run(handle.id),
+            run=state.run if state is not None else record or store.get_run(handle.id),
             graph=graph,
             plans=plans,
             executor=executor,

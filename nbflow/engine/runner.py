@@ -24,7 +24,7 @@ from nbflow.errors import StepFailed, UntrustedStoreError
 from nbflow.graph.dag import FlowGraph
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
-from nbflow.store.records import EventType, NewEvent, RunRecord, StepExecution, ValueRef
+from nbflow.store.records import CacheHit, EventType, NewEvent, RunRecord, StepExecution, ValueRef
 
 Listener = Callable[[RunRecord, list[NewEvent]], None]
 CANCEL_POLL_S = 0.2  # how often a waiting runner checks whether the run was cancelled
@@ -75,6 +75,7 @@ class Runner:
         self.listeners = list(listeners)
         self.cancel_requested = cancel_requested
         self._buffer: list[NewEvent] = []
+        self._unscheduled: list[str] = []  # steps to run whose step_scheduled is not out yet
         self._outputs: dict[str, ValueRef] = {}  # step -> output usable downstream
         self._values: dict[str, Any] = {}  # values in memory, until no consumer is left
         self._consumers = {n: set(graph.dag.successors(n)) for n in graph.order}
@@ -147,8 +148,7 @@ class Runner:
             if name in self._reused:
                 self._take_over(name, self._reused[name])
         todo = [n for n in self.graph.order if n not in self._outputs]
-        for name in todo:
-            self._emit(EventType.STEP_SCHEDULED, name)
+        self._unscheduled = list(todo)
         candidates = self._cache_candidates(todo)
         try:
             self._loop(todo, candidates)
@@ -188,7 +188,7 @@ class Runner:
         with contextlib.suppress(Exception):
             self.flush()
 
-    def _cache_candidates(self, todo: list[str]) -> dict[str, StepExecution]:
+    def _cache_candidates(self, todo: list[str]) -> dict[str, CacheHit]:
         fingerprints = [
             self.plans[n].fingerprint
             for n in todo
@@ -196,12 +196,12 @@ class Runner:
         ]
         if not fingerprints:
             return {}
-        return self.store.cache_candidates(self.run.flow, fingerprints)
+        return self.store.cache_hits(self.run.flow, fingerprints)
 
     def _forced(self, name: str) -> bool:
         return self.force_all or name in self.force
 
-    def _loop(self, todo: list[str], candidates: Mapping[str, StepExecution]) -> None:
+    def _loop(self, todo: list[str], candidates: Mapping[str, CacheHit]) -> None:
         waiting = list(todo)
         running: dict[Future[Any], tuple[str, int, float]] = {}
         while waiting or running:
@@ -222,7 +222,7 @@ class Runner:
                 waiting.remove(name)
                 key = self._key(name)
                 hit = candidates.get(key)
-                if hit is not None and hit.output is not None:
+                if hit is not None:
                     self._cached(name, key, hit)
                     continue
                 future = self._start(name, key)
@@ -255,8 +255,7 @@ class Runner:
         plan = self.plans[name]
         return cache_key(plan.fingerprint, self._inputs(name), plan.params)
 
-    def _cached(self, name: str, key: str, hit: StepExecution) -> None:
-        assert hit.output is not None
+    def _cached(self, name: str, key: str, hit: CacheHit) -> None:
         self._emit(
             EventType.STEP_CACHED,
             name,
@@ -265,7 +264,7 @@ class Runner:
             fingerprint=self.plans[name].fingerprint,
             output=hit.output.to_json(),
             inputs=self._inputs(name),
-            source_run_id=hit.source_run_id or hit.run_id,
+            source_run_id=hit.origin,
         )
         self._outputs[name] = hit.output
         self._release_inputs(name)
@@ -292,7 +291,21 @@ class Runner:
         self._skipped_because[name] = root
         self._emit(EventType.STEP_SKIPPED, name, 0, reason=f"upstream step {root!r} failed")
 
+    def _schedule(self) -> None:
+        """Record as scheduled every step still waiting, before the first one starts.
+
+        A step found cached (or skipped) before any step starts is never scheduled: a
+        fully cached re-run records only its ``step_cached`` events.
+        """
+        if not self._unscheduled:
+            return
+        for name in self._unscheduled:
+            if name not in self._outputs and name not in self._skipped:
+                self._emit(EventType.STEP_SCHEDULED, name)
+        self._unscheduled = []
+
     def _start(self, name: str, key: str, delay: float = 0.0) -> Future[Any]:
+        self._schedule()
         attempt = self._attempts.get(name, 0) + 1
         self._attempts[name] = attempt
         plan = self.plans[name]

@@ -17,6 +17,7 @@ from nbflow.errors import InvalidTransitionError, StaleVersionError
 from nbflow.store.fold import RunState, apply, fold
 from nbflow.store.records import (
     BlobRecord,
+    CacheHit,
     Event,
     EventType,
     FlowRecord,
@@ -166,9 +167,18 @@ class Store(ABC):
         from nbflow.store.leases import lease_alive, lease_ttl, make_lease
 
         ttl = lease_ttl() if ttl is None else ttl
-        self._get_run(run_id)  # UnknownRunError first
-        for _ in range(10):
-            current = self._read_leases([run_id]).get(run_id)
+        known = self._states.get(run_id)
+        # A run this object created and has not written to yet exists and most likely
+        # has no lease: try the compare-and-swap from "no lease" straight away (if someone
+        # claimed it meanwhile, the swap fails and the loop reads who).
+        fresh = known is not None and known.run.version == 0
+        if not fresh:
+            self._get_run(run_id)  # UnknownRunError first
+        for attempt in range(10):
+            if fresh and attempt == 0:
+                current = None
+            else:
+                current = self._read_leases([run_id]).get(run_id)
             if current is not None and current.token != self._token and lease_alive(current):
                 raise RunLockedError(run_id, current.owner, current.expires_at.isoformat())
             lease = make_lease(run_id, self._token, ttl)
@@ -336,6 +346,15 @@ class Store(ABC):
 
         The engine fetches these once per run and decides cache hits in memory, so a fully
         cached re-run touches the database a constant number of times."""
+
+    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> dict[str, CacheHit]:
+        """:meth:`cache_candidates` in the lean form the engine uses, by cache key.
+
+        Backends may override it to read only these columns (a re-run of a large flow
+        fetches one per step).
+        """
+        rows = self.cache_candidates(flow, fingerprints)
+        return {key: CacheHit.of(row) for key, row in rows.items()}
 
     def state_at(self, run_id: str, version: int | None = None) -> RunState:
         """The run as it stood at ``version`` (default: now), by folding its events."""

@@ -38,6 +38,7 @@ from nbflow.store.duckdb_connection import (
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
     BlobRecord,
+    CacheHit,
     Codec,
     Event,
     EventType,
@@ -55,10 +56,13 @@ from nbflow.store.sql_rows import (
     EXEC_COLS,
     EXEC_INSERT_COLS,
     LEASE_COLS,
+    LEASE_SETS,
     RUN_COLS,
+    RUN_RECORD_COLS,
     event_filters,
     execution_from_row,
     lease_from_row,
+    lease_values,
     run_filters,
     run_from_row,
     unfinished,
@@ -76,10 +80,15 @@ _HEX = re.compile(r"[0-9a-f]+")
 
 # A column tested against a list parameter.
 _IN_LIST = "{column} IN (SELECT unnest({mark}::VARCHAR[]))"
+# Execution rows of flow ? with a usable output, for a list ? of code fingerprints.
+_CANDIDATE_ROWS = (
+    "flow = ? AND status IN ('completed', 'cached') AND output IS NOT NULL "
+    "AND cache_key IS NOT NULL AND fingerprint IN (SELECT unnest(?::VARCHAR[]))"
+)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+# One encoder for every row: json.dumps builds a new one per call when given options.
+_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 class DuckDBStore(Store):
@@ -125,6 +134,7 @@ class DuckDBStore(Store):
         if not in_memory:
             _check_file(Path(self.path))
         self._known_blobs: dict[str, int] = {}  # hash -> stored size
+        self._threads = 1  # DuckDB's own thread count, read when connecting
         self._closed = False
         self._last_used = time.monotonic()
         self._conn: duckdb.DuckDBPyConnection | None = None
@@ -170,6 +180,11 @@ class DuckDBStore(Store):
             ) from None
         try:
             con.execute("SET TimeZone = 'UTC'")
+            # One thread for the many tiny statements of the write path: waking DuckDB's
+            # worker threads costs more than such a statement does (~0.1-0.2 ms each
+            # here); big reads and writes switch to every core (see _all_threads).
+            self._threads = int(con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+            con.execute("SET threads = 1")
             schema.setup(con, where)
         except (NotAStoreError, StoreError):
             con.close()
@@ -231,12 +246,31 @@ class DuckDBStore(Store):
                 _raise_if_corrupt(exc, self.uri)
                 raise
 
+    @contextmanager
+    def _all_threads(self, nbytes: int | None = None) -> Iterator[None]:
+        """Let DuckDB use every core inside the block (for ``nbytes`` of data or more
+        than :data:`_PARALLEL_BYTES`, or whatever a query may read when None).
+
+        The caller holds ``self._lock`` so no small statement runs meanwhile.
+        """
+        if self._threads <= 1 or (nbytes is not None and nbytes < _PARALLEL_BYTES):
+            yield
+            return
+        con = self._con
+        con.execute(f"SET threads = {self._threads:d}")
+        try:
+            yield
+        finally:
+            if self._conn is not None:
+                self._conn.execute("SET threads = 1")
+
     def _arrow(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self} is closed; open it again with nf.open_store().")
             try:
-                return self._con.sql(query, params=params).to_arrow_table().to_pandas()
+                with self._all_threads():
+                    return self._con.sql(query, params=params).to_arrow_table().to_pandas()
             except duckdb.Error as exc:
                 _raise_if_corrupt(exc, self.uri)
                 raise
@@ -271,15 +305,15 @@ class DuckDBStore(Store):
         state = initial_state(run)
         r = state.run
         try:
+            # (The version is the seq of the run's last event: none yet, so 0.)
             self._execute(
-                f"INSERT INTO runs ({RUN_COLS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO run_records ({RUN_RECORD_COLS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     r.run_id,
                     r.flow,
                     r.flow_fingerprint,
                     r.status.value,
-                    r.version,
                     _dumps(dict(r.params)),
                     _dumps(list(r.steps)),
                     r.created_at,
@@ -333,37 +367,27 @@ class DuckDBStore(Store):
         return {r[0]: lease_from_row(r) for r in rows}
 
     def _swap_lease(self, run_id: str, expected_token: str | None, new: Lease | None) -> bool:
-        with self._lock:
-            con = self._con
-            con.execute("BEGIN TRANSACTION")
-            try:
-                rows = con.execute("SELECT token FROM leases WHERE run_id = ?", [run_id]).fetchall()
-                if (rows[0][0] if rows else None) != expected_token:
-                    con.execute("ROLLBACK")
-                    return False
-                con.execute("DELETE FROM leases WHERE run_id = ?", [run_id])
-                if new is not None:
-                    con.execute(
-                        f"INSERT INTO leases ({LEASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            new.run_id,
-                            new.token,
-                            new.pid,
-                            new.host,
-                            new.acquired_at,
-                            new.expires_at,
-                            new.proc_start,
-                        ],
-                    )
-                con.execute("COMMIT")
-            except duckdb.TransactionException:
-                # Another connection changed the row under us: the swap did not happen.
-                con.execute("ROLLBACK")
-                return False
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            return True
+        # One statement each way, so each is atomic on its own: the (run_id) key refuses
+        # a second lease, and the token guard makes a renewal or release by a holder that
+        # lost the lease change no row.
+        values = None if new is None else lease_values(new)
+        if expected_token is None and values is not None:
+            query = f"INSERT INTO leases ({LEASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            params = values
+        elif expected_token is None:  # from no lease to no lease: nothing to change
+            return not self._read_leases([run_id])
+        elif values is None:
+            query = "DELETE FROM leases WHERE run_id = ? AND token = ?"
+            params = [run_id, expected_token]
+        else:
+            query = f"UPDATE leases SET {LEASE_SETS.format(m='?')} WHERE run_id = ? AND token = ?"
+            params = [*values[1:], run_id, expected_token]
+        try:
+            rows = self._execute(query, params)
+        except (duckdb.ConstraintException, duckdb.TransactionException):
+            # Someone holds it, or another connection changed the row under us.
+            return False
+        return bool(rows and rows[0][0] == 1)
 
     # -- events -----------------------------------------------------------------------
 
@@ -385,10 +409,23 @@ class DuckDBStore(Store):
         recorded = previous.executions
         fresh = [x for x in finished if unfinished(recorded.get((x.step, x.attempt)))]
         again = [x for x in finished if not unfinished(recorded.get((x.step, x.attempt)))]
+        if not events:
+            # Nothing to write; but a writer that read an older version must hear so.
+            self._check_version(run.run_id, expected_version)
+            return
+        before = previous.run
+        status_changed = (before.status, before.started_at, before.finished_at, before.error) != (
+            run.status,
+            run.started_at,
+            run.finished_at,
+            run.error,
+        )
         con.execute("BEGIN TRANSACTION")
         try:
-            if events:
-                self._insert("events", EVENT_COLS, [_event_values(e) for e in events], _EVENT_TYPES)
+            # The (run_id, seq) key is the optimistic-concurrency check: a writer that
+            # read an older version appends a seq someone else already holds. A run's
+            # version is the seq of its last event, so no row changes per step.
+            self._insert("events", EVENT_COLS, [_event_values(e) for e in events], _EVENT_TYPES)
             if fresh:
                 self._insert(
                     "step_executions",
@@ -401,27 +438,33 @@ class DuckDBStore(Store):
                     _insert_executions(len(again)) + _UPSERT_EXECUTIONS,
                     _executions_params(again, run.flow),
                 )
-            # The version guard makes a writer that read an older version (another store
-            # object on this file) update no row, even when it appends no events.
-            updated = con.execute(
-                "UPDATE runs SET status = ?, version = ?, started_at = ?, finished_at = ?, "
-                "error = ? WHERE run_id = ? AND version = ?",
-                [
-                    run.status.value,
-                    run.version,
-                    run.started_at,
-                    run.finished_at,
-                    run.error,
-                    run.run_id,
-                    expected_version,
-                ],
-            ).fetchall()
-            if updated[0][0] != 1:
-                raise _StaleWrite
+            if status_changed:
+                updated = con.execute(
+                    "UPDATE run_records SET status = ?, started_at = ?, finished_at = ?, "
+                    "error = ? WHERE run_id = ? AND status = ?",
+                    [
+                        run.status.value,
+                        run.started_at,
+                        run.finished_at,
+                        run.error,
+                        run.run_id,
+                        before.status.value,
+                    ],
+                ).fetchall()
+                if updated[0][0] != 1:
+                    raise _StaleWrite
+            # A run that ends gives its lease back in the same commit (no extra one).
+            release = run.status.finished and run.run_id in self._leases
+            if release:
+                con.execute(
+                    "DELETE FROM leases WHERE run_id = ? AND token = ?", [run.run_id, self._token]
+                )
             con.execute("COMMIT")
-        except (duckdb.ConstraintException, _StaleWrite):
+            if release:
+                self._leases.pop(run.run_id, None)
+        except (duckdb.ConstraintException, duckdb.TransactionException, _StaleWrite):
             con.execute("ROLLBACK")
-            # The (run_id, seq) key refused our seq: someone appended first.
+            # Someone appended first (or changed the run under us).
             actual = self._execute("SELECT version FROM runs WHERE run_id = ?", [run.run_id])
             raise StaleVersionError(
                 run.run_id, expected_version, actual[0][0] if actual else None
@@ -429,6 +472,13 @@ class DuckDBStore(Store):
         except BaseException:
             con.execute("ROLLBACK")
             raise
+
+    def _check_version(self, run_id: str, expected_version: int) -> None:
+        """StaleVersionError unless the run is at ``expected_version``."""
+        rows = self._execute("SELECT version FROM runs WHERE run_id = ?", [run_id])
+        actual = rows[0][0] if rows else None
+        if actual != expected_version:
+            raise StaleVersionError(run_id, expected_version, actual)
 
     def _insert(
         self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]
@@ -504,9 +554,7 @@ class DuckDBStore(Store):
             return {}
         rows = self._execute(
             f"SELECT DISTINCT ON (cache_key) {EXEC_COLS} FROM step_executions "
-            "WHERE flow = ? AND status IN ('completed', 'cached') AND output IS NOT NULL "
-            "AND cache_key IS NOT NULL AND fingerprint IN (SELECT unnest(?::VARCHAR[])) "
-            "ORDER BY cache_key, seq",
+            f"WHERE {_CANDIDATE_ROWS} ORDER BY cache_key, seq",
             [flow, wanted],
         )
         found: dict[str, StepExecution] = {}
@@ -515,6 +563,21 @@ class DuckDBStore(Store):
             assert x.cache_key is not None
             found.setdefault(x.cache_key, x)
         return found
+
+    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> dict[str, CacheHit]:
+        """The earliest usable output per cache key: four columns, not whole rows."""
+        wanted = list(set(fingerprints))
+        if not wanted:
+            return {}
+        rows = self._execute(
+            "SELECT DISTINCT ON (cache_key) cache_key, output, run_id, source_run_id "
+            f"FROM step_executions WHERE {_CANDIDATE_ROWS} ORDER BY cache_key, seq",
+            [flow, wanted],
+        )
+        return {
+            key: CacheHit(key, ValueRef.from_json(json.loads(output)), run_id, source)
+            for key, output, run_id, source in rows
+        }
 
     # -- values -----------------------------------------------------------------------
 
@@ -535,7 +598,8 @@ class DuckDBStore(Store):
             try:
                 if table_name is not None:
                     assert encoded.table is not None
-                    _write_value_table(con, table_name, encoded.table)
+                    with self._all_threads(encoded.table.nbytes):
+                        _write_value_table(con, table_name, encoded.table)
                 con.execute(
                     "INSERT INTO blobs VALUES (?, ?, ?, now(), ?, ?, ?) ON CONFLICT DO NOTHING",
                     [
@@ -582,7 +646,7 @@ class DuckDBStore(Store):
         if table_name is not None:
             # The name is derived from the hash, not read from the row: a store file from
             # elsewhere may hold any text there, and none of it reaches the SQL.
-            with self._lock:
+            with self._lock, self._all_threads(size):
                 table = self._con.sql(f"SELECT * FROM {self._table_for(ref)}").to_arrow_table()
         stored = ValueRef(Codec(codec), ref.hash, size, ref.type_name)
         return EncodedValue(
@@ -666,7 +730,7 @@ class DuckDBStore(Store):
             con = self._con
             con.execute("BEGIN TRANSACTION")
             try:
-                for table in ("events", "step_executions", "runs", "leases"):
+                for table in ("events", "step_executions", "run_records", "leases"):
                     con.execute(
                         f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
                         [runs],
@@ -738,7 +802,7 @@ class DuckDBStore(Store):
         table = None
         if blob.has_table:
             name = f"{quote_identifier(schema.VALUES_SCHEMA)}.{quote_identifier('v_' + blob.hash)}"
-            with self._lock:
+            with self._lock, self._all_threads(blob.size):
                 table = self._con.sql(f"SELECT * FROM {name}").to_arrow_table()
         rows = self._execute("SELECT data FROM blobs WHERE hash = ?", [blob.hash])
         data = rows[0][0] if rows else None
@@ -757,11 +821,10 @@ class DuckDBStore(Store):
                 if last != run.version:
                     raise _StaleWrite
                 con.execute(
-                    "UPDATE runs SET status = ?, version = ?, started_at = ?, finished_at = ?, "
+                    "UPDATE run_records SET status = ?, started_at = ?, finished_at = ?, "
                     "error = ? WHERE run_id = ?",
                     [
                         run.status.value,
-                        run.version,
                         run.started_at,
                         run.finished_at,
                         run.error,
@@ -815,7 +878,10 @@ class DuckDBStore(Store):
             con.execute("ATTACH ? AS nbflow_compact", [str(tmp)])
             try:
                 # A database name (the file's stem) cannot be a parameter: quoted.
-                con.execute(f"COPY FROM DATABASE {quote_identifier(database)} TO nbflow_compact")
+                with self._all_threads():
+                    con.execute(
+                        f"COPY FROM DATABASE {quote_identifier(database)} TO nbflow_compact"
+                    )
             finally:
                 con.execute("DETACH nbflow_compact")
             self.release_connection()
@@ -881,7 +947,8 @@ class DuckDBStore(Store):
             # A transaction that is always rolled back: even a SELECT cannot leave a trace.
             self._con.execute("BEGIN TRANSACTION")
             try:
-                return self._con.sql(query, params=params).to_arrow_table().to_pandas()
+                with self._all_threads():
+                    return self._con.sql(query, params=params).to_arrow_table().to_pandas()
             except duckdb.Error as exc:
                 _raise_if_corrupt(exc, self.uri)
                 raise StoreError(f"the SQL query failed: {exc}") from None
@@ -929,6 +996,8 @@ _UPSERT_EXECUTIONS = (
 
 
 _VALUES_ROWS = 8
+# Values at least this big are read and written with every DuckDB thread.
+_PARALLEL_BYTES = 4 * 1024 * 1024
 
 
 def _arrow_types() -> tuple[list[Any], list[Any]]:

@@ -53,10 +53,12 @@ from nbflow.store.sql_rows import (
     EXEC_COLS,
     EXEC_INSERT_COLS,
     LEASE_COLS,
+    LEASE_SETS,
     RUN_COLS,
     event_filters,
     execution_from_row,
     lease_from_row,
+    lease_values,
     run_filters,
     run_from_row,
     unfinished,
@@ -370,19 +372,7 @@ class PostgresStore(Store):
     def _swap_lease(self, run_id: str, expected_token: str | None, new: Lease | None) -> bool:
         """Replace the lease of ``run_id`` by ``new`` if its token is ``expected_token``
         (None: no lease held), in one statement; return whether it was replaced."""
-        values: list[Any] | None = (
-            None
-            if new is None
-            else [
-                new.run_id,
-                new.token,
-                new.pid,
-                new.host,
-                new.acquired_at,
-                new.expires_at,
-                new.proc_start,
-            ]
-        )
+        values = None if new is None else lease_values(new)
         params: list[Any]
         if values is None:
             if expected_token is None:
@@ -398,11 +388,8 @@ class PostgresStore(Store):
             )
             params = values
         else:
-            query = (
-                "UPDATE leases SET token = %s, pid = %s, host = %s, acquired_at = %s, "
-                "expires_at = %s, proc_start = %s WHERE run_id = %s AND token = %s "
-                "RETURNING true"
-            )
+            sets = LEASE_SETS.format(m="%s")
+            query = f"UPDATE leases SET {sets} WHERE run_id = %s AND token = %s RETURNING true"
             params = [*values[1:], run_id, expected_token]
         rows = self._run(lambda con: con.execute(query, params).fetchall(), retry=False)
         return bool(rows and rows[0][0])

@@ -295,3 +295,29 @@ class StepExecution:
     traceback: str | None = None
     source_run_id: str | None = None  # where a cached or reused output came from
     seq: int = 0  # seq of the event that last changed this row (orders rows as they happened)
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """A stored output that a step with this cache key reuses instead of running.
+
+    The lean form of a cache candidate (see ``Store.cache_hits``): just what recording a
+    ``step_cached`` event needs.
+    """
+
+    cache_key: str
+    output: ValueRef
+    run_id: str  # the run whose execution row holds the output
+    source_run_id: str | None = None  # where that row's output was computed, if elsewhere
+
+    @property
+    def origin(self) -> str:
+        """The run that computed the output."""
+        return self.source_run_id or self.run_id
+
+    @classmethod
+    def of(cls, row: StepExecution) -> CacheHit:
+        """The hit an execution row with an output and a cache key offers."""
+        if row.cache_key is None or row.output is None:
+            raise ValueError(f"execution {row.run_id}/{row.step} has no cached output to offer")
+        return cls(row.cache_key, row.output, row.run_id, row.source_run_id)

@@ -26,6 +26,9 @@ RUN_COLS = (
     "run_id, flow, flow_fingerprint, status, version, params, steps, created_at, started_at, "
     "finished_at, error, parent_run_id, fork_from_step, fork_from_version, thread_id"
 )
+#: The columns of DuckDB's ``run_records`` table: a run's row without its version, which
+#: the ``runs`` view derives from the events.
+RUN_RECORD_COLS = RUN_COLS.replace(" version,", "")
 EXEC_COLS = (
     "run_id, step, attempt, status, cache_key, output, inputs, started_at, finished_at, "
     "duration_ms, error, traceback, source_run_id, seq, fingerprint"
@@ -137,6 +140,26 @@ def lease_from_row(r: Sequence[Any]) -> Lease:
         expires_at=r[5],
         proc_start=r[6],
     )
+
+
+def lease_values(lease: Lease) -> list[Any]:
+    """A lease's values in :data:`LEASE_COLS` order (the inverse of :func:`lease_from_row`)."""
+    return [
+        lease.run_id,
+        lease.token,
+        lease.pid,
+        lease.host,
+        lease.acquired_at,
+        lease.expires_at,
+        lease.proc_start,
+    ]
+
+
+#: ``UPDATE leases SET`` clause for every column but the key (placeholder ``{m}``), the
+#: values in :func:`lease_values` order after the run id.
+LEASE_SETS = (
+    "token = {m}, pid = {m}, host = {m}, acquired_at = {m}, expires_at = {m}, proc_start = {m}"
+)
 
 
 def unfinished(row: StepExecution | None) -> bool:

@@ -1090,6 +1090,29 @@ class StoreConformance(LeaseConformance, CheckConformance):
         assert list(got) == ["ck-load"]
         assert got["ck-load"].run_id in {"r1", "r2", "r3"}
 
+    def test_cache_hits_are_the_candidates_in_lean_form(self, store: Store) -> None:
+        """cache_hits gives, per key, the output and origin of a cache candidate."""
+        populate(store)
+        store.create_run(make_run("again"))
+        store.append("again", 0, [NewEvent(EventType.RUN_STARTED)])
+        store.append("again", 1, [cached_event("load", source_run_id="src", cache_key="ck-again")])
+        fingerprints = ["load-fp", "clean-fp", "no-such-fp"]
+        candidates = store.cache_candidates("flow", fingerprints)
+        hits = store.cache_hits("flow", fingerprints)
+        assert set(hits) == set(candidates)
+        for key, hit in hits.items():
+            # Several rows may offer a key: the hit is one of them, with its output.
+            (row,) = [
+                x
+                for x in store.executions(hit.run_id)
+                if x.cache_key == key and x.status.has_output and x.output == hit.output
+            ]
+            assert hit.origin == (row.source_run_id or row.run_id)
+        only = hits["ck-again"]  # the one row with this key: a cached row from "src"
+        assert (only.run_id, only.source_run_id, only.origin) == ("again", "src", "src")
+        assert store.cache_hits("flow", []) == {}
+        assert store.cache_hits("other-flow", fingerprints) == {}
+
     # -- state_at -----------------------------------------------------------------------
 
     def test_state_at_every_version_matches_what_was_written(self, store: Store) -> None:
