@@ -356,6 +356,35 @@ def test_rerunning_an_unchanged_flow_executes_nothing_and_writes_no_blob(store):
     assert "step_cached" in set(second.events["type"])
 
 
+def test_a_fully_cached_rerun_is_one_commit_of_cached_events_and_takes_no_lease(store, monkeypatch):
+    flow = make_flow(store, Calls())
+    first = flow.run()
+    claims: list[str] = []
+    real_claim = store.claim
+    monkeypatch.setattr(
+        store, "claim", lambda run_id, *a: claims.append(run_id) or real_claim(run_id, *a)
+    )
+    appends: list[int] = []
+    real_append = store.append
+    monkeypatch.setattr(
+        store,
+        "append",
+        lambda run_id, v, events: appends.append(len(events)) or real_append(run_id, v, events),
+    )
+    second = flow.run()
+    assert claims == [] and appends == [5]  # started, 3 cached, completed: one append
+    assert list(second.events["type"]) == ["run_started"] + ["step_cached"] * 3 + ["run_completed"]
+    assert store.lease(second.id) is None and second.status == "completed"
+    assert second["total"] == first["total"]
+    # A run that executes anything takes the lease and records its steps as scheduled.
+    third = flow.run(offset=1)
+    assert claims == [third.id]
+    kinds = list(third.events["type"])
+    assert kinds[:3] == ["run_started", "step_cached", "step_cached"]
+    assert kinds[3:5] == ["step_scheduled", "step_started"]
+    assert store.lease(third.id) is None  # given back when it ended
+
+
 def test_changing_one_step_recomputes_it_and_exactly_its_descendants(store):
     calls = Calls()
     flow = nf.Flow("f", store=store)

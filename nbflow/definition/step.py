@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import keyword
 from collections.abc import Callable, Mapping, Sequence
@@ -72,7 +73,7 @@ class Step:
     options: StepOptions = field(default_factory=StepOptions)
     source: str | None = None  # explicit source text (cell magics), else read from func
 
-    @property
+    @functools.cached_property
     def upstream(self) -> tuple[str, ...]:
         """Every step this one needs: its inputs, then ``depends_on``."""
         return self.inputs + tuple(d for d in self.depends_on if d not in self.inputs)

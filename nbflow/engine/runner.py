@@ -4,7 +4,9 @@ The runner is the only writer of a run's events. It buffers events and commits t
 the points that matter: before a step starts (so its upstream completions are durable
 first), and when the run ends. A step's ``step_started`` therefore rides in the same
 transaction as the completion of the step before it, and a fully cached re-run commits
-once.
+once. Steps are recorded as ``step_scheduled`` just before the first step starts, so
+the steps found in the cache before that (all of them, in a fully cached re-run) are
+recorded by their ``step_cached`` event alone.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from nbflow.errors import StepFailed, UntrustedStoreError
 from nbflow.graph.dag import FlowGraph
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
-from nbflow.store.records import CacheHit, EventType, NewEvent, RunRecord, StepExecution, ValueRef
+from nbflow.store.records import (
+    CacheHit,
+    EventType,
+    NewEvent,
+    RunRecord,
+    RunStatus,
+    StepExecution,
+    ValueRef,
+)
 
 Listener = Callable[[RunRecord, list[NewEvent]], None]
 CANCEL_POLL_S = 0.2  # how often a waiting runner checks whether the run was cancelled
@@ -76,6 +86,7 @@ class Runner:
         self.cancel_requested = cancel_requested
         self._buffer: list[NewEvent] = []
         self._unscheduled: list[str] = []  # steps to run whose step_scheduled is not out yet
+        self._planned_keys: dict[str, str] = {}  # cache keys worked out before the run began
         self._outputs: dict[str, ValueRef] = {}  # step -> output usable downstream
         self._values: dict[str, Any] = {}  # values in memory, until no consumer is left
         self._consumers = {n: set(graph.dag.successors(n)) for n in graph.order}
@@ -124,32 +135,62 @@ class Runner:
 
         The run's lease is held (and renewed) while it runs, so no other process can
         advance it, and a reader elsewhere can tell a live run from one whose process died.
+        A new run whose every step is a cache hit starts and ends in one commit: it is
+        never seen running, so it takes no lease.
         """
         from nbflow.store.leases import Heartbeat
 
         run_id = self.run.run_id
         try:
-            lease = self.store.claim(run_id)
+            todo = [n for n in self.graph.order if n not in self._outputs and n not in self._reused]
+            candidates = self._cache_candidates(todo)
+            at_once = (
+                self.run.status is RunStatus.PENDING
+                and not resume
+                and not self._reused
+                and self._all_cached(todo, candidates)
+            )
+            lease = None if at_once else self.store.claim(run_id)
         except BaseException:
             self.executor.shutdown()  # its workers (a Dask client nbflow made) go too
             raise
+        if lease is None:
+            return self._execute(resume, todo, candidates)
         ttl = (lease.expires_at - lease.acquired_at).total_seconds()
         heartbeat = Heartbeat(lambda: self.store.renew(run_id), ttl, run_id).start()
         try:
-            return self._execute(resume=resume)
+            return self._execute(resume, todo, candidates)
         finally:
             heartbeat.stop()
             with contextlib.suppress(Exception):  # an unreleased lease only expires later
                 self.store.release(run_id)
 
-    def _execute(self, *, resume: bool) -> RunRecord:
+    def _all_cached(self, todo: list[str], candidates: Mapping[str, CacheHit]) -> bool:
+        """Whether every step of ``todo`` is a cache hit (their keys are kept for the run)."""
+        outputs = dict(self._outputs)
+        keys: dict[str, str] = {}
+        for name in todo:
+            plan = self.plans[name]
+            if not plan.step.options.cache or self._forced(name):
+                return False
+            inputs = {u: outputs[u].hash for u in self.graph.steps[name].upstream}
+            key = cache_key(plan.fingerprint, inputs, plan.params)
+            hit = candidates.get(key)
+            if hit is None:
+                return False
+            keys[name] = key
+            outputs[name] = hit.output
+        self._planned_keys = keys
+        return True
+
+    def _execute(
+        self, resume: bool, todo: list[str], candidates: Mapping[str, CacheHit]
+    ) -> RunRecord:
         self._emit(EventType.RUN_STARTED, resume=resume, steps=list(self.graph.order))
         for name in self.graph.order:
             if name in self._reused:
                 self._take_over(name, self._reused[name])
-        todo = [n for n in self.graph.order if n not in self._outputs]
         self._unscheduled = list(todo)
-        candidates = self._cache_candidates(todo)
         try:
             self._loop(todo, candidates)
         except Cancelled:
@@ -220,7 +261,7 @@ class Runner:
                 if not all(u in self._outputs for u in upstream):
                     continue
                 waiting.remove(name)
-                key = self._key(name)
+                key = self._planned_keys.pop(name, None) or self._key(name)
                 hit = candidates.get(key)
                 if hit is not None:
                     self._cached(name, key, hit)

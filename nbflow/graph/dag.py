@@ -82,14 +82,11 @@ def build_graph(steps: Mapping[str, Step], targets: Collection[str] | None = Non
             if dep not in steps:
                 raise MissingDependencyError(name, dep, steps)
             dag.add_edge(dep, name)
-    try:
-        cycle = nx.find_cycle(dag)
-    except nx.NetworkXNoCycle:
-        cycle = None
-    if cycle:
-        raise CycleError([edge[0] for edge in cycle])
     position = {name: i for i, name in enumerate(steps)}
-    order = tuple(nx.lexicographical_topological_sort(dag, key=position.__getitem__))
+    try:
+        order = tuple(nx.lexicographical_topological_sort(dag, key=position.__getitem__))
+    except nx.NetworkXUnfeasible:  # a cycle: name its steps (looked for only now)
+        raise CycleError([edge[0] for edge in nx.find_cycle(dag)]) from None
     graph = FlowGraph(dag=dag, steps=dict(steps), order=order, params=params)
     if targets is not None:
         for t in targets:
