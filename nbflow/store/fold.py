@@ -101,14 +101,17 @@ def apply(state: RunState, events: Iterable[Event]) -> list[StepExecution]:
     """
     work = state.copy()
     changed: dict[tuple[str, int], StepExecution] = {}
+    version = work.run.version  # the record's own version is brought up to date below
     for event in events:
-        if event.seq != work.run.version + 1:
+        if event.seq != version + 1:
             raise InvalidTransitionError(
                 f"event seq {event.seq} of run {event.run_id!r} does not follow version "
-                f"{work.run.version}: a run's log is gap-free."
+                f"{version}: a run's log is gap-free."
             )
         rows: list[StepExecution] = []
         if event.type.is_run_event:
+            if work.run.version != version:
+                work.run = dataclasses.replace(work.run, version=version)
             work.run = _apply_run_event(work.run, event)
             if work.run.status.finished:
                 rows = _close_running(work, event)
@@ -119,7 +122,9 @@ def apply(state: RunState, events: Iterable[Event]) -> list[StepExecution]:
             work.executions[key] = row
             work.current[row.step] = row
             changed[key] = row
-        work.run = dataclasses.replace(work.run, version=event.seq)
+        version = event.seq
+    if work.run.version != version:
+        work.run = dataclasses.replace(work.run, version=version)
     state.run = work.run
     state.executions = work.executions
     state.current = work.current
