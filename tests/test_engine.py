@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,6 +68,20 @@ def make_flow(store: nf.Store, calls: Calls, name: str = "f") -> nf.Flow:
 
 
 # -- definition ----------------------------------------------------------------------------
+
+
+def test_the_graph_is_built_once_per_definition_and_shared_frozen(store):
+    flow = make_flow(store, Calls())
+    graph = flow.graph()
+    assert flow.graph() is graph and flow.graph(["doubled"]) is flow.graph(["doubled"])
+    with pytest.raises(nx.NetworkXError, match="Frozen"):
+        flow.dag.add_edge("total", "raw")
+
+    @flow.step
+    def doubled(raw):  # redefined: a new graph
+        return raw
+
+    assert flow.graph() is not graph and list(flow.graph().order) == ["raw", "doubled", "total"]
 
 
 def test_parameters_named_like_steps_are_dependencies(store):

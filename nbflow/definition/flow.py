@@ -55,6 +55,9 @@ class Flow:
         self._store_arg = store
         self._store_obj: Store | None = store if isinstance(store, Store) else None
         self._steps: dict[str, Step] = {}
+        # Built graphs by (step objects, targets): a re-run of an unchanged flow needs no
+        # new one. Kept graphs are frozen, since callers share them.
+        self._graphs: dict[tuple[Any, ...], FlowGraph] = {}
         self._event_callbacks: list[Callable[[Event], None]] = []
         with _flows_lock:
             _flows[name] = weakref.ref(self)
@@ -150,10 +153,24 @@ class Flow:
         return dict(self._steps)
 
     def graph(self, targets: Collection[str] | None = None) -> FlowGraph:
-        """The validated DAG (only what ``targets`` need, when given)."""
+        """The validated DAG (only what ``targets`` need, when given).
+
+        Its networkx graph is frozen: the same graph is handed out until a step changes.
+        """
+        import networkx as nx
+
         from nbflow.graph.dag import build_graph
 
-        return build_graph(self._steps, targets)
+        steps = tuple((name, id(step)) for name, step in self._steps.items())
+        key = (steps, None if targets is None else tuple(targets))
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = build_graph(self._steps, targets)
+            nx.freeze(graph.dag)
+            # (The graph holds its steps, so their ids in the key stay theirs.)
+            self._graphs = {k: g for k, g in self._graphs.items() if k[0] == steps}
+            self._graphs[key] = graph
+        return graph
 
     @property
     def dag(self) -> nx.DiGraph:
