@@ -9,7 +9,11 @@ import pytest
 
 # Plain ``assert`` in the suite should explain failures like assertions in test files do.
 pytest.register_assert_rewrite(
+    "nbflow.testing.builders",
     "nbflow.testing.conformance",
+    "nbflow.testing.conformance_records",
+    "nbflow.testing.conformance_executions",
+    "nbflow.testing.conformance_values",
     "nbflow.testing.conformance_leases",
     "nbflow.testing.conformance_check",
 )

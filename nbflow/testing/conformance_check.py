@@ -27,9 +27,9 @@ from nbflow.store.records import (
     StepStatus,
     ValueRef,
 )
-from nbflow.testing.conformance import (
+from nbflow.testing.builders import (
     Clock,
-    _Opaque,
+    Opaque,
     make_flow,
     make_run,
     populate,
@@ -60,7 +60,7 @@ def _blob_values() -> dict[str, Any]:
         "half": pd.DataFrame({"h": np.array([1.0, 2.0], dtype=np.float16)}),  # arrow_ipc
         "array": np.arange(12, dtype="float64").reshape(3, 4),
         "scalar": np.int32(7),
-        "pickle": _Opaque("thing", (1, 2, 3)),
+        "pickle": Opaque("thing", (1, 2, 3)),
         "json": {"rows": list(range(2000))},  # too big to be inline: a json blob
     }
 

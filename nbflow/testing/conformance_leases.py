@@ -14,7 +14,7 @@ from nbflow.errors import RunLockedError, UnknownRunError
 from nbflow.store.base import Store
 from nbflow.store.leases import host_name, make_lease, new_token
 from nbflow.store.records import EventType, Lease, NewEvent, RunStatus, StepStatus, utcnow
-from nbflow.testing.conformance import make_run, start_run
+from nbflow.testing.builders import make_run, start_run
 
 
 def dead_pid() -> int:
