@@ -20,7 +20,7 @@ from typing import Protocol
 
 import duckdb
 
-from nbflow.errors import StoreBusyError
+from nbflow.errors import CorruptStoreError, StoreBusyError
 
 ENV_BUSY_TIMEOUT = "NBFLOW_BUSY_TIMEOUT"
 ENV_IDLE_RELEASE = "NBFLOW_IDLE_RELEASE"
@@ -137,3 +137,9 @@ class IdleCloser:
 
 
 IDLE_CLOSER = IdleCloser()
+
+
+def raise_if_corrupt(exc: duckdb.Error, where: str) -> None:
+    """Raise CorruptStoreError for DuckDB's report of a damaged block (seen on reads)."""
+    if "corrupt database file" in str(exc).lower():
+        raise CorruptStoreError(f"{where!r} is damaged and cannot be read: {exc}") from None

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
-import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from nbflow import frames
 from nbflow.errors import (
     CorruptStoreError,
     DuplicateRunError,
@@ -34,12 +31,28 @@ from nbflow.store.duckdb_connection import (
     connect_waiting,
     env_seconds,
     is_lock_error,
+    raise_if_corrupt,
 )
+from nbflow.store.duckdb_frames import DuckDBFrames
+from nbflow.store.duckdb_maintenance import DuckDBMaintenance
+from nbflow.store.duckdb_rows import (
+    CANDIDATE_ROWS,
+    EVENT_TYPES,
+    EXEC_TYPES,
+    IN_LIST,
+    UPSERT_EXECUTIONS,
+    VALUES_ROWS,
+    StaleWrite,
+    dumps,
+    event_values,
+    execution_params,
+    executions_params,
+    insert_executions,
+)
+from nbflow.store.duckdb_values import DuckDBValues
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
-    BlobRecord,
     CacheHit,
-    Codec,
     Event,
     EventType,
     FlowRecord,
@@ -50,7 +63,6 @@ from nbflow.store.records import (
     StepStatus,
     ValueRef,
 )
-from nbflow.store.sql_guard import check_read_only
 from nbflow.store.sql_rows import (
     EVENT_COLS,
     EXEC_COLS,
@@ -69,29 +81,16 @@ from nbflow.store.sql_rows import (
 )
 
 if TYPE_CHECKING:
-    import pandas as pd
-    import pyarrow as pa
+    pass
 
-    from nbflow.store.check import StoredBlob
-    from nbflow.values import EncodedValue
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
-_HEX = re.compile(r"[0-9a-f]+")
 
-# A column tested against a list parameter.
-_IN_LIST = "{column} IN (SELECT unnest({mark}::VARCHAR[]))"
-# Execution rows of flow ? with a usable output, for a list ? of code fingerprints.
-_CANDIDATE_ROWS = (
-    "flow = ? AND status IN ('completed', 'cached') AND output IS NOT NULL "
-    "AND cache_key IS NOT NULL AND fingerprint IN (SELECT unnest(?::VARCHAR[]))"
-)
+# Values at least this big are read and written with every DuckDB thread.
+_PARALLEL_BYTES = 4 * 1024 * 1024
 
 
-# One encoder for every row: json.dumps builds a new one per call when given options.
-_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
-
-
-class DuckDBStore(Store):
+class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
     """A store in one DuckDB file (or ``:memory:``), the embedded default.
 
     The connection stays open while the store is in use (opening one costs ~20 ms) and
@@ -174,7 +173,7 @@ class DuckDBStore(Store):
                 f"{self.path!r} is damaged and cannot be opened as a store: {exc}"
             ) from None
         except duckdb.Error as exc:
-            _raise_if_corrupt(exc, self.uri)
+            raise_if_corrupt(exc, self.uri)
             raise CorruptStoreError(
                 f"{where} could not be opened as a DuckDB database: {exc}"
             ) from None
@@ -243,7 +242,7 @@ class DuckDBStore(Store):
             try:
                 return self._con.execute(query, params).fetchall()
             except duckdb.Error as exc:
-                _raise_if_corrupt(exc, self.uri)
+                raise_if_corrupt(exc, self.uri)
                 raise
 
     @contextmanager
@@ -264,17 +263,6 @@ class DuckDBStore(Store):
             if self._conn is not None:
                 self._conn.execute("SET threads = 1")
 
-    def _arrow(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
-        with self._lock:
-            if self._closed:
-                raise StoreError(f"{self} is closed; open it again with nf.open_store().")
-            try:
-                with self._all_threads():
-                    return self._con.sql(query, params=params).to_arrow_table().to_pandas()
-            except duckdb.Error as exc:
-                _raise_if_corrupt(exc, self.uri)
-                raise
-
     # -- flows ------------------------------------------------------------------------
 
     def put_flow(self, flow: FlowRecord) -> None:
@@ -282,7 +270,7 @@ class DuckDBStore(Store):
         definition = [s.to_json() for s in flow.steps]
         self._execute(
             "INSERT INTO flows VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [flow.name, flow.fingerprint, _dumps(definition), flow.created_at],
+            [flow.name, flow.fingerprint, dumps(definition), flow.created_at],
         )
 
     def get_flow(self, name: str, fingerprint: str) -> FlowRecord | None:
@@ -314,8 +302,8 @@ class DuckDBStore(Store):
                     r.flow,
                     r.flow_fingerprint,
                     r.status.value,
-                    _dumps(dict(r.params)),
-                    _dumps(list(r.steps)),
+                    dumps(dict(r.params)),
+                    dumps(list(r.steps)),
                     r.created_at,
                     r.started_at,
                     r.finished_at,
@@ -347,7 +335,7 @@ class DuckDBStore(Store):
         limit: int | None = None,
     ) -> list[RunRecord]:
         """Run rows matching the filters, newest first."""
-        where, params = run_filters(flow, status, thread_id, mark="?", in_list=_IN_LIST)
+        where, params = run_filters(flow, status, thread_id, mark="?", in_list=IN_LIST)
         query = f"SELECT {RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
         if limit is not None:
             query += " LIMIT ?"
@@ -425,18 +413,18 @@ class DuckDBStore(Store):
             # The (run_id, seq) key is the optimistic-concurrency check: a writer that
             # read an older version appends a seq someone else already holds. A run's
             # version is the seq of its last event, so no row changes per step.
-            self._insert("events", EVENT_COLS, [_event_values(e) for e in events], _EVENT_TYPES)
+            self._insert("events", EVENT_COLS, [event_values(e) for e in events], EVENT_TYPES)
             if fresh:
                 self._insert(
                     "step_executions",
                     EXEC_INSERT_COLS,
-                    [_execution_params(x, run.flow) for x in fresh],
-                    _EXEC_TYPES,
+                    [execution_params(x, run.flow) for x in fresh],
+                    EXEC_TYPES,
                 )
             if again:
                 con.execute(
-                    _insert_executions(len(again)) + _UPSERT_EXECUTIONS,
-                    _executions_params(again, run.flow),
+                    insert_executions(len(again)) + UPSERT_EXECUTIONS,
+                    executions_params(again, run.flow),
                 )
             if status_changed:
                 updated = con.execute(
@@ -452,7 +440,7 @@ class DuckDBStore(Store):
                     ],
                 ).fetchall()
                 if updated[0][0] != 1:
-                    raise _StaleWrite
+                    raise StaleWrite
             # A run that ends gives its lease back in the same commit (no extra one).
             release = run.status.finished and run.run_id in self._leases
             if release:
@@ -462,7 +450,7 @@ class DuckDBStore(Store):
             con.execute("COMMIT")
             if release:
                 self._leases.pop(run.run_id, None)
-        except (duckdb.ConstraintException, duckdb.TransactionException, _StaleWrite):
+        except (duckdb.ConstraintException, duckdb.TransactionException, StaleWrite):
             con.execute("ROLLBACK")
             # Someone appended first (or changed the run under us).
             actual = self._execute("SELECT version FROM runs WHERE run_id = ?", [run.run_id])
@@ -489,7 +477,7 @@ class DuckDBStore(Store):
         ``table`` and ``columns`` are this module's constants (identifiers cannot be
         parameters); every value goes in as a parameter or through the Arrow table.
         """
-        if len(rows) <= _VALUES_ROWS:
+        if len(rows) <= VALUES_ROWS:
             marks = "(" + ", ".join(["?"] * len(types)) + ")"
             self._con.execute(
                 f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([marks] * len(rows)),
@@ -554,7 +542,7 @@ class DuckDBStore(Store):
             return {}
         rows = self._execute(
             f"SELECT DISTINCT ON (cache_key) {EXEC_COLS} FROM step_executions "
-            f"WHERE {_CANDIDATE_ROWS} ORDER BY cache_key, seq",
+            f"WHERE {CANDIDATE_ROWS} ORDER BY cache_key, seq",
             [flow, wanted],
         )
         found: dict[str, StepExecution] = {}
@@ -571,281 +559,13 @@ class DuckDBStore(Store):
             return {}
         rows = self._execute(
             "SELECT DISTINCT ON (cache_key) cache_key, output, run_id, source_run_id "
-            f"FROM step_executions WHERE {_CANDIDATE_ROWS} ORDER BY cache_key, seq",
+            f"FROM step_executions WHERE {CANDIDATE_ROWS} ORDER BY cache_key, seq",
             [flow, wanted],
         )
         return {
             key: CacheHit(key, ValueRef.from_json(json.loads(output)), run_id, source)
             for key, output, run_id, source in rows
         }
-
-    # -- values -----------------------------------------------------------------------
-
-    def put_value(self, encoded: EncodedValue) -> ValueRef:
-        """Store the value once under its hash; a DataFrame becomes a native table."""
-        ref = encoded.ref
-        if ref.is_inline:
-            return ref
-        table_name = self._table_for(ref) if ref.codec is Codec.ARROW else None
-        with self._lock:  # check and write under one hold: two writers of one hash
-            stored = self._stored_size(ref.hash)
-            if stored is not None:
-                # Equal content may be laid out in memory differently (a frame read back
-                # from the store, say): the stored record's size is the value's size.
-                return ref.with_size(stored)
-            con = self._con
-            con.execute("BEGIN TRANSACTION")
-            try:
-                if table_name is not None:
-                    assert encoded.table is not None
-                    with self._all_threads(encoded.table.nbytes):
-                        _write_value_table(con, table_name, encoded.table)
-                con.execute(
-                    "INSERT INTO blobs VALUES (?, ?, ?, now(), ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [
-                        ref.hash,
-                        ref.codec.value,
-                        ref.size,
-                        table_name,
-                        _dumps(dict(encoded.meta)),
-                        encoded.data,
-                    ],
-                )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            self._known_blobs[ref.hash] = ref.size
-        return ref
-
-    def load_value(self, ref: ValueRef) -> Any:
-        """Load and decode the value a ref points at."""
-        from nbflow.values import decode
-
-        if ref.is_inline:
-            return decode(ref, trust=self.trust)
-        stored = self.read_encoded(ref)
-        return decode(ref, table=stored.table, data=stored.data, meta=stored.meta, trust=self.trust)
-
-    def read_encoded(self, ref: ValueRef) -> EncodedValue:
-        """The blob row and, for a DataFrame, its native table as Arrow; not decoded."""
-        from nbflow.values import EncodedValue
-
-        if ref.is_inline:
-            return EncodedValue(ref=ref)
-        rows = self._execute(
-            "SELECT codec, size, table_name, meta, data FROM blobs WHERE hash = ?", [ref.hash]
-        )
-        if not rows:
-            raise StoreError(
-                f"the value {ref.hash} is missing from {self}: it was deleted or never "
-                "written. `nbflow check` reports such problems."
-            )
-        codec, size, table_name, meta, data = rows[0]
-        table = None
-        if table_name is not None:
-            # The name is derived from the hash, not read from the row: a store file from
-            # elsewhere may hold any text there, and none of it reaches the SQL.
-            with self._lock, self._all_threads(size):
-                table = self._con.sql(f"SELECT * FROM {self._table_for(ref)}").to_arrow_table()
-        stored = ValueRef(Codec(codec), ref.hash, size, ref.type_name)
-        return EncodedValue(
-            ref=stored,
-            table=table,
-            data=None if data is None else bytes(data),
-            meta=json.loads(meta or "{}"),
-        )
-
-    def has_blob(self, hash: str) -> bool:
-        """Whether a blob with this hash is stored."""
-        return self._stored_size(hash) is not None
-
-    def _stored_size(self, hash: str) -> int | None:
-        """The size recorded for the blob ``hash``, or None if there is none."""
-        if hash in self._known_blobs:
-            return self._known_blobs[hash]
-        rows = self._execute("SELECT size FROM blobs WHERE hash = ?", [hash])
-        if not rows:
-            return None
-        self._known_blobs[hash] = rows[0][0]
-        return int(rows[0][0])
-
-    def list_blobs(self) -> list[BlobRecord]:
-        """Every blob row."""
-        rows = self._execute(
-            "SELECT hash, codec, size, created_at, table_name FROM blobs ORDER BY created_at"
-        )
-        return [BlobRecord(r[0], Codec(r[1]), r[2], r[3], r[4]) for r in rows]
-
-    def table_name(self, ref: ValueRef) -> str | None:
-        """The qualified table name of a DataFrame value, to use in :meth:`sql`."""
-        if ref.codec is not Codec.ARROW:
-            return None
-        return self._table_for(ref)
-
-    @staticmethod
-    def _table_for(ref: ValueRef) -> str:
-        # Table names cannot be SQL parameters. A hash nbflow computed is hex, so the name
-        # needs no quoting; a ref read from a store file is checked to be hex all the same.
-        if not _HEX.fullmatch(ref.hash):
-            raise StoreError(f"{ref.hash!r} is not a content hash: the store is damaged.")
-        return f"{schema.VALUES_SCHEMA}.v_{ref.hash}"
-
-    # -- retention ----------------------------------------------------------------------
-
-    def referenced_hashes(self, exclude_runs: Collection[str] = ()) -> set[str]:
-        """The value hashes referenced by every run except ``exclude_runs`` (one query
-        over the executions and the output events, plus the pending forks' plans)."""
-        from nbflow.store.gc import hashes_in_payload
-
-        excluded = sorted(set(exclude_runs))
-        rows = self._execute(
-            "SELECT output_hash FROM step_executions WHERE output_hash IS NOT NULL "
-            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[])) "
-            "UNION SELECT payload->'output'->>'hash' FROM events "
-            "WHERE type IN ('step_output_recorded', 'step_cached') "
-            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[]))",
-            [excluded, excluded],
-        )
-        found = {r[0] for r in rows if r[0]}
-        forks = self._execute(
-            "SELECT payload FROM events WHERE type = 'run_forked' "
-            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[]))",
-            [excluded],
-        )
-        for (payload,) in forks:
-            found |= hashes_in_payload(EventType.RUN_FORKED, json.loads(payload))
-        return found
-
-    def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
-        from nbflow.values.duckdb_tables import quote_identifier
-
-        runs, hashes = sorted(run_ids), sorted(blob_hashes)
-        with self._lock:
-            tables = self._execute(
-                "SELECT table_name FROM blobs WHERE table_name IS NOT NULL "
-                "AND hash IN (SELECT unnest(?::VARCHAR[]))",
-                [hashes],
-            )
-            con = self._con
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for table in ("events", "step_executions", "run_records", "leases"):
-                    con.execute(
-                        f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
-                        [runs],
-                    )
-                con.execute(
-                    "DELETE FROM blobs WHERE hash IN (SELECT unnest(?::VARCHAR[]))", [hashes]
-                )
-                for (table_name,) in tables:
-                    # Identifiers cannot be parameters: quoted, since the name is read
-                    # from the file, whatever text it holds stays one identifier.
-                    schema_name, _, name = table_name.partition(".")
-                    con.execute(
-                        "DROP TABLE IF EXISTS "
-                        f"{quote_identifier(schema_name)}.{quote_identifier(name)}"
-                    )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            for hash in hashes:
-                self._known_blobs.pop(hash, None)
-
-    # -- integrity ----------------------------------------------------------------------
-
-    # An attempt's row is written when it ends (see _write_events).
-    _rows_hold_running_attempts = False
-
-    @contextmanager
-    def _read_snapshot(self) -> Iterator[None]:
-        """One read-only transaction: the check sees the file as of one instant, even
-        if another store object in this process writes meanwhile."""
-        with self._lock:
-            con = self._con
-            con.execute("BEGIN TRANSACTION")
-            try:
-                yield
-            finally:
-                con.execute("ROLLBACK")
-
-    def _execution_rows(self) -> dict[str, list[StepExecution]]:
-        rows = self._execute(
-            f"SELECT {EXEC_COLS} FROM step_executions ORDER BY run_id, seq, attempt, step"
-        )
-        found: dict[str, list[StepExecution]] = {}
-        for r in rows:
-            found.setdefault(r[0], []).append(execution_from_row(r))
-        return found
-
-    def _stored_blobs(self) -> list[StoredBlob]:
-        from nbflow.store.check import StoredBlob
-
-        # A DataFrame value is readable when its row names a table and the table named
-        # after its hash exists (load_value reads that name, not the row's text).
-        rows = self._execute(
-            "SELECT b.hash, b.codec, b.size, b.meta, octet_length(b.data), "
-            "b.table_name IS NOT NULL AND t.table_name IS NOT NULL "
-            "FROM blobs b LEFT JOIN information_schema.tables t "
-            "ON t.table_schema = ? AND t.table_name = 'v_' || b.hash ORDER BY b.hash",
-            [schema.VALUES_SCHEMA],
-        )
-        return [
-            StoredBlob(r[0], _codec(r[1]), r[2], json.loads(r[3] or "{}"), r[4], bool(r[5]))
-            for r in rows
-        ]
-
-    def _blob_content(self, blob: StoredBlob) -> tuple[pa.Table | None, bytes | None]:
-        from nbflow.values.duckdb_tables import quote_identifier
-
-        table = None
-        if blob.has_table:
-            name = f"{quote_identifier(schema.VALUES_SCHEMA)}.{quote_identifier('v_' + blob.hash)}"
-            with self._lock, self._all_threads(blob.size):
-                table = self._con.sql(f"SELECT * FROM {name}").to_arrow_table()
-        rows = self._execute("SELECT data FROM blobs WHERE hash = ?", [blob.hash])
-        data = rows[0][0] if rows else None
-        return table, None if data is None else bytes(data)
-
-    def _rebuild_views(self, state: RunState) -> None:
-        run = state.run
-        rows = [x for x in state.executions.values() if x.status is not StepStatus.RUNNING]
-        with self._lock:
-            con = self._con
-            con.execute("BEGIN TRANSACTION")
-            try:
-                last = con.execute(
-                    "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", [run.run_id]
-                ).fetchall()[0][0]
-                if last != run.version:
-                    raise _StaleWrite
-                con.execute(
-                    "UPDATE run_records SET status = ?, started_at = ?, finished_at = ?, "
-                    "error = ? WHERE run_id = ?",
-                    [
-                        run.status.value,
-                        run.started_at,
-                        run.finished_at,
-                        run.error,
-                        run.run_id,
-                    ],
-                )
-                con.execute("DELETE FROM step_executions WHERE run_id = ?", [run.run_id])
-                if rows:
-                    self._insert(
-                        "step_executions",
-                        EXEC_INSERT_COLS,
-                        [_execution_params(x, run.flow) for x in rows],
-                        _EXEC_TYPES,
-                    )
-                con.execute("COMMIT")
-            except _StaleWrite:
-                con.execute("ROLLBACK")
-                raise StaleVersionError(run.run_id, run.version, last) from None
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
 
     def storage_bytes(self) -> int | None:
         """The size of the store file (and its write-ahead log), or None in memory."""
@@ -889,199 +609,6 @@ class DuckDBStore(Store):
             os.replace(tmp, target)
             _fsync(target.parent)
             self._conn = self._open()
-
-    # -- frames and SQL -----------------------------------------------------------------
-
-    def runs_frame(
-        self,
-        *,
-        flow: str | None = None,
-        status: str | Collection[str] | None = None,
-        thread_id: str | None = None,
-        limit: int | None = None,
-    ) -> pd.DataFrame:
-        """Runs as a DataFrame, newest first, read through Arrow."""
-        self.reap_interrupted()
-        where, params = run_filters(flow, status, thread_id, mark="?", in_list=_IN_LIST)
-        query = (
-            "SELECT *, epoch_us(finished_at - started_at) / 1e6 AS duration_s "
-            f"FROM runs{where} ORDER BY created_at DESC, run_id DESC"
-        )
-        if limit is not None:
-            query += " LIMIT ?"
-            params.append(int(limit))
-        return frames.conform(self._arrow(query, params), frames.RUN_COLUMNS)
-
-    def events_frame(self, run_id: str | None = None) -> pd.DataFrame:
-        """Events as a DataFrame, read through Arrow."""
-        if run_id is not None:
-            self._get_run(run_id)
-        where, params = event_filters(run_id, None, mark="?")
-        query = f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq"
-        return frames.conform(self._arrow(query, params), frames.EVENT_COLUMNS)
-
-    def steps_frame(self, run_id: str) -> pd.DataFrame:
-        """A run's step executions as a DataFrame, read through Arrow."""
-        self._get_run(run_id)
-        if self._has_running_attempts(run_id):
-            return frames.steps_frame(self.executions(run_id))
-        query = (
-            "SELECT *, output->>'codec' AS output_codec, "
-            "CAST(output->>'size' AS BIGINT) AS output_size "
-            "FROM step_executions WHERE run_id = ? ORDER BY seq, attempt, step"
-        )
-        return frames.conform(self._arrow(query, [run_id]), frames.STEP_COLUMNS)
-
-    def sql(
-        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
-    ) -> pd.DataFrame:
-        """Run one read-only SELECT over the store's tables; return a DataFrame.
-
-        The tables are ``flows``, ``runs``, ``events``, ``step_executions``, ``blobs``,
-        and each DataFrame checkpoint (``run.table_name(step)`` gives its name).
-        """
-        with self._lock:
-            if self._closed:
-                raise StoreError(f"{self} is closed; open it again with nf.open_store().")
-            check_read_only(self._con, query)
-            # A transaction that is always rolled back: even a SELECT cannot leave a trace.
-            self._con.execute("BEGIN TRANSACTION")
-            try:
-                with self._all_threads():
-                    return self._con.sql(query, params=params).to_arrow_table().to_pandas()
-            except duckdb.Error as exc:
-                _raise_if_corrupt(exc, self.uri)
-                raise StoreError(f"the SQL query failed: {exc}") from None
-            finally:
-                self._con.execute("ROLLBACK")
-
-
-class _StaleWrite(Exception):
-    """The run row was not at the expected version (turned into StaleVersionError)."""
-
-
-def _raise_if_corrupt(exc: duckdb.Error, where: str) -> None:
-    """Raise CorruptStoreError for DuckDB's report of a damaged block (seen on reads)."""
-    if "corrupt database file" in str(exc).lower():
-        raise CorruptStoreError(f"{where!r} is damaged and cannot be read: {exc}") from None
-
-
-def _write_value_table(con: duckdb.DuckDBPyConnection, name: str, table: Any) -> None:
-    """Create the table ``name`` (``nbflow_values.v_<hex>``) holding an Arrow table.
-
-    Not ``duckdb_tables.write_table``: it quotes the whole name as one identifier, which
-    would make a table called "nbflow_values.v_..." in the main schema.
-    """
-    view = f"__nbflow_value_{uuid.uuid4().hex}"
-    con.register(view, table)
-    try:
-        con.execute(f"CREATE TABLE {name} AS SELECT * FROM {view}")
-    finally:
-        con.unregister(view)
-
-
-# -- rows <-> records ---------------------------------------------------------------------
-
-
-_UPSERT_EXECUTIONS = (
-    " ON CONFLICT (run_id, step, attempt) DO UPDATE SET "
-    "status = excluded.status, cache_key = excluded.cache_key, "
-    "output = excluded.output, output_hash = excluded.output_hash, "
-    "inputs = excluded.inputs, started_at = excluded.started_at, "
-    "finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, "
-    "error = excluded.error, traceback = excluded.traceback, "
-    "source_run_id = excluded.source_run_id, seq = excluded.seq, "
-    "fingerprint = excluded.fingerprint"
-)
-
-
-_VALUES_ROWS = 8
-# Values at least this big are read and written with every DuckDB thread.
-_PARALLEL_BYTES = 4 * 1024 * 1024
-
-
-def _arrow_types() -> tuple[list[Any], list[Any]]:
-    import pyarrow as pa
-
-    ts = pa.timestamp("us", tz="UTC")
-    text, whole = pa.string(), pa.int64()
-    events = [text, whole, ts, text, text, pa.int32(), text]
-    executions = [text, text, pa.int32(), text, text, text, text, text, text, ts, ts]
-    executions += [pa.float64(), text, text, text, whole, text]
-    return events, executions
-
-
-class _LazyTypes(Sequence[Any]):
-    """Arrow types resolved on first use, so importing the store skips pyarrow."""
-
-    def __init__(self, index: int) -> None:
-        self._index = index
-        self._types: list[Any] | None = None
-
-    def _resolve(self) -> list[Any]:
-        if self._types is None:
-            self._types = _arrow_types()[self._index]
-        return self._types
-
-    def __getitem__(self, i: Any) -> Any:
-        return self._resolve()[i]
-
-    def __len__(self) -> int:
-        return len(self._resolve())
-
-
-_EVENT_TYPES = _LazyTypes(0)
-_EXEC_TYPES = _LazyTypes(1)
-
-
-def _codec(text: str) -> Codec | str:
-    """The codec a blob row names, or its text when that is no codec (for the check)."""
-    try:
-        return Codec(text)
-    except ValueError:
-        return text
-
-
-def _event_values(e: Event) -> list[Any]:
-    return [e.run_id, e.seq, e.ts, e.type.value, e.step, e.attempt, _dumps(dict(e.payload))]
-
-
-def _insert_executions(rows: int) -> str:
-    return (
-        "INSERT INTO step_executions (run_id, step, attempt, flow, status, cache_key, output, "
-        "output_hash, inputs, started_at, finished_at, duration_ms, error, traceback, "
-        "source_run_id, seq, fingerprint) VALUES "
-        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
-    )
-
-
-def _executions_params(rows: Sequence[StepExecution], flow: str) -> list[Any]:
-    params: list[Any] = []
-    for x in rows:
-        params += _execution_params(x, flow)
-    return params
-
-
-def _execution_params(x: StepExecution, flow: str) -> list[Any]:
-    return [
-        x.run_id,
-        x.step,
-        x.attempt,
-        flow,
-        x.status.value,
-        x.cache_key,
-        _dumps(x.output.to_json()) if x.output else None,
-        x.output.hash if x.output else None,
-        _dumps(dict(x.inputs)),
-        x.started_at,
-        x.finished_at,
-        x.duration_ms,
-        x.error,
-        x.traceback,
-        x.source_run_id,
-        x.seq,
-        x.fingerprint,
-    ]
 
 
 # -- opening --------------------------------------------------------------------------------

@@ -1,0 +1,122 @@
+"""The DuckDB store's DataFrames (runs, events, steps) and read-only SQL, via Arrow."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from nbflow import frames
+from nbflow.errors import StoreError
+from nbflow.store.duckdb_connection import raise_if_corrupt
+from nbflow.store.duckdb_rows import IN_LIST
+from nbflow.store.records import RunRecord, StepExecution
+from nbflow.store.sql_guard import check_read_only
+from nbflow.store.sql_rows import EVENT_COLS, event_filters, run_filters
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class DuckDBFrames:
+    """Frames and SQL of :class:`~nbflow.store.duckdb_store.DuckDBStore`."""
+
+    if TYPE_CHECKING:  # provided by DuckDBStore
+        _lock: threading.RLock
+        _closed: bool
+        uri: str
+
+        @property
+        def _con(self) -> duckdb.DuckDBPyConnection: ...
+
+        def _all_threads(self, nbytes: int | None = None) -> AbstractContextManager[None]: ...
+
+        def _get_run(self, run_id: str) -> RunRecord: ...
+
+        def _has_running_attempts(self, run_id: str) -> bool: ...
+
+        def executions(self, run_id: str) -> list[StepExecution]:  # noqa: D102
+            ...
+
+        def reap_interrupted(  # noqa: D102
+            self, runs: Sequence[RunRecord] | None = None
+        ) -> list[RunRecord]: ...
+
+    def _arrow(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self} is closed; open it again with nf.open_store().")
+            try:
+                with self._all_threads():
+                    return self._con.sql(query, params=params).to_arrow_table().to_pandas()
+            except duckdb.Error as exc:
+                raise_if_corrupt(exc, self.uri)
+                raise
+
+    # -- frames and SQL -----------------------------------------------------------------
+
+    def runs_frame(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        thread_id: str | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """Runs as a DataFrame, newest first, read through Arrow."""
+        self.reap_interrupted()
+        where, params = run_filters(flow, status, thread_id, mark="?", in_list=IN_LIST)
+        query = (
+            "SELECT *, epoch_us(finished_at - started_at) / 1e6 AS duration_s "
+            f"FROM runs{where} ORDER BY created_at DESC, run_id DESC"
+        )
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(int(limit))
+        return frames.conform(self._arrow(query, params), frames.RUN_COLUMNS)
+
+    def events_frame(self, run_id: str | None = None) -> pd.DataFrame:
+        """Events as a DataFrame, read through Arrow."""
+        if run_id is not None:
+            self._get_run(run_id)
+        where, params = event_filters(run_id, None, mark="?")
+        query = f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq"
+        return frames.conform(self._arrow(query, params), frames.EVENT_COLUMNS)
+
+    def steps_frame(self, run_id: str) -> pd.DataFrame:
+        """A run's step executions as a DataFrame, read through Arrow."""
+        self._get_run(run_id)
+        if self._has_running_attempts(run_id):
+            return frames.steps_frame(self.executions(run_id))
+        query = (
+            "SELECT *, output->>'codec' AS output_codec, "
+            "CAST(output->>'size' AS BIGINT) AS output_size "
+            "FROM step_executions WHERE run_id = ? ORDER BY seq, attempt, step"
+        )
+        return frames.conform(self._arrow(query, [run_id]), frames.STEP_COLUMNS)
+
+    def sql(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Run one read-only SELECT over the store's tables; return a DataFrame.
+
+        The tables are ``flows``, ``runs``, ``events``, ``step_executions``, ``blobs``,
+        and each DataFrame checkpoint (``run.table_name(step)`` gives its name).
+        """
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self} is closed; open it again with nf.open_store().")
+            check_read_only(self._con, query)
+            # A transaction that is always rolled back: even a SELECT cannot leave a trace.
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                with self._all_threads():
+                    return self._con.sql(query, params=params).to_arrow_table().to_pandas()
+            except duckdb.Error as exc:
+                raise_if_corrupt(exc, self.uri)
+                raise StoreError(f"the SQL query failed: {exc}") from None
+            finally:
+                self._con.execute("ROLLBACK")

@@ -1,0 +1,203 @@
+"""The DuckDB store's retention (gc) and integrity (check) hooks."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from nbflow.errors import StaleVersionError
+from nbflow.store import schema
+from nbflow.store.duckdb_rows import EXEC_TYPES, StaleWrite, codec_or_text, execution_params
+from nbflow.store.fold import RunState
+from nbflow.store.records import EventType, StepExecution, StepStatus
+from nbflow.store.sql_rows import EXEC_COLS, EXEC_INSERT_COLS, execution_from_row
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from nbflow.store.check import StoredBlob
+
+
+class DuckDBMaintenance:
+    """gc and check support for :class:`~nbflow.store.duckdb_store.DuckDBStore`."""
+
+    if TYPE_CHECKING:  # provided by DuckDBStore
+        _lock: threading.RLock
+        _known_blobs: dict[str, int]
+        trust: bool
+        path: str
+        uri: str
+
+        @property
+        def _con(self) -> duckdb.DuckDBPyConnection: ...
+
+        def _execute(
+            self, query: str, params: Sequence[Any] | None = None
+        ) -> list[tuple[Any, ...]]: ...
+
+        def _all_threads(self, nbytes: int | None = None) -> AbstractContextManager[None]: ...
+
+        def _insert(
+            self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]
+        ) -> None: ...
+
+    # -- retention ----------------------------------------------------------------------
+
+    def referenced_hashes(self, exclude_runs: Collection[str] = ()) -> set[str]:
+        """The value hashes referenced by every run except ``exclude_runs`` (one query
+        over the executions and the output events, plus the pending forks' plans)."""
+        from nbflow.store.gc import hashes_in_payload
+
+        excluded = sorted(set(exclude_runs))
+        rows = self._execute(
+            "SELECT output_hash FROM step_executions WHERE output_hash IS NOT NULL "
+            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[])) "
+            "UNION SELECT payload->'output'->>'hash' FROM events "
+            "WHERE type IN ('step_output_recorded', 'step_cached') "
+            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[]))",
+            [excluded, excluded],
+        )
+        found = {r[0] for r in rows if r[0]}
+        forks = self._execute(
+            "SELECT payload FROM events WHERE type = 'run_forked' "
+            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[]))",
+            [excluded],
+        )
+        for (payload,) in forks:
+            found |= hashes_in_payload(EventType.RUN_FORKED, json.loads(payload))
+        return found
+
+    def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
+        from nbflow.values.duckdb_tables import quote_identifier
+
+        runs, hashes = sorted(run_ids), sorted(blob_hashes)
+        with self._lock:
+            tables = self._execute(
+                "SELECT table_name FROM blobs WHERE table_name IS NOT NULL "
+                "AND hash IN (SELECT unnest(?::VARCHAR[]))",
+                [hashes],
+            )
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for table in ("events", "step_executions", "run_records", "leases"):
+                    con.execute(
+                        f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
+                        [runs],
+                    )
+                con.execute(
+                    "DELETE FROM blobs WHERE hash IN (SELECT unnest(?::VARCHAR[]))", [hashes]
+                )
+                for (table_name,) in tables:
+                    # Identifiers cannot be parameters: quoted, since the name is read
+                    # from the file, whatever text it holds stays one identifier.
+                    schema_name, _, name = table_name.partition(".")
+                    con.execute(
+                        "DROP TABLE IF EXISTS "
+                        f"{quote_identifier(schema_name)}.{quote_identifier(name)}"
+                    )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            for hash in hashes:
+                self._known_blobs.pop(hash, None)
+
+    # -- integrity ----------------------------------------------------------------------
+
+    # An attempt's row is written when it ends (see _write_events).
+    _rows_hold_running_attempts = False
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[None]:
+        """One read-only transaction: the check sees the file as of one instant, even
+        if another store object in this process writes meanwhile."""
+        with self._lock:
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+            finally:
+                con.execute("ROLLBACK")
+
+    def _execution_rows(self) -> dict[str, list[StepExecution]]:
+        rows = self._execute(
+            f"SELECT {EXEC_COLS} FROM step_executions ORDER BY run_id, seq, attempt, step"
+        )
+        found: dict[str, list[StepExecution]] = {}
+        for r in rows:
+            found.setdefault(r[0], []).append(execution_from_row(r))
+        return found
+
+    def _stored_blobs(self) -> list[StoredBlob]:
+        from nbflow.store.check import StoredBlob
+
+        # A DataFrame value is readable when its row names a table and the table named
+        # after its hash exists (load_value reads that name, not the row's text).
+        rows = self._execute(
+            "SELECT b.hash, b.codec, b.size, b.meta, octet_length(b.data), "
+            "b.table_name IS NOT NULL AND t.table_name IS NOT NULL "
+            "FROM blobs b LEFT JOIN information_schema.tables t "
+            "ON t.table_schema = ? AND t.table_name = 'v_' || b.hash ORDER BY b.hash",
+            [schema.VALUES_SCHEMA],
+        )
+        return [
+            StoredBlob(r[0], codec_or_text(r[1]), r[2], json.loads(r[3] or "{}"), r[4], bool(r[5]))
+            for r in rows
+        ]
+
+    def _blob_content(self, blob: StoredBlob) -> tuple[pa.Table | None, bytes | None]:
+        from nbflow.values.duckdb_tables import quote_identifier
+
+        table = None
+        if blob.has_table:
+            name = f"{quote_identifier(schema.VALUES_SCHEMA)}.{quote_identifier('v_' + blob.hash)}"
+            with self._lock, self._all_threads(blob.size):
+                table = self._con.sql(f"SELECT * FROM {name}").to_arrow_table()
+        rows = self._execute("SELECT data FROM blobs WHERE hash = ?", [blob.hash])
+        data = rows[0][0] if rows else None
+        return table, None if data is None else bytes(data)
+
+    def _rebuild_views(self, state: RunState) -> None:
+        run = state.run
+        rows = [x for x in state.executions.values() if x.status is not StepStatus.RUNNING]
+        with self._lock:
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                last = con.execute(
+                    "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", [run.run_id]
+                ).fetchall()[0][0]
+                if last != run.version:
+                    raise StaleWrite
+                con.execute(
+                    "UPDATE run_records SET status = ?, started_at = ?, finished_at = ?, "
+                    "error = ? WHERE run_id = ?",
+                    [
+                        run.status.value,
+                        run.started_at,
+                        run.finished_at,
+                        run.error,
+                        run.run_id,
+                    ],
+                )
+                con.execute("DELETE FROM step_executions WHERE run_id = ?", [run.run_id])
+                if rows:
+                    self._insert(
+                        "step_executions",
+                        EXEC_INSERT_COLS,
+                        [execution_params(x, run.flow) for x in rows],
+                        EXEC_TYPES,
+                    )
+                con.execute("COMMIT")
+            except StaleWrite:
+                con.execute("ROLLBACK")
+                raise StaleVersionError(run.run_id, run.version, last) from None
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise

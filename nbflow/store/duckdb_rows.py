@@ -1,0 +1,129 @@
+"""Rows of the DuckDB store's tables from records, and the SQL fragments that write them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from nbflow.store.records import Codec, Event, StepExecution
+
+# One encoder for every row: json.dumps builds a new one per call when given options.
+dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+#: A column tested against a list parameter.
+IN_LIST = "{column} IN (SELECT unnest({mark}::VARCHAR[]))"
+#: Execution rows of flow ? with a usable output, for a list ? of code fingerprints.
+CANDIDATE_ROWS = (
+    "flow = ? AND status IN ('completed', 'cached') AND output IS NOT NULL "
+    "AND cache_key IS NOT NULL AND fingerprint IN (SELECT unnest(?::VARCHAR[]))"
+)
+
+
+class StaleWrite(Exception):
+    """A write found the run not at the expected version (turned into StaleVersionError)."""
+
+
+UPSERT_EXECUTIONS = (
+    " ON CONFLICT (run_id, step, attempt) DO UPDATE SET "
+    "status = excluded.status, cache_key = excluded.cache_key, "
+    "output = excluded.output, output_hash = excluded.output_hash, "
+    "inputs = excluded.inputs, started_at = excluded.started_at, "
+    "finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, "
+    "error = excluded.error, traceback = excluded.traceback, "
+    "source_run_id = excluded.source_run_id, seq = excluded.seq, "
+    "fingerprint = excluded.fingerprint"
+)
+
+
+#: At most this many rows go in as a VALUES list; more go in as an Arrow table.
+VALUES_ROWS = 8
+
+
+def arrow_types() -> tuple[list[Any], list[Any]]:
+    """The Arrow types of the events and step_executions columns the store writes."""
+    import pyarrow as pa
+
+    ts = pa.timestamp("us", tz="UTC")
+    text, whole = pa.string(), pa.int64()
+    events = [text, whole, ts, text, text, pa.int32(), text]
+    executions = [text, text, pa.int32(), text, text, text, text, text, text, ts, ts]
+    executions += [pa.float64(), text, text, text, whole, text]
+    return events, executions
+
+
+class LazyTypes(Sequence[Any]):
+    """Arrow types resolved on first use, so importing the store skips pyarrow."""
+
+    def __init__(self, index: int) -> None:
+        self._index = index
+        self._types: list[Any] | None = None
+
+    def _resolve(self) -> list[Any]:
+        if self._types is None:
+            self._types = arrow_types()[self._index]
+        return self._types
+
+    def __getitem__(self, i: Any) -> Any:
+        return self._resolve()[i]
+
+    def __len__(self) -> int:
+        return len(self._resolve())
+
+
+EVENT_TYPES = LazyTypes(0)
+EXEC_TYPES = LazyTypes(1)
+
+
+def codec_or_text(text: str) -> Codec | str:
+    """The codec a blob row names, or its text when that is no codec (for the check)."""
+    try:
+        return Codec(text)
+    except ValueError:
+        return text
+
+
+def event_values(e: Event) -> list[Any]:
+    """An event's row, in ``EVENT_COLS`` order."""
+    return [e.run_id, e.seq, e.ts, e.type.value, e.step, e.attempt, dumps(dict(e.payload))]
+
+
+def insert_executions(rows: int) -> str:
+    """An INSERT of ``rows`` step_executions rows as a VALUES list (parameters)."""
+    return (
+        "INSERT INTO step_executions (run_id, step, attempt, flow, status, cache_key, output, "
+        "output_hash, inputs, started_at, finished_at, duration_ms, error, traceback, "
+        "source_run_id, seq, fingerprint) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    )
+
+
+def executions_params(rows: Sequence[StepExecution], flow: str) -> list[Any]:
+    """The parameters of :func:`insert_executions` for ``rows``."""
+    params: list[Any] = []
+    for x in rows:
+        params += execution_params(x, flow)
+    return params
+
+
+def execution_params(x: StepExecution, flow: str) -> list[Any]:
+    """An execution's row, in ``EXEC_INSERT_COLS`` order."""
+    return [
+        x.run_id,
+        x.step,
+        x.attempt,
+        flow,
+        x.status.value,
+        x.cache_key,
+        dumps(x.output.to_json()) if x.output else None,
+        x.output.hash if x.output else None,
+        dumps(dict(x.inputs)),
+        x.started_at,
+        x.finished_at,
+        x.duration_ms,
+        x.error,
+        x.traceback,
+        x.source_run_id,
+        x.seq,
+        x.fingerprint,
+    ]

@@ -1,0 +1,173 @@
+"""The DuckDB store's values: blob rows, and DataFrames as native tables."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from nbflow.errors import StoreError
+from nbflow.store import schema
+from nbflow.store.duckdb_rows import dumps
+from nbflow.store.records import BlobRecord, Codec, ValueRef
+
+if TYPE_CHECKING:
+    from nbflow.values import EncodedValue
+
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+class DuckDBValues:
+    """Values in a DuckDB store (mixed into :class:`~nbflow.store.duckdb_store.DuckDBStore`)."""
+
+    if TYPE_CHECKING:  # provided by DuckDBStore
+        _lock: threading.RLock
+        _known_blobs: dict[str, int]
+        trust: bool
+        path: str
+        uri: str
+
+        @property
+        def _con(self) -> duckdb.DuckDBPyConnection: ...
+
+        def _execute(
+            self, query: str, params: Sequence[Any] | None = None
+        ) -> list[tuple[Any, ...]]: ...
+
+        def _all_threads(self, nbytes: int | None = None) -> AbstractContextManager[None]: ...
+
+        def _insert(
+            self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]
+        ) -> None: ...
+
+    # -- values -----------------------------------------------------------------------
+
+    def put_value(self, encoded: EncodedValue) -> ValueRef:
+        """Store the value once under its hash; a DataFrame becomes a native table."""
+        ref = encoded.ref
+        if ref.is_inline:
+            return ref
+        table_name = self._table_for(ref) if ref.codec is Codec.ARROW else None
+        with self._lock:  # check and write under one hold: two writers of one hash
+            stored = self._stored_size(ref.hash)
+            if stored is not None:
+                # Equal content may be laid out in memory differently (a frame read back
+                # from the store, say): the stored record's size is the value's size.
+                return ref.with_size(stored)
+            con = self._con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if table_name is not None:
+                    assert encoded.table is not None
+                    with self._all_threads(encoded.table.nbytes):
+                        write_value_table(con, table_name, encoded.table)
+                con.execute(
+                    "INSERT INTO blobs VALUES (?, ?, ?, now(), ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [
+                        ref.hash,
+                        ref.codec.value,
+                        ref.size,
+                        table_name,
+                        dumps(dict(encoded.meta)),
+                        encoded.data,
+                    ],
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self._known_blobs[ref.hash] = ref.size
+        return ref
+
+    def load_value(self, ref: ValueRef) -> Any:
+        """Load and decode the value a ref points at."""
+        from nbflow.values import decode
+
+        if ref.is_inline:
+            return decode(ref, trust=self.trust)
+        stored = self.read_encoded(ref)
+        return decode(ref, table=stored.table, data=stored.data, meta=stored.meta, trust=self.trust)
+
+    def read_encoded(self, ref: ValueRef) -> EncodedValue:
+        """The blob row and, for a DataFrame, its native table as Arrow; not decoded."""
+        from nbflow.values import EncodedValue
+
+        if ref.is_inline:
+            return EncodedValue(ref=ref)
+        rows = self._execute(
+            "SELECT codec, size, table_name, meta, data FROM blobs WHERE hash = ?", [ref.hash]
+        )
+        if not rows:
+            raise StoreError(
+                f"the value {ref.hash} is missing from {self}: it was deleted or never "
+                "written. `nbflow check` reports such problems."
+            )
+        codec, size, table_name, meta, data = rows[0]
+        table = None
+        if table_name is not None:
+            # The name is derived from the hash, not read from the row: a store file from
+            # elsewhere may hold any text there, and none of it reaches the SQL.
+            with self._lock, self._all_threads(size):
+                table = self._con.sql(f"SELECT * FROM {self._table_for(ref)}").to_arrow_table()
+        stored = ValueRef(Codec(codec), ref.hash, size, ref.type_name)
+        return EncodedValue(
+            ref=stored,
+            table=table,
+            data=None if data is None else bytes(data),
+            meta=json.loads(meta or "{}"),
+        )
+
+    def has_blob(self, hash: str) -> bool:
+        """Whether a blob with this hash is stored."""
+        return self._stored_size(hash) is not None
+
+    def _stored_size(self, hash: str) -> int | None:
+        """The size recorded for the blob ``hash``, or None if there is none."""
+        if hash in self._known_blobs:
+            return self._known_blobs[hash]
+        rows = self._execute("SELECT size FROM blobs WHERE hash = ?", [hash])
+        if not rows:
+            return None
+        self._known_blobs[hash] = rows[0][0]
+        return int(rows[0][0])
+
+    def list_blobs(self) -> list[BlobRecord]:
+        """Every blob row."""
+        rows = self._execute(
+            "SELECT hash, codec, size, created_at, table_name FROM blobs ORDER BY created_at"
+        )
+        return [BlobRecord(r[0], Codec(r[1]), r[2], r[3], r[4]) for r in rows]
+
+    def table_name(self, ref: ValueRef) -> str | None:
+        """The qualified table name of a DataFrame value, to use in :meth:`sql`."""
+        if ref.codec is not Codec.ARROW:
+            return None
+        return self._table_for(ref)
+
+    @staticmethod
+    def _table_for(ref: ValueRef) -> str:
+        # Table names cannot be SQL parameters. A hash nbflow computed is hex, so the name
+        # needs no quoting; a ref read from a store file is checked to be hex all the same.
+        if not _HEX.fullmatch(ref.hash):
+            raise StoreError(f"{ref.hash!r} is not a content hash: the store is damaged.")
+        return f"{schema.VALUES_SCHEMA}.v_{ref.hash}"
+
+
+def write_value_table(con: duckdb.DuckDBPyConnection, name: str, table: Any) -> None:
+    """Create the table ``name`` (``nbflow_values.v_<hex>``) holding an Arrow table.
+
+    Not ``duckdb_tables.write_table``: it quotes the whole name as one identifier, which
+    would make a table called "nbflow_values.v_..." in the main schema.
+    """
+    view = f"__nbflow_value_{uuid.uuid4().hex}"
+    con.register(view, table)
+    try:
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM {view}")
+    finally:
+        con.unregister(view)
