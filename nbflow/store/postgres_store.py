@@ -16,11 +16,8 @@ for the first's transaction rather than failing.
 
 from __future__ import annotations
 
-import json
-import urllib.parse
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql as pgsql
@@ -35,9 +32,21 @@ from nbflow.errors import (
 from nbflow.store import postgres_schema
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
+from nbflow.store.pg_connect import first_line, parse_uri, register_text_adapters
+from nbflow.store.pg_maintenance import PostgresMaintenance
+from nbflow.store.pg_rows import (
+    EVENTS_FROM_ARRAYS,
+    IN_LIST,
+    UPSERT_EXECUTIONS,
+    T,
+    dumps,
+    execution_arrays,
+    executions_from_arrays,
+    parsed,
+    snapshot,
+)
+from nbflow.store.pg_values import PostgresValues
 from nbflow.store.records import (
-    BlobRecord,
-    Codec,
     Event,
     EventType,
     FlowRecord,
@@ -46,7 +55,6 @@ from nbflow.store.records import (
     StepDefinition,
     StepExecution,
     StepStatus,
-    ValueRef,
 )
 from nbflow.store.sql_rows import (
     EVENT_COLS,
@@ -66,90 +74,9 @@ from nbflow.store.sql_rows import (
 
 if TYPE_CHECKING:
     import pandas as pd
-    import pyarrow as pa
-
-    from nbflow.store.check import StoredBlob
-    from nbflow.values import EncodedValue
-
-T = TypeVar("T")
-
-SCHEMES = ("postgresql://", "postgres://")
-
-# A column tested against a list parameter.
-_IN_LIST = "{column} = ANY({mark}::text[])"
 
 
-# The rows of an append arrive as one array per column and are unnested server-side: the
-# statement's text does not depend on how many rows there are, so psycopg prepares it.
-_EVENTS_FROM_ARRAYS = (
-    "SELECT %(run_id)s, e.seq, e.ts, e.type, e.step, e.attempt, e.payload::json FROM unnest("
-    "%(e_seq)s::bigint[], %(e_ts)s::timestamptz[], %(e_type)s::text[], %(e_step)s::text[], "
-    "%(e_attempt)s::integer[], %(e_payload)s::text[]) AS e(seq, ts, type, step, attempt, payload)"
-)
-_EXEC_ARRAYS = (
-    ("step", "text"),
-    ("attempt", "integer"),
-    ("status", "text"),
-    ("cache_key", "text"),
-    ("output", "text"),
-    ("output_hash", "text"),
-    ("inputs", "text"),
-    ("started_at", "timestamptz"),
-    ("finished_at", "timestamptz"),
-    ("duration_ms", "double precision"),
-    ("error", "text"),
-    ("traceback", "text"),
-    ("source_run_id", "text"),
-    ("seq", "bigint"),
-    ("fingerprint", "text"),
-)
-
-
-def _executions_from_arrays(prefix: str) -> str:
-    arrays = ", ".join(f"%({prefix}_{name})s::{kind}[]" for name, kind in _EXEC_ARRAYS)
-    names = ", ".join(name for name, _ in _EXEC_ARRAYS)
-    return (
-        "SELECT %(run_id)s, x.step, x.attempt, %(flow)s, x.status, x.cache_key, "
-        "x.output::json, x.output_hash, x.inputs::json, x.started_at, x.finished_at, "
-        "x.duration_ms, x.error, x.traceback, x.source_run_id, x.seq, x.fingerprint "
-        f"FROM unnest({arrays}) AS x({names})"
-    )
-
-
-_UPSERT_EXECUTIONS = (
-    " ON CONFLICT (run_id, step, attempt) DO UPDATE SET "
-    "status = excluded.status, cache_key = excluded.cache_key, "
-    "output = excluded.output, output_hash = excluded.output_hash, "
-    "inputs = excluded.inputs, started_at = excluded.started_at, "
-    "finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, "
-    "error = excluded.error, traceback = excluded.traceback, "
-    "source_run_id = excluded.source_run_id, seq = excluded.seq, "
-    "fingerprint = excluded.fingerprint"
-)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
-
-
-@contextmanager
-def _snapshot(con: psycopg.Connection[Any]) -> Iterator[psycopg.Cursor[Any]]:
-    """A cursor whose statements see one snapshot: a read-only repeatable-read
-    transaction, or the transaction the connection is in already (``_read_snapshot``)."""
-    idle = con.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    with con.cursor() as cur:
-        if not idle:
-            yield cur
-            return
-        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try:
-            yield cur
-        finally:
-            if not con.broken and not con.closed:
-                cur.execute("ROLLBACK")
-
-
-class PostgresStore(Store):
+class PostgresStore(PostgresValues, PostgresMaintenance, Store):
     """A store in a PostgreSQL database (one schema of it), shared by many writers.
 
     One connection per store object, used under the store's lock and re-established on
@@ -181,9 +108,9 @@ class PostgresStore(Store):
             )
         except psycopg.Error as exc:
             raise StoreError(
-                f"cannot connect to the PostgreSQL store at {self._where}: {_first_line(exc)}"
+                f"cannot connect to the PostgreSQL store at {self._where}: {first_line(exc)}"
             ) from None
-        _register_text_adapters(con)
+        register_text_adapters(con)
         try:
             con.execute("SET TIME ZONE 'UTC'")
             if self.schema is not None:
@@ -203,7 +130,7 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             con.close()
             raise StoreError(
-                f"cannot set up the store at {self._where}: {_first_line(exc)}"
+                f"cannot set up the store at {self._where}: {first_line(exc)}"
             ) from None
         self._con = con
         return con
@@ -237,13 +164,13 @@ class PostgresStore(Store):
             except psycopg.Error as exc:
                 if not (con.broken or con.closed):
                     raise StoreError(
-                        f"the PostgreSQL store at {self._where} failed: {_first_line(exc)}"
+                        f"the PostgreSQL store at {self._where} failed: {first_line(exc)}"
                     ) from None
                 self._con = None
                 if not retry:
                     raise StoreError(
                         f"lost the connection to {self._where} during a write "
-                        f"({_first_line(exc)}); it may or may not have been committed. "
+                        f"({first_line(exc)}); it may or may not have been committed. "
                         "The next call reconnects: reload the run to see."
                     ) from None
             con = self._connection()
@@ -255,7 +182,7 @@ class PostgresStore(Store):
                 lost = con.broken or con.closed
                 raise StoreError(
                     f"{'lost the connection to' if lost else 'the PostgreSQL store at'} "
-                    f"{self._where}: {_first_line(exc)}"
+                    f"{self._where}: {first_line(exc)}"
                 ) from None
 
     def _rows(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
@@ -283,7 +210,7 @@ class PostgresStore(Store):
         self._run(
             lambda con: con.execute(
                 "INSERT INTO flows VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [flow.name, flow.fingerprint, _dumps(definition), flow.created_at],
+                [flow.name, flow.fingerprint, dumps(definition), flow.created_at],
             )
         )
 
@@ -312,8 +239,8 @@ class PostgresStore(Store):
             r.flow_fingerprint,
             r.status.value,
             r.version,
-            _dumps(dict(r.params)),
-            _dumps(list(r.steps)),
+            dumps(dict(r.params)),
+            dumps(list(r.steps)),
             r.created_at,
             r.started_at,
             r.finished_at,
@@ -342,7 +269,7 @@ class PostgresStore(Store):
         rows = self._rows(f"SELECT {RUN_COLS} FROM runs WHERE run_id = %s", [run_id])
         if not rows:
             raise UnknownRunError(run_id, self)
-        return run_from_row(rows[0], _parsed)
+        return run_from_row(rows[0], parsed)
 
     def _list_runs(
         self,
@@ -353,11 +280,11 @@ class PostgresStore(Store):
         limit: int | None = None,
     ) -> list[RunRecord]:
         """The stored run rows matching the filters, newest first."""
-        where, params = run_filters(flow, status, thread_id, mark="%s", in_list=_IN_LIST)
+        where, params = run_filters(flow, status, thread_id, mark="%s", in_list=IN_LIST)
         query = f"SELECT {RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
-        return [run_from_row(r, _parsed) for r in self._rows(query, params)]
+        return [run_from_row(r, parsed) for r in self._rows(query, params)]
 
     # -- leases -----------------------------------------------------------------------
 
@@ -432,7 +359,7 @@ class PostgresStore(Store):
         guard = " WHERE EXISTS (SELECT 1 FROM moved)"
         if events:
             parts.append(
-                f", new_events AS (INSERT INTO events ({EVENT_COLS}) {_EVENTS_FROM_ARRAYS}{guard})"
+                f", new_events AS (INSERT INTO events ({EVENT_COLS}) {EVENTS_FROM_ARRAYS}{guard})"
             )
             params |= {
                 "e_seq": [e.seq for e in events],
@@ -440,16 +367,16 @@ class PostgresStore(Store):
                 "e_type": [e.type.value for e in events],
                 "e_step": [e.step for e in events],
                 "e_attempt": [e.attempt for e in events],
-                "e_payload": [_dumps(dict(e.payload)) for e in events],
+                "e_payload": [dumps(dict(e.payload)) for e in events],
             }
-        for prefix, rows, tail in (("f", fresh, ""), ("a", again, _UPSERT_EXECUTIONS)):
+        for prefix, rows, tail in (("f", fresh, ""), ("a", again, UPSERT_EXECUTIONS)):
             if not rows:
                 continue
             parts.append(
                 f", {prefix}_rows AS (INSERT INTO step_executions ({EXEC_INSERT_COLS}) "
-                f"{_executions_from_arrays(prefix)}{guard}{tail})"
+                f"{executions_from_arrays(prefix)}{guard}{tail})"
             )
-            params |= _execution_arrays(prefix, rows)
+            params |= execution_arrays(prefix, rows)
         parts.append(" SELECT count(*) FROM moved")
         query = "".join(parts)
 
@@ -478,7 +405,7 @@ class PostgresStore(Store):
         def read(con: psycopg.Connection[Any]) -> list[tuple[Any, ...]] | None:
             # One snapshot for the check and the rows: a writer may finish an attempt
             # between two statements.
-            with _snapshot(con) as cur:
+            with snapshot(con) as cur:
                 cur.execute(
                     "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = %(r)s), "
                     "EXISTS (SELECT 1 FROM events e WHERE e.run_id = %(r)s "
@@ -504,7 +431,7 @@ class PostgresStore(Store):
             return sorted(
                 self.state_at(run_id).executions.values(), key=lambda x: (x.seq, x.attempt, x.step)
             )
-        return [execution_from_row(r, _parsed) for r in rows]
+        return [execution_from_row(r, parsed) for r in rows]
 
     def cache_candidates(
         self, flow: str, fingerprints: Collection[str]
@@ -522,291 +449,10 @@ class PostgresStore(Store):
         )
         found: dict[str, StepExecution] = {}
         for r in rows:
-            x = execution_from_row(r, _parsed)
+            x = execution_from_row(r, parsed)
             assert x.cache_key is not None
             found.setdefault(x.cache_key, x)
         return found
-
-    # -- values -----------------------------------------------------------------------
-
-    def put_value(self, encoded: EncodedValue) -> ValueRef:
-        """Store the value's bytes once under its hash (a DataFrame as Arrow IPC)."""
-        ref = encoded.ref
-        if ref.is_inline:
-            return ref
-        stored = self._stored_size(ref.hash)
-        if stored is not None:
-            # Equal content may be laid out in memory differently (a frame read back
-            # from the store, say): the stored record's size is the value's size.
-            return ref.with_size(stored)
-        if ref.codec is Codec.ARROW:
-            from nbflow.values.codecs import _ipc_bytes
-
-            assert encoded.table is not None
-            data = _ipc_bytes(encoded.table)
-        else:
-            assert encoded.data is not None
-            data = encoded.data
-        size = postgres_schema.CHUNK_BYTES
-        view = memoryview(data)
-        chunks = [view[i : i + size] for i in range(0, len(data), size)] or [view[:0]]
-        meta = _dumps(dict(encoded.meta))
-
-        def write(con: psycopg.Connection[Any]) -> int:
-            with con.transaction():
-                # A second writer of the same hash waits here for the first to commit,
-                # then inserts nothing: the row and its chunks appear together or not at all.
-                inserted = con.execute(
-                    "INSERT INTO blobs (hash, codec, size, created_at, table_name, meta, "
-                    "stored_bytes, chunks) VALUES (%s, %s, %s, now(), NULL, %s, %s, %s) "
-                    "ON CONFLICT DO NOTHING RETURNING size",
-                    [ref.hash, ref.codec.value, ref.size, meta, len(data), len(chunks)],
-                ).fetchall()
-                if not inserted:
-                    row = con.execute("SELECT size FROM blobs WHERE hash = %s", [ref.hash])
-                    return int(row.fetchall()[0][0])
-                with (
-                    con.cursor() as cur,
-                    cur.copy(
-                        "COPY blob_chunks (hash, idx, data) FROM STDIN (FORMAT BINARY)"
-                    ) as copy,
-                ):
-                    copy.set_types(["text", "int4", "bytea"])
-                    for idx, chunk in enumerate(chunks):
-                        copy.write_row((ref.hash, idx, chunk))
-                return ref.size
-
-        size = self._run(write, retry=False)
-        with self._lock:
-            self._known_blobs[ref.hash] = size
-        return ref.with_size(size)
-
-    def load_value(self, ref: ValueRef) -> Any:
-        """Load and decode the value a ref points at."""
-        from nbflow.values import decode
-
-        if ref.is_inline:
-            return decode(ref, trust=self.trust)
-        stored = self.read_encoded(ref)
-        return decode(ref, table=stored.table, data=stored.data, meta=stored.meta, trust=self.trust)
-
-    def read_encoded(self, ref: ValueRef) -> EncodedValue:
-        """The blob row and its bytes (a DataFrame's Arrow table, read back from its IPC
-        bytes); not decoded."""
-        from nbflow.values import EncodedValue
-
-        if ref.is_inline:
-            return EncodedValue(ref=ref)
-
-        found = self._read_blob(ref.hash)
-        if found is None:
-            raise StoreError(
-                f"the value {ref.hash} is missing from {self}: it was deleted or never "
-                "written. `nbflow check` reports such problems."
-            )
-        codec, size, meta, data = found
-        stored = ValueRef(Codec(codec), ref.hash, size, ref.type_name)
-        if stored.codec is Codec.ARROW:
-            import pyarrow as pa
-
-            table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-            return EncodedValue(ref=stored, table=table, meta=meta)
-        return EncodedValue(ref=stored, data=data, meta=meta)
-
-    def _read_blob(self, hash: str) -> tuple[str, int, dict[str, Any], bytes] | None:
-        """(codec, size, meta, bytes) of a stored blob, or None; StoreError when some of
-        its chunks are missing."""
-
-        def read(con: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
-            with _snapshot(con) as cur:
-                cur.execute("SELECT codec, size, meta, chunks FROM blobs WHERE hash = %s", [hash])
-                row = cur.fetchone()
-                if row is None:
-                    return None
-                cur.execute("SELECT data FROM blob_chunks WHERE hash = %s ORDER BY idx", [hash])
-                return (*row, [r[0] for r in cur.fetchall()])
-
-        found = self._run(read)
-        if found is None:
-            return None
-        codec, size, meta, chunks, parts = found
-        if len(parts) != chunks:
-            raise StoreError(
-                f"the value {hash} in {self} is damaged: {len(parts)} of its {chunks} "
-                "chunks are stored. `nbflow check` reports such problems."
-            )
-        data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
-        return codec, size, meta or {}, data
-
-    def has_blob(self, hash: str) -> bool:
-        """Whether a blob with this hash is stored."""
-        return self._stored_size(hash) is not None
-
-    def _stored_size(self, hash: str) -> int | None:
-        """The size recorded for the blob ``hash``, or None if there is none."""
-        if hash in self._known_blobs:
-            return self._known_blobs[hash]
-        rows = self._rows("SELECT size FROM blobs WHERE hash = %s", [hash])
-        if not rows:
-            return None
-        with self._lock:
-            self._known_blobs[hash] = int(rows[0][0])
-        return int(rows[0][0])
-
-    def list_blobs(self) -> list[BlobRecord]:
-        """Every blob row."""
-        rows = self._rows(
-            "SELECT hash, codec, size, created_at, table_name FROM blobs ORDER BY created_at, hash"
-        )
-        return [BlobRecord(r[0], Codec(r[1]), r[2], r[3], r[4]) for r in rows]
-
-    # -- retention ----------------------------------------------------------------------
-
-    def referenced_hashes(self, exclude_runs: Collection[str] = ()) -> set[str]:
-        """The value hashes referenced by every run except ``exclude_runs`` (one query
-        over the executions and the output events, plus the pending forks' plans)."""
-        from nbflow.store.gc import hashes_in_payload
-
-        excluded = sorted(set(exclude_runs))
-        rows = self._rows(
-            "SELECT output_hash FROM step_executions WHERE output_hash IS NOT NULL "
-            "AND NOT (run_id = ANY(%(x)s::text[])) "
-            "UNION SELECT payload->'output'->>'hash' FROM events "
-            "WHERE type IN ('step_output_recorded', 'step_cached') "
-            "AND NOT (run_id = ANY(%(x)s::text[]))",
-            {"x": excluded},
-        )
-        found = {r[0] for r in rows if r[0]}
-        forks = self._rows(
-            "SELECT payload FROM events WHERE type = 'run_forked' "
-            "AND NOT (run_id = ANY(%s::text[]))",
-            [excluded],
-        )
-        for (payload,) in forks:
-            found |= hashes_in_payload(EventType.RUN_FORKED, payload)
-        return found
-
-    def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
-        runs, hashes = sorted(run_ids), sorted(blob_hashes)
-
-        def delete(con: psycopg.Connection[Any]) -> None:
-            with con.transaction():
-                # The run rows first: an appender waits on its run's row, then finds it
-                # gone and writes nothing (its inserts are conditional on that row).
-                con.execute(
-                    "SELECT 1 FROM runs WHERE run_id = ANY(%s::text[]) ORDER BY run_id FOR UPDATE",
-                    [runs],
-                )
-                for table in ("events", "step_executions", "leases", "runs"):
-                    con.execute(
-                        pgsql.SQL("DELETE FROM {} WHERE run_id = ANY(%s::text[])").format(
-                            pgsql.Identifier(table)
-                        ),
-                        [runs],
-                    )
-                # blob_chunks go with their blob row (ON DELETE CASCADE).
-                con.execute("DELETE FROM blobs WHERE hash = ANY(%s::text[])", [hashes])
-
-        self._run(delete, retry=False)
-        with self._lock:
-            for hash in hashes:
-                self._known_blobs.pop(hash, None)
-
-    # -- integrity ------------------------------------------------------------------------
-
-    # An attempt's row is written when it ends (see _write_events).
-    _rows_hold_running_attempts: ClassVar[bool] = False
-
-    @contextmanager
-    def _read_snapshot(self) -> Iterator[None]:
-        """One read-only repeatable-read transaction: the check sees the store as of one
-        instant while other processes write."""
-        with self._lock:
-            con = self._connection()
-            con.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                yield
-            finally:
-                if con is self._con and not con.broken and not con.closed:
-                    con.execute("ROLLBACK")
-
-    def _execution_rows(self) -> dict[str, list[StepExecution]]:
-        rows = self._rows(
-            f"SELECT {EXEC_COLS} FROM step_executions ORDER BY run_id, seq, attempt, step"
-        )
-        found: dict[str, list[StepExecution]] = {}
-        for r in rows:
-            found.setdefault(r[0], []).append(execution_from_row(r, _parsed))
-        return found
-
-    def _stored_blobs(self) -> list[StoredBlob]:
-        from nbflow.store.check import StoredBlob
-
-        # A value is whole when all its chunks are there. A DataFrame's bytes are its
-        # table here (Arrow IPC): "has a table" means "has all its chunks".
-        rows = self._rows(
-            "SELECT b.hash, b.codec, b.size, b.meta, c.n, c.bytes, b.chunks FROM blobs b "
-            "LEFT JOIN (SELECT hash, count(*) AS n, sum(octet_length(data)) AS bytes "
-            "FROM blob_chunks GROUP BY hash) c ON c.hash = b.hash ORDER BY b.hash"
-        )
-        out = []
-        for hash, codec, size, meta, n, stored, chunks in rows:
-            whole = n is not None and n == chunks
-            if codec == Codec.ARROW.value:
-                out.append(StoredBlob(hash, Codec(codec), size, meta or {}, None, whole))
-            else:
-                data_size = None if n is None else int(stored)
-                out.append(StoredBlob(hash, Codec(codec), size, meta or {}, data_size, False))
-        return out
-
-    def _blob_content(self, blob: StoredBlob) -> tuple[pa.Table | None, bytes | None]:
-        found = self._read_blob(blob.hash)
-        if found is None:
-            return None, None
-        data = found[3]
-        if blob.codec is Codec.ARROW:
-            import pyarrow as pa
-
-            return pa.ipc.open_stream(pa.py_buffer(data)).read_all(), None
-        return None, data
-
-    def _rebuild_views(self, state: RunState) -> None:
-        run = state.run
-        rows = [x for x in state.executions.values() if x.status is not StepStatus.RUNNING]
-
-        def rebuild(con: psycopg.Connection[Any]) -> int | None:
-            with con.transaction():
-                # The row lock keeps appenders out until the rebuilt rows are committed.
-                con.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", [run.run_id])
-                last = con.execute(
-                    "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = %s", [run.run_id]
-                ).fetchall()[0][0]
-                if last != run.version:
-                    return int(last)
-                con.execute(
-                    "UPDATE runs SET status = %s, version = %s, started_at = %s, "
-                    "finished_at = %s, error = %s WHERE run_id = %s",
-                    [
-                        run.status.value,
-                        run.version,
-                        run.started_at,
-                        run.finished_at,
-                        run.error,
-                        run.run_id,
-                    ],
-                )
-                con.execute("DELETE FROM step_executions WHERE run_id = %s", [run.run_id])
-                if rows:
-                    con.execute(
-                        f"INSERT INTO step_executions ({EXEC_INSERT_COLS}) "
-                        + _executions_from_arrays("f"),
-                        {"run_id": run.run_id, "flow": run.flow} | _execution_arrays("f", rows),
-                    )
-            return None
-
-        last = self._run(rebuild, retry=False)
-        if last is not None:
-            raise StaleVersionError(run.run_id, run.version, last)
 
     # -- SQL ------------------------------------------------------------------------------
 
@@ -838,151 +484,12 @@ class PostgresStore(Store):
                         raise  # reconnect and run it again
                     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
                         raise StoreError(
-                            f"store.sql is read-only: the query tried to write "
-                            f"({_first_line(exc)})."
+                            f"store.sql is read-only: the query tried to write ({first_line(exc)})."
                         ) from None
-                    raise StoreError(f"the SQL query failed: {_first_line(exc)}") from None
+                    raise StoreError(f"the SQL query failed: {first_line(exc)}") from None
                 finally:
                     if not con.broken:
                         con.execute("ROLLBACK")
             return pd.DataFrame.from_records(rows, columns=columns)
 
         return self._run(run)
-
-
-# -- text with NUL characters ----------------------------------------------------------------
-
-# PostgreSQL text cannot hold NUL characters, which Python strings (an error message, a
-# run parameter's name) may. Text holding one, or starting with the marker, is stored as
-# the marker followed by its JSON (NUL escaped); every other string is stored as it is,
-# so the tables read as on DuckDB. The connection's adapters do this both ways, for every
-# statement (store.sql included).
-_MARK = "\ufdd0"  # a Unicode noncharacter
-
-
-def _encode_text(value: str) -> str:
-    if "\x00" in value or value.startswith(_MARK):
-        return _MARK + json.dumps(value)
-    return value
-
-
-def _decode_text(value: T) -> T:
-    if isinstance(value, str) and value.startswith(_MARK):  # (bytes: a SQL_ASCII database)
-        try:
-            decoded = json.loads(value[1:])
-        except ValueError:
-            return value  # not written by nbflow: shown as it is
-        if isinstance(decoded, str):
-            return cast(T, decoded)
-    return value
-
-
-def _register_text_adapters(con: psycopg.Connection[Any]) -> None:
-    from psycopg.types import string
-
-    class TextDumper(string.StrDumperUnknown):
-        def dump(self, obj: str) -> Any:
-            return super().dump(_encode_text(obj))
-
-    class TextBinaryDumper(string.StrBinaryDumper):
-        def dump(self, obj: str) -> Any:
-            return super().dump(_encode_text(obj))
-
-    class TextLoader(string.TextLoader):
-        def load(self, data: Any) -> Any:
-            return _decode_text(super().load(data))
-
-    class TextBinaryLoader(string.TextBinaryLoader):
-        def load(self, data: Any) -> Any:
-            return _decode_text(super().load(data))
-
-    # In psycopg's order: the last one registered (text, of unknown type, which the
-    # server casts to whatever the column is) is used for %s.
-    con.adapters.register_dumper(str, TextBinaryDumper)
-    con.adapters.register_dumper(str, TextDumper)
-    for name in ("text", "varchar", "bpchar", "name"):
-        con.adapters.register_loader(name, TextLoader)
-        con.adapters.register_loader(name, TextBinaryLoader)
-
-
-# -- URIs -------------------------------------------------------------------------------------
-
-
-def parse_uri(uri: str) -> tuple[str, str | None, str, str]:
-    """Split a store URI into (libpq URI, schema or None, URI without password, "host:port/db")."""
-    if not uri.startswith(SCHEMES):
-        raise StoreError(f"{uri!r} is not a PostgreSQL URI (postgresql://...).")
-    parts = urllib.parse.urlsplit(uri)
-    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-    schema = None
-    kept: list[tuple[str, str]] = []
-    for key, value in query:
-        if key == "schema":
-            if not value:
-                raise StoreError("the store URI's '?schema=' is empty: give a schema name.")
-            schema = value
-        else:
-            kept.append((key, value))
-    conninfo = urllib.parse.urlunsplit(
-        (parts.scheme, parts.netloc, parts.path, urllib.parse.urlencode(kept), parts.fragment)
-    )
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(conninfo)
-    except psycopg.Error as exc:
-        safe = _redact(parts, [(k, v) for k, v in query if k != "password"])
-        raise StoreError(f"{safe!r} is not a valid PostgreSQL URI: {_first_line(exc)}") from None
-    host = str(info.get("host") or info.get("hostaddr") or "localhost")
-    port = str(info.get("port") or "5432")
-    database = str(info.get("dbname") or info.get("user") or "")
-    where = f"{host}:{port}/{database}" + (f" (schema {schema})" if schema else "")
-    shown = _redact(parts, [(k, v) for k, v in query if k != "password"])
-    return conninfo, schema, shown, where
-
-
-def _redact(parts: urllib.parse.SplitResult, query: list[tuple[str, str]]) -> str:
-    """The URI with its password left out."""
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}@{hostport}" if user else hostport
-    return urllib.parse.urlunsplit(
-        (parts.scheme, netloc, parts.path, urllib.parse.urlencode(query), parts.fragment)
-    )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-# -- rows <-> records ---------------------------------------------------------------------
-
-
-def _parsed(value: Any) -> Any:
-    """A JSON column as psycopg returns it: already parsed."""
-    return value
-
-
-def _execution_arrays(prefix: str, rows: Sequence[StepExecution]) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {f"{prefix}_{name}": [] for name, _ in _EXEC_ARRAYS}
-    for x in rows:
-        for name, value in (
-            ("step", x.step),
-            ("attempt", x.attempt),
-            ("status", x.status.value),
-            ("cache_key", x.cache_key),
-            ("output", _dumps(x.output.to_json()) if x.output else None),
-            ("output_hash", x.output.hash if x.output else None),
-            ("inputs", _dumps(dict(x.inputs))),
-            ("started_at", x.started_at),
-            ("finished_at", x.finished_at),
-            ("duration_ms", x.duration_ms),
-            ("error", x.error),
-            ("traceback", x.traceback),
-            ("source_run_id", x.source_run_id),
-            ("seq", x.seq),
-            ("fingerprint", x.fingerprint),
-        ):
-            columns[f"{prefix}_{name}"].append(value)
-    return columns

@@ -1,0 +1,169 @@
+"""The PostgreSQL store's values: blob rows with their bytes in chunks (DataFrames as
+Arrow IPC)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from nbflow.errors import StoreError
+from nbflow.store import postgres_schema
+from nbflow.store.pg_rows import T, dumps, snapshot
+from nbflow.store.records import BlobRecord, Codec, ValueRef
+
+if TYPE_CHECKING:
+    from nbflow.values import EncodedValue
+
+
+class PostgresValues:
+    """Values in a PostgreSQL store (mixed into :class:`PostgresStore`)."""
+
+    if TYPE_CHECKING:  # provided by PostgresStore
+        _lock: threading.RLock
+        _known_blobs: dict[str, int]
+        _con: psycopg.Connection[Any] | None
+        trust: bool
+
+        def _connection(self) -> psycopg.Connection[Any]: ...
+
+        def _run(
+            self, work: Callable[[psycopg.Connection[Any]], T], *, retry: bool = True
+        ) -> T: ...
+
+        def _rows(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]: ...
+
+    # -- values -----------------------------------------------------------------------
+
+    def put_value(self, encoded: EncodedValue) -> ValueRef:
+        """Store the value's bytes once under its hash (a DataFrame as Arrow IPC)."""
+        ref = encoded.ref
+        if ref.is_inline:
+            return ref
+        stored = self._stored_size(ref.hash)
+        if stored is not None:
+            # Equal content may be laid out in memory differently (a frame read back
+            # from the store, say): the stored record's size is the value's size.
+            return ref.with_size(stored)
+        if ref.codec is Codec.ARROW:
+            from nbflow.values.codecs import _ipc_bytes
+
+            assert encoded.table is not None
+            data = _ipc_bytes(encoded.table)
+        else:
+            assert encoded.data is not None
+            data = encoded.data
+        size = postgres_schema.CHUNK_BYTES
+        view = memoryview(data)
+        chunks = [view[i : i + size] for i in range(0, len(data), size)] or [view[:0]]
+        meta = dumps(dict(encoded.meta))
+
+        def write(con: psycopg.Connection[Any]) -> int:
+            with con.transaction():
+                # A second writer of the same hash waits here for the first to commit,
+                # then inserts nothing: the row and its chunks appear together or not at all.
+                inserted = con.execute(
+                    "INSERT INTO blobs (hash, codec, size, created_at, table_name, meta, "
+                    "stored_bytes, chunks) VALUES (%s, %s, %s, now(), NULL, %s, %s, %s) "
+                    "ON CONFLICT DO NOTHING RETURNING size",
+                    [ref.hash, ref.codec.value, ref.size, meta, len(data), len(chunks)],
+                ).fetchall()
+                if not inserted:
+                    row = con.execute("SELECT size FROM blobs WHERE hash = %s", [ref.hash])
+                    return int(row.fetchall()[0][0])
+                with (
+                    con.cursor() as cur,
+                    cur.copy(
+                        "COPY blob_chunks (hash, idx, data) FROM STDIN (FORMAT BINARY)"
+                    ) as copy,
+                ):
+                    copy.set_types(["text", "int4", "bytea"])
+                    for idx, chunk in enumerate(chunks):
+                        copy.write_row((ref.hash, idx, chunk))
+                return ref.size
+
+        size = self._run(write, retry=False)
+        with self._lock:
+            self._known_blobs[ref.hash] = size
+        return ref.with_size(size)
+
+    def load_value(self, ref: ValueRef) -> Any:
+        """Load and decode the value a ref points at."""
+        from nbflow.values import decode
+
+        if ref.is_inline:
+            return decode(ref, trust=self.trust)
+        stored = self.read_encoded(ref)
+        return decode(ref, table=stored.table, data=stored.data, meta=stored.meta, trust=self.trust)
+
+    def read_encoded(self, ref: ValueRef) -> EncodedValue:
+        """The blob row and its bytes (a DataFrame's Arrow table, read back from its IPC
+        bytes); not decoded."""
+        from nbflow.values import EncodedValue
+
+        if ref.is_inline:
+            return EncodedValue(ref=ref)
+
+        found = self._read_blob(ref.hash)
+        if found is None:
+            raise StoreError(
+                f"the value {ref.hash} is missing from {self}: it was deleted or never "
+                "written. `nbflow check` reports such problems."
+            )
+        codec, size, meta, data = found
+        stored = ValueRef(Codec(codec), ref.hash, size, ref.type_name)
+        if stored.codec is Codec.ARROW:
+            import pyarrow as pa
+
+            table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+            return EncodedValue(ref=stored, table=table, meta=meta)
+        return EncodedValue(ref=stored, data=data, meta=meta)
+
+    def _read_blob(self, hash: str) -> tuple[str, int, dict[str, Any], bytes] | None:
+        """(codec, size, meta, bytes) of a stored blob, or None; StoreError when some of
+        its chunks are missing."""
+
+        def read(con: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
+            with snapshot(con) as cur:
+                cur.execute("SELECT codec, size, meta, chunks FROM blobs WHERE hash = %s", [hash])
+                row = cur.fetchone()
+                if row is None:
+                    return None
+                cur.execute("SELECT data FROM blob_chunks WHERE hash = %s ORDER BY idx", [hash])
+                return (*row, [r[0] for r in cur.fetchall()])
+
+        found = self._run(read)
+        if found is None:
+            return None
+        codec, size, meta, chunks, parts = found
+        if len(parts) != chunks:
+            raise StoreError(
+                f"the value {hash} in {self} is damaged: {len(parts)} of its {chunks} "
+                "chunks are stored. `nbflow check` reports such problems."
+            )
+        data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+        return codec, size, meta or {}, data
+
+    def has_blob(self, hash: str) -> bool:
+        """Whether a blob with this hash is stored."""
+        return self._stored_size(hash) is not None
+
+    def _stored_size(self, hash: str) -> int | None:
+        """The size recorded for the blob ``hash``, or None if there is none."""
+        if hash in self._known_blobs:
+            return self._known_blobs[hash]
+        rows = self._rows("SELECT size FROM blobs WHERE hash = %s", [hash])
+        if not rows:
+            return None
+        with self._lock:
+            self._known_blobs[hash] = int(rows[0][0])
+        return int(rows[0][0])
+
+    def list_blobs(self) -> list[BlobRecord]:
+        """Every blob row."""
+        rows = self._rows(
+            "SELECT hash, codec, size, created_at, table_name FROM blobs ORDER BY created_at, hash"
+        )
+        return [BlobRecord(r[0], Codec(r[1]), r[2], r[3], r[4]) for r in rows]
