@@ -101,7 +101,7 @@ CHILD = textwrap.dedent(
     """
     import os, random, signal, threading, time
     import crash_flow
-    from nbflow.store import duckdb_store
+    from nbflow.store import duckdb_store, duckdb_values
 
     mode = os.environ["CRASH_MODE"]
     rng = random.Random(int(os.environ["CRASH_SEED"]))
@@ -128,7 +128,7 @@ CHILD = textwrap.dedent(
 
 
     if mode == "frame":
-        kill_on_call(duckdb_store, "_write_value_table", int(os.environ["CRASH_AT"]), 0.05)
+        kill_on_call(duckdb_values, "write_value_table", int(os.environ["CRASH_AT"]), 0.05)
     elif mode == "commit":
         kill_on_call(duckdb_store.DuckDBStore, "_write_events", int(os.environ["CRASH_AT"]), 0.004)
     elif mode == "timer":

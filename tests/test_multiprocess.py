@@ -20,6 +20,7 @@ import pytest
 
 import nbflow as nf
 from nbflow.errors import RunLockedError, StoreBusyError
+from nbflow.store.duckdb_connection import ask_for_file, someone_waits, stop_asking
 from nbflow.store.duckdb_store import DuckDBStore
 from nbflow.store.records import EventType, RunStatus
 
@@ -300,3 +301,63 @@ def test_a_process_exits_cleanly_with_an_idle_store(workdir: Path) -> None:
     _, err = script.communicate(timeout=120)
     assert script.returncode == 0, err
     assert "leaked" not in err, err
+
+
+def test_a_store_in_use_gives_the_file_to_a_process_that_asks(workdir: Path) -> None:
+    """A run of many quick steps does not keep a reader elsewhere waiting until it ends."""
+    path = workdir / "store.duckdb"
+    started = workdir / "started"
+    writer = _python(
+        f"""
+        import time
+        from pathlib import Path
+        import nbflow as nf
+        flow = nf.Flow("long", store={str(path)!r})
+        @flow.step
+        def s0():
+            Path({str(started)!r}).write_text("1")
+            return 0
+        for i in range(1, 400):
+            exec(f"def s{{i}}(s{{i - 1}}):\\n    time.sleep(0.01)\\n    return s{{i - 1}} + 1")
+            flow.step(globals()[f"s{{i}}"])
+        run = flow.run(progress=False)
+        print(run.status, run["s399"])
+        """,
+        workdir,
+    )
+    try:
+        _wait_for(started)
+        time.sleep(0.3)  # the run is well under way: no 0.5 s idle gap is coming
+        began = time.monotonic()
+        with DuckDBStore(path, busy_timeout=20) as reader:
+            (run,) = reader.list_runs()
+            waited = time.monotonic() - began
+            steps = len(reader.executions(run.run_id))
+        assert run.status.value == "running" and 0 < steps < 400, (run.status, steps)
+        assert waited < 5, f"the reader waited {waited:.1f} s"
+        out, err = writer.communicate(timeout=300)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert writer.returncode == 0, err
+    assert out.split() == ["completed", "399"]
+    # The writer asked for the file back while the reader had it, and took its ask back.
+    assert not Path(str(path) + ".nbflow-wait").exists()
+
+
+def test_asking_for_the_file_marks_it_until_taken_back(workdir: Path) -> None:
+    path = workdir / "store.duckdb"
+    with DuckDBStore(path, idle_release=60) as store:
+        store.list_runs()
+        assert store.connected and not someone_waits(store.uri)
+        store.release_if_idle()
+        assert store.connected  # not idle, nobody asked: kept
+        assert ask_for_file(store.uri)
+        assert someone_waits(store.uri)
+        store.release_if_idle()
+        assert not store.connected  # asked for: given back though not idle
+        stop_asking(store.uri)
+        assert not someone_waits(store.uri)
+        assert not Path(store.uri + ".nbflow-wait").exists()
+        assert store.list_runs() == []  # used again: opened again

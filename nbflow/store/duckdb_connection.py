@@ -9,6 +9,7 @@ retries with backoff until a timeout, then names the process that holds it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -66,8 +67,9 @@ def busy_error(path: str, exc: BaseException, waited: float) -> StoreBusyError:
     return StoreBusyError(
         f"the store {path!r} is in use by {who}, which kept it for the {waited:g} s this "
         f"process waited. DuckDB allows one process at a time on a file: let {who} finish "
-        f"(stores give the file back after {DEFAULT_IDLE_RELEASE:g} s idle), close the "
-        f"notebook or script holding it, or wait longer with {ENV_BUSY_TIMEOUT}=SECONDS.",
+        "(an nbflow store gives the file back between two operations when another process "
+        "waits for it, so a long one is holding it now), close the notebook or script "
+        f"holding it, or wait longer with {ENV_BUSY_TIMEOUT}=SECONDS.",
         pid=pid,
         path=path,
     )
@@ -77,27 +79,75 @@ def connect_waiting(
     connect: Callable[[], duckdb.DuckDBPyConnection], path: str, timeout: float
 ) -> duckdb.DuckDBPyConnection:
     """``connect()``, retried with jittered exponential backoff while another process
-    holds the file; StoreBusyError naming that process after ``timeout`` seconds."""
+    holds the file; StoreBusyError naming that process after ``timeout`` seconds.
+
+    While it waits it asks the holder for the file (see :func:`ask_for_file`).
+    """
     began = time.monotonic()
     delay = 0.005
+    asked = False
     while True:
         try:
-            return connect()
+            con = connect()
         except duckdb.IOException as exc:
             if not is_lock_error(exc):
                 raise
             waited = time.monotonic() - began
             if waited >= timeout:
+                if asked:
+                    stop_asking(path)
                 raise busy_error(path, exc, timeout) from None
+            asked = ask_for_file(path) or asked
             time.sleep(min(delay * random.uniform(0.5, 1.5), max(timeout - waited, 0.0)))
             delay = min(delay * 2, 0.2)
+        else:
+            if asked:
+                stop_asking(path)
+            return con
+
+
+# -- asking the holder for the file ---------------------------------------------------------
+
+# A process waiting for a file touches a marker beside it; a holder that sees a fresh one
+# gives the file back as soon as it is between two operations, instead of after its idle
+# time: a run of many quick steps would otherwise keep a reader in another notebook
+# waiting until the run ends. (A holder that needs the file again waits and asks too.)
+WAIT_SUFFIX = ".nbflow-wait"
+ASK_FRESH_S = 2.0  # a marker touched this recently means someone still waits
+
+
+def ask_for_file(path: str) -> bool:
+    """Tell the process holding ``path`` that this one waits for it; False if the
+    marker cannot be written (a read-only folder: the holder's idle time then decides)."""
+    try:
+        with open(path + WAIT_SUFFIX, "a"):
+            pass
+        os.utime(path + WAIT_SUFFIX)
+    except OSError:
+        return False
+    return True
+
+
+def stop_asking(path: str) -> None:
+    """Remove the marker (another waiter touches it again at its next try)."""
+    with contextlib.suppress(OSError):
+        os.unlink(path + WAIT_SUFFIX)
+
+
+def someone_waits(path: str) -> bool:
+    """Whether another process asked for ``path`` in the last :data:`ASK_FRESH_S` s."""
+    try:
+        return time.time() - os.stat(path + WAIT_SUFFIX).st_mtime < ASK_FRESH_S
+    except OSError:
+        return False
 
 
 class Releasable(Protocol):
     """A store that can give its connection back when idle."""
 
     def release_if_idle(self) -> None:
-        """Close the connection if it has been idle long enough and nobody is using it."""
+        """Close the connection if it has been idle long enough (or another process
+        asks for the file) and nobody is using it."""
 
 
 class IdleCloser:

@@ -32,6 +32,7 @@ from nbflow.store.duckdb_connection import (
     env_seconds,
     is_lock_error,
     raise_if_corrupt,
+    someone_waits,
 )
 from nbflow.store.duckdb_frames import DuckDBFrames
 from nbflow.store.duckdb_maintenance import DuckDBMaintenance
@@ -222,15 +223,17 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
                 self._conn = None
 
     def release_if_idle(self) -> None:
-        """Give the file back if unused for ``idle_release`` seconds and not in use now."""
+        """Give the file back if unused for ``idle_release`` seconds, or at once if
+        another process asks for it, unless it is in use right now."""
         if self._conn is None or self.idle_release is None:
             return
-        if time.monotonic() - self._last_used < self.idle_release:
+        idle = time.monotonic() - self._last_used >= self.idle_release
+        if not idle and not someone_waits(self.uri):
             return
         if not self._lock.acquire(blocking=False):
-            return  # in use right now
+            return  # in use right now: looked at again at the next check
         try:
-            if self._conn is not None and time.monotonic() - self._last_used >= self.idle_release:
+            if self._conn is not None:
                 self.release_connection()
         finally:
             self._lock.release()
