@@ -99,7 +99,8 @@ def connect_waiting(
                 raise busy_error(path, exc, timeout) from None
             asked = ask_for_file(path) or asked
             time.sleep(min(delay * random.uniform(0.5, 1.5), max(timeout - waited, 0.0)))
-            delay = min(delay * 2, 0.2)
+            # Having asked, look often: the holder steps aside only for YIELD_S.
+            delay = min(delay * 2, YIELD_S / 4 if asked else 0.2)
         else:
             if asked:
                 stop_asking(path)
@@ -114,6 +115,7 @@ def connect_waiting(
 # waiting until the run ends. (A holder that needs the file again waits and asks too.)
 WAIT_SUFFIX = ".nbflow-wait"
 ASK_FRESH_S = 2.0  # a marker touched this recently means someone still waits
+YIELD_S = 0.1  # a holder that gave the file to a waiter lets it have it this long first
 
 
 def ask_for_file(path: str) -> bool:

@@ -28,6 +28,7 @@ from nbflow.store.duckdb_connection import (
     ENV_BUSY_TIMEOUT,
     ENV_IDLE_RELEASE,
     IDLE_CLOSER,
+    YIELD_S,
     connect_waiting,
     env_seconds,
     is_lock_error,
@@ -135,12 +136,16 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
             _check_file(Path(self.path))
         self._known_blobs: dict[str, int] = {}  # hash -> stored size
         self._threads = 1  # DuckDB's own thread count, read when connecting
+        self._yield_until = 0.0  # monotonic time before which not to take the file back
         self._closed = False
         self._last_used = time.monotonic()
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._conn = self._open()
 
     def _open(self) -> duckdb.DuckDBPyConnection:
+        pause = self._yield_until - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
         con = connect_waiting(self._connect, self.uri, self.busy_timeout)
         # Another process may have changed the file while we did not hold it (gc may
         # have deleted blobs, for one): what we remember of it must be checked again.
@@ -235,6 +240,8 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         try:
             if self._conn is not None:
                 self.release_connection()
+                if not idle:  # given to a waiter: let it take the file before we do
+                    self._yield_until = time.monotonic() + YIELD_S
         finally:
             self._lock.release()
 
