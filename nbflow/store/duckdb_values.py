@@ -61,27 +61,29 @@ class DuckDBValues:
                 # from the store, say): the stored record's size is the value's size.
                 return ref.with_size(stored)
             con = self._con
-            con.execute("BEGIN TRANSACTION")
-            try:
-                if table_name is not None:
-                    assert encoded.table is not None
-                    with self._all_threads(encoded.table.nbytes):
+            # Every core for a big value, its commit included (that writes the table).
+            nbytes = encoded.table.nbytes if encoded.table is not None else len(encoded.data or b"")
+            with self._all_threads(nbytes):
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    if table_name is not None:
+                        assert encoded.table is not None
                         write_value_table(con, table_name, encoded.table)
-                con.execute(
-                    "INSERT INTO blobs VALUES (?, ?, ?, now(), ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [
-                        ref.hash,
-                        ref.codec.value,
-                        ref.size,
-                        table_name,
-                        dumps(dict(encoded.meta)),
-                        encoded.data,
-                    ],
-                )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+                    con.execute(
+                        "INSERT INTO blobs VALUES (?, ?, ?, now(), ?, ?, ?) ON CONFLICT DO NOTHING",
+                        [
+                            ref.hash,
+                            ref.codec.value,
+                            ref.size,
+                            table_name,
+                            dumps(dict(encoded.meta)),
+                            encoded.data,
+                        ],
+                    )
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
             self._known_blobs[ref.hash] = ref.size
         return ref
 
