@@ -367,9 +367,15 @@ class Store(ABC):
     def put_value(self, encoded: EncodedValue) -> ValueRef:
         """Store an encoded value (no bytes written when its hash is already stored)."""
 
-    @abstractmethod
     def load_value(self, ref: ValueRef) -> Any:
-        """Load the value a ref points at (pickles only when the store is trusted)."""
+        """Load the value a ref points at (pickles only when the store is trusted): its
+        stored form (:meth:`read_encoded`), decoded."""
+        from nbflow.values import decode
+
+        if ref.is_inline:
+            return decode(ref, trust=self.trust)
+        stored = self.read_encoded(ref)
+        return decode(ref, table=stored.table, data=stored.data, meta=stored.meta, trust=self.trust)
 
     def load_output(self, ref: ValueRef, *, step: str, run_id: str) -> Any:
         """Load ``ref``, the output of ``step`` in run ``run_id``.

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Collection, Mapping, Sequence
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -12,8 +10,8 @@ import duckdb
 from nbflow import frames
 from nbflow.errors import StoreError
 from nbflow.store.duckdb_connection import raise_if_corrupt
+from nbflow.store.duckdb_part import DuckDBPart
 from nbflow.store.duckdb_rows import IN_LIST
-from nbflow.store.records import RunRecord, StepExecution
 from nbflow.store.sql_guard import check_read_only
 from nbflow.store.sql_rows import EVENT_COLS, event_filters, run_filters
 
@@ -21,29 +19,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-class DuckDBFrames:
+class DuckDBFrames(DuckDBPart):
     """Frames and SQL of :class:`~nbflow.store.duckdb_store.DuckDBStore`."""
-
-    if TYPE_CHECKING:  # provided by DuckDBStore
-        _lock: threading.RLock
-        _closed: bool
-        uri: str
-
-        @property
-        def _con(self) -> duckdb.DuckDBPyConnection: ...
-
-        def _all_threads(self, nbytes: int | None = None) -> AbstractContextManager[None]: ...
-
-        def _get_run(self, run_id: str) -> RunRecord: ...
-
-        def _has_running_attempts(self, run_id: str) -> bool: ...
-
-        def executions(self, run_id: str) -> list[StepExecution]:  # noqa: D102
-            ...
-
-        def reap_interrupted(  # noqa: D102
-            self, runs: Sequence[RunRecord] | None = None
-        ) -> list[RunRecord]: ...
 
     def _arrow(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         with self._lock:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from typing import TYPE_CHECKING, Any
-
-import duckdb
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from nbflow.errors import StaleVersionError
 from nbflow.store import schema
+from nbflow.store.duckdb_part import DuckDBPart
 from nbflow.store.duckdb_rows import EXEC_TYPES, StaleWrite, codec_or_text, execution_params
 from nbflow.store.fold import RunState
 from nbflow.store.records import EventType, StepExecution, StepStatus
@@ -23,28 +21,8 @@ if TYPE_CHECKING:
     from nbflow.store.check import StoredBlob
 
 
-class DuckDBMaintenance:
+class DuckDBMaintenance(DuckDBPart):
     """gc and check support for :class:`~nbflow.store.duckdb_store.DuckDBStore`."""
-
-    if TYPE_CHECKING:  # provided by DuckDBStore
-        _lock: threading.RLock
-        _known_blobs: dict[str, int]
-        trust: bool
-        path: str
-        uri: str
-
-        @property
-        def _con(self) -> duckdb.DuckDBPyConnection: ...
-
-        def _execute(
-            self, query: str, params: Sequence[Any] | None = None
-        ) -> list[tuple[Any, ...]]: ...
-
-        def _all_threads(self, nbytes: int | None = None) -> AbstractContextManager[None]: ...
-
-        def _insert(
-            self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]
-        ) -> None: ...
 
     # -- retention ----------------------------------------------------------------------
 

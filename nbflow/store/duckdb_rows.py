@@ -24,18 +24,6 @@ class StaleWrite(Exception):
     """A write found the run not at the expected version (turned into StaleVersionError)."""
 
 
-UPSERT_EXECUTIONS = (
-    " ON CONFLICT (run_id, step, attempt) DO UPDATE SET "
-    "status = excluded.status, cache_key = excluded.cache_key, "
-    "output = excluded.output, output_hash = excluded.output_hash, "
-    "inputs = excluded.inputs, started_at = excluded.started_at, "
-    "finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, "
-    "error = excluded.error, traceback = excluded.traceback, "
-    "source_run_id = excluded.source_run_id, seq = excluded.seq, "
-    "fingerprint = excluded.fingerprint"
-)
-
-
 #: At most this many rows go in as a VALUES list; more go in as an Arrow table.
 VALUES_ROWS = 8
 

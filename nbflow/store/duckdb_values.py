@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import uuid
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from nbflow.errors import StoreError
 from nbflow.store import schema
+from nbflow.store.duckdb_part import DuckDBPart
 from nbflow.store.duckdb_rows import dumps
 from nbflow.store.records import BlobRecord, Codec, ValueRef
 
@@ -23,28 +21,8 @@ if TYPE_CHECKING:
 _HEX = re.compile(r"[0-9a-f]+")
 
 
-class DuckDBValues:
+class DuckDBValues(DuckDBPart):
     """Values in a DuckDB store (mixed into :class:`~nbflow.store.duckdb_store.DuckDBStore`)."""
-
-    if TYPE_CHECKING:  # provided by DuckDBStore
-        _lock: threading.RLock
-        _known_blobs: dict[str, int]
-        trust: bool
-        path: str
-        uri: str
-
-        @property
-        def _con(self) -> duckdb.DuckDBPyConnection: ...
-
-        def _execute(
-            self, query: str, params: Sequence[Any] | None = None
-        ) -> list[tuple[Any, ...]]: ...
-
-        def _all_threads(self, nbytes: int | None = None) -> AbstractContextManager[None]: ...
-
-        def _insert(
-            self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]
-        ) -> None: ...
 
     # -- values -----------------------------------------------------------------------
 
@@ -86,15 +64,6 @@ class DuckDBValues:
                     raise
             self._known_blobs[ref.hash] = ref.size
         return ref
-
-    def load_value(self, ref: ValueRef) -> Any:
-        """Load and decode the value a ref points at."""
-        from nbflow.values import decode
-
-        if ref.is_inline:
-            return decode(ref, trust=self.trust)
-        stored = self.read_encoded(ref)
-        return decode(ref, table=stored.table, data=stored.data, meta=stored.meta, trust=self.trust)
 
     def read_encoded(self, ref: ValueRef) -> EncodedValue:
         """The blob row and, for a DataFrame, its native table as Arrow; not decoded."""

@@ -202,15 +202,6 @@ class MemoryStore(Store):
                 self._blobs[ref.hash] = (record, table, encoded.data, dict(encoded.meta))
         return ref
 
-    def load_value(self, ref: ValueRef) -> Any:
-        """Decode the value a ref points at."""
-        from nbflow.values import decode
-
-        if ref.is_inline:
-            return decode(ref, trust=self.trust)
-        stored = self.read_encoded(ref)
-        return decode(ref, table=stored.table, data=stored.data, meta=stored.meta, trust=self.trust)
-
     def read_encoded(self, ref: ValueRef) -> EncodedValue:
         """The value's kept table or bytes and meta, not decoded."""
         from nbflow.values import EncodedValue

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -12,7 +11,8 @@ from psycopg import sql as pgsql
 
 from nbflow.errors import StaleVersionError
 from nbflow.store.fold import RunState
-from nbflow.store.pg_rows import T, execution_arrays, executions_from_arrays, parsed
+from nbflow.store.pg_part import PostgresPart
+from nbflow.store.pg_rows import execution_arrays, executions_from_arrays, parsed
 from nbflow.store.records import Codec, EventType, StepExecution, StepStatus
 from nbflow.store.sql_rows import EXEC_COLS, EXEC_INSERT_COLS, execution_from_row
 
@@ -22,24 +22,8 @@ if TYPE_CHECKING:
     from nbflow.store.check import StoredBlob
 
 
-class PostgresMaintenance:
+class PostgresMaintenance(PostgresPart):
     """gc and check support for :class:`PostgresStore`."""
-
-    if TYPE_CHECKING:  # provided by PostgresStore
-        _lock: threading.RLock
-        _known_blobs: dict[str, int]
-        _con: psycopg.Connection[Any] | None
-        trust: bool
-
-        def _connection(self) -> psycopg.Connection[Any]: ...
-
-        def _run(
-            self, work: Callable[[psycopg.Connection[Any]], T], *, retry: bool = True
-        ) -> T: ...
-
-        def _rows(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]: ...
-
-        def _read_blob(self, hash: str) -> tuple[str, int, dict[str, Any], bytes] | None: ...
 
     # -- retention ----------------------------------------------------------------------
 

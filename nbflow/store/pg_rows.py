@@ -55,18 +55,6 @@ def executions_from_arrays(prefix: str) -> str:
     )
 
 
-UPSERT_EXECUTIONS = (
-    " ON CONFLICT (run_id, step, attempt) DO UPDATE SET "
-    "status = excluded.status, cache_key = excluded.cache_key, "
-    "output = excluded.output, output_hash = excluded.output_hash, "
-    "inputs = excluded.inputs, started_at = excluded.started_at, "
-    "finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, "
-    "error = excluded.error, traceback = excluded.traceback, "
-    "source_run_id = excluded.source_run_id, seq = excluded.seq, "
-    "fingerprint = excluded.fingerprint"
-)
-
-
 def dumps(value: Any) -> str:
     """Compact JSON text of ``value`` (anything else as its str)."""
     return json.dumps(value, separators=(",", ":"), default=str)

@@ -3,37 +3,22 @@ Arrow IPC)."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from nbflow.errors import StoreError
 from nbflow.store import postgres_schema
-from nbflow.store.pg_rows import T, dumps, snapshot
+from nbflow.store.pg_part import PostgresPart
+from nbflow.store.pg_rows import dumps, snapshot
 from nbflow.store.records import BlobRecord, Codec, ValueRef
 
 if TYPE_CHECKING:
     from nbflow.values import EncodedValue
 
 
-class PostgresValues:
+class PostgresValues(PostgresPart):
     """Values in a PostgreSQL store (mixed into :class:`PostgresStore`)."""
-
-    if TYPE_CHECKING:  # provided by PostgresStore
-        _lock: threading.RLock
-        _known_blobs: dict[str, int]
-        _con: psycopg.Connection[Any] | None
-        trust: bool
-
-        def _connection(self) -> psycopg.Connection[Any]: ...
-
-        def _run(
-            self, work: Callable[[psycopg.Connection[Any]], T], *, retry: bool = True
-        ) -> T: ...
-
-        def _rows(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]: ...
 
     # -- values -----------------------------------------------------------------------
 
@@ -88,15 +73,6 @@ class PostgresValues:
         with self._lock:
             self._known_blobs[ref.hash] = size
         return ref.with_size(size)
-
-    def load_value(self, ref: ValueRef) -> Any:
-        """Load and decode the value a ref points at."""
-        from nbflow.values import decode
-
-        if ref.is_inline:
-            return decode(ref, trust=self.trust)
-        stored = self.read_encoded(ref)
-        return decode(ref, table=stored.table, data=stored.data, meta=stored.meta, trust=self.trust)
 
     def read_encoded(self, ref: ValueRef) -> EncodedValue:
         """The blob row and its bytes (a DataFrame's Arrow table, read back from its IPC

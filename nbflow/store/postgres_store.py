@@ -37,7 +37,6 @@ from nbflow.store.pg_maintenance import PostgresMaintenance
 from nbflow.store.pg_rows import (
     EVENTS_FROM_ARRAYS,
     IN_LIST,
-    UPSERT_EXECUTIONS,
     T,
     dumps,
     execution_arrays,
@@ -63,6 +62,7 @@ from nbflow.store.sql_rows import (
     LEASE_COLS,
     LEASE_SETS,
     RUN_COLS,
+    UPSERT_EXECUTIONS,
     event_filters,
     execution_from_row,
     lease_from_row,

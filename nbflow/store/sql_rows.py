@@ -142,6 +142,20 @@ def lease_from_row(r: Sequence[Any]) -> Lease:
     )
 
 
+#: The tail of an INSERT into step_executions that overwrites a row already there (both
+#: backends' SQL: the same ``ON CONFLICT`` syntax).
+UPSERT_EXECUTIONS = (
+    " ON CONFLICT (run_id, step, attempt) DO UPDATE SET "
+    "status = excluded.status, cache_key = excluded.cache_key, "
+    "output = excluded.output, output_hash = excluded.output_hash, "
+    "inputs = excluded.inputs, started_at = excluded.started_at, "
+    "finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, "
+    "error = excluded.error, traceback = excluded.traceback, "
+    "source_run_id = excluded.source_run_id, seq = excluded.seq, "
+    "fingerprint = excluded.fingerprint"
+)
+
+
 def lease_values(lease: Lease) -> list[Any]:
     """A lease's values in :data:`LEASE_COLS` order (the inverse of :func:`lease_from_row`)."""
     return [

@@ -20,49 +20,15 @@ can reuse them.
 
 from __future__ import annotations
 
-from nbflow.testing.builders import (
-    T0,
-    Clock,
-    Snapshot,
-    append_each,
-    assert_refused,
-    attempt_events,
-    cached_event,
-    make_flow,
-    make_run,
-    output_ref,
-    populate,
-    retry_events,
-    skipped_event,
-    snapshot,
-    start_run,
-    typical_events,
-)
+from nbflow.testing import builders
+from nbflow.testing.builders import *  # noqa: F403 - re-exported, as before the split
 from nbflow.testing.conformance_check import CheckConformance
 from nbflow.testing.conformance_executions import ExecutionConformance
 from nbflow.testing.conformance_leases import LeaseConformance
 from nbflow.testing.conformance_records import RecordConformance
 from nbflow.testing.conformance_values import ValueConformance
 
-__all__ = [
-    "T0",
-    "Clock",
-    "Snapshot",
-    "StoreConformance",
-    "append_each",
-    "assert_refused",
-    "attempt_events",
-    "cached_event",
-    "make_flow",
-    "make_run",
-    "output_ref",
-    "populate",
-    "retry_events",
-    "skipped_event",
-    "snapshot",
-    "start_run",
-    "typical_events",
-]
+__all__ = ["StoreConformance", *builders.__all__]
 
 
 class StoreConformance(

@@ -1,0 +1,50 @@
+"""What the parts of the DuckDB store (values, gc/check hooks, frames) use of it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from nbflow.store.records import RunRecord, StepExecution
+
+
+class DuckDBPart:
+    """Base of :class:`~nbflow.store.duckdb_store.DuckDBStore`'s parts: the members the
+    store provides them, declared for the type checker only."""
+
+    if TYPE_CHECKING:
+        _lock: threading.RLock
+        _known_blobs: dict[str, int]
+        _closed: bool
+        trust: bool
+        path: str
+        uri: str
+
+        @property
+        def _con(self) -> duckdb.DuckDBPyConnection: ...
+
+        def _execute(
+            self, query: str, params: Sequence[Any] | None = None
+        ) -> list[tuple[Any, ...]]: ...
+
+        def _all_threads(self, nbytes: int | None = None) -> AbstractContextManager[None]: ...
+
+        def _insert(
+            self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]
+        ) -> None: ...
+
+        def _get_run(self, run_id: str) -> RunRecord: ...
+
+        def _has_running_attempts(self, run_id: str) -> bool: ...
+
+        def executions(self, run_id: str) -> list[StepExecution]:  # noqa: D102
+            ...
+
+        def reap_interrupted(  # noqa: D102
+            self, runs: Sequence[RunRecord] | None = None
+        ) -> list[RunRecord]: ...
