@@ -170,11 +170,9 @@ class Runner:
         outputs = dict(self._outputs)
         keys: dict[str, str] = {}
         for name in todo:
-            plan = self.plans[name]
-            if not plan.step.options.cache or self._forced(name):
+            if not self.plans[name].step.options.cache or self._forced(name):
                 return False
-            inputs = {u: outputs[u].hash for u in self.graph.steps[name].upstream}
-            key = cache_key(plan.fingerprint, inputs, plan.params)
+            key = self._key(name, outputs)
             hit = candidates.get(key)
             if hit is None:
                 return False
@@ -289,12 +287,14 @@ class Runner:
 
     # -- one step -------------------------------------------------------------------------
 
-    def _inputs(self, name: str) -> dict[str, str]:
-        return {u: self._outputs[u].hash for u in self.graph.steps[name].upstream}
+    def _inputs(self, name: str, outputs: Mapping[str, ValueRef] | None = None) -> dict[str, str]:
+        outputs = self._outputs if outputs is None else outputs
+        return {u: outputs[u].hash for u in self.graph.steps[name].upstream}
 
-    def _key(self, name: str) -> str:
+    def _key(self, name: str, outputs: Mapping[str, ValueRef] | None = None) -> str:
+        """The step's cache key, from the outputs recorded so far (or ``outputs``)."""
         plan = self.plans[name]
-        return cache_key(plan.fingerprint, self._inputs(name), plan.params)
+        return cache_key(plan.fingerprint, self._inputs(name, outputs), plan.params)
 
     def _cached(self, name: str, key: str, hit: CacheHit) -> None:
         self._emit(

@@ -271,6 +271,13 @@ class Store(ABC):
                 Event(run_id, expected_version + i + 1, e.ts, e.type, e.step, e.attempt, e.payload)
                 for i, e in enumerate(events)
             ]
+            if not stamped:
+                # Nothing to write; but a writer that read an older version must hear so.
+                stored = self._get_run(run_id).version
+                if stored != expected_version:
+                    self._states.pop(run_id, None)
+                    raise StaleVersionError(run_id, expected_version, stored)
+                return state.run
             new_state = state.copy()
             try:
                 changed = apply(new_state, stamped)
@@ -324,7 +331,7 @@ class Store(ABC):
         *,
         previous: RunState,
     ) -> None:
-        """Persist ``events``, the changed execution rows and the run row in one
+        """Persist ``events`` (never empty), the changed execution rows and the run row in one
         transaction; raise StaleVersionError (writing nothing) if the run's stored
         version is not ``expected_version``. ``previous`` is the state the events were
         folded onto (it tells which rows are new)."""

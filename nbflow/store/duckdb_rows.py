@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from nbflow.store.records import Codec, Event, StepExecution
-
-# One encoder for every row: json.dumps builds a new one per call when given options.
-dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+from nbflow.store.sql_rows import dumps
 
 #: A column tested against a list parameter.
 IN_LIST = "{column} IN (SELECT unnest({mark}::VARCHAR[]))"

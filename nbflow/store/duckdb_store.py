@@ -44,7 +44,6 @@ from nbflow.store.duckdb_rows import (
     IN_LIST,
     VALUES_ROWS,
     StaleWrite,
-    dumps,
     event_values,
     execution_params,
     executions_params,
@@ -61,7 +60,6 @@ from nbflow.store.records import (
     RunRecord,
     StepDefinition,
     StepExecution,
-    StepStatus,
     ValueRef,
 )
 from nbflow.store.sql_rows import (
@@ -73,13 +71,14 @@ from nbflow.store.sql_rows import (
     RUN_COLS,
     RUN_RECORD_COLS,
     UPSERT_EXECUTIONS,
+    dumps,
     event_filters,
     execution_from_row,
+    finished_rows,
     lease_from_row,
     lease_values,
     run_filters,
     run_from_row,
-    unfinished,
 )
 
 if TYPE_CHECKING:
@@ -399,18 +398,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         previous: RunState,
     ) -> None:
         con = self._con
-        # Only finished attempts are rows of the table: an attempt's row is written when
-        # it ends, by a plain insert (an upsert costs ~4x as much here). Running attempts
-        # live in the events until then (see `executions`). A row already finished can
-        # only be recorded again for attempt 0 (a skipped step cached on resume): upserted.
-        finished = [x for x in changed if x.status is not StepStatus.RUNNING]
-        recorded = previous.executions
-        fresh = [x for x in finished if unfinished(recorded.get((x.step, x.attempt)))]
-        again = [x for x in finished if not unfinished(recorded.get((x.step, x.attempt)))]
-        if not events:
-            # Nothing to write; but a writer that read an older version must hear so.
-            self._check_version(run.run_id, expected_version)
-            return
+        fresh, again = finished_rows(changed, previous)
         before = previous.run
         status_changed = (before.status, before.started_at, before.finished_at, before.error) != (
             run.status,
@@ -470,13 +458,6 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         except BaseException:
             con.execute("ROLLBACK")
             raise
-
-    def _check_version(self, run_id: str, expected_version: int) -> None:
-        """StaleVersionError unless the run is at ``expected_version``."""
-        rows = self._execute("SELECT version FROM runs WHERE run_id = ?", [run_id])
-        actual = rows[0][0] if rows else None
-        if actual != expected_version:
-            raise StaleVersionError(run_id, expected_version, actual)
 
     def _insert(
         self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]

@@ -12,8 +12,8 @@ import duckdb
 from nbflow.errors import StoreError
 from nbflow.store import schema
 from nbflow.store.duckdb_part import DuckDBPart
-from nbflow.store.duckdb_rows import dumps
 from nbflow.store.records import BlobRecord, Codec, ValueRef
+from nbflow.store.sql_rows import dumps
 
 if TYPE_CHECKING:
     from nbflow.values import EncodedValue

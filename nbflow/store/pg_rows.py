@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -10,6 +9,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from nbflow.store.records import StepExecution
+from nbflow.store.sql_rows import dumps
 
 T = TypeVar("T")
 
@@ -53,11 +53,6 @@ def executions_from_arrays(prefix: str) -> str:
         "x.duration_ms, x.error, x.traceback, x.source_run_id, x.seq, x.fingerprint "
         f"FROM unnest({arrays}) AS x({names})"
     )
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON text of ``value`` (anything else as its str)."""
-    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 @contextmanager

@@ -10,8 +10,9 @@ import psycopg
 from nbflow.errors import StoreError
 from nbflow.store import postgres_schema
 from nbflow.store.pg_part import PostgresPart
-from nbflow.store.pg_rows import dumps, snapshot
+from nbflow.store.pg_rows import snapshot
 from nbflow.store.records import BlobRecord, Codec, ValueRef
+from nbflow.store.sql_rows import dumps
 
 if TYPE_CHECKING:
     from nbflow.values import EncodedValue

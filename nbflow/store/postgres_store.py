@@ -38,7 +38,6 @@ from nbflow.store.pg_rows import (
     EVENTS_FROM_ARRAYS,
     IN_LIST,
     T,
-    dumps,
     execution_arrays,
     executions_from_arrays,
     parsed,
@@ -53,7 +52,6 @@ from nbflow.store.records import (
     RunRecord,
     StepDefinition,
     StepExecution,
-    StepStatus,
 )
 from nbflow.store.sql_rows import (
     EVENT_COLS,
@@ -63,13 +61,14 @@ from nbflow.store.sql_rows import (
     LEASE_SETS,
     RUN_COLS,
     UPSERT_EXECUTIONS,
+    dumps,
     event_filters,
     execution_from_row,
+    finished_rows,
     lease_from_row,
     lease_values,
     run_filters,
     run_from_row,
-    unfinished,
 )
 
 if TYPE_CHECKING:
@@ -332,13 +331,7 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
         *,
         previous: RunState,
     ) -> None:
-        # As on DuckDB, only finished attempts are rows of step_executions (running ones
-        # live in the events until they end; see `executions`), and a row already
-        # finished is only recorded again for attempt 0 (a skipped step cached on resume).
-        finished = [x for x in changed if x.status is not StepStatus.RUNNING]
-        recorded = previous.executions
-        fresh = [x for x in finished if unfinished(recorded.get((x.step, x.attempt)))]
-        again = [x for x in finished if not unfinished(recorded.get((x.step, x.attempt)))]
+        fresh, again = finished_rows(changed, previous)
         # One statement, so one transaction and one round trip: the version guard on the
         # run row comes first, and every insert is conditional on it having matched.
         parts = [
