@@ -374,26 +374,33 @@ def test_rerunning_an_unchanged_flow_executes_nothing_and_writes_no_blob(store):
 def test_a_fully_cached_rerun_is_one_commit_of_cached_events_and_takes_no_lease(store, monkeypatch):
     flow = make_flow(store, Calls())
     first = flow.run()
-    claims: list[str] = []
-    real_claim = store.claim
-    monkeypatch.setattr(
-        store, "claim", lambda run_id, *a: claims.append(run_id) or real_claim(run_id, *a)
-    )
-    appends: list[int] = []
-    real_append = store.append
-    monkeypatch.setattr(
-        store,
-        "append",
-        lambda run_id, v, events: appends.append(len(events)) or real_append(run_id, v, events),
-    )
+    writes: list[tuple[str, int]] = []
+
+    def spy(name, count=lambda *a: 0):
+        real = getattr(store, name)
+
+        def call(*args):
+            writes.append((name, count(*args)))
+            return real(*args)
+
+        monkeypatch.setattr(store, name, call)
+
+    spy("claim")
+    spy("create_run")
+    spy("append", lambda run_id, version, events: len(events))
+    spy("record_run", lambda run, events: len(events))
     second = flow.run()
-    assert claims == [] and appends == [5]  # started, 3 cached, completed: one append
+    # The run is written once, finished: started, 3 cached, completed; no lease.
+    assert writes == [("record_run", 5)]
     assert list(second.events["type"]) == ["run_started"] + ["step_cached"] * 3 + ["run_completed"]
     assert store.lease(second.id) is None and second.status == "completed"
     assert second["total"] == first["total"]
-    # A run that executes anything takes the lease and records its steps as scheduled.
+    # A run that executes anything is created first, takes the lease and records its
+    # steps as scheduled.
+    writes.clear()
     third = flow.run(offset=1)
-    assert claims == [third.id]
+    assert [name for name, _ in writes[:2]] == ["create_run", "claim"]
+    assert "record_run" not in {name for name, _ in writes}
     kinds = list(third.events["type"])
     assert kinds[:3] == ["run_started", "step_cached", "step_cached"]
     assert kinds[3:5] == ["step_scheduled", "step_started"]

@@ -25,11 +25,17 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
     invariant,
+    multiple,
     precondition,
     rule,
 )
 
-from nbflow.errors import InvalidTransitionError, StaleVersionError
+from nbflow.errors import (
+    DuplicateRunError,
+    InvalidTransitionError,
+    StaleVersionError,
+    UnknownRunError,
+)
 from nbflow.store.duckdb_store import DuckDBStore
 from nbflow.store.records import EventType, NewEvent, RunRecord, RunStatus
 
@@ -257,6 +263,59 @@ class StoreMachine(RuleBasedStateMachine):
             RunRecord(run_id, "flow", "fp", RunStatus.PENDING, 0, {"i": len(self.model)}, T0)
         )
         self.model[run_id] = RunModel()
+        self.dirty.add(run_id)
+        return run_id
+
+    @rule(
+        target=runs,
+        specs=st.lists(
+            st.tuples(
+                st.sampled_from(list(EventType)),
+                st.sampled_from([*STEPS, None]),
+                st.sampled_from([None, 0, 1, 2, 3]),
+                st.integers(0, 5),
+            ),
+            max_size=4,
+        ),
+        started=st.booleans(),
+        taken=st.sampled_from([False, False, False, True]),
+    )
+    def record_run(
+        self,
+        specs: list[tuple[EventType, str | None, int | None, int]],
+        started: bool,
+        taken: bool,
+    ) -> Any:
+        """A new run written with its first events in one go (sometimes an id in use)."""
+        self.since_reopen += 1
+        run_id = next(iter(self.model)) if taken else f"run-{len(self.model)}-at-once"
+        events = [self._event(EventType.RUN_STARTED, None, None, 0)] if started else []
+        events += [self._event(kind, step, attempt, n) for kind, step, attempt, n in specs]
+        trial: RunModel | None = RunModel()
+        try:
+            for e in events:
+                model_apply(trial, e)
+        except Refused:
+            trial = None
+        record = RunRecord(run_id, "flow", "fp", RunStatus.PENDING, 0, {"i": len(self.model)}, T0)
+        if taken:
+            note("record_run: taken id")
+            # Events that do not follow are refused first, without looking at the id.
+            refusal = DuplicateRunError if trial is not None else InvalidTransitionError
+            with pytest.raises(refusal):
+                self.store.record_run(record, events)
+            return multiple()
+        if trial is None:
+            note("record_run: refused")
+            with pytest.raises(InvalidTransitionError):
+                self.store.record_run(record, events)
+            with pytest.raises(UnknownRunError):
+                self.store.get_run(run_id)
+            return multiple()
+        written = self.store.record_run(record, events)
+        assert (written.status.value, written.version) == (trial.status, trial.version)
+        note(f"record_run: ok, run now {trial.status}")
+        self.model[run_id] = trial
         self.dirty.add(run_id)
         return run_id
 

@@ -397,6 +397,38 @@ def test_progress_false_turns_every_display_off(store, monkeypatch):
     assert progress.make_listeners(None, None, progress=False) == []  # type: ignore[arg-type]
 
 
+def test_a_fully_cached_rerun_shows_its_live_view_finished(store, comms):
+    # Such a run is written once, finished: its view is made after that and still hears
+    # every event once (none counted twice).
+    flow = chain_flow(store)
+    flow.run(progress=False)
+    views: list[LiveRun] = []
+    heard: list[int] = []
+
+    def factory(run, graph, done):
+        views.append(LiveRun(run, graph, done, interval=0.0))
+        return lambda record, events: heard.append(len(events)) or views[0](record, events)
+
+    with progress.progress_view(factory):
+        again = flow.run()
+    live = views[0]
+    assert len(views) == 1 and heard == [5]  # started, 3 cached, completed
+    assert set(live.dag.states.values()) == {"cached"}
+    assert (live.bar.value, live.bar.max, live.bar.bar_style) == (3, 3, "success")
+    assert "completed" in live.label.value and "3 of 3 steps" in live.label.value
+    assert again.id in live.dag.title
+    live.close()
+
+
+def test_in_a_terminal_a_fully_cached_rerun_fills_its_bar(store, monkeypatch, capsys):
+    flow = chain_flow(store)
+    flow.run(progress=False)
+    monkeypatch.setattr(progress, "in_terminal", lambda: True)
+    flow.run()
+    err = capsys.readouterr().err
+    assert "3/3" in err and "4/3" not in err
+
+
 def test_in_a_notebook_a_run_shows_its_live_view_once(store, comms, monkeypatch):
     shown: list = []
     monkeypatch.setattr(progress, "in_notebook", lambda: True)

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import secrets
 import threading
+import weakref
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -85,8 +86,28 @@ def plan_steps(graph: FlowGraph, params: Mapping[str, Any]) -> dict[str, StepPla
     return plans
 
 
+#: The definition last built from each graph (graphs are shared per definition, see
+#: ``Flow.graph``): with the same fingerprints, it is the same definition.
+_DEFINITIONS: weakref.WeakKeyDictionary[FlowGraph, tuple[Any, FlowRecord]] = (
+    weakref.WeakKeyDictionary()
+)
+_DEFINITIONS_LOCK = threading.Lock()
+
+
 def flow_record(name: str, graph: FlowGraph, plans: Mapping[str, StepPlan]) -> FlowRecord:
     """The immutable, code-free definition of the flow as it runs now."""
+    key = (name, tuple(plans[n].fingerprint for n in graph.order))
+    with _DEFINITIONS_LOCK:
+        known = _DEFINITIONS.get(graph)
+    if known is not None and known[0] == key:
+        return known[1]
+    record = _build_definition(name, graph, plans)
+    with _DEFINITIONS_LOCK:
+        _DEFINITIONS[graph] = (key, record)
+    return record
+
+
+def _build_definition(name: str, graph: FlowGraph, plans: Mapping[str, StepPlan]) -> FlowRecord:
     from nbflow.graph.fingerprint import normalized_source
 
     steps = []
@@ -146,10 +167,20 @@ def start_run(
     values = resolve_params(graph, params, full.params)
     plans = plan_steps(graph, values)
     executor = make_executor(options.executor, options.max_workers)  # before the run exists
+    # A run in the foreground is written by its runner: one commit when fully cached.
+    # One in the background must exist before its handle is returned.
+    new = not options.background
     with shutdown_on_error(executor):
-        handle, record = record_run(flow, graph, plans, values)
+        handle, record = record_run(flow, graph, plans, values, write=not new)
     return execute(
-        handle, graph, plans, options=options, force=force, executor=executor, record=record
+        handle,
+        graph,
+        plans,
+        options=options,
+        force=force,
+        executor=executor,
+        record=record,
+        new=new,
     )
 
 
@@ -194,9 +225,12 @@ def record_run(
     graph: FlowGraph,
     plans: Mapping[str, StepPlan],
     params: Mapping[str, Any],
+    *,
+    write: bool = True,
     **lineage: Any,
 ) -> tuple[Run, RunRecord]:
-    """:func:`create_run`, also returning the pending run's record as written."""
+    """:func:`create_run`, also returning the pending run's record as written; with
+    ``write=False`` the run is not added to the store (its runner will)."""
     definition = flow_record(flow.name, graph, plans)
     store = flow.store
     store.ensure_flow(definition)
@@ -214,7 +248,8 @@ def record_run(
         steps=graph.order,
         **lineage,
     )
-    store.create_run(record)
+    if write:
+        store.create_run(record)
     return Run(store, run_id, flow), record
 
 
@@ -271,12 +306,14 @@ def execute(
     resume: bool = False,
     executor: Executor | None = None,
     record: RunRecord | None = None,
+    new: bool = False,
 ) -> Run:
     """Execute the run behind ``handle``, in the foreground or in a background thread.
 
     ``executor``: one already made from ``options`` (so that a bad executor, e.g. an
     unreachable Dask scheduler, fails before a run is recorded); else it is made here.
-    ``record``: the run's record as just written (saves reading it back).
+    ``record``: the run's record as just written (saves reading it back), or, with
+    ``new``, as the runner will write it (in the foreground only).
     """
     store = handle.store
     done = 0
@@ -297,10 +334,9 @@ def execute(
             state=state,
             reused=reused,
             cancel_requested=handle._cancel.is_set,
-            listeners=[
-                hook_listener(handle),
-                *make_listeners(handle, graph, options.progress, done),
-            ],
+            listeners=[hook_listener(handle)],
+            readers=lambda: make_listeners(handle, graph, options.progress, done),
+            new=new,
         )
     if not options.background:
         runner.execute(resume=resume)

@@ -73,8 +73,14 @@ class Runner:
         state: RunState | None = None,
         reused: Mapping[str, StepExecution] | None = None,
         listeners: Collection[Listener] = (),
+        readers: Callable[[], Collection[Listener]] = lambda: (),
         cancel_requested: Callable[[], bool] = lambda: False,
+        new: bool = False,
     ) -> None:
+        """``new``: ``run`` is not in the store yet; the runner records it, with its first
+        commit when every step is a cache hit (the run is then written once, finished).
+        ``readers`` makes the listeners that read the run from the store (a live view):
+        they are made once the run is there and hear every event from then on."""
         self.store = store
         self.run = run
         self.graph = graph
@@ -83,6 +89,10 @@ class Runner:
         self.force_all = force is True
         self.force = set() if isinstance(force, bool) else set(force)
         self.listeners = list(listeners)
+        self._readers = readers
+        self._new = new
+        if not new:
+            self._add_readers()
         self.cancel_requested = cancel_requested
         self._buffer: list[NewEvent] = []
         self._unscheduled: list[str] = []  # steps to run whose step_scheduled is not out yet
@@ -123,7 +133,11 @@ class Runner:
         if not self._buffer:
             return
         events, self._buffer = self._buffer, []
-        self.run = self.store.append(self.run.run_id, self.run.version, events)
+        if self._new:
+            self.run = self.store.record_run(self.run, events)
+            self._recorded()
+        else:
+            self.run = self.store.append(self.run.run_id, self.run.version, events)
         for listener in self.listeners:
             with contextlib.suppress(Exception):  # a display problem must never fail a run
                 listener(self.run, events)
@@ -150,6 +164,9 @@ class Runner:
                 and not self._reused
                 and self._all_cached(todo, candidates)
             )
+            if self._new and not at_once:
+                self.store.create_run(self.run)
+                self._recorded()
             lease = None if at_once else self.store.claim(run_id)
         except BaseException:
             self.executor.shutdown()  # its workers (a Dask client nbflow made) go too
@@ -164,6 +181,15 @@ class Runner:
             heartbeat.stop()
             with contextlib.suppress(Exception):  # an unreleased lease only expires later
                 self.store.release(run_id)
+
+    def _recorded(self) -> None:
+        """The new run is in the store now."""
+        self._new = False
+        self._add_readers()
+
+    def _add_readers(self) -> None:
+        with contextlib.suppress(Exception):  # a display problem must never fail a run
+            self.listeners.extend(self._readers())
 
     def _all_cached(self, todo: list[str], candidates: Mapping[str, CacheHit]) -> bool:
         """Whether every step of ``todo`` is a cache hit (their keys are kept for the run)."""

@@ -12,7 +12,7 @@ from nbflow.definition.step import Step
 from nbflow.errors import CycleError, DefinitionError, MissingDependencyError, UnknownStepError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: shared per definition
 class FlowGraph:
     """A validated DAG of steps, with their run parameters and a run order."""
 

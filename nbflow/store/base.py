@@ -267,41 +267,64 @@ class Store(ABC):
         """
         with self._lock:
             state = self._state_for(run_id, expected_version)
-            stamped = [
-                Event(run_id, expected_version + i + 1, e.ts, e.type, e.step, e.attempt, e.payload)
-                for i, e in enumerate(events)
-            ]
-            if not stamped:
+            if not events:
                 # Nothing to write; but a writer that read an older version must hear so.
                 stored = self._get_run(run_id).version
                 if stored != expected_version:
                     self._states.pop(run_id, None)
                     raise StaleVersionError(run_id, expected_version, stored)
                 return state.run
-            new_state = state.copy()
-            try:
-                changed = apply(new_state, stamped)
-            except InvalidTransitionError:
-                # Our cached state may be behind another writer's: a stale version must
-                # be reported as such, not as an invalid transition.
-                self._states.pop(run_id, None)
-                stored = self._get_run(run_id).version
-                if stored != expected_version:
-                    raise StaleVersionError(run_id, expected_version, stored) from None
+            return self._append_to(state, events, create=False)
+
+    def record_run(self, run: RunRecord, events: Sequence[NewEvent]) -> RunRecord:
+        """Add the new run ``run`` together with its first ``events``, in one transaction.
+
+        What :meth:`create_run` then :meth:`append` at version 0 would do, but a run that
+        starts and ends in ``events`` (a fully cached re-run) is never seen half-written,
+        and costs one commit. DuplicateRunError if the id is taken, InvalidTransitionError
+        if the events do not follow; either way nothing is written. Returns the run.
+        """
+        from nbflow.store.fold import initial_state
+
+        if not events:
+            self.create_run(run)
+            return initial_state(run).run
+        with self._lock:
+            return self._append_to(initial_state(run), events, create=True)
+
+    def _append_to(self, state: RunState, events: Sequence[NewEvent], *, create: bool) -> RunRecord:
+        """Stamp ``events`` after ``state``, fold them, write them; keep the new state."""
+        run_id, expected_version = state.run.run_id, state.run.version
+        stamped = [
+            Event(run_id, expected_version + i + 1, e.ts, e.type, e.step, e.attempt, e.payload)
+            for i, e in enumerate(events)
+        ]
+        new_state = state.copy()
+        try:
+            changed = apply(new_state, stamped)
+        except InvalidTransitionError:
+            if create:
                 raise
-            try:
-                self._write_events(
-                    new_state.run, stamped, changed, expected_version, previous=state
-                )
-            except BaseException:
-                self._states.pop(run_id, None)
-                raise
-            self._states[run_id] = new_state
-            if new_state.run.status is RunStatus.RUNNING:
-                self._executing.add(run_id)
-            else:
-                self._executing.discard(run_id)
-            return new_state.run
+            # Our cached state may be behind another writer's: a stale version must
+            # be reported as such, not as an invalid transition.
+            self._states.pop(run_id, None)
+            stored = self._get_run(run_id).version
+            if stored != expected_version:
+                raise StaleVersionError(run_id, expected_version, stored) from None
+            raise
+        try:
+            self._write_events(
+                new_state.run, stamped, changed, expected_version, previous=state, create=create
+            )
+        except BaseException:
+            self._states.pop(run_id, None)
+            raise
+        self._states[run_id] = new_state
+        if new_state.run.status is RunStatus.RUNNING:
+            self._executing.add(run_id)
+        else:
+            self._executing.discard(run_id)
+        return new_state.run
 
     def _state_for(self, run_id: str, expected_version: int) -> RunState:
         """The folded state the append builds on; reloaded when ours is not current."""
@@ -330,11 +353,15 @@ class Store(ABC):
         expected_version: int,
         *,
         previous: RunState,
+        create: bool = False,
     ) -> None:
         """Persist ``events`` (never empty), the changed execution rows and the run row in one
         transaction; raise StaleVersionError (writing nothing) if the run's stored
         version is not ``expected_version``. ``previous`` is the state the events were
-        folded onto (it tells which rows are new)."""
+        folded onto (it tells which rows are new). With ``create``, the run is new
+        (``previous`` is its pending state at version 0): its row is inserted, as it
+        stands after the events, in the same transaction; DuplicateRunError (writing
+        nothing) if a run with its id exists."""
 
     @abstractmethod
     def read_events(self, run_id: str | None = None, *, upto: int | None = None) -> list[Event]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nbflow.store.records import Codec, Event, StepExecution
-from nbflow.store.sql_rows import dumps
+from nbflow.store.sql_rows import RUN_RECORD_COLS, dumps
 
 #: A column tested against a list parameter.
 IN_LIST = "{column} IN (SELECT unnest({mark}::VARCHAR[]))"
@@ -20,6 +20,13 @@ CANDIDATE_ROWS = (
 class StaleWrite(Exception):
     """A write found the run not at the expected version (turned into StaleVersionError)."""
 
+
+#: A new run's row (``run_records``: the version is derived from the events).
+INSERT_RUN_RECORD = (
+    f"INSERT INTO run_records ({RUN_RECORD_COLS}) VALUES ("
+    + ", ".join(["?"] * (RUN_RECORD_COLS.count(",") + 1))
+    + ")"
+)
 
 #: At most this many rows go in as a VALUES list; more go in as an Arrow table.
 VALUES_ROWS = 8
@@ -70,7 +77,8 @@ def codec_or_text(text: str) -> Codec | str:
 
 def event_values(e: Event) -> list[Any]:
     """An event's row, in ``EVENT_COLS`` order."""
-    return [e.run_id, e.seq, e.ts, e.type.value, e.step, e.attempt, dumps(dict(e.payload))]
+    payload = e.payload if type(e.payload) is dict else dict(e.payload)
+    return [e.run_id, e.seq, e.ts, e.type._value_, e.step, e.attempt, dumps(payload)]
 
 
 def insert_executions(rows: int) -> str:
@@ -98,11 +106,11 @@ def execution_params(x: StepExecution, flow: str) -> list[Any]:
         x.step,
         x.attempt,
         flow,
-        x.status.value,
+        x.status._value_,
         x.cache_key,
         dumps(x.output.to_json()) if x.output else None,
         x.output.hash if x.output else None,
-        dumps(dict(x.inputs)),
+        dumps(x.inputs if type(x.inputs) is dict else dict(x.inputs)),
         x.started_at,
         x.finished_at,
         x.duration_ms,

@@ -42,6 +42,7 @@ from nbflow.store.duckdb_rows import (
     EVENT_TYPES,
     EXEC_TYPES,
     IN_LIST,
+    INSERT_RUN_RECORD,
     VALUES_ROWS,
     StaleWrite,
     event_values,
@@ -69,7 +70,6 @@ from nbflow.store.sql_rows import (
     LEASE_COLS,
     LEASE_SETS,
     RUN_COLS,
-    RUN_RECORD_COLS,
     UPSERT_EXECUTIONS,
     dumps,
     event_filters,
@@ -79,6 +79,7 @@ from nbflow.store.sql_rows import (
     lease_values,
     run_filters,
     run_from_row,
+    run_row,
 )
 
 if TYPE_CHECKING:
@@ -300,29 +301,8 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         from nbflow.store.fold import initial_state
 
         state = initial_state(run)
-        r = state.run
         try:
-            # (The version is the seq of the run's last event: none yet, so 0.)
-            self._execute(
-                f"INSERT INTO run_records ({RUN_RECORD_COLS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    r.run_id,
-                    r.flow,
-                    r.flow_fingerprint,
-                    r.status.value,
-                    dumps(dict(r.params)),
-                    dumps(list(r.steps)),
-                    r.created_at,
-                    r.started_at,
-                    r.finished_at,
-                    r.error,
-                    r.parent_run_id,
-                    r.fork_from_step,
-                    r.fork_from_version,
-                    r.thread_id,
-                ],
-            )
+            self._execute(INSERT_RUN_RECORD, run_row(state.run, version=False))
         except duckdb.ConstraintException:
             raise DuplicateRunError(run.run_id) from None
         with self._lock:
@@ -396,6 +376,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         expected_version: int,
         *,
         previous: RunState,
+        create: bool = False,
     ) -> None:
         con = self._con
         fresh, again = finished_rows(changed, previous)
@@ -408,6 +389,13 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         )
         con.execute("BEGIN TRANSACTION")
         try:
+            if create:
+                # A new run's row, as it stands after these events (its version is derived).
+                try:
+                    con.execute(INSERT_RUN_RECORD, run_row(run, version=False))
+                except duckdb.ConstraintException:
+                    raise DuplicateRunError(run.run_id) from None  # rolled back below
+                status_changed = False
             # The (run_id, seq) key is the optimistic-concurrency check: a writer that
             # read an older version appends a seq someone else already holds. A run's
             # version is the seq of its last event, so no row changes per step.
@@ -478,17 +466,14 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         import pyarrow as pa
 
         names = [c.strip() for c in columns.split(",")]
-        batch = pa.table(
-            {
-                n: pa.array([r[i] for r in rows], type=t)
-                for i, (n, t) in enumerate(zip(names, types, strict=True))
-            }
+        values = zip(*rows, strict=True)
+        # DuckDB finds the table by its name among the variables of the frame that calls
+        # execute (a replacement scan): half the cost of registering it as a view and
+        # dropping it again. (A proxy of the connection must pass the name on.)
+        nbflow_batch = pa.table(  # noqa: F841
+            {n: pa.array(v, type=t) for n, v, t in zip(names, values, types, strict=True)}
         )
-        self._con.register("nbflow_batch", batch)
-        try:
-            self._con.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM nbflow_batch")
-        finally:
-            self._con.unregister("nbflow_batch")
+        self._con.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM nbflow_batch")
 
     def read_events(self, run_id: str | None = None, *, upto: int | None = None) -> list[Event]:
         """Events of one run (or all), in order."""

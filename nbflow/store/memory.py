@@ -129,14 +129,21 @@ class MemoryStore(Store):
         expected_version: int,
         *,
         previous: RunState,
+        create: bool = False,
     ) -> None:
-        stored = self._runs[run.run_id]
-        if stored.version != expected_version:
-            raise StaleVersionError(run.run_id, expected_version, stored.version)
+        if create:
+            if run.run_id in self._runs:
+                raise DuplicateRunError(run.run_id)
+        else:
+            stored = self._runs[run.run_id]
+            if stored.version != expected_version:
+                raise StaleVersionError(run.run_id, expected_version, stored.version)
         # Copies, as a database would keep: the caller may reuse or change its payloads.
-        self._events[run.run_id].extend(
-            dataclasses.replace(e, payload=copy.deepcopy(dict(e.payload))) for e in events
-        )
+        copies = [dataclasses.replace(e, payload=copy.deepcopy(dict(e.payload))) for e in events]
+        if create:
+            self._events[run.run_id] = []
+            self._executions[run.run_id] = {}
+        self._events[run.run_id].extend(copies)
         rows = self._executions[run.run_id]
         for row in changed:
             rows[(row.step, row.attempt)] = row

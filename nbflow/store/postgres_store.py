@@ -69,6 +69,7 @@ from nbflow.store.sql_rows import (
     lease_values,
     run_filters,
     run_from_row,
+    run_row,
 )
 
 if TYPE_CHECKING:
@@ -231,24 +232,7 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
         from nbflow.store.fold import initial_state
 
         state = initial_state(run)
-        r = state.run
-        params = [
-            r.run_id,
-            r.flow,
-            r.flow_fingerprint,
-            r.status.value,
-            r.version,
-            dumps(dict(r.params)),
-            dumps(list(r.steps)),
-            r.created_at,
-            r.started_at,
-            r.finished_at,
-            r.error,
-            r.parent_run_id,
-            r.fork_from_step,
-            r.fork_from_version,
-            r.thread_id,
-        ]
+        params = run_row(state.run)
         try:
             self._run(
                 lambda con: con.execute(
@@ -330,15 +314,24 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
         expected_version: int,
         *,
         previous: RunState,
+        create: bool = False,
     ) -> None:
         fresh, again = finished_rows(changed, previous)
         # One statement, so one transaction and one round trip: the version guard on the
-        # run row comes first, and every insert is conditional on it having matched.
-        parts = [
-            "WITH moved AS (UPDATE runs SET status = %(status)s, version = %(version)s, "
-            "started_at = %(started_at)s, finished_at = %(finished_at)s, error = %(error)s "
-            "WHERE run_id = %(run_id)s AND version = %(expected)s RETURNING 1)"
-        ]
+        # run row comes first (a new run: its insert), and every insert is conditional on
+        # it having matched.
+        if create:
+            marks = ", ".join(f"%(r{i})s" for i in range(RUN_COLS.count(",") + 1))
+            parts = [
+                f"WITH moved AS (INSERT INTO runs ({RUN_COLS}) VALUES ({marks}) "
+                "ON CONFLICT (run_id) DO NOTHING RETURNING 1)"
+            ]
+        else:
+            parts = [
+                "WITH moved AS (UPDATE runs SET status = %(status)s, version = %(version)s, "
+                "started_at = %(started_at)s, finished_at = %(finished_at)s, error = %(error)s "
+                "WHERE run_id = %(run_id)s AND version = %(expected)s RETURNING 1)"
+            ]
         params: dict[str, Any] = {
             "run_id": run.run_id,
             "flow": run.flow,
@@ -349,6 +342,8 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
             "error": run.error,
             "expected": expected_version,
         }
+        if create:
+            params |= {f"r{i}": v for i, v in enumerate(run_row(run))}
         guard = " WHERE EXISTS (SELECT 1 FROM moved)"
         if events:
             parts.append(
@@ -380,6 +375,8 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
             moved = self._run(write, retry=False)
         except psycopg.errors.UniqueViolation:
             moved = 0  # the (run_id, seq) key refused our events: someone appended first
+        if moved != 1 and create:
+            raise DuplicateRunError(run.run_id)
         if moved != 1:
             actual = self._rows("SELECT version FROM runs WHERE run_id = %s", [run.run_id])
             raise StaleVersionError(run.run_id, expected_version, actual[0][0] if actual else None)

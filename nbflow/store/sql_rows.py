@@ -92,6 +92,25 @@ def event_filters(run_id: str | None, upto: int | None, *, mark: str) -> tuple[s
     return _where(clauses), params
 
 
+def run_row(r: RunRecord, *, version: bool = True) -> list[Any]:
+    """A run's row in ``RUN_COLS`` order (``RUN_RECORD_COLS`` without ``version``)."""
+    head = [r.run_id, r.flow, r.flow_fingerprint, r.status.value]
+    return [
+        *head,
+        *([r.version] if version else []),
+        dumps(dict(r.params)),
+        dumps(list(r.steps)),
+        r.created_at,
+        r.started_at,
+        r.finished_at,
+        r.error,
+        r.parent_run_id,
+        r.fork_from_step,
+        r.fork_from_version,
+        r.thread_id,
+    ]
+
+
 def run_from_row(r: Sequence[Any], read_json: JsonReader = json.loads) -> RunRecord:
     """A run record from a row of the ``runs`` columns in their usual order."""
     return RunRecord(

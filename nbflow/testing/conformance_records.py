@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from nbflow.errors import (
+    DuplicateRunError,
+    InvalidTransitionError,
     ParameterError,
     StaleVersionError,
     UnknownRunError,
@@ -17,13 +19,16 @@ from nbflow.store.base import Store
 from nbflow.store.records import (
     EventType,
     NewEvent,
+    RunRecord,
     RunStatus,
 )
 from nbflow.testing.builders import (
     T0,
     TRICKY_PAYLOAD,
     TRICKY_STEP,
+    Clock,
     attempt_events,
+    cached_event,
     is_utc,
     make_flow,
     make_run,
@@ -114,6 +119,67 @@ class RecordConformance:
             store.create_run(make_run("dup", params={"which": "second"}))
         assert store.get_run("dup") == first
         assert len(store.list_runs()) == 1
+
+    def test_record_run_writes_a_new_run_with_its_events_as_append_would(
+        self, store: Store
+    ) -> None:
+        """record_run = create_run + append at version 0: same run, events and rows."""
+        clock = Clock()
+        events = [
+            NewEvent(EventType.RUN_STARTED, ts=clock()),
+            cached_event("load", clock=clock),
+            cached_event("clean", clock=clock, output=7),
+            NewEvent(EventType.RUN_COMPLETED, ts=clock()),
+        ]
+
+        def run(run_id: str) -> RunRecord:
+            return make_run(run_id, params={"n": 3}, created_at=T0, thread_id="thread")
+
+        returned = store.record_run(run("at-once"), events)
+        store.create_run(run("in-two"))
+        expected = store.append("in-two", 0, events)
+        assert returned == store.get_run("at-once")
+        assert returned == dataclasses.replace(expected, run_id="at-once")
+        assert (returned.status, returned.version) == (RunStatus.COMPLETED, 4)
+        assert returned.started_at == events[0].ts and returned.finished_at == events[-1].ts
+
+        def same(rows: list[Any]) -> list[Any]:
+            return [dataclasses.replace(r, run_id="-") for r in rows]
+
+        assert same(store.read_events("at-once")) == same(store.read_events("in-two"))
+        assert same(store.executions("at-once")) == same(store.executions("in-two"))
+        # The next writer goes on from the version it returned.
+        assert store.get_run("at-once").version == 4
+
+    def test_record_run_of_an_unfinished_run_can_be_appended_to(self, store: Store) -> None:
+        """A run recorded with its first events is an ordinary run from then on."""
+        run = store.record_run(make_run("r1"), [NewEvent(EventType.RUN_STARTED, ts=T0)])
+        assert (run.status, run.version) == (RunStatus.RUNNING, 1)
+        done = store.append("r1", 1, [NewEvent(EventType.RUN_COMPLETED, ts=T0)])
+        assert (done.status, done.version) == (RunStatus.COMPLETED, 2)
+
+    def test_record_run_without_events_creates_a_pending_run(self, store: Store) -> None:
+        """With no events, record_run is create_run."""
+        run = make_run("r1")
+        assert store.record_run(run, []) == run
+        assert store.get_run("r1") == run
+
+    def test_record_run_refuses_a_duplicate_id_and_writes_nothing(self, store: Store) -> None:
+        """A taken id: DuplicateRunError; the run there keeps its events and rows."""
+        start_run(store, make_run("dup", params={"which": "first"}))
+        before = snapshot(store, "dup")
+        events = [NewEvent(EventType.RUN_STARTED, ts=T0), cached_event("load")]
+        with pytest.raises(DuplicateRunError, match="dup"):
+            store.record_run(make_run("dup", params={"which": "second"}), events)
+        assert snapshot(store, "dup") == before
+
+    def test_record_run_refuses_events_that_do_not_follow(self, store: Store) -> None:
+        """Events that do not start the run: InvalidTransitionError, and no run at all."""
+        with pytest.raises(InvalidTransitionError):
+            store.record_run(make_run("r1"), [NewEvent(EventType.RUN_COMPLETED, ts=T0)])
+        with pytest.raises(UnknownRunError):
+            store.get_run("r1")
+        assert store.list_runs() == []
 
     def test_get_run_of_an_unknown_id_names_it(self, store: Store) -> None:
         """UnknownRunError says which id was not found."""

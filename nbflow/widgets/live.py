@@ -55,11 +55,14 @@ class Follower:
     def __call__(self, run: RunRecord, events: list[NewEvent]) -> None:
         """Fold the committed ``events``; redraw now, later, or (at the end) for sure."""
         first = run.version - len(events) + 1
-        stamped = [
-            Event(run.run_id, first + i, e.ts, e.type, e.step, e.attempt, e.payload)
-            for i, e in enumerate(events)
-        ]
         with self._lock:
+            # A follower made after the run was written has read some events already.
+            seen = self.state.run.version
+            stamped = [
+                Event(run.run_id, first + i, e.ts, e.type, e.step, e.attempt, e.payload)
+                for i, e in enumerate(events)
+                if first + i > seen
+            ]
             try:
                 apply(self.state, stamped)
             except Exception:  # out of step (events we did not see): read the store
