@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 import xxhash
 
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr)
+from nbflow.json_text import compact_encoder
+
+_CANONICAL = compact_encoder(sort_keys=True, default=repr)
 
 
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no spaces, so equal values give equal text."""
-    return _CANONICAL.encode(value)
+    return _CANONICAL(value)
 
 
 def cache_key(fingerprint: str, inputs: Mapping[str, str], params: Mapping[str, Any]) -> str:

@@ -267,7 +267,7 @@ class Runner:
         return self.force_all or name in self.force
 
     def _loop(self, todo: list[str], candidates: Mapping[str, CacheHit]) -> None:
-        waiting = list(todo)
+        waiting = dict.fromkeys(todo)  # in order, and removed from in O(1)
         running: dict[Future[Any], tuple[str, int, float]] = {}
         while waiting or running:
             if self.cancel_requested():
@@ -279,12 +279,12 @@ class Runner:
                 upstream = self.graph.steps[name].upstream
                 blocked = [u for u in upstream if u in self._failed or u in self._skipped]
                 if blocked:
-                    waiting.remove(name)
+                    del waiting[name]
                     self._skip(name, blocked[0])
                     continue
                 if not all(u in self._outputs for u in upstream):
                     continue
-                waiting.remove(name)
+                del waiting[name]
                 key = self._planned_keys.pop(name, None) or self._key(name)
                 hit = candidates.get(key)
                 if hit is not None:
@@ -300,7 +300,9 @@ class Runner:
             if not running:
                 if waiting and not launched:
                     # Nothing runs and nothing can start: the graph and the outputs disagree.
-                    raise RuntimeError(f"steps {waiting} can never start: their inputs are missing")
+                    raise RuntimeError(
+                        f"steps {list(waiting)} can never start: their inputs are missing"
+                    )
                 continue
             # Wake up now and then to notice run.cancel() while long steps run (an executor
             # that can stop them, like Dask's, then does so at once).

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import json
 import sys
 import textwrap
 import types
@@ -26,6 +25,7 @@ from typing import Any
 import xxhash
 
 from nbflow.graph.source import CODE_CACHE, as_function, code_source, normalized_source, unwrap
+from nbflow.json_text import compact_encoder
 
 __all__ = ["code_fingerprint", "fingerprint_parts", "normalized_source"]
 
@@ -418,9 +418,9 @@ def _json_default(value: Any) -> Any:
     return _describe(value)
 
 
-# One encoder for every fingerprint (json.dumps builds a new one per call when given
-# options); its output is the same as json.dumps' with these options.
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_json_default).encode
+# One encoder for every fingerprint, set up once; its text is json.dumps' with these
+# options, so fingerprints stay what they were.
+_canonical = compact_encoder(sort_keys=True, default=_json_default)
 
 
 def code_fingerprint(

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from nbflow.json_text import compact_encoder
 from nbflow.store.base import status_set
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
@@ -22,9 +23,9 @@ from nbflow.store.records import (
     ValueRef,
 )
 
-#: Compact JSON text of a value (anything not JSON as its str), for JSON columns. One
-#: encoder for every row: ``json.dumps`` builds a new one per call when given options.
-dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
+#: Compact JSON text of a value (anything not JSON as its str), for JSON columns: one
+#: encoder, set up once, for every row.
+dumps = compact_encoder(default=str)
 
 #: The column lists the row mappers below read, in their order.
 RUN_COLS = (
