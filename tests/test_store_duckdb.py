@@ -281,6 +281,39 @@ def test_an_equal_dataframe_makes_no_second_table(store: DuckDBStore) -> None:
     assert len(store.list_blobs()) == 1
 
 
+@pytest.mark.parametrize("dtype", ["str", object, "string[python]", "category"])
+def test_text_columns_come_back_as_written_and_the_setting_is_put_back(
+    store: DuckDBStore, dtype: object
+) -> None:
+    # pandas' own str columns (large_string) are read with 64-bit offsets, the others not.
+    frame = pd.DataFrame({"label": pd.Series(["a", None, "ccc"] * 3, dtype=dtype), "n": range(9)})
+    ref = store.put_value(encode(frame, step="s"))
+    back = store.load_value(ref)
+    pd.testing.assert_frame_equal(back, frame)
+    setting = store.sql("SELECT current_setting('arrow_large_buffer_size') AS v")["v"][0]
+    assert not setting
+
+
+def test_which_frames_are_read_with_large_buffers() -> None:
+    import base64
+
+    import pyarrow as pa
+
+    from nbflow.values.duckdb_tables import wants_large_buffers
+
+    def meta(*types: pa.DataType) -> dict[str, str]:
+        schema = pa.schema([(f"c{i}", t) for i, t in enumerate(types)])
+        return {"schema": base64.b64encode(schema.serialize().to_pybytes()).decode()}
+
+    assert wants_large_buffers(meta(pa.large_string(), pa.int64()))
+    assert wants_large_buffers(meta(pa.large_string(), pa.large_binary(), pa.string()))
+    assert not wants_large_buffers(meta(pa.string(), pa.int64()))
+    assert not wants_large_buffers(meta(pa.large_string(), pa.string()))  # a tie: the default
+    assert not wants_large_buffers(meta(pa.int64()))
+    assert not wants_large_buffers({})
+    assert not wants_large_buffers({"schema": "not base64 of a schema"})
+
+
 def test_other_values_have_no_table(store: DuckDBStore) -> None:
     ref = store.put_value(encode(np.arange(3), step="s"))
     assert store.table_name(ref) is None

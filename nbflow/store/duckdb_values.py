@@ -79,19 +79,27 @@ class DuckDBValues(DuckDBPart):
                 f"the value {ref.hash} is missing from {self}: it was deleted or never "
                 "written. `nbflow check` reports such problems."
             )
-        codec, size, table_name, meta, data = rows[0]
+        codec, size, table_name, meta_text, data = rows[0]
+        meta = json.loads(meta_text or "{}")
         table = None
         if table_name is not None:
             # The name is derived from the hash, not read from the row: a store file from
             # elsewhere may hold any text there, and none of it reaches the SQL.
+            from nbflow.values.duckdb_tables import wants_large_buffers
+
+            large = wants_large_buffers(meta)
             with self._lock, self._all_threads(size):
-                table = self._con.sql(f"SELECT * FROM {self._table_for(ref)}").to_arrow_table()
+                con = self._con
+                if large:
+                    con.execute("SET arrow_large_buffer_size = true")
+                try:
+                    table = con.sql(f"SELECT * FROM {self._table_for(ref)}").to_arrow_table()
+                finally:
+                    if large:  # (the lock keeps the connection open until here)
+                        con.execute("RESET arrow_large_buffer_size")
         stored = ValueRef(Codec(codec), ref.hash, size, ref.type_name)
         return EncodedValue(
-            ref=stored,
-            table=table,
-            data=None if data is None else bytes(data),
-            meta=json.loads(meta or "{}"),
+            ref=stored, table=table, data=None if data is None else bytes(data), meta=meta
         )
 
     def has_blob(self, hash: str) -> bool:

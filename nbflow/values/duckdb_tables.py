@@ -10,6 +10,7 @@ stored tables stay pleasant to query with SQL.
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,7 @@ __all__ = [
     "read_table",
     "restore_table",
     "storage_table",
+    "wants_large_buffers",
     "write_table",
 ]
 
@@ -61,6 +63,31 @@ def read_table(con: duckdb.DuckDBPyConnection, name: str, *, schema: str | None 
     """
     # con.sql(...).to_arrow_table() rather than execute(...): the latter warns in duckdb 2.0.
     return con.sql(f"SELECT * FROM {_qualified(name, schema)}").to_arrow_table()
+
+
+def wants_large_buffers(meta: Mapping[str, object]) -> bool:
+    """Whether DuckDB should hand a stored frame's text and bytes back with 64-bit offsets
+    (``arrow_large_buffer_size``), given the frame's meta.
+
+    True when most of the original text and binary columns are large ones (pandas' own
+    ``str`` dtype is ``large_string``): each such column then needs no cast on the way
+    back, where DuckDB's default would give ``string`` to be widened again.
+    """
+    encoded = meta.get("schema")
+    if not isinstance(encoded, str):
+        return False
+    try:
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(encoded)))
+    except Exception:  # not a schema we can read: decoding will say so, not this hint
+        return False
+    large = small = 0
+    for field in schema:
+        typ = field.type
+        if pa.types.is_large_string(typ) or pa.types.is_large_binary(typ):
+            large += 1
+        elif pa.types.is_string(typ) or pa.types.is_binary(typ):
+            small += 1
+    return large > small
 
 
 def _qualified(name: str, schema: str | None) -> str:
