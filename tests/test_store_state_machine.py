@@ -224,6 +224,20 @@ def _payload(kind: str, step: str | None, n: int) -> dict[str, Any]:
     return {}
 
 
+def event_specs(max_size: int) -> st.SearchStrategy[list[tuple[Any, ...]]]:
+    """Up to ``max_size`` events of any type, for any step and attempt: (type, step,
+    attempt, n), ``n`` choosing the payload."""
+    return st.lists(
+        st.tuples(
+            st.sampled_from(list(EventType)),
+            st.sampled_from([*STEPS, None]),
+            st.sampled_from([None, 0, 1, 2, 3]),
+            st.integers(0, 5),
+        ),
+        max_size=max_size,
+    )
+
+
 class StoreMachine(RuleBasedStateMachine):
     """The DuckDB store against the model."""
 
@@ -268,15 +282,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(
         target=runs,
-        specs=st.lists(
-            st.tuples(
-                st.sampled_from(list(EventType)),
-                st.sampled_from([*STEPS, None]),
-                st.sampled_from([None, 0, 1, 2, 3]),
-                st.integers(0, 5),
-            ),
-            max_size=4,
-        ),
+        specs=event_specs(max_size=4),
         started=st.booleans(),
         taken=st.sampled_from([False, False, False, True]),
     )
@@ -321,15 +327,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(
         run_id=runs,
-        specs=st.lists(
-            st.tuples(
-                st.sampled_from(list(EventType)),
-                st.sampled_from([*STEPS, None]),
-                st.sampled_from([None, 0, 1, 2, 3]),
-                st.integers(0, 5),
-            ),
-            max_size=3,
-        ),
+        specs=event_specs(max_size=3),
         shift=st.sampled_from([0, 0, 0, 0, -1, 1, -3]),
     )
     def append_random(
