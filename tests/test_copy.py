@@ -26,7 +26,14 @@ from nbflow.run import Run
 from nbflow.store.duckdb_store import DuckDBStore
 from nbflow.store.gc import referenced_hashes
 from nbflow.store.records import Codec, EventType, NewEvent
-from nbflow.testing import Clock, cached_event, make_run, start_run, typical_events
+from nbflow.testing import (
+    Clock,
+    assert_same_value,
+    cached_event,
+    make_run,
+    start_run,
+    typical_events,
+)
 
 #: Every backend of conftest.py, and DuckDB in memory.
 KINDS: dict[str, Callable[[Path], nf.Store]] = {
@@ -144,18 +151,6 @@ def make_history(store: nf.Store) -> History:
     return History(flow, first, cached, failed, fork, fork2, other)
 
 
-def assert_same_value(expected: object, actual: object, what: str) -> None:
-    assert type(actual) is type(expected), what
-    if isinstance(expected, pd.DataFrame):
-        pd.testing.assert_frame_equal(actual, expected, check_exact=True)  # type: ignore[arg-type]
-    elif isinstance(expected, np.ndarray):
-        assert isinstance(actual, np.ndarray)
-        np.testing.assert_array_equal(actual, expected)
-        assert actual.dtype == expected.dtype, what
-    else:
-        assert actual == expected, what
-
-
 def assert_same_run(source: nf.Store, target: nf.Store, run_id: str) -> None:
     """The target holds the run exactly as the source does, outputs included."""
     assert target.get_run(run_id) == source.get_run(run_id)
@@ -166,7 +161,7 @@ def assert_same_run(source: nf.Store, target: nf.Store, run_id: str) -> None:
     original, copied = Run(source, run_id), Run(target, run_id)
     assert list(copied.outputs) == list(original.outputs)
     for step in original.outputs:
-        assert_same_value(original[step], copied[step], f"{run_id} {step}")
+        assert_same_value(copied[step], original[step], f"{run_id} {step}")
 
 
 def hashes(store: nf.Store) -> set[str]:

@@ -21,6 +21,7 @@ from store_backends import BACKENDS, fresh_store
 import nbflow as nf
 from nbflow.store.base import Store
 from nbflow.store.records import EventType, RunRecord, ValueRef
+from nbflow.testing import assert_same_value
 
 FLOW = "prop"
 STEPS = ("base", "scaled", "arr", "total")
@@ -174,16 +175,6 @@ def _reuses_deleted(records: list[RunRecord], doomed: set[str]) -> bool:
 def loaded_outputs(store: Store, run_id: str) -> dict[str, Any]:
     run = nf.get_run(run_id, store)
     return {step: run[step] for step in run.outputs}
-
-
-def assert_same_value(got: Any, expected: Any) -> None:
-    if isinstance(expected, pd.DataFrame):
-        pd.testing.assert_frame_equal(got, expected)
-    elif isinstance(expected, np.ndarray):
-        np.testing.assert_array_equal(got, expected)
-        assert got.dtype == expected.dtype
-    else:
-        assert got == expected
 
 
 def contents(store: Store) -> tuple[Any, ...]:

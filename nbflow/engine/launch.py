@@ -171,7 +171,7 @@ def start_run(
     # One in the background must exist before its handle is returned.
     new = not options.background
     with shutdown_on_error(executor):
-        handle, record = record_run(flow, graph, plans, values, write=not new)
+        handle, record = new_run(flow, graph, plans, values, write=not new)
     return execute(
         handle,
         graph,
@@ -217,10 +217,10 @@ def create_run(
 
     ``lineage`` sets parent_run_id, fork_from_step, fork_from_version and thread_id.
     """
-    return record_run(flow, graph, plans, params, **lineage)[0]
+    return new_run(flow, graph, plans, params, **lineage)[0]
 
 
-def record_run(
+def new_run(
     flow: Flow,
     graph: FlowGraph,
     plans: Mapping[str, StepPlan],
@@ -229,8 +229,8 @@ def record_run(
     write: bool = True,
     **lineage: Any,
 ) -> tuple[Run, RunRecord]:
-    """:func:`create_run`, also returning the pending run's record as written; with
-    ``write=False`` the run is not added to the store (its runner will)."""
+    """A new pending run of the flow as it is defined now, its handle and record; added
+    to the store (:func:`create_run`) unless ``write=False`` (its runner will add it)."""
     definition = flow_record(flow.name, graph, plans)
     store = flow.store
     store.ensure_flow(definition)

@@ -13,7 +13,7 @@ from nbflow.store.duckdb_connection import raise_if_corrupt
 from nbflow.store.duckdb_part import DuckDBPart
 from nbflow.store.duckdb_rows import IN_LIST
 from nbflow.store.sql_guard import check_read_only
-from nbflow.store.sql_rows import EVENT_COLS, event_filters, run_filters
+from nbflow.store.sql_rows import EVENT_COLS, event_filters, runs_query
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,14 +45,15 @@ class DuckDBFrames(DuckDBPart):
     ) -> pd.DataFrame:
         """Runs as a DataFrame, newest first, read through Arrow."""
         self.reap_interrupted()
-        where, params = run_filters(flow, status, thread_id, mark="?", in_list=IN_LIST)
-        query = (
-            "SELECT *, epoch_us(finished_at - started_at) / 1e6 AS duration_s "
-            f"FROM runs{where} ORDER BY created_at DESC, run_id DESC"
+        query, params = runs_query(
+            "*, epoch_us(finished_at - started_at) / 1e6 AS duration_s",
+            flow,
+            status,
+            thread_id,
+            limit,
+            mark="?",
+            in_list=IN_LIST,
         )
-        if limit is not None:
-            query += " LIMIT ?"
-            params.append(int(limit))
         return frames.conform(self._arrow(query, params), frames.RUN_COLUMNS)
 
     def events_frame(self, run_id: str | None = None) -> pd.DataFrame:

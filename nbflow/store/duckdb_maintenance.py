@@ -10,10 +10,24 @@ from typing import TYPE_CHECKING
 from nbflow.errors import StaleVersionError
 from nbflow.store import schema
 from nbflow.store.duckdb_part import DuckDBPart
-from nbflow.store.duckdb_rows import EXEC_TYPES, StaleWrite, codec_or_text, execution_params
+from nbflow.store.duckdb_rows import (
+    EXEC_TYPES,
+    UPDATE_RUN_STATUS,
+    StaleWrite,
+    codec_or_text,
+    execution_params,
+    run_status_params,
+)
 from nbflow.store.fold import RunState
-from nbflow.store.records import EventType, StepExecution, StepStatus
-from nbflow.store.sql_rows import EXEC_COLS, EXEC_INSERT_COLS, execution_from_row
+from nbflow.store.records import StepExecution, StepStatus
+from nbflow.store.sql_rows import (
+    EXEC_COLS,
+    EXEC_INSERT_COLS,
+    FORK_PAYLOADS,
+    REFERENCED_HASHES,
+    execution_from_row,
+    referenced_in,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -29,26 +43,11 @@ class DuckDBMaintenance(DuckDBPart):
     def referenced_hashes(self, exclude_runs: Collection[str] = ()) -> set[str]:
         """The value hashes referenced by every run except ``exclude_runs`` (one query
         over the executions and the output events, plus the pending forks' plans)."""
-        from nbflow.store.gc import hashes_in_payload
-
         excluded = sorted(set(exclude_runs))
-        rows = self._execute(
-            "SELECT output_hash FROM step_executions WHERE output_hash IS NOT NULL "
-            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[])) "
-            "UNION SELECT payload->'output'->>'hash' FROM events "
-            "WHERE type IN ('step_output_recorded', 'step_cached') "
-            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[]))",
-            [excluded, excluded],
-        )
-        found = {r[0] for r in rows if r[0]}
-        forks = self._execute(
-            "SELECT payload FROM events WHERE type = 'run_forked' "
-            "AND run_id NOT IN (SELECT unnest(?::VARCHAR[]))",
-            [excluded],
-        )
-        for (payload,) in forks:
-            found |= hashes_in_payload(EventType.RUN_FORKED, json.loads(payload))
-        return found
+        keep = "run_id NOT IN (SELECT unnest(?::VARCHAR[]))"
+        rows = self._execute(REFERENCED_HASHES.format(keep=keep), [excluded, excluded])
+        forks = self._execute(FORK_PAYLOADS.format(keep=keep), [excluded])
+        return referenced_in(rows, (json.loads(payload) for (payload,) in forks))
 
     def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
         from nbflow.values.duckdb_tables import quote_identifier
@@ -153,17 +152,7 @@ class DuckDBMaintenance(DuckDBPart):
                 ).fetchall()[0][0]
                 if last != run.version:
                     raise StaleWrite
-                con.execute(
-                    "UPDATE run_records SET status = ?, started_at = ?, finished_at = ?, "
-                    "error = ? WHERE run_id = ?",
-                    [
-                        run.status.value,
-                        run.started_at,
-                        run.finished_at,
-                        run.error,
-                        run.run_id,
-                    ],
-                )
+                con.execute(UPDATE_RUN_STATUS, run_status_params(run))
                 con.execute("DELETE FROM step_executions WHERE run_id = ?", [run.run_id])
                 if rows:
                     self._insert(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from nbflow.store.records import Codec, Event, StepExecution
+from nbflow.store.records import Codec, Event, RunRecord, StepExecution
 from nbflow.store.sql_rows import RUN_RECORD_COLS, dumps
 
 #: A column tested against a list parameter.
@@ -27,6 +27,18 @@ INSERT_RUN_RECORD = (
     + ", ".join(["?"] * (RUN_RECORD_COLS.count(",") + 1))
     + ")"
 )
+
+#: A run's row brought to its status after a write (``run_records``; the version is
+#: derived from the events). :func:`run_status_params` gives the parameters.
+UPDATE_RUN_STATUS = (
+    "UPDATE run_records SET status = ?, started_at = ?, finished_at = ?, error = ? WHERE run_id = ?"
+)
+
+
+def run_status_params(run: RunRecord) -> list[Any]:
+    """The parameters of :data:`UPDATE_RUN_STATUS` for ``run``."""
+    return [run.status._value_, run.started_at, run.finished_at, run.error, run.run_id]
+
 
 #: At most this many rows go in as a VALUES list; more go in as an Arrow table.
 VALUES_ROWS = 8

@@ -43,12 +43,14 @@ from nbflow.store.duckdb_rows import (
     EXEC_TYPES,
     IN_LIST,
     INSERT_RUN_RECORD,
+    UPDATE_RUN_STATUS,
     VALUES_ROWS,
     StaleWrite,
     event_values,
     execution_params,
     executions_params,
     insert_executions,
+    run_status_params,
 )
 from nbflow.store.duckdb_values import DuckDBValues
 from nbflow.store.fold import RunState
@@ -77,9 +79,9 @@ from nbflow.store.sql_rows import (
     finished_rows,
     lease_from_row,
     lease_values,
-    run_filters,
     run_from_row,
     run_row,
+    runs_query,
 )
 
 if TYPE_CHECKING:
@@ -324,11 +326,9 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         limit: int | None = None,
     ) -> list[RunRecord]:
         """Run rows matching the filters, newest first."""
-        where, params = run_filters(flow, status, thread_id, mark="?", in_list=IN_LIST)
-        query = f"SELECT {RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
-        if limit is not None:
-            query += " LIMIT ?"
-            params.append(int(limit))
+        query, params = runs_query(
+            RUN_COLS, flow, status, thread_id, limit, mark="?", in_list=IN_LIST
+        )
         return [run_from_row(r) for r in self._execute(query, params)]
 
     # -- leases -----------------------------------------------------------------------
@@ -413,17 +413,10 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
                     executions_params(again, run.flow),
                 )
             if status_changed:
+                # (Guarded by the status it read: a concurrent change fails the write.)
                 updated = con.execute(
-                    "UPDATE run_records SET status = ?, started_at = ?, finished_at = ?, "
-                    "error = ? WHERE run_id = ? AND status = ?",
-                    [
-                        run.status.value,
-                        run.started_at,
-                        run.finished_at,
-                        run.error,
-                        run.run_id,
-                        before.status.value,
-                    ],
+                    UPDATE_RUN_STATUS + " AND status = ?",
+                    [*run_status_params(run), before.status.value],
                 ).fetchall()
                 if updated[0][0] != 1:
                     raise StaleWrite

@@ -13,8 +13,15 @@ from nbflow.errors import StaleVersionError
 from nbflow.store.fold import RunState
 from nbflow.store.pg_part import PostgresPart
 from nbflow.store.pg_rows import execution_arrays, executions_from_arrays, parsed
-from nbflow.store.records import Codec, EventType, StepExecution, StepStatus
-from nbflow.store.sql_rows import EXEC_COLS, EXEC_INSERT_COLS, execution_from_row
+from nbflow.store.records import Codec, StepExecution, StepStatus
+from nbflow.store.sql_rows import (
+    EXEC_COLS,
+    EXEC_INSERT_COLS,
+    FORK_PAYLOADS,
+    REFERENCED_HASHES,
+    execution_from_row,
+    referenced_in,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -30,26 +37,11 @@ class PostgresMaintenance(PostgresPart):
     def referenced_hashes(self, exclude_runs: Collection[str] = ()) -> set[str]:
         """The value hashes referenced by every run except ``exclude_runs`` (one query
         over the executions and the output events, plus the pending forks' plans)."""
-        from nbflow.store.gc import hashes_in_payload
-
         excluded = sorted(set(exclude_runs))
-        rows = self._rows(
-            "SELECT output_hash FROM step_executions WHERE output_hash IS NOT NULL "
-            "AND NOT (run_id = ANY(%(x)s::text[])) "
-            "UNION SELECT payload->'output'->>'hash' FROM events "
-            "WHERE type IN ('step_output_recorded', 'step_cached') "
-            "AND NOT (run_id = ANY(%(x)s::text[]))",
-            {"x": excluded},
-        )
-        found = {r[0] for r in rows if r[0]}
-        forks = self._rows(
-            "SELECT payload FROM events WHERE type = 'run_forked' "
-            "AND NOT (run_id = ANY(%s::text[]))",
-            [excluded],
-        )
-        for (payload,) in forks:
-            found |= hashes_in_payload(EventType.RUN_FORKED, payload)
-        return found
+        keep = "NOT (run_id = ANY(%(x)s::text[]))"
+        rows = self._rows(REFERENCED_HASHES.format(keep=keep), {"x": excluded})
+        forks = self._rows(FORK_PAYLOADS.format(keep=keep), {"x": excluded})
+        return referenced_in(rows, (payload for (payload,) in forks))
 
     def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
         runs, hashes = sorted(run_ids), sorted(blob_hashes)

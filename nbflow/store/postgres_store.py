@@ -67,9 +67,9 @@ from nbflow.store.sql_rows import (
     finished_rows,
     lease_from_row,
     lease_values,
-    run_filters,
     run_from_row,
     run_row,
+    runs_query,
 )
 
 if TYPE_CHECKING:
@@ -263,10 +263,9 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
         limit: int | None = None,
     ) -> list[RunRecord]:
         """The stored run rows matching the filters, newest first."""
-        where, params = run_filters(flow, status, thread_id, mark="%s", in_list=IN_LIST)
-        query = f"SELECT {RUN_COLS} FROM runs{where} ORDER BY created_at DESC, run_id DESC"
-        if limit is not None:
-            query += f" LIMIT {int(limit)}"
+        query, params = runs_query(
+            RUN_COLS, flow, status, thread_id, limit, mark="%s", in_list=IN_LIST
+        )
         return [run_from_row(r, parsed) for r in self._rows(query, params)]
 
     # -- leases -----------------------------------------------------------------------

@@ -8,13 +8,14 @@ tested against a list, and in whether JSON columns come back as text or parsed.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from nbflow.json_text import compact_encoder
 from nbflow.store.base import status_set
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
+    EventType,
     Lease,
     RunRecord,
     RunStatus,
@@ -55,16 +56,19 @@ def _where(clauses: list[str]) -> str:
     return " WHERE " + " AND ".join(clauses) if clauses else ""
 
 
-def run_filters(
+def runs_query(
+    columns: str,
     flow: str | None,
     status: str | Collection[str] | None,
     thread_id: str | None,
+    limit: int | None,
     *,
     mark: str,
     in_list: str,
 ) -> tuple[str, list[Any]]:
-    """The WHERE clause and parameters of a runs query; ``in_list`` tests ``status``
-    against a list parameter (it holds ``{mark}``)."""
+    """A SELECT of ``columns`` from ``runs`` with the run filters, newest first, and its
+    parameters; ``in_list`` tests ``status`` against a list parameter (it holds
+    ``{mark}``)."""
     clauses: list[str] = []
     params: list[Any] = []
     if flow is not None:
@@ -77,7 +81,11 @@ def run_filters(
     if thread_id is not None:
         clauses.append(f"thread_id = {mark}")
         params.append(thread_id)
-    return _where(clauses), params
+    query = f"SELECT {columns} FROM runs{_where(clauses)} ORDER BY created_at DESC, run_id DESC"
+    if limit is not None:
+        query += f" LIMIT {mark}"
+        params.append(int(limit))
+    return query, params
 
 
 def event_filters(run_id: str | None, upto: int | None, *, mark: str) -> tuple[str, list[Any]]:
@@ -165,6 +173,30 @@ def lease_from_row(r: Sequence[Any]) -> Lease:
         expires_at=r[5],
         proc_start=r[6],
     )
+
+
+#: What keeps a value alive (see ``Store.referenced_hashes``): the hashes the execution
+#: rows and the output events name, for the runs that pass ``{keep}`` (each dialect's
+#: "run_id not in the list" test; it stands twice) ...
+REFERENCED_HASHES = (
+    "SELECT output_hash FROM step_executions WHERE output_hash IS NOT NULL AND {keep} "
+    "UNION SELECT payload->'output'->>'hash' FROM events "
+    "WHERE type IN ('step_output_recorded', 'step_cached') AND {keep}"
+)
+#: ... and the outputs the pending forks of those runs plan to reuse.
+FORK_PAYLOADS = "SELECT payload FROM events WHERE type = 'run_forked' AND {keep}"
+
+
+def referenced_in(
+    hash_rows: Iterable[Sequence[Any]], fork_payloads: Iterable[dict[str, Any]]
+) -> set[str]:
+    """The hashes of :data:`REFERENCED_HASHES`' rows and of the forks' payloads."""
+    from nbflow.store.gc import hashes_in_payload
+
+    found = {r[0] for r in hash_rows if r[0]}
+    for payload in fork_payloads:
+        found |= hashes_in_payload(EventType.RUN_FORKED, payload)
+    return found
 
 
 #: The tail of an INSERT into step_executions that overwrites a row already there (both

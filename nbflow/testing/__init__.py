@@ -18,42 +18,7 @@ pytest.register_assert_rewrite(
     "nbflow.testing.conformance_check",
 )
 
-from nbflow.testing.conformance import (  # noqa: E402 - after the rewrite hook
-    T0,
-    Clock,
-    Snapshot,
-    StoreConformance,
-    append_each,
-    assert_refused,
-    attempt_events,
-    cached_event,
-    make_flow,
-    make_run,
-    output_ref,
-    populate,
-    retry_events,
-    skipped_event,
-    snapshot,
-    start_run,
-    typical_events,
-)
+from nbflow.testing import conformance  # noqa: E402 - after the rewrite hook
+from nbflow.testing.conformance import *  # noqa: E402, F403 - the suite and its builders
 
-__all__ = [
-    "T0",
-    "Clock",
-    "Snapshot",
-    "StoreConformance",
-    "append_each",
-    "assert_refused",
-    "attempt_events",
-    "cached_event",
-    "make_flow",
-    "make_run",
-    "output_ref",
-    "populate",
-    "retry_events",
-    "skipped_event",
-    "snapshot",
-    "start_run",
-    "typical_events",
-]
+__all__ = list(conformance.__all__)

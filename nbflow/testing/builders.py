@@ -34,6 +34,7 @@ __all__ = [
     "Snapshot",
     "append_each",
     "assert_refused",
+    "assert_same_value",
     "attempt_events",
     "cached_event",
     "make_flow",
@@ -397,6 +398,22 @@ def executions_of(
     state_executions: Mapping[tuple[str, int], StepExecution],
 ) -> list[StepExecution]:
     return sorted(state_executions.values(), key=lambda x: (x.seq, x.attempt))
+
+
+def assert_same_value(got: Any, expected: Any, what: str = "") -> None:
+    """``got`` is ``expected`` brought back from a store: same type, and equal exactly
+    (frames and arrays compared as pandas and numpy do, dtypes included)."""
+    import numpy as np
+    import pandas as pd
+
+    assert type(got) is type(expected), what
+    if isinstance(expected, pd.DataFrame):
+        pd.testing.assert_frame_equal(got, expected, check_exact=True, obj=what or "DataFrame")
+    elif isinstance(expected, np.ndarray):
+        np.testing.assert_array_equal(got, expected, err_msg=what)
+        assert got.dtype == expected.dtype, what
+    else:
+        assert got == expected, what
 
 
 def is_utc(ts: dt.datetime | None) -> bool:

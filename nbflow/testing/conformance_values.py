@@ -24,6 +24,7 @@ from nbflow.testing.builders import (
     T0,
     TRICKY_PAYLOAD,
     Opaque,
+    assert_same_value,
     is_utc,
     populate,
     snapshot,
@@ -142,18 +143,6 @@ class ValueConformance:
         yield "array", np.arange(12, dtype="float64").reshape(3, 4), {Codec.NUMPY}
         yield "pickle", Opaque("thing", (1, 2, 3)), {Codec.PICKLE}
 
-    @staticmethod
-    def _assert_same_value(got: Any, expected: Any) -> None:
-        import numpy as np
-
-        if isinstance(expected, pd.DataFrame):
-            pd.testing.assert_frame_equal(got, expected)
-        elif isinstance(expected, np.ndarray):
-            np.testing.assert_array_equal(got, expected)
-            assert got.dtype == expected.dtype
-        else:
-            assert got == expected
-
     @pytest.mark.parametrize("kind", ["dataframe", "array", "pickle"])
     def test_a_blob_value_writes_one_blob(self, store: Store, kind: str) -> None:
         """A DataFrame, array or pickled object is stored as one blob under its hash."""
@@ -193,7 +182,7 @@ class ValueConformance:
 
         _, value, _ = next(v for v in self._blob_values() if v[0] == kind)
         ref = store.put_value(encode(value, step="s"))
-        self._assert_same_value(store.load_value(ref), value)
+        assert_same_value(store.load_value(ref), value)
 
     @pytest.mark.parametrize("kind", ["dataframe", "array", "pickle"])
     def test_read_encoded_gives_the_stored_form(self, store: Store, kind: str) -> None:
@@ -215,7 +204,7 @@ class ValueConformance:
             assert stored.data == encoded.data
         other = MemoryStore()
         assert other.put_value(stored).hash == ref.hash
-        self._assert_same_value(other.load_value(ref), value)
+        assert_same_value(other.load_value(ref), value)
         inline = encode(7, step="s").ref
         assert store.read_encoded(inline).ref == inline
         missing = ValueRef(Codec.NUMPY, "0123456789abcdef" * 2, 10, "ndarray")
@@ -252,7 +241,7 @@ class ValueConformance:
         with pytest.raises(UntrustedStoreError, match=ref.hash):
             store.load_value(ref)
         for ref, value in refs.values():
-            self._assert_same_value(store.load_output(ref, step="s", run_id="r-1"), value)
+            assert_same_value(store.load_output(ref, step="s", run_id="r-1"), value)
 
     # -- SQL ----------------------------------------------------------------------------
 
