@@ -407,6 +407,25 @@ def test_a_fully_cached_rerun_is_one_commit_of_cached_events_and_takes_no_lease(
     assert store.lease(third.id) is None  # given back when it ended
 
 
+def test_the_stored_definition_follows_a_constant_a_step_reads(store):
+    # The graph is the same object (no step was redefined); the definition is rebuilt
+    # only because a fingerprint changed, and reused while none does.
+    namespace: dict = {"FACTOR": 2}
+    exec("def scaled():\n    return FACTOR * 10\n", namespace)
+    flow = nf.Flow("const", store=store)
+    flow.step(name="scaled")(namespace["scaled"])
+    first = flow.run()
+    same = flow.run()
+    namespace["FACTOR"] = 3
+    changed = flow.run()
+    assert first.record.flow_fingerprint == same.record.flow_fingerprint
+    assert changed.record.flow_fingerprint != first.record.flow_fingerprint
+    assert changed["scaled"] == 30
+    old = store.get_flow("const", first.record.flow_fingerprint)
+    new = store.get_flow("const", changed.record.flow_fingerprint)
+    assert old.steps[0].fingerprint != new.steps[0].fingerprint
+
+
 def test_changing_one_step_recomputes_it_and_exactly_its_descendants(store):
     calls = Calls()
     flow = nf.Flow("f", store=store)
