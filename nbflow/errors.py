@@ -104,6 +104,15 @@ class StoreBusyError(StoreError):
         self.path = path
 
 
+class StoreFullError(StoreError):
+    """The disk holding the store is full: nothing of the failed write was kept; free
+    space there and resume the run. ``.path`` is the store."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        super().__init__(message)
+        self.path = path
+
+
 class RunLockedError(StoreError):
     """Another live process is advancing this run (it holds the run's lease)."""
 
@@ -243,6 +252,7 @@ __all__ = [
     "InvalidTransitionError",
     "MissingDependencyError",
     "NbflowError",
+    "NbflowWarning",
     "NotAStoreError",
     "NotebookError",
     "OutputNotAvailableError",
@@ -256,6 +266,8 @@ __all__ = [
     "StepTimeout",
     "StoreBusyError",
     "StoreError",
+    "StoreFullError",
+    "StoreMaintenanceWarning",
     "TransferError",
     "UnknownRunError",
     "UnknownStepError",
@@ -266,3 +278,14 @@ __all__ = [
 class TransferError(NbflowError):
     """A run cannot be exported, imported or copied (not an export, a run that exists with
     other content, a run still running, a bad value)."""
+
+
+# -- warnings -----------------------------------------------------------------------------
+
+
+class NbflowWarning(UserWarning):
+    """Base class of every warning nbflow issues."""
+
+
+class StoreMaintenanceWarning(NbflowWarning):
+    """nbflow tidied a store: it removed what an interrupted gc or export left behind."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -45,6 +46,7 @@ def error_classes() -> dict[str, type[BaseException]]:
         for name, value in vars(errors).items()
         if isinstance(value, type)
         and issubclass(value, BaseException)
+        and not issubclass(value, Warning)  # documented under "Warnings"
         and value.__module__ == errors.__name__
         and not name.startswith("_")
     }
@@ -264,6 +266,31 @@ def a_busy_file(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     return Raised(error, [f"process {holder.pid}", str(path)])
 
 
+def a_full_disk(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    disk = tmp / "small"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", disk], capture_output=True
+    )
+    if os.geteuid() != 0 or mounted.returncode != 0:
+        pytest.skip("filling a small file system needs root to mount it")
+    try:
+        store = DuckDBStore(disk / "nbflow.duckdb")
+        flow = nf.Flow("full", store=store)
+
+        @flow.step
+        def big():
+            # 32 MB that DuckDB cannot compress away: more than the disk holds
+            return pd.DataFrame({"x": np.random.default_rng(0).random(4_000_000)})
+
+        error = raising(lambda: flow.run(progress=False))
+        store.close()
+    finally:
+        subprocess.run(["umount", "-l", disk], check=False)
+    assert isinstance(error.__cause__, errors.StoreFullError)
+    return Raised(error, [str(disk / "nbflow.duckdb")])
+
+
 def a_leased_run(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     path = tmp / "leased.duckdb"
     store, other = DuckDBStore(path), DuckDBStore(path)
@@ -379,6 +406,10 @@ CASES: dict[str, Case] = {
         a_newer_schema, ("written by a newer nbflow", "schema 99", "Upgrade nbflow")
     ),
     "StoreBusyError": Case(a_busy_file, ("is in use by process", "NBFLOW_BUSY_TIMEOUT")),
+    "StoreFullError": Case(
+        a_full_disk,
+        ("step 'big' failed", "StoreFullError: the disk holding the store", "is full"),
+    ),
     "RunLockedError": Case(
         a_leased_run, ("is being run by pid", "can be resumed", "Wait for it to finish")
     ),

@@ -213,10 +213,15 @@ def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) ->
     with DuckDBStore(path) as migrated:
         meta = dict(migrated.sql("SELECT key, value FROM nbflow_meta").itertuples(index=False))
         assert meta["schema_version"] == str(schema.SCHEMA_VERSION)
-        assert migrated.sql("SELECT count(*) AS n FROM leases")["n"][0] == 0
+        leases = migrated.sql("SELECT run_id FROM leases")["run_id"].tolist()
         pd.testing.assert_frame_equal(migrated.runs_frame(), before)
         assert {r.run_id: r.version for r in migrated.list_runs()} == versions
-        assert migrated.check() == []
+        if version >= 2:  # the fork left running keeps the lease it was written under
+            assert leases == ["r-fork"] and migrated.check() == []
+        else:  # schema 1 had no leases: nothing holds the fork, and check says so
+            assert leases == []
+            (problem,) = migrated.check()
+            assert (problem.kind.value, problem.run_id) == ("run_without_lease", "r-fork")
         lease = migrated.claim(run_id)
         assert lease.run_id == run_id
 

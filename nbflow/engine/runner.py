@@ -22,7 +22,7 @@ from typing import Any
 from nbflow.definition.step import Step
 from nbflow.engine.cache import cache_key
 from nbflow.engine.executors import Executor, Outcome, StepTask
-from nbflow.errors import StepFailed, UntrustedStoreError
+from nbflow.errors import StepFailed, StoreFullError, UntrustedStoreError
 from nbflow.graph.dag import FlowGraph
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
@@ -155,32 +155,44 @@ class Runner:
         from nbflow.store.leases import Heartbeat
 
         run_id = self.run.run_id
-        try:
-            todo = [n for n in self.graph.order if n not in self._outputs and n not in self._reused]
-            candidates = self._cache_candidates(todo)
-            at_once = (
-                self.run.status is RunStatus.PENDING
-                and not resume
-                and not self._reused
-                and self._all_cached(todo, candidates)
-            )
-            if self._new and not at_once:
-                self.store.create_run(self.run)
-                self._recorded()
-            lease = None if at_once else self.store.claim(run_id)
-        except BaseException:
-            self.executor.shutdown()  # its workers (a Dask client nbflow made) go too
-            raise
-        if lease is None:
-            return self._execute(resume, todo, candidates)
+        # From the cache lookup until the run is in the store (pending, running, or
+        # finished at once), the store is held: a gc elsewhere, which keeps the values of
+        # runs in the store that execute, cannot delete a value found in the cache before
+        # the run that reuses it is recorded.
+        with self.store.hold():
+            try:
+                todo = [
+                    n for n in self.graph.order if n not in self._outputs and n not in self._reused
+                ]
+                candidates = self._cache_candidates(todo)
+                at_once = (
+                    self.run.status is RunStatus.PENDING
+                    and not resume
+                    and not self._reused
+                    and self._all_cached(todo, candidates)
+                )
+                if self._new and not at_once:
+                    self.store.create_run(self.run)
+                    self._recorded()
+                lease = None if at_once else self.store.claim(run_id)
+            except BaseException:
+                self.executor.shutdown()  # its workers (a Dask client nbflow made) go too
+                raise
+            if lease is None:
+                return self._execute(resume, todo, candidates)
         ttl = (lease.expires_at - lease.acquired_at).total_seconds()
         heartbeat = Heartbeat(lambda: self.store.renew(run_id), ttl, run_id).start()
         try:
             return self._execute(resume, todo, candidates)
         finally:
             heartbeat.stop()
-            with contextlib.suppress(Exception):  # an unreleased lease only expires later
-                self.store.release(run_id)
+            if self.run.status.finished:
+                with contextlib.suppress(Exception):  # an unreleased lease only expires later
+                    self.store.release(run_id)
+            else:
+                # Its end could not be recorded (the store refused the write): the lease
+                # stays, so the run reads as interrupted, and resumes, once it can be.
+                self.store.abandon(run_id)
 
     def _recorded(self) -> None:
         """The new run is in the store now."""
@@ -423,7 +435,10 @@ class Runner:
                 self._release_inputs(name)
                 return None
         error = _describe(outcome.error)
-        if attempt <= step.options.retries and not isinstance(outcome.error, UntrustedStoreError):
+        # No retry could load an input this store refuses, nor store an output the full
+        # disk refused.
+        hopeless = isinstance(outcome.error, UntrustedStoreError | StoreFullError)
+        if attempt <= step.options.retries and not hopeless:
             delay = step.options.retry_delay
             self._emit(
                 EventType.STEP_RETRIED,

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from nbflow.errors import InvalidTransitionError, StaleVersionError
+from nbflow.errors import InvalidTransitionError, StaleVersionError, StoreError
 from nbflow.store.fold import RunState, apply, fold
 from nbflow.store.records import (
     BlobRecord,
@@ -81,6 +81,14 @@ class Store(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep the store to the calling thread for the block: other threads of this
+        process wait, and a file-backed store does not give its file to another process
+        meanwhile (so what was read in the block is still true at its end)."""
+        with self._lock:
+            yield
 
     # -- flows ------------------------------------------------------------------------
 
@@ -184,8 +192,22 @@ class Store(ABC):
             lease = make_lease(run_id, self._token, ttl)
             if self._swap_lease(run_id, current.token if current else None, lease):
                 self._leases[run_id] = ttl
+                # The run is in the store, running, from now on: a gc that ran before
+                # may have deleted values this object remembers as stored.
+                self._forget_stored_values()
                 return lease
         raise RunLockedError(run_id, "another process", "unknown")  # pragma: no cover
+
+    def abandon(self, run_id: str) -> None:
+        """Stop executing ``run_id`` without having recorded its end (the write that
+        would have recorded it failed: a full disk, say). Its lease is left in the store,
+        so the run reads as ``interrupted`` (resumable) from the next read on: here at
+        once, elsewhere once this process is gone."""
+        self._executing.discard(run_id)
+        self._leases.pop(run_id, None)
+
+    def _forget_stored_values(self) -> None:  # noqa: B027 - for backends that remember
+        """Forget what this object remembers of which values are stored."""
 
     def renew(self, run_id: str) -> bool:
         """Extend this object's lease on ``run_id``; False if it no longer holds it."""
@@ -230,7 +252,11 @@ class Store(ABC):
         reaped: list[RunRecord] = []
         for record in candidates:
             lease = leases.get(record.run_id)
-            if lease is None or lease.token == self._token or lease_alive(lease):
+            if lease is None:
+                continue
+            # Our own lease on a run we no longer execute: we know its runner is gone
+            # (see abandon). Another holder's: gone when its process is.
+            if lease.token != self._token and lease_alive(lease):
                 continue
             event = NewEvent(
                 EventType.RUN_INTERRUPTED,
@@ -244,6 +270,8 @@ class Store(ABC):
             except (StaleVersionError, InvalidTransitionError):
                 # Someone else moved it on (or reaped it) first: read what it is now.
                 reaped.append(self._get_run(record.run_id))
+            except StoreError:
+                continue  # cannot be written now (a full disk): a later read records it
             self._swap_lease(record.run_id, lease.token, None)
         return reaped
 
@@ -471,21 +499,28 @@ class Store(ABC):
                 self.list_runs(flow=flow), keep_last=keep_last, older_than=older_than
             )
             doomed_ids = {r.run_id for r in doomed}
-            total = len(self.list_runs())
+            everything = self.list_runs()
+            total = len(everything)
             referenced = self.referenced_hashes(exclude_runs=doomed_ids)
             blobs = [b for b in self.list_blobs() if b.hash not in referenced]
             details: dict[str, Any] = {}
-            if self._executing:
-                # A run executing now may have written (or be about to reuse) a value
-                # whose event it has not committed yet: keep every value until it ends.
-                details["values_kept_for_executing_runs"] = sorted(self._executing)
+            # A run executing now, here or in another process, may have written (or be
+            # about to reuse) a value whose event it has not committed yet: keep every
+            # value until it ends. A runner takes the run's lease before it looks up the
+            # cache or writes a value (holding the store from lookup to lease), and
+            # gives it back in the run's last commit; leases of dead processes expire.
+            executing = self._executing | self._leased({r.run_id for r in everything})
+            if executing:
+                details["values_kept_for_executing_runs"] = sorted(executing)
                 blobs = []
             before = self.storage_bytes()
             if not dry_run and (doomed_ids or blobs):
                 self._delete(doomed_ids, [b.hash for b in blobs])
                 for run_id in doomed_ids:
                     self._states.pop(run_id, None)
-                self.compact()
+                skipped = self.compact()
+                if skipped:
+                    details["compaction_skipped"] = skipped
             after = self.storage_bytes() if not dry_run else before
             return GcReport(
                 runs=tuple(sorted(doomed_ids)),
@@ -497,6 +532,14 @@ class Store(ABC):
                 kept_runs=total - len(doomed_ids),
                 details=details,
             )
+
+    def _leased(self, run_ids: Collection[str]) -> set[str]:
+        """The runs of ``run_ids`` whose lease is alive (their runner is at work)."""
+        from nbflow.store.leases import lease_alive
+
+        return {
+            run_id for run_id, lease in self._read_leases(run_ids).items() if lease_alive(lease)
+        }
 
     def referenced_hashes(self, exclude_runs: Collection[str] = ()) -> set[str]:
         """The value hashes referenced by every run except ``exclude_runs``."""
@@ -511,8 +554,10 @@ class Store(ABC):
     def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
         """Delete these runs (rows, events, executions) and blobs, in one transaction."""
 
-    def compact(self) -> None:  # noqa: B027 - nothing to give back for most backends
-        """Give freed space back to the file system, where the backend can."""
+    def compact(self) -> str | None:
+        """Give freed space back to the file system, where the backend can; None when
+        done (or nothing to do), else why it was not done (reported by gc)."""
+        return None
 
     def storage_bytes(self) -> int | None:
         """The size of the store on disk, when it has one."""

@@ -9,6 +9,8 @@ checks, for every run, that
 * its ``runs`` row is the fold of its events (status, version N, times, error);
 * its ``step_executions`` rows are the folded executions (those the backend keeps);
 * its flow definition is stored;
+* if it is running, some process holds its lease (else nothing will ever advance it,
+  and it cannot be resumed; ``repair`` records it interrupted);
 
 and, for every value an event refers to, that the blob is there with the codec and size
 the event recorded, its DataFrame table too, and (``verify_values``) content that hashes
@@ -33,7 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 from nbflow.errors import CorruptStoreError, InvalidTransitionError, StaleVersionError
 from nbflow.store.fold import RunState, apply, fold, initial_state
-from nbflow.store.records import Codec, Event, RunRecord, StepExecution, StepStatus
+from nbflow.store.records import (
+    Codec,
+    Event,
+    EventType,
+    NewEvent,
+    RunRecord,
+    RunStatus,
+    StepExecution,
+    StepStatus,
+)
 
 if TYPE_CHECKING:
     from nbflow.store.base import Store
@@ -58,6 +69,7 @@ class ProblemKind(StrEnum):
     BLOB_HASH_MISMATCH = "blob_hash_mismatch"  # its content does not hash to its name
     BLOB_UNREADABLE = "blob_unreadable"  # its content cannot be read to hash it
     VALUE_TABLE_MISSING = "value_table_missing"  # a DataFrame value without its table
+    RUN_WITHOUT_LEASE = "run_without_lease"  # running, but no process holds it
 
 
 @dataclass(frozen=True)
@@ -118,6 +130,7 @@ class _Snapshot:
     rows: dict[str, list[StepExecution]]
     flows: set[tuple[str, str]]  # the (name, fingerprint) of the runs' stored flows
     blobs: dict[str, StoredBlob]
+    leased: set[str]  # the running runs some process holds the lease of
 
     @classmethod
     def read(cls, store: Store) -> _Snapshot:
@@ -130,6 +143,8 @@ class _Snapshot:
             flows = {pair for pair in pairs if store.get_flow(*pair) is not None}
             blobs = {b.hash: b for b in store._stored_blobs()}
             rows = store._execution_rows()
+            running = [r.run_id for r in runs if r.status is RunStatus.RUNNING]
+            leased = set(store._read_leases(running)) if running else set()
         except (KeyError, TypeError, ValueError) as exc:
             # A row holding what nbflow never writes (a status or event type it does not
             # know): the records cannot be built, so the check cannot go on.
@@ -139,7 +154,7 @@ class _Snapshot:
                 "something other than nbflow; the check cannot go past it. Fix or delete that "
                 "row with SQL, then check again."
             ) from exc
-        return cls(runs, events, rows, flows, blobs)
+        return cls(runs, events, rows, flows, blobs, leased)
 
 
 def check_store(store: Store, *, repair: bool = False, verify_values: bool = True) -> list[Problem]:
@@ -182,6 +197,12 @@ def _check_runs(store: Store, snapshot: _Snapshot) -> tuple[list[Problem], dict[
         if state.run != run:
             problems.append(_run_mismatch(run, state.run))
         problems += _check_rows(store, state, snapshot.rows.get(run.run_id, []))
+        if (
+            state.run.status is RunStatus.RUNNING
+            and run.run_id not in snapshot.leased
+            and run.run_id not in store._executing
+        ):
+            problems.append(_without_lease(run))
     for run_id in sorted(snapshot.events.keys() - known):
         count = len(snapshot.events[run_id])
         problems.append(
@@ -268,6 +289,17 @@ def _without_flow(run: RunRecord) -> Problem:
     )
 
 
+def _without_lease(run: RunRecord) -> Problem:
+    return Problem(
+        ProblemKind.RUN_WITHOUT_LEASE,
+        f"run {run.run_id} is recorded running, but no process holds it (its lease is "
+        "gone): nothing will advance it, and it cannot be resumed while it reads as running. "
+        "--repair records it interrupted, so that run.resume() continues it.",
+        run_id=run.run_id,
+        repairable=True,
+    )
+
+
 def _run_mismatch(stored: RunRecord, expected: RunRecord) -> Problem:
     return Problem(
         ProblemKind.RUN_ROW_MISMATCH,
@@ -345,16 +377,29 @@ def _ranges(numbers: Sequence[int]) -> str:
 # -- repair --------------------------------------------------------------------------------
 
 
+def _interrupted_by_check() -> NewEvent:
+    return NewEvent(
+        EventType.RUN_INTERRUPTED,
+        payload={"error": "found running with no process holding it (nbflow check --repair)"},
+    )
+
+
 def _repair(store: Store, problems: list[Problem], states: Mapping[str, RunState]) -> list[Problem]:
     """Rebuild the views of every run with a repairable problem; mark what was fixed."""
     failed: dict[str, str] = {}
+    unleased = {p.run_id for p in problems if p.kind is ProblemKind.RUN_WITHOUT_LEASE}
     for run_id in sorted({p.run_id for p in problems if p.repairable and p.run_id}):
         try:
             state = states.get(run_id)
             if state is None:  # rows of a run with neither a runs row nor events
                 store._delete([run_id], [])
-            else:
+                continue
+            if any(
+                p.kind is not ProblemKind.RUN_WITHOUT_LEASE for p in problems if p.run_id == run_id
+            ):
                 store._rebuild_views(state)
+            if run_id in unleased:
+                store.append(run_id, state.run.version, [_interrupted_by_check()])
         except StaleVersionError:
             failed[run_id] = "not repaired: the run changed while it was checked; check again"
         finally:

@@ -10,9 +10,11 @@ retries with backoff until a timeout, then names the process that holds it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import random
 import re
+import shutil
 import threading
 import time
 import weakref
@@ -21,7 +23,8 @@ from typing import Protocol
 
 import duckdb
 
-from nbflow.errors import CorruptStoreError, StoreBusyError
+from nbflow.errors import CorruptStoreError, StoreBusyError, StoreFullError
+from nbflow.store.duckdb_exit import stop_at_exit
 
 ENV_BUSY_TIMEOUT = "NBFLOW_BUSY_TIMEOUT"
 ENV_IDLE_RELEASE = "NBFLOW_IDLE_RELEASE"
@@ -160,21 +163,34 @@ class IdleCloser:
         self._interval = interval
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self.checks = 0  # rounds done: what a test waits for instead of sleeping
 
     def watch(self, store: Releasable) -> None:
         """Check ``store`` from now on (it is forgotten when garbage collected)."""
         with self._lock:
             self._stores.add(store)
+            if self._stopped.is_set():
+                return  # the interpreter is exiting
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="nbflow-idle-closer", daemon=True
                 )
                 self._thread.start()
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop checking, and wait for a check in progress to end (called at exit: a
+        daemon thread stopped by the interpreter inside DuckDB aborts the process)."""
+        self._stopped.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _loop(self) -> None:
-        while True:
-            time.sleep(self._interval)
+        while not self._stopped.wait(self._interval):
             self._check_all()
+            self.checks += 1
 
     def _check_all(self) -> None:
         # In its own frame, so the sleeping loop keeps no store (and no DuckDB connection)
@@ -182,6 +198,8 @@ class IdleCloser:
         with self._lock:
             stores = list(self._stores)
         for store in stores:
+            if self._stopped.is_set():
+                return
             try:
                 store.release_if_idle()
             except Exception:  # a store closing under us: check it next time
@@ -189,6 +207,36 @@ class IdleCloser:
 
 
 IDLE_CLOSER = IdleCloser()
+stop_at_exit(IDLE_CLOSER)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether DuckDB failed because the disk is full."""
+    return isinstance(exc, duckdb.Error | OSError) and (
+        "no space left on device" in str(exc).lower() or getattr(exc, "errno", None) == errno.ENOSPC
+    )
+
+
+def disk_full_error(path: str) -> StoreFullError:
+    """The error for a write the full disk under ``path`` refused."""
+    folder = os.path.dirname(path) or "."
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:,.1f} MB free there now"
+    except OSError:
+        free = "its free space could not be read"
+    return StoreFullError(
+        f"the disk holding the store {path!r} is full ({free}): the write was refused "
+        "and nothing of it was kept. Free space on that disk (or move the store), then "
+        "resume the run (only what was not checkpointed runs again).",
+        path=path,
+    )
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction, if DuckDB has not already (a failed COMMIT
+    rolls back by itself: a second ROLLBACK would hide why the commit failed)."""
+    with contextlib.suppress(duckdb.TransactionException):
+        con.execute("ROLLBACK")
 
 
 def raise_if_corrupt(exc: duckdb.Error, where: str) -> None:

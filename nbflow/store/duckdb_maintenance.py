@@ -84,6 +84,8 @@ class DuckDBMaintenance(DuckDBPart):
                 raise
             for hash in hashes:
                 self._known_blobs.pop(hash, None)
+            if self._guard is not None and hashes:
+                self._guard.values_deleted()
 
     # -- integrity ----------------------------------------------------------------------
 

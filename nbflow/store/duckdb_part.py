@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
+    from nbflow.store.file_guard import FileGuard
     from nbflow.store.records import RunRecord, StepExecution
 
 
@@ -20,6 +21,10 @@ class DuckDBPart:
     if TYPE_CHECKING:
         _lock: threading.RLock
         _known_blobs: dict[str, int]
+        _known_generation: int
+        _guard: FileGuard | None
+        _threads: int
+        busy_timeout: float
         _closed: bool
         trust: bool
         path: str
@@ -39,6 +44,13 @@ class DuckDBPart:
         ) -> None: ...
 
         def _get_run(self, run_id: str) -> RunRecord: ...
+
+        def _forget_values(self) -> None: ...
+
+        def _connect(self) -> duckdb.DuckDBPyConnection: ...
+
+        def release_connection(self) -> None:  # noqa: D102
+            ...
 
         def _has_running_attempts(self, run_id: str) -> bool: ...
 

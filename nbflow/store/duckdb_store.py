@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -15,13 +16,18 @@ import duckdb
 from nbflow.errors import (
     CorruptStoreError,
     DuplicateRunError,
+    NbflowError,
     NotAStoreError,
     StaleVersionError,
+    StoreBusyError,
     StoreError,
+    StoreFullError,
     UnknownRunError,
 )
 from nbflow.store import schema
 from nbflow.store.base import Store
+from nbflow.store.disk_reserve import keep_reserve, use_reserve
+from nbflow.store.duckdb_compaction import remove_leftovers
 from nbflow.store.duckdb_connection import (
     DEFAULT_BUSY_TIMEOUT,
     DEFAULT_IDLE_RELEASE,
@@ -30,11 +36,15 @@ from nbflow.store.duckdb_connection import (
     IDLE_CLOSER,
     YIELD_S,
     connect_waiting,
+    disk_full_error,
     env_seconds,
+    is_disk_full,
     is_lock_error,
     raise_if_corrupt,
+    rollback,
     someone_waits,
 )
+from nbflow.store.duckdb_exit import close_at_exit
 from nbflow.store.duckdb_frames import DuckDBFrames
 from nbflow.store.duckdb_maintenance import DuckDBMaintenance
 from nbflow.store.duckdb_rows import (
@@ -53,6 +63,7 @@ from nbflow.store.duckdb_rows import (
     run_status_params,
 )
 from nbflow.store.duckdb_values import DuckDBValues
+from nbflow.store.file_guard import guard_for
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
     CacheHit,
@@ -60,7 +71,9 @@ from nbflow.store.records import (
     EventType,
     FlowRecord,
     Lease,
+    NewEvent,
     RunRecord,
+    RunStatus,
     StepDefinition,
     StepExecution,
     ValueRef,
@@ -136,26 +149,59 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         )
         if not in_memory:
             _check_file(Path(self.path))
+        # Shared by this process's stores of the file; None in memory (nothing to share).
+        self._guard = None if in_memory else guard_for(self.uri)
         self._known_blobs: dict[str, int] = {}  # hash -> stored size
+        self._known_generation = 0  # the guard's generation _known_blobs was filled at
         self._threads = 1  # DuckDB's own thread count, read when connecting
         self._yield_until = 0.0  # monotonic time before which not to take the file back
         self._closed = False
         self._last_used = time.monotonic()
         self._conn: duckdb.DuckDBPyConnection | None = None
+        close_at_exit(self)
+        if self._guard is not None:
+            self._guard.watch(self)
         self._conn = self._open()
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         pause = self._yield_until - time.monotonic()
         if pause > 0:
             time.sleep(pause)
-        con = connect_waiting(self._connect, self.uri, self.busy_timeout)
+        con = connect_waiting(self._connect_shared, self.uri, self.busy_timeout)
         # Another process may have changed the file while we did not hold it (gc may
         # have deleted blobs, for one): what we remember of it must be checked again.
-        self._known_blobs = {}
+        self._forget_values()
         self._known_flows = set()
         if self.idle_release is not None:
             IDLE_CLOSER.watch(self)
+        if self._guard is not None:
+            remove_leftovers(self.path)
+            keep_reserve(self.path)
         return con
+
+    def _forget_values(self) -> None:
+        self._known_blobs = {}
+        if self._guard is not None:
+            self._known_generation = self._guard.generation
+
+    def _connect_shared(self) -> duckdb.DuckDBPyConnection:
+        """Connect while holding the file shared (see :mod:`nbflow.store.file_guard`):
+        no gc can replace it under us, here or in another process, until we close."""
+        guard = self._guard
+        if guard is None:
+            return self._connect()
+        if not guard.acquire_shared(time.monotonic() + self.busy_timeout):
+            raise StoreBusyError(
+                f"the store {self.uri!r} was being compacted by gc (in this or another "
+                f"process) for the {self.busy_timeout:g} s this process waited; try again "
+                f"when it has finished, or wait longer with {ENV_BUSY_TIMEOUT}=SECONDS.",
+                path=self.uri,
+            )
+        try:
+            return self._connect()
+        except BaseException:
+            guard.release_shared()
+            raise
 
     @property
     def _con(self) -> duckdb.DuckDBPyConnection:
@@ -187,6 +233,9 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
             ) from None
         try:
             con.execute("SET TimeZone = 'UTC'")
+            # DuckDB draws a progress bar on the terminal for long statements (a big
+            # checkpoint, compaction): not nbflow's output, and it garbles the user's.
+            con.execute("SET enable_progress_bar = false")
             # One thread for the many tiny statements of the write path: waking DuckDB's
             # worker threads costs more than such a statement does (~0.1-0.2 ms each
             # here); big reads and writes switch to every core (see _all_threads).
@@ -208,9 +257,38 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         with self._lock:
             if not self._closed:
                 self._closed = True
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
+                self._disconnect()
+
+    def _disconnect(self) -> None:
+        """Close the connection, then let go of the file (the caller holds the lock)."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+                if self._guard is not None:
+                    self._guard.release_shared()
+
+    def close_at_exit(self) -> None:
+        """Called at interpreter exit with the lock held: the runs this object still
+        executes are recorded as interrupted, then the connection is closed."""
+        if self._closed:
+            return
+        if self._leases:
+            # Not the usual minute of waiting for a file another process holds.
+            self.busy_timeout = min(self.busy_timeout, 5.0)
+            interrupted = NewEvent(
+                EventType.RUN_INTERRUPTED,
+                payload={"error": "the Python process running it exited before it finished"},
+            )
+            for run_id in list(self._leases):
+                state = self._states.get(run_id)
+                if state is None or state.run.status is not RunStatus.RUNNING:
+                    continue
+                with contextlib.suppress(NbflowError, duckdb.Error):
+                    self.append(run_id, state.run.version, [interrupted])
+        self._closed = True
+        self._disconnect()
 
     @property
     def closed(self) -> bool:
@@ -225,9 +303,18 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
     def release_connection(self) -> None:
         """Give the file back to other processes now; the next use opens it again."""
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            self._disconnect()
+
+    def release_if_unused(self) -> bool:
+        """Give the file back now unless it is in use at this instant; whether this
+        object has it closed now (asked by a gc of this process that compacts it)."""
+        if not self._lock.acquire(blocking=False):
+            return self._conn is None
+        try:
+            self._disconnect()
+            return True
+        finally:
+            self._lock.release()
 
     def release_if_idle(self) -> None:
         """Give the file back if unused for ``idle_release`` seconds, or at once if
@@ -255,6 +342,8 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
                 return self._con.execute(query, params).fetchall()
             except duckdb.Error as exc:
                 raise_if_corrupt(exc, self.uri)
+                if is_disk_full(exc):
+                    raise disk_full_error(self.uri) from None
                 raise
 
     @contextmanager
@@ -378,6 +467,24 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         previous: RunState,
         create: bool = False,
     ) -> None:
+        try:
+            self._write_events_once(run, events, changed, expected_version, previous, create)
+        except StoreFullError:
+            # Events are small: with the space kept aside for it, the run can still
+            # record what happened (that a checkpoint did not fit, say).
+            if self.path == ":memory:" or not use_reserve(self.path):
+                raise
+            self._write_events_once(run, events, changed, expected_version, previous, create)
+
+    def _write_events_once(
+        self,
+        run: RunRecord,
+        events: Sequence[Event],
+        changed: Sequence[StepExecution],
+        expected_version: int,
+        previous: RunState,
+        create: bool,
+    ) -> None:
         con = self._con
         fresh, again = finished_rows(changed, previous)
         before = previous.run
@@ -429,16 +536,19 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
             con.execute("COMMIT")
             if release:
                 self._leases.pop(run.run_id, None)
-        except (duckdb.ConstraintException, duckdb.TransactionException, StaleWrite):
-            con.execute("ROLLBACK")
+        except BaseException as exc:
+            rollback(con)
+            if is_disk_full(exc):
+                raise disk_full_error(self.uri) from None
+            if not isinstance(
+                exc, duckdb.ConstraintException | duckdb.TransactionException | StaleWrite
+            ):
+                raise
             # Someone appended first (or changed the run under us).
             actual = self._execute("SELECT version FROM runs WHERE run_id = ?", [run.run_id])
             raise StaleVersionError(
                 run.run_id, expected_version, actual[0][0] if actual else None
             ) from None
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     def _insert(
         self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]
@@ -545,52 +655,22 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         wal = Path(self.path + ".wal")
         return Path(self.path).stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
-    def compact(self) -> None:
-        """Give freed space back: copy the live data to a new file and swap it in.
+    def compact(self) -> str | None:
+        """Give freed space back: copy the live data to a new file and swap it in, while
+        no other process has the file open; None when done, else why it was skipped.
 
-        DuckDB reuses freed blocks but never shrinks a file. The copy is written next to
-        the store and renamed over it only once complete, so a crash at any point leaves
-        either the old file or the new one, never half of either.
+        DuckDB reuses freed blocks but never shrinks a file. See
+        :mod:`nbflow.store.duckdb_compaction`.
         """
-        from nbflow.values.duckdb_tables import quote_identifier
+        from nbflow.store.duckdb_compaction import compact
 
-        if self.path == ":memory:":
-            return
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self} is closed; open it again with nf.open_store().")
-            target = Path(self.path)
-            tmp = target.with_name(target.name + ".compact")
-            for leftover in (tmp, Path(str(tmp) + ".wal")):
-                leftover.unlink(missing_ok=True)
-            con = self._con
-            con.execute("CHECKPOINT")
-            database = con.execute("SELECT current_database()").fetchall()[0][0]
-            con.execute("ATTACH ? AS nbflow_compact", [str(tmp)])
-            try:
-                # A database name (the file's stem) cannot be a parameter: quoted.
-                with self._all_threads():
-                    con.execute(
-                        f"COPY FROM DATABASE {quote_identifier(database)} TO nbflow_compact"
-                    )
-            finally:
-                con.execute("DETACH nbflow_compact")
-            self.release_connection()
-            _fsync(tmp)
-            os.replace(tmp, target)
-            _fsync(target.parent)
-            self._conn = self._open()
+            return compact(self)
 
 
 # -- opening --------------------------------------------------------------------------------
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _check_file(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -11,6 +12,7 @@ import duckdb
 
 from nbflow.errors import StoreError
 from nbflow.store import schema
+from nbflow.store.duckdb_connection import disk_full_error, is_disk_full, rollback
 from nbflow.store.duckdb_part import DuckDBPart
 from nbflow.store.records import BlobRecord, Codec, ValueRef
 from nbflow.store.sql_rows import dumps
@@ -59,8 +61,10 @@ class DuckDBValues(DuckDBPart):
                         ],
                     )
                     con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
+                except BaseException as exc:
+                    rollback(con)
+                    if is_disk_full(exc):
+                        raise disk_full_error(self.uri) from None
                     raise
             self._known_blobs[ref.hash] = ref.size
         return ref
@@ -108,6 +112,9 @@ class DuckDBValues(DuckDBPart):
 
     def _stored_size(self, hash: str) -> int | None:
         """The size recorded for the blob ``hash``, or None if there is none."""
+        guard = self._guard
+        if guard is not None and guard.generation != self._known_generation:
+            self._forget_values()  # another store object of this process deleted values
         if hash in self._known_blobs:
             return self._known_blobs[hash]
         rows = self._execute("SELECT size FROM blobs WHERE hash = ?", [hash])
@@ -148,5 +155,10 @@ def write_value_table(con: duckdb.DuckDBPyConnection, name: str, table: Any) -> 
     con.register(view, table)
     try:
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM {view}")
-    finally:
-        con.unregister(view)
+    except BaseException:
+        # The failed statement aborted the transaction, which refuses even this: the
+        # caller's rollback drops the view with it. Keep the error that says why.
+        with contextlib.suppress(duckdb.Error):
+            con.unregister(view)
+        raise
+    con.unregister(view)

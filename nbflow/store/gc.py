@@ -43,6 +43,9 @@ class GcReport:
             text += (
                 f"; store file {_size(self.file_bytes_before)} -> {_size(self.file_bytes_after)}"
             )
+        skipped = self.details.get("compaction_skipped")
+        if skipped:
+            text += f"; the file was not compacted: {skipped}"
         executing = self.details.get("values_kept_for_executing_runs")
         if executing:
             text += (

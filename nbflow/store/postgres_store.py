@@ -188,6 +188,10 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
     def _rows(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
         return self._run(lambda con: con.execute(query, params).fetchall())
 
+    def _forget_stored_values(self) -> None:
+        # Another process may have deleted values (gc) since this object last looked.
+        self._known_blobs = {}
+
     def close(self) -> None:
         """Close the connection; the object must not be used afterwards."""
         with self._lock:

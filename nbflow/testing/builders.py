@@ -307,7 +307,8 @@ def populate(store: Store) -> list[str]:
     """Fill ``store`` with a small, fully deterministic history; return the run ids.
 
     Two flows, several threads, runs in every kind of state: completed, completed with a
-    retry, failed with a skipped step, cached, a fork, pending and cancelled.
+    retry, failed with a skipped step, cached, a fork (left running mid-step, under this
+    store object's lease), pending and cancelled.
     """
     store.put_flow(make_flow("flow"))
     store.put_flow(make_flow("other", "other-fp", ("only",)))
@@ -373,6 +374,7 @@ def populate(store: Store) -> list[str]:
         fork_from_version=7,
         params={"n": 4},
     )
+    store.claim(fork)  # as its runner would: a run is only ever running under a lease
     store.append(
         fork,
         0,

@@ -77,6 +77,7 @@ def run_with_outputs(
     store.put_flow(flow)
     run = make_run(run_id, flow="values", flow_fingerprint="values-fp", steps=steps)
     store.create_run(run)
+    store.claim(run.run_id)  # as a runner would (released with the run's last commit)
     clock = Clock()
     events = [NewEvent(EventType.RUN_STARTED, ts=clock())]
     for step, value in outputs.items():
@@ -177,6 +178,26 @@ class CheckConformance:
         store.put_flow(make_flow())
         assert store.check() == []
         assert store._get_run(run_id).status is RunStatus.RUNNING
+
+    def test_check_a_running_run_nobody_holds_is_found_and_repaired(self, store: Store) -> None:
+        """A run recorded running whose lease is gone (its end was never recorded) is
+        reported; the repair records it interrupted, after which it resumes."""
+        run_id = start_run(store).run_id
+        store._executing.discard(run_id)  # as if another process had left it so
+        store.put_flow(make_flow())
+        (problem,) = store.check()
+        assert problem.kind is ProblemKind.RUN_WITHOUT_LEASE
+        assert (problem.run_id, problem.repairable) == (run_id, True)
+        assert "no process holds it" in problem.message
+        (fixed,) = store.check(repair=True)
+        assert fixed.repaired
+        record = store._get_run(run_id)
+        assert record.status is RunStatus.INTERRUPTED
+        assert "check --repair" in (record.error or "")
+        assert store.check() == []
+        store.claim(run_id)
+        resumed = store.append(run_id, record.version, [NewEvent(EventType.RUN_STARTED)])
+        assert resumed.status is RunStatus.RUNNING
 
     def test_check_values_no_event_refers_to_are_not_problems(self, store: Store) -> None:
         """A value written by a step whose event never got committed is an orphan for gc,
