@@ -3,11 +3,14 @@ is room again. The store lives on a small tmpfs the test mounts (root only)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,17 +30,25 @@ def _mount(folder: Path, size: str, *options: str) -> subprocess.CompletedProces
     )
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 20 MB file system of its own."""
-    folder = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+@contextlib.contextmanager
+def _small_disk(parent: Path, size: str = "20m") -> Iterator[Path]:
+    """A file system of ``size`` of its own, in a new folder of ``parent``."""
+    folder = parent / f"disk-{uuid.uuid4().hex[:6]}"
     folder.mkdir()
-    if os.geteuid() != 0 or _mount(folder, "20m").returncode != 0:
+    if os.geteuid() != 0 or _mount(folder, size).returncode != 0:
         pytest.skip("mounting a small file system needs root")
     try:
         yield folder
     finally:
         subprocess.run(["umount", "-l", folder], check=False)
+        folder.rmdir()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MB file system of its own."""
+    with _small_disk(tmp_path) as folder:
+        yield folder
 
 
 def _big_flow(store: nf.Store, executed: list[str]) -> nf.Flow:
@@ -125,3 +136,68 @@ def test_a_run_whose_end_cannot_be_written_reads_interrupted_and_resumes(tmp_pat
     assert executed == ["big", "after"]
     assert store.check() == []
     store.close()
+
+
+def test_a_postgresql_server_with_a_full_disk_fails_the_run_and_it_resumes():
+    """The same on PostgreSQL: the store's database lives in a tablespace on a small
+    file system (in the server's folder, which its user can reach)."""
+    from store_backends import postgres_server
+
+    server = postgres_server()
+    with _small_disk(server.folder, "40m") as disk:
+        _full_postgres(server, disk)
+
+
+def _full_postgres(server: Any, small_disk: Path) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from nbflow.store.postgres_store import PostgresStore
+
+    name = f"full_{uuid.uuid4().hex[:8]}"
+    user = server._as_user or "postgres"
+    shutil.chown(small_disk, user, user)
+    with psycopg.connect(server.uri(), autocommit=True) as con:
+        con.execute(
+            sql.SQL("CREATE TABLESPACE {} LOCATION {}").format(
+                sql.Identifier(name), sql.Literal(str(small_disk))
+            )
+        )
+        con.execute(
+            sql.SQL("CREATE DATABASE {} TABLESPACE {}").format(
+                sql.Identifier(name), sql.Identifier(name)
+            )
+        )
+    store = PostgresStore(server.uri(database=name))
+    try:
+        executed: list[str] = []
+        flow = nf.Flow("full", store=store)
+
+        @flow.step
+        def small():
+            executed.append("small")
+            return 1
+
+        @flow.step
+        def big(small):
+            executed.append("big")
+            return np.random.default_rng(0).bytes(60_000_000)  # more than the disk holds
+
+        with pytest.raises((StepFailed, StoreFullError)) as failed:
+            flow.run(progress=False)
+        assert "is full" in str(failed.value)
+        (record,) = store._list_runs()
+        assert _mount(small_disk, "400m", "remount").returncode == 0
+        # Ended failed, or (when even that write was refused) read as interrupted now.
+        status = store.get_run(record.run_id).status
+        assert status in (RunStatus.FAILED, RunStatus.INTERRUPTED)
+        executed.clear()
+        run = nf.get_run(record.run_id, store=store).resume(progress=False)
+        assert run.status == "completed" and len(run["big"]) == 60_000_000
+        assert executed == ["big"]
+        assert store.check() == []
+    finally:
+        store.close()
+        with psycopg.connect(server.uri(), autocommit=True) as con:
+            con.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            con.execute(sql.SQL("DROP TABLESPACE IF EXISTS {}").format(sql.Identifier(name)))

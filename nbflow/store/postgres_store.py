@@ -27,6 +27,7 @@ from nbflow.errors import (
     NotAStoreError,
     StaleVersionError,
     StoreError,
+    StoreFullError,
     UnknownRunError,
 )
 from nbflow.store import postgres_schema
@@ -161,6 +162,14 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
                 return work(con)
             except psycopg.IntegrityError:
                 raise
+            except psycopg.errors.DiskFull:
+                raise StoreFullError(
+                    f"the disk of the PostgreSQL server holding the store at {self._where} "
+                    "is full: the write was refused and nothing of it was kept. Free space "
+                    "on the server, then resume the run (only what was not checkpointed "
+                    "runs again).",
+                    path=self._where,
+                ) from None
             except psycopg.Error as exc:
                 if not (con.broken or con.closed):
                     raise StoreError(
