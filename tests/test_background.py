@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
+from waiting import GENEROUS
 
 import nbflow as nf
 from nbflow.errors import RunError, StepFailed
-
-
-def until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 def gated_flow(store: nf.Store, gate: threading.Event, started: threading.Event) -> nf.Flow:
@@ -29,7 +21,7 @@ def gated_flow(store: nf.Store, gate: threading.Event, started: threading.Event)
     @flow.step
     def slow(first):
         started.set()
-        gate.wait(10)
+        gate.wait(GENEROUS)
         return first + 1
 
     return flow
@@ -39,7 +31,7 @@ def test_a_background_run_is_listed_as_running_while_it_runs(store):
     gate, started = threading.Event(), threading.Event()
     flow = gated_flow(store, gate, started)
     run = flow.run(background=True)
-    assert started.wait(10)
+    assert started.wait(GENEROUS)
     try:
         assert run.status == "running"
         assert run.id in set(nf.runs(store, status="running")["run_id"])
@@ -54,7 +46,7 @@ def test_a_background_run_is_listed_as_running_while_it_runs(store):
             run.wait(timeout=0.05)
     finally:
         gate.set()
-    assert run.wait(10).status == "completed"
+    assert run.wait(GENEROUS).status == "completed"
     assert run.id not in set(nf.runs(store, status="running")["run_id"])
     assert run.id in set(nf.runs(store, status="completed")["run_id"])
     assert run["slow"] == 2
@@ -67,7 +59,7 @@ def test_cancelling_a_finished_run_is_refused(store):
     def one():
         return 1
 
-    run = flow.run(background=True).wait(10)
+    run = flow.run(background=True).wait(GENEROUS)
     assert run.status == "completed"
     with pytest.raises(RunError, match="already finished \\(completed\\); nothing to cancel"):
         run.cancel()
@@ -84,7 +76,7 @@ def test_a_failing_background_run_raises_from_wait(store):
 
     run = flow.run(background=True)
     with pytest.raises(StepFailed, match="step 'boom' failed"):
-        run.wait(10)
+        run.wait(GENEROUS)
     assert run.status == "failed"
     with pytest.raises(RunError, match="already finished \\(failed\\)"):
         run.cancel()

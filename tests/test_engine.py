@@ -9,6 +9,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import pytest
+from waiting import GENEROUS
 
 import nbflow as nf
 from nbflow.errors import (
@@ -707,7 +708,7 @@ def test_a_completion_is_committed_before_a_dependent_starts(store):
 
 
 def test_threads_executor_runs_independent_steps_at_once(store):
-    barrier = threading.Barrier(2, timeout=10)
+    barrier = threading.Barrier(2, timeout=GENEROUS)
     flow = nf.Flow("f", store=store)
 
     @flow.step
@@ -750,13 +751,13 @@ def test_background_run_returns_at_once_and_can_be_waited_for(store):
 
     @flow.step
     def waits():
-        gate.wait(10)
+        gate.wait(GENEROUS)
         return 42
 
     run = flow.run(background=True)
     assert run.status in ("pending", "running")
     gate.set()
-    assert run.wait(10).status == "completed"
+    assert run.wait(GENEROUS).status == "completed"
     assert run["waits"] == 42
 
 
@@ -766,7 +767,7 @@ def test_cancelling_a_background_run_stops_it(store):
 
     @flow.step
     def first():
-        gate.wait(10)
+        gate.wait(GENEROUS)
         return 1
 
     @flow.step
@@ -776,7 +777,7 @@ def test_cancelling_a_background_run_stops_it(store):
     run = flow.run(background=True)
     run.cancel()
     gate.set()
-    run.wait(10)
+    run.wait(GENEROUS)
     assert run.status == "cancelled"
     with pytest.raises(RunError, match="already finished"):
         run.cancel()

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from waiting import GENEROUS
 
 import nbflow as nf
 from nbflow.errors import OutputNotAvailableError, RunError, UnknownStepError
@@ -266,7 +267,7 @@ def test_forking_a_run_that_is_still_running_is_refused(store):
 
     @flow.step
     def wait():
-        gate.wait(10)
+        gate.wait(GENEROUS)
         return 1
 
     run = flow.run(background=True)
@@ -275,7 +276,7 @@ def test_forking_a_run_that_is_still_running_is_refused(store):
             run.fork(from_step="wait")
     finally:
         gate.set()
-        run.wait(10)
+        run.wait(GENEROUS)
 
 
 def test_fork_needs_exactly_one_fork_point(store):

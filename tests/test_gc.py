@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from waiting import GENEROUS, wait_for
 
 import nbflow as nf
 from nbflow.errors import ParameterError
@@ -250,14 +250,12 @@ def test_a_running_run_is_kept(store):
 
     @flow.step
     def wait():
-        gate.wait(10)
+        gate.wait(GENEROUS)
         return 1
 
     run = flow.run(background=True, progress=False)
     try:
-        deadline = time.monotonic() + 10
-        while run.status != "running" and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_for(lambda: run.status == "running", "the run running")
         assert store.gc(keep_last=0, older_than="0s").runs == ()
     finally:
         gate.set()
@@ -278,7 +276,7 @@ def test_a_value_a_running_run_has_just_written_survives_gc(store):
 
     @flow.step
     def slow():
-        gate.wait(10)
+        gate.wait(GENEROUS)
         return 1
 
     @flow.step
@@ -287,10 +285,7 @@ def test_a_value_a_running_run_has_just_written_survives_gc(store):
 
     run = flow.run(executor="threads", max_workers=2, background=True, progress=False)
     try:
-        deadline = time.monotonic() + 10
-        while not store.list_blobs() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert store.list_blobs(), "the fast step never stored its value"
+        wait_for(store.list_blobs, "the fast step's value stored")
         report = store.gc()
         assert report.blobs == ()
         assert report.details["values_kept_for_executing_runs"] == [run.id]

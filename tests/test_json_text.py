@@ -8,7 +8,7 @@ from typing import Any
 
 import hypothesis.strategies as st
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 
 from nbflow import json_text
 from nbflow.json_text import compact_encoder
@@ -37,7 +37,7 @@ class Opaque:
         return "<opaque>"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=values, sort_keys=st.booleans())
 def test_the_text_is_json_dumps_text(value: Any, sort_keys: bool) -> None:
     encode = compact_encoder(sort_keys=sort_keys, default=repr)
@@ -46,7 +46,7 @@ def test_the_text_is_json_dumps_text(value: Any, sort_keys: bool) -> None:
     )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mapping=st.dictionaries(keys, scalars, max_size=5))
 def test_keys_that_are_not_strings_are_written_as_json_dumps_writes_them(mapping: dict) -> None:
     encode = compact_encoder()

@@ -3,13 +3,15 @@ nbflow.testing.conformance_leases, run on every backend)."""
 
 from __future__ import annotations
 
-import time
+import threading
 
 import pytest
+from waiting import wait_for
 
 from nbflow.errors import ParameterError
 from nbflow.store.base import Store
 from nbflow.store.leases import Heartbeat, lease_ttl
+from nbflow.store.records import Lease
 from nbflow.testing import make_run
 
 
@@ -18,14 +20,13 @@ def test_the_heartbeat_keeps_extending_the_lease(store: Store) -> None:
     store.create_run(run)
     first = store.claim(run.run_id, ttl=0.3)
     beat = Heartbeat(lambda: store.renew(run.run_id), 0.3, run.run_id).start()
+
+    def renewed() -> Lease | None:
+        lease = store.lease(run.run_id)
+        return lease if lease is not None and lease.expires_at > first.expires_at else None
+
     try:
-        deadline = time.monotonic() + 10
-        while (lease := store.lease(run.run_id)) is not None and lease.expires_at <= (
-            first.expires_at
-        ):
-            assert time.monotonic() < deadline, "the lease was never renewed"
-            time.sleep(0.05)
-        assert lease is not None and lease.acquired_at == first.acquired_at
+        assert wait_for(renewed, "the lease renewed").acquired_at == first.acquired_at
     finally:
         beat.stop()
 
@@ -42,9 +43,15 @@ def test_the_heartbeat_stops_once_the_lease_is_gone(store: Store) -> None:
         return calls[-1]
 
     beat = Heartbeat(renew, 0.15, run.run_id).start()
-    time.sleep(0.5)
-    beat.stop()
-    assert calls == [False]  # one failed renewal, then no more beats
+    try:
+        # The heartbeat's thread ends by itself, after one failed renewal.
+        wait_for(
+            lambda: not any(t.name == f"nbflow-lease-{run.run_id}" for t in threading.enumerate()),
+            "the heartbeat's thread ending",
+        )
+    finally:
+        beat.stop()
+    assert calls == [False]
 
 
 @pytest.mark.parametrize("raw", ["soon", "0", "-3"])

@@ -12,11 +12,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import GENEROUS, wait_for
 
 import nbflow as nf
 from nbflow.errors import RunLockedError, StoreBusyError
@@ -87,12 +87,8 @@ def _python(code: str, workdir: Path, **extra: str) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for(path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear within {timeout} s")
-        time.sleep(0.05)
+def _wait_for(path: Path) -> None:
+    wait_for(path.exists, f"{path} written")
 
 
 def _marks(workdir: Path, step: str) -> int:
@@ -171,10 +167,7 @@ def test_an_idle_store_gives_the_file_back(workdir: Path) -> None:
     with DuckDBStore(path, idle_release=0.2) as store:
         store.list_runs()
         assert store.connected
-        deadline = time.monotonic() + 10
-        while store.connected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not store.connected
+        wait_for(lambda: not store.connected, "the idle store closing its connection")
         # Another process can now open the file at once, and write to it.
         other = _python(
             f"""
@@ -204,8 +197,7 @@ def test_a_killed_runner_leaves_an_interrupted_run_that_resumes(workdir: Path) -
         HANG="second",
     )
     try:
-        _wait_for(workdir / "marks" / "hanging")
-        time.sleep(0.3)
+        _wait_for(workdir / "marks" / "hanging")  # `second` runs: its start is committed
         with DuckDBStore(workdir / "store.duckdb") as store:
             (running,) = store.list_runs()
             # Alive: still running, and nobody else may advance it.
@@ -287,14 +279,26 @@ def test_a_process_exits_cleanly_with_an_idle_store(workdir: Path) -> None:
     objects still alive at interpreter exit as leaks on stderr)."""
     script = _python(
         """
-        import time
+        import threading
         import nbflow as nf
+        from nbflow.store.duckdb_store import DuckDBStore
+
+        # Seen from the outside: the closer thread asks each store whether it is idle.
+        looked = threading.Event()
+        ask = DuckDBStore.release_if_idle
+
+        def observed(self):
+            looked.set()
+            return ask(self)
+
+        DuckDBStore.release_if_idle = observed
         flow = nf.Flow("exit", store="exit.duckdb")
         @flow.step
         def one():
             return 1
         flow.run(progress=False)
-        time.sleep(0.5)  # the closer thread has looked at the store at least once
+        looked.clear()
+        assert looked.wait(60), "the closer thread never looked at the store"
         """,
         workdir,
     )
@@ -306,19 +310,28 @@ def test_a_process_exits_cleanly_with_an_idle_store(workdir: Path) -> None:
 def test_a_store_in_use_gives_the_file_to_a_process_that_asks(workdir: Path) -> None:
     """A run of many quick steps does not keep a reader elsewhere waiting until it ends."""
     path = workdir / "store.duckdb"
-    started = workdir / "started"
+    started, read = workdir / "started", workdir / "read"
+    # Each step works 50 ms (a commit every 50 ms: never idle long enough to give the file
+    # back on its own) until the reader has read: the run lasts 20 s at least unless the
+    # writer hands the file over when asked, and then it cannot end before the reader reads.
     writer = _python(
         f"""
         import time
         from pathlib import Path
         import nbflow as nf
+        READ = Path({str(read)!r})
         flow = nf.Flow("long", store={str(path)!r})
         @flow.step
         def s0():
             Path({str(started)!r}).write_text("1")
             return 0
         for i in range(1, 400):
-            exec(f"def s{{i}}(s{{i - 1}}):\\n    time.sleep(0.01)\\n    return s{{i - 1}} + 1")
+            exec(
+                f"def s{{i}}(s{{i - 1}}):\\n"
+                "    if not READ.exists():\\n"
+                "        time.sleep(0.05)\\n"
+                f"    return s{{i - 1}} + 1"
+            )
             flow.step(globals()[f"s{{i}}"])
         run = flow.run(progress=False)
         print(run.status, run["s399"])
@@ -327,14 +340,12 @@ def test_a_store_in_use_gives_the_file_to_a_process_that_asks(workdir: Path) -> 
     )
     try:
         _wait_for(started)
-        time.sleep(0.3)  # the run is well under way: no 0.5 s idle gap is coming
-        began = time.monotonic()
-        with DuckDBStore(path, busy_timeout=20) as reader:
+        with DuckDBStore(path, busy_timeout=GENEROUS) as reader:
             (run,) = reader.list_runs()
-            waited = time.monotonic() - began
             steps = len(reader.executions(run.run_id))
+        read.write_text("1")
+        # It read while the run ran: the writer gave the file over between two steps.
         assert run.status.value == "running" and 0 < steps < 400, (run.status, steps)
-        assert waited < 5, f"the reader waited {waited:.1f} s"
         out, err = writer.communicate(timeout=300)
     finally:
         if writer.poll() is None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import textwrap
 import threading
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from waiting import GENEROUS
 
 import nbflow as nf
 from nbflow.definition.cells import compile_cell, parse_step_line
@@ -129,15 +131,24 @@ def test_make_executor_knows_processes() -> None:
         make_executor("gpu", None)
 
 
-def test_a_background_process_run_can_be_cancelled() -> None:
+def test_a_background_process_run_can_be_cancelled(tmp_path: Path) -> None:
+    gate = tmp_path / "cancelled"
     ns = notebook_namespace(
-        "import time\ndef slow():\n    time.sleep(1)\n    return 1\n\n"
+        "import time\nfrom pathlib import Path\n"
+        "def slow():\n"  # it ends only once the run was told to cancel
+        "    deadline = time.time() + 120\n"
+        f"    while not Path({str(gate)!r}).exists() and time.time() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    return 1\n\n"
         "def after(slow):\n    return slow + 1\n"
     )
     flow = nf.Flow("procs-cancel", store="memory://")
     flow.step(ns["slow"])
     flow.step(ns["after"])
     run = flow.run(executor="processes", background=True)
-    run.cancel()
-    assert run.wait(30).status == "cancelled"
+    try:
+        run.cancel()
+    finally:
+        gate.touch()
+    assert run.wait(GENEROUS).status == "cancelled"
     assert "after" not in set(run.steps["step"])

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 import psycopg
 import pytest
 from store_backends import postgres_server
+from waiting import wait_for
 
 import nbflow as nf
 from nbflow.errors import NotAStoreError, SchemaVersionError, StaleVersionError, StoreError
@@ -388,7 +388,12 @@ def test_a_dropped_connection_is_reestablished(pg: PostgresStore, server: Postgr
     pid = pg._con.info.backend_pid
     with psycopg.connect(server.uri(), autocommit=True) as con:
         con.execute("SELECT pg_terminate_backend(%s)", [pid])
-    time.sleep(0.05)
+        wait_for(
+            lambda: (
+                not con.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchall()
+            ),
+            "the terminated backend gone",
+        )
     assert pg.get_run("r1").run_id == "r1"  # a read: reconnected and run again
     assert pg._con.info.backend_pid != pid
     start_run(pg, make_run("r3"))

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from ipywidgets.widgets.widget import _instances as widget_instances
+from waiting import wait_for
 from widget_comms import comms, frontend_update  # noqa: F401 - a fixture
 
 import nbflow as nf
@@ -351,7 +352,7 @@ def test_throttled_redraws_still_show_the_last_state_and_leave_no_thread(store):
         def update(state, finished):
             calls.append(({s: r.status.value for s, r in state.current.items()}, finished))
 
-        return Follower(run.store, run.id, update, interval=10.0)
+        return Follower(run.store, run.id, update, interval=600.0)  # longer than any run
 
     with progress.progress_view(factory):
         flow.run()
@@ -370,7 +371,9 @@ def test_a_trailing_redraw_shows_a_long_step_running(store):
 
     @flow.step
     def slow(quick):
-        time.sleep(0.6)  # long enough for the trailing redraw
+        # Drawn while `slow` runs (the trailing timer, if its commit came too soon after the
+        # last redraw), or never: the next commit is its end.
+        wait_for(lambda: {"quick": "completed", "slow": "running"} in calls, "the redraw")
         return 2
 
     def factory(run, graph, done):

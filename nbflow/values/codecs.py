@@ -28,7 +28,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import cloudpickle
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -37,6 +36,7 @@ from nbflow.errors import SerializationError, UntrustedStoreError
 from nbflow.store.records import Codec, ValueRef
 from nbflow.values.duckdb_tables import duckdb_can_hold, restore_table, storage_table
 from nbflow.values.hashing import hash_arrow_table, hash_bytes, hash_numpy
+from nbflow.values.pickling import canonical_dumps
 
 # pandas registers its Arrow extension types (periods, intervals) only when it first
 # converts one; a fresh process decoding a stored schema needs them registered first.
@@ -218,7 +218,7 @@ def _encode_numpy(value: Any, array: np.ndarray, kind: str) -> EncodedValue | No
 
 def _encode_pickle(value: Any, step: str) -> EncodedValue:
     try:
-        data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        data = canonical_dumps(value, protocol=pickle.HIGHEST_PROTOCOL)  # sets in order
     except Exception as exc:  # pickling runs arbitrary __reduce__ code: anything can fail
         raise SerializationError(
             step, value, f"it cannot be pickled ({type(exc).__name__}: {exc})"

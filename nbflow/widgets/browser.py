@@ -452,6 +452,9 @@ class Browser(w.VBox):
             self.reload_runs()
             self.select_run(forked.id)
             self.tabs.selected_index = 2
+            if self._record is not None and self._record.status.finished:
+                self.fork.show_ended(self._record)  # it ended while another run was shown
+                return
             self.fork.status.value = message(
                 f"forked run {forked.id} from run {run.id}; it runs in the background.", "ok"
             )
@@ -474,12 +477,7 @@ class Browser(w.VBox):
                 self.reload_runs()
                 if shown:
                     self.select_run(run_id)
-                    kind = "ok" if state.run.status is RunStatus.COMPLETED else "error"
-                    self.fork.status.value = message(
-                        f"fork {run_id} {state.run.status.value}"
-                        + (f": {state.run.error}" if state.run.error else "."),
-                        kind,
-                    )
+                    self.fork.show_ended(state.run)
                 return
             if shown and self._follow_latest:
                 self._state = state

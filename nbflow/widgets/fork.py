@@ -15,7 +15,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from nbflow.store.records import FlowRecord
+from nbflow.store.records import FlowRecord, RunRecord, RunStatus
 from nbflow.widgets.preview import message
 
 FROM_STEP = "step"
@@ -187,6 +187,12 @@ class ForkPanel(w.VBox):
         if self.mode.value == AT_VERSION:
             return ForkRequest(None, self._version, params)
         return ForkRequest(self.step.value or None, None, params)
+
+    def show_ended(self, record: RunRecord) -> None:
+        """Say how a fork started here ended: the panel's last word on it."""
+        kind = "ok" if record.status is RunStatus.COMPLETED else "error"
+        detail = f": {record.error}" if record.error else "."
+        self.status.value = message(f"fork {record.run_id} {record.status.value}{detail}", kind)
 
     def press(self) -> None:
         """Fork: ask the browser to start it; show what happened."""

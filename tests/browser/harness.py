@@ -37,7 +37,7 @@ class Lab:
 
     def api(self, path: str) -> Any:
         """GET a JSON endpoint of the server's REST API."""
-        with urllib.request.urlopen(f"{self.url}{path}?token={self.token}", timeout=5) as r:
+        with urllib.request.urlopen(f"{self.url}{path}?token={self.token}", timeout=30) as r:
             return json.load(r)
 
 
@@ -59,7 +59,7 @@ def write_settings(settings: Path) -> None:
         path.write_text(json.dumps(content))
 
 
-def open_and_run_all(lab: Lab, context: Any, notebook: str, timeout_s: float = 60) -> Any:
+def open_and_run_all(lab: Lab, context: Any, notebook: str, timeout_s: float = 120) -> Any:
     """Open ``notebook`` in JupyterLab, wait until its kernel is ready, run every cell.
 
     A "Run All" issued before the kernel session exists is silently dropped, so this waits
