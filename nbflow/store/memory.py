@@ -228,6 +228,16 @@ class MemoryStore(Store):
         """Whether a blob with this hash is kept."""
         return hash in self._blobs
 
+    def _replace_blob_meta(self, hash: str, meta: Any) -> None:
+        """Replace the meta kept with the blob ``hash`` (marking a value trusted)."""
+        with self._lock:
+            if hash not in self._blobs:
+                from nbflow.errors import StoreError
+
+                raise StoreError(f"blob {hash} is missing from {self}")
+            record, table, data, _ = self._blobs[hash]
+            self._blobs[hash] = (record, table, data, copy.deepcopy(dict(meta)))
+
     def list_blobs(self) -> list[BlobRecord]:
         """Every blob record."""
         return [b[0] for b in self._blobs.values()]
