@@ -28,6 +28,7 @@ from nbflow.store.records import (
     StepExecution,
     ValueRef,
 )
+from nbflow.store.untrusted import RunMarks
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from nbflow.values import EncodedValue
 
 
-class Store(ABC):
+class Store(RunMarks, ABC):
     """A durable home for flows, runs, their event logs, step executions and values.
 
     Writes are event-sourced: :meth:`append` adds events to a run's log and updates the
@@ -70,7 +71,7 @@ class Store(ABC):
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def close(self) -> None:  # noqa: B027 - optional for backends with nothing to release
+    def close(self) -> None:  # optional: for backends with nothing to release
         """Release the backend's resources; the object must not be used afterwards."""
 
     def __enter__(self) -> Store:
@@ -376,7 +377,8 @@ class Store(ABC):
         self, flow: str, fingerprints: Collection[str]
     ) -> dict[str, StepExecution]:
         """Executions with a usable output (completed or cached) anywhere in ``flow``'s
-        runs whose code fingerprint is one of ``fingerprints``, one per cache key.
+        runs whose code fingerprint is one of ``fingerprints``, one per cache key; never
+        one of a run marked untrusted (see :mod:`nbflow.store.untrusted`).
 
         The engine fetches these once per run and decides cache hits in memory, so a fully
         cached re-run touches the database a constant number of times."""
@@ -538,7 +540,7 @@ class Store(ABC):
     def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
         """Delete these runs (rows, events, executions) and blobs, in one transaction."""
 
-    def compact(self) -> None:  # noqa: B027 - nothing to give back for most backends
+    def compact(self) -> None:  # nothing to give back for most backends
         """Give freed space back to the file system, where the backend can."""
 
     def storage_bytes(self) -> int | None:
