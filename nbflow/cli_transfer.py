@@ -65,9 +65,9 @@ def import_command(directory: Path, trust: bool, store: str | None) -> int:
     """Load a run exported with `nbflow export` into the store (created if missing).
 
     Every value is hashed again and the whole export checked before anything is written:
-    a refused import leaves the store as it was. Imported pickles (which unpickling would
-    run as code) are refused when loaded until you trust them: `--trust` here, or
-    `nbflow trust RUN` later.
+    a refused import leaves the store as it was. Until you trust the run (`--trust` here,
+    or `nbflow trust RUN` later), its outputs are no cache hits for your own runs, and its
+    pickles (which unpickling would run as code) are refused when loaded.
     """
     from nbflow.transfer import import_run, read_export
 
@@ -75,13 +75,14 @@ def import_command(directory: Path, trust: bool, store: str | None) -> int:
     opened = open_cli_store(store, create=True)
     run_id = import_run(opened, exported, trust=trust)
     echo(f"imported run {printable(run_id)} into {opened.uri}")
-    pickled = [e.step for e in opened.executions(run_id) if _pickled(e.output)]
-    if pickled and not trust:
-        echo(
-            f"its pickled outputs ({', '.join(printable(s) for s in sorted(set(pickled)))}) "
-            "load only once you trust whoever made the export: "
-            f"nbflow trust {printable(run_id)} --store {opened.uri}"
-        )
+    if not trust:
+        pickled = sorted({e.step for e in opened.executions(run_id) if _pickled(e.output)})
+        text = "until you trust whoever made the export, its outputs are no cache hits for "
+        text += "your runs (they compute those steps themselves)"
+        if pickled:
+            text += f" and its pickled outputs ({', '.join(printable(s) for s in pickled)}) "
+            text += "do not load"
+        echo(f"{text}: nbflow trust {printable(run_id)} --store {opened.uri}")
     return EXIT_OK
 
 
@@ -95,16 +96,19 @@ def _pickled(ref: ValueRef | None) -> bool:
 @debug_option
 @handle_errors
 def trust_command(run_id: str, store: str | None) -> int:
-    """Mark the pickled values of RUN, imported (or copied from an untrusted store)
-    without trust, as trusted: they load from then on. Only for runs from someone you
-    trust: unpickling runs code."""
-    from nbflow.transfer import mark_trusted
+    """Trust RUN, imported (or copied from an untrusted store) without trust: its outputs
+    (and its forks') are cache hits for your runs and its pickled values load from then
+    on. Only for runs from someone you trust: unpickling runs code."""
+    from nbflow.transfer import trust_run
 
-    marked = mark_trusted(open_cli_store(store), run_id)
-    if marked:
-        echo(f"marked {len(marked)} pickled value(s) of run {printable(run_id)} trusted")
-    else:
-        echo(f"run {printable(run_id)} has no value marked untrusted: nothing to do")
+    runs, pickles = trust_run(open_cli_store(store), run_id)
+    if runs:
+        names = ", ".join(printable(r) for r in runs)
+        echo(f"trusted run(s) {names}: their outputs are cache hits for your runs from now on")
+    if pickles:
+        echo(f"marked {len(pickles)} pickled value(s) of run {printable(run_id)} trusted")
+    if not runs and not pickles:
+        echo(f"run {printable(run_id)} is not marked untrusted: nothing to do")
     return EXIT_OK
 
 

@@ -18,9 +18,10 @@ row was written without its log gets its log.
 A pending run is copied as it stands; a running one is refused (copy it once it has
 finished, or was cancelled or interrupted).
 
-A pickle marked as someone else's (:mod:`nbflow.store.untrusted`) stays marked in the
-target; one copied from a store opened with ``trust=False`` is marked there, so opening
-the target trusted does not make it loadable.
+A pickle or a run marked as someone else's (:mod:`nbflow.store.untrusted`) stays marked
+in the target; one copied from a store opened with ``trust=False`` is marked there, so
+opening the target trusted neither makes such a pickle loadable nor lets such a run's
+outputs stand in for your steps (cache hits). A run is marked before its log is written.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from nbflow.store.records import (
     ValueRef,
     utcnow,
 )
-from nbflow.store.untrusted import marked, origin, unmarked
+from nbflow.store.untrusted import UntrustedRun, keeps_marks, marked, origin, unmarked
 from nbflow.transfer import add_run
 
 if TYPE_CHECKING:
@@ -194,6 +195,7 @@ class _Plan:
     parents: list[str]  # runs it forks or reuses outputs from
     have: int | None  # the target's version of it, None if the target lacks it
     requested: bool
+    mark: UntrustedRun | None = None  # how the target marks it untrusted, if it must
 
 
 def _plan(
@@ -251,9 +253,27 @@ def _plan(
             problems.append(conflict)
         if include_ancestors:
             queue.extend(p for p in plan.parents if p not in plans)
+    _plan_marks(src, dst, plans, problems)
     if problems:
         raise TransferError("cannot copy: " + "; ".join(problems) + ". Nothing was copied.")
     return plans, tuple(missing)
+
+
+def _plan_marks(src: Store, dst: Store, plans: dict[str, _Plan], problems: list[str]) -> None:
+    """Set how the target marks each run: as the source does, or (a source opened with
+    ``trust=False``) as copied from it; a target that cannot mark runs is a problem."""
+    marks = src.untrusted_runs(list(plans))
+    for run_id, plan in plans.items():
+        plan.mark = marks.get(run_id)
+        if plan.mark is None and not src.trust:
+            source = f"copied from {src.uri or repr(src)}, opened with trust=False"
+            plan.mark = UntrustedRun(run_id, source, utcnow())
+    needed = [r for r, p in plans.items() if p.mark is not None and p.have != p.version]
+    if needed and not keeps_marks(dst):
+        problems.append(
+            f"{dst} cannot mark runs untrusted (its backend lacks mark_untrusted), and "
+            f"run(s) {', '.join(needed)} must be"
+        )
 
 
 def _verify(encoded: EncodedValue, ref: ValueRef) -> str | None:
@@ -420,6 +440,8 @@ def _copy_run(src: Store, dst: Store, plan: _Plan, copied: set[str]) -> RunCopy:
     # stood, and the rest comes with the next copy.
     events = src.read_events(record.run_id, upto=plan.version)[plan.have or 0 :]
     new = [NewEvent(e.type, e.step, e.attempt, e.payload, e.ts) for e in events]
+    if plan.mark is not None:  # before its log: not for an instant is it a cache hit
+        dst.mark_untrusted([plan.mark])
     if plan.have is None:
         add_run(dst, record, new)
     elif new:

@@ -20,8 +20,9 @@ An import believes nothing it reads: every value is hashed again and refused unl
 hashes to its name, every file must lie inside the folder, every value the events refer
 to must be there, ids are checked like any run id, and the log must fold. All of that is
 checked before anything is written, so a refused import leaves the store as it was.
-Imported pickles are marked as someone else's (:mod:`nbflow.store.untrusted`) unless the
-import is trusted.
+Unless the import is trusted, the run and its pickles are marked as someone else's
+(:mod:`nbflow.store.untrusted`): its pickles do not load, and its outputs are no cache
+hits for your own runs, until you trust it (:func:`mark_trusted`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,14 @@ from nbflow.errors import InvalidTransitionError, TransferError, UnknownRunError
 from nbflow.store.base import Store
 from nbflow.store.gc import refs_in_payload
 from nbflow.store.records import Codec, Event, FlowRecord, NewEvent, RunRecord, ValueRef, utcnow
-from nbflow.store.untrusted import marked, origin, unmarked
+from nbflow.store.untrusted import (
+    UntrustedRun,
+    keeps_marks,
+    marked,
+    origin,
+    unmarked,
+    with_forks,
+)
 from nbflow.transfer_json import (
     check_run_id,
     dumps,
@@ -68,6 +76,7 @@ __all__ = [
     "mark_trusted",
     "read_export",
     "remove_export_leftovers",
+    "trust_run",
 ]
 
 #: The tag ``run.json`` carries, telling an nbflow export from any other folder.
@@ -195,9 +204,12 @@ def import_run(
     value the events refer to that is missing from it or does not hash to its name, a
     flow definition that is not the run's, a log that does not fold.
 
-    Imported pickles are someone else's: loading one is refused (UntrustedImportError)
-    even by a trusted store until they are marked trusted (:func:`mark_trusted`), unless
-    ``trust=True`` here says you trust whoever made the export.
+    An imported run is someone else's, unless ``trust=True`` here says you trust whoever
+    made the export: until it is marked trusted (:func:`mark_trusted`), loading one of
+    its pickles is refused (UntrustedImportError) even by a trusted store, and none of its
+    outputs is a cache hit for another run (nothing shows that your code computed them:
+    a run of your flow computes its steps itself). Forks and ``resume`` of the run itself
+    use its outputs; a fork of it is marked like it.
     """
     if isinstance(directory, ExportedRun):
         exported = directory
@@ -206,12 +218,18 @@ def import_run(
         exported = read_export(directory)
     run = exported.run
     _refuse_existing(store, run)
-    where = {
-        "imported_from": str(exported.folder.resolve()),
-        "run_id": run.run_id,
-        "at": utcnow().isoformat(),
-    }
+    if not trust and not keeps_marks(store):
+        raise TransferError(
+            f"{store} cannot mark runs untrusted (its backend lacks mark_untrusted), so an "
+            "import without trust could stand in for your own steps: nothing imported. "
+            "Import with trust=True (--trust) only if you trust whoever made the export."
+        )
+    folder = str(exported.folder.resolve())
+    where = {"imported_from": folder, "run_id": run.run_id, "at": utcnow().isoformat()}
     # -- every check passed: write --
+    if not trust:
+        # Marked before the run exists: not for an instant is it a cache hit.
+        store.mark_untrusted([UntrustedRun(run.run_id, f"imported from {folder}", utcnow())])
     if exported.flow is not None:
         store.put_flow(exported.flow)
     for value in exported.values:
@@ -235,13 +253,21 @@ def _refuse_existing(store: Store, run: RunRecord) -> None:
 
 
 def mark_trusted(store: Store, run_id: str) -> list[str]:
-    """Mark the pickles run ``run_id`` refers to as trusted; return their hashes.
+    """Trust run ``run_id`` and the pickles it refers to; return the hashes of the
+    pickles that were marked untrusted.
 
     For a run imported without ``trust=True`` (or copied from an untrusted store), once
-    you trust whoever made it. Values are shared by content, so a value another import
-    brought too is trusted from then on as well. Marking does not make a store opened
-    with ``trust=False`` unpickle anything.
+    you trust whoever made it: its pickles load, and its outputs are cache hits for your
+    runs from then on, as are those of its forks. Values are shared by content, so a
+    value another import brought too is trusted from then on as well. Marking does not
+    make a store opened with ``trust=False`` unpickle anything.
     """
+    return trust_run(store, run_id)[1]
+
+
+def trust_run(store: Store, run_id: str) -> tuple[list[str], list[str]]:
+    """:func:`mark_trusted`, saying what it did: the runs whose mark it removed (the run
+    and its forks), and the hashes of the pickles it marked trusted."""
     store.get_run(run_id)  # UnknownRunError names the run
     done: list[str] = []
     for ref in _refs(store, run_id, store.read_events(run_id)):
@@ -257,7 +283,8 @@ def mark_trusted(store: Store, run_id: str) -> list[str]:
                 f"{store} cannot mark values trusted (its backend lacks _replace_blob_meta)"
             ) from None
         done.append(ref.hash)
-    return done
+    runs = store.clear_untrusted(with_forks(store.untrusted_runs(), run_id))
+    return runs, done
 
 
 def add_run(store: Store, run: RunRecord, events: Sequence[NewEvent]) -> None:

@@ -151,7 +151,8 @@ def test_import_refuses_pickles_until_trust(tmp_path: Path) -> None:
     imported = invoke("import", str(folder), "--store", target)
     assert imported.exit_code == 0, imported.stderr
     assert f"imported run {run.id}" in imported.stdout
-    assert "its pickled outputs (thing) load only once you trust" in imported.stdout
+    assert "its outputs are no cache hits for your runs" in imported.stdout
+    assert "and its pickled outputs (thing) do not load" in imported.stdout
     assert f"nbflow trust {run.id} --store {target}" in imported.stdout
     a_fork = nf.open_store(target)
     second = pickles(a_fork).run(n=5, progress=False)  # a run of the importer's own
@@ -163,6 +164,7 @@ def test_import_refuses_pickles_until_trust(tmp_path: Path) -> None:
     trusted = invoke("trust", run.id, "--store", target)
     assert trusted.exit_code == 0, trusted.stderr
     assert f"marked 1 pickled value(s) of run {run.id} trusted" in trusted.stdout
+    assert f"trusted run(s) {run.id}: their outputs are cache hits" in trusted.stdout
     assert "nothing to do" in invoke("trust", run.id, "--store", target).stdout
     assert invoke("diff", run.id, second.id, "--step", "thing", "--store", target).exit_code == 0
     assert invoke("trust", "nope", "--store", target).exit_code == 2
