@@ -20,7 +20,7 @@ from nbflow.hooks import JSONLSink, add_sink, flush_sinks, remove_sink, sink_sta
 from nbflow.run import Run
 from nbflow.store.base import Store
 from nbflow.store.open import open_store
-from nbflow.transfer import export_run, import_run
+from nbflow.transfer import export_run, import_run, mark_trusted
 from nbflow.widgets import browse
 
 __version__ = "0.1.0"
@@ -53,6 +53,7 @@ __all__ = [
     "import_run",
     "load_ipython_extension",
     "load_notebook",
+    "mark_trusted",
     "open_store",
     "remove_sink",
     "runs",

@@ -6,8 +6,12 @@ A click group with one function per command. Errors are one line on stderr
 (a missing notebook, an unknown parameter, a bad ``%%step`` cell, an unknown run, a
 missing store).
 
-Commands: ``run``, ``runs``, ``show``, ``events``, ``diff``, ``gc``, ``check``, ``export``,
-``import``, ``copy``.
+Commands: ``run``, ``runs``, ``show``, ``events``, ``diff``; ``gc`` and ``check`` in
+:mod:`nbflow.cli_maintenance`; ``export``, ``import``, ``copy`` and ``trust`` in
+:mod:`nbflow.cli_transfer`.
+
+Everything printed goes through :func:`echo`, which escapes what a terminal would not
+show as it is (a store may come from anyone: see :mod:`nbflow.cli_output`).
 
 To add a command: ``@main.command()``, then ``@debug_option`` and ``@handle_errors``.
 """
@@ -24,7 +28,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from nbflow.cli_target import absolute_store, load_target, running_from
+from nbflow.cli_output import printable, terminal_text
+from nbflow.cli_target import absolute_store, load_target, running_from, with_trust
 from nbflow.engine.executors import EXECUTORS
 from nbflow.errors import NbflowError, StepFailed
 
@@ -38,11 +43,13 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "debug_option",
+    "echo",
     "format_option",
     "handle_errors",
     "main",
     "open_cli_store",
     "store_option",
+    "trust_option",
 ]
 
 EXIT_OK = 0
@@ -91,9 +98,18 @@ class _Group(click.Group):
         return code
 
 
+def echo(text: str, *, err: bool = False) -> None:
+    """Print ``text`` (to stderr with ``err``), escaped for the terminal."""
+    click.echo(terminal_text(text), err=err)
+
+
 def _fail(message: str, code: int) -> int:
-    click.echo(f"nbflow: error: {_one_line(message)}", err=True)
+    echo(f"nbflow: error: {_one_line(message)}", err=True)
     return code
+
+
+def _print_traceback() -> None:
+    echo(traceback.format_exc().rstrip("\n"), err=True)
 
 
 def _one_line(message: str) -> str:
@@ -139,15 +155,15 @@ def handle_errors(func: F) -> F:
             raise
         except StepFailed as exc:
             if _debugging() and exc.traceback:
-                click.echo(exc.traceback.rstrip("\n"), err=True)
+                echo(exc.traceback.rstrip("\n"), err=True)
             raise CommandError(str(exc), EXIT_FAILED) from None
         except NbflowError as exc:
             if _debugging():
-                traceback.print_exc()
+                _print_traceback()
             raise CommandError(str(exc), EXIT_USAGE) from None
         except Exception as exc:
             if _debugging():
-                traceback.print_exc()
+                _print_traceback()
                 hint = ""
             else:
                 hint = " (run with --debug for the traceback)"
@@ -161,6 +177,18 @@ def handle_errors(func: F) -> F:
 @click.version_option(package_name="nbflow", prog_name="nbflow")
 def main() -> None:
     """nbflow: durable, explorable notebook workflows."""
+
+
+def trust_option(func: F) -> F:
+    """Add ``--trust/--no-trust`` (default: ``$NBFLOW_TRUST``, else trusted, as in Python)."""
+    return click.option(
+        "--trust/--no-trust",
+        default=None,
+        help=(
+            "Whether pickled values may be loaded (unpickling runs code): --no-trust for a "
+            "store someone else wrote. Default: $NBFLOW_TRUST, else trusted."
+        ),
+    )(func)
 
 
 # -- nbflow run --------------------------------------------------------------------------
@@ -195,6 +223,7 @@ def main() -> None:
     "--target", "targets", multiple=True, metavar="STEP", help="Run only what STEP needs."
 )
 @click.option("--force", is_flag=True, help="Recompute every step (no cache).")
+@trust_option
 @debug_option
 @handle_errors
 def run_command(
@@ -205,6 +234,7 @@ def run_command(
     max_workers: int | None,
     targets: tuple[str, ...],
     force: bool,
+    trust: bool | None,
 ) -> int:
     """Run a flow headlessly and record it in the store.
 
@@ -222,6 +252,7 @@ def run_command(
         raise CommandError(f"flow {flow.name!r} in {target} has no steps to run.")
     values = coerce_params(parse_assignments(params, what="-p"), flow.params)
     with running_from(folder):
+        flow = with_trust(flow, trust)  # (in the notebook's folder: its store is there)
         run = flow.run(
             executor=executor,
             max_workers=max_workers,
@@ -244,25 +275,25 @@ def _summarize(run: Run, flow: Flow) -> None:
     counts = rows["status"].value_counts()
     tally = ", ".join(f"{n} {status}" for status, n in counts.items())
     took = f" in {record.duration_s:.2f} s" if record.duration_s is not None else ""
-    click.echo(f"run {run.id} of flow {flow.name!r}: {record.status.value}{took} ({tally})")
-    click.echo(f"store: {run.store.uri}")
-    width = max((len(str(s)) for s in rows["step"]), default=0)
+    echo(f"run {run.id} of flow {flow.name!r}: {record.status.value}{took} ({tally})")
+    echo(f"store: {run.store.uri}")
+    width = max((len(printable(s)) for s in rows["step"]), default=0)
     for step, status, duration, error in zip(
         rows["step"], rows["status"], rows["duration_ms"], rows["error"], strict=True
     ):
-        line = f"  {step:<{width}}  {status:<9}"
+        line = f"  {printable(step):<{width}}  {status:<9}"
         if status == "completed" and duration == duration:  # not NaN
             line += f"  {duration:8.1f} ms"
         if status in ("failed", "skipped") and isinstance(error, str) and error:
-            line += f"  {_one_line(error)}"
-        click.echo(line.rstrip())
+            line += f"  {printable(_one_line(error))}"
+        echo(line.rstrip())
 
 
 def _print_tracebacks(run: Run) -> None:
     steps = run.steps
     for step, trace in zip(steps["step"], steps["traceback"], strict=True):
         if isinstance(trace, str) and trace and trace != "nan":
-            click.echo(f"--- step {step!r} ---\n{trace.rstrip()}", err=True)
+            echo(f"--- step {step!r} ---\n{trace.rstrip()}", err=True)
 
 
 # -- reading and managing a store ---------------------------------------------------------
@@ -292,10 +323,15 @@ def format_option(func: F) -> F:
 
 
 def open_cli_store(
-    store: str | None, *, create: bool = False, option: str = "--store PATH or $NBFLOW_STORE"
+    store: str | None,
+    *,
+    create: bool = False,
+    option: str = "--store PATH or $NBFLOW_STORE",
+    trust: bool | None = None,
 ) -> Store:
-    """The store ``--store`` (or the ``option`` named) gives; unless ``create``, a missing
-    file is a usage error (a typo must not leave an empty store behind)."""
+    """The store ``--store`` (or the ``option`` named) gives, opened with ``trust`` (None:
+    ``$NBFLOW_TRUST``); unless ``create``, a missing file is a usage error (a typo must not
+    leave an empty store behind)."""
     from nbflow.store.open import default_location, open_store
 
     location = store or default_location()
@@ -305,7 +341,7 @@ def open_cli_store(
             raise CommandError(f"no nbflow store at {location}: give one with {option}.")
         if path.is_dir():
             raise CommandError(f"{location} is a folder, not an nbflow store file.")
-    return open_store(absolute_store(location))
+    return open_store(absolute_store(location), trust=trust)
 
 
 @main.command("runs")
@@ -324,7 +360,7 @@ def runs_command(
 
     frame = open_cli_store(store).runs_frame(flow=flow, status=status, limit=limit)
     columns = ["run_id", "flow", "status", "created_at", "duration_s", "params", "error"]
-    click.echo(render(frame, fmt, columns))
+    echo(render(frame, fmt, columns))
     return EXIT_OK
 
 
@@ -337,7 +373,7 @@ def show_command(run_id: str, store: str | None) -> int:
     """Show a run: parameters, and each step with its state, timing and error."""
     from nbflow.cli_output import describe_run
 
-    click.echo(describe_run(open_cli_store(store), run_id))
+    echo(describe_run(open_cli_store(store), run_id))
     return EXIT_OK
 
 
@@ -355,7 +391,7 @@ def events_command(run_id: str, fmt: str, store: str | None) -> int:
     opened.get_run(run_id)  # an unknown run is an error, not an empty log
     frame = opened.events_frame(run_id)
     columns = ["seq", "ts", "type", "step", "attempt", "payload"]
-    click.echo(render(frame, fmt, columns))
+    echo(render(frame, fmt, columns))
     return EXIT_OK
 
 
@@ -365,190 +401,32 @@ def events_command(run_id: str, fmt: str, store: str | None) -> int:
 @click.option("--step", help="Compare this step's outputs row by row.")
 @format_option
 @store_option
+@trust_option
 @debug_option
 @handle_errors
-def diff_command(run_a: str, run_b: str, step: str | None, fmt: str, store: str | None) -> int:
-    """What differs between runs A and B (per step, or one step's rows with --step)."""
+def diff_command(
+    run_a: str, run_b: str, step: str | None, fmt: str, store: str | None, trust: bool | None
+) -> int:
+    """What differs between runs A and B (per step, or one step's rows with --step).
+
+    Loads the steps' outputs: a pickled one only from a trusted store (--trust/--no-trust).
+    """
     from nbflow.api import get_run
     from nbflow.cli_output import render
     from nbflow.diff import diff
 
-    opened = open_cli_store(store)
+    opened = open_cli_store(store, trust=trust)
     frame = diff(get_run(run_a, opened), get_run(run_b, opened), step=step)
     changed = frame.attrs.get("params") or {}
     if fmt == "table" and changed:
         for name, (a, b) in changed.items():
-            click.echo(f"param {name}: {a!r} -> {b!r}")
-    click.echo(render(frame.reset_index(drop=step is None), fmt))
+            echo(f"param {printable(name)}: {a!r} -> {b!r}")
+    echo(render(frame.reset_index(drop=step is None), fmt))
     return EXIT_OK
 
 
-@main.command("gc")
-@click.option("--keep-last", type=click.IntRange(min=0), help="Keep the newest N runs per flow.")
-@click.option("--older-than", metavar="AGE", help="Delete runs older than AGE (7d, 12h, ...).")
-@click.option("--flow", help="Apply the policy to this flow only.")
-@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
-@store_option
-@debug_option
-@handle_errors
-def gc_command(
-    keep_last: int | None,
-    older_than: str | None,
-    flow: str | None,
-    dry_run: bool,
-    store: str | None,
-) -> int:
-    """Delete runs outside a retention policy and the values no run references."""
-    if keep_last is None and older_than is None:
-        raise CommandError(
-            "say which runs to delete: --keep-last N and/or --older-than AGE "
-            "(values no run references are purged either way)."
-        )
-    report = open_cli_store(store).gc(
-        keep_last=keep_last, older_than=older_than, flow=flow, dry_run=dry_run
-    )
-    click.echo(str(report))
-    for run_id in report.runs:
-        click.echo(f"  run {run_id}")
-    return EXIT_OK
-
-
-@main.command("check")
-@click.option("--repair", is_flag=True, help="Rebuild damaged rows from the runs' events.")
-@click.option(
-    "--no-verify-values",
-    "verify_values",
-    is_flag=True,
-    flag_value=False,
-    default=True,
-    help="Check that values are present with the right size, without reading them.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="One problem per line, or a JSON document.",
-)
-@store_option
-@debug_option
-@handle_errors
-def check_command(repair: bool, verify_values: bool, fmt: str, store: str | None) -> int:
-    """Check the store: events gap-free, rows as the events say, values whole.
-
-    Prints one problem per line and a summary; exits with 1 while problems remain.
-    --repair rebuilds the runs and step_executions rows from the events; lost or
-    damaged values cannot be repaired (the problems name the steps to run again).
-    """
-    import json
-
-    opened = open_cli_store(store)
-    try:
-        problems = opened.check(repair=repair, verify_values=verify_values)
-    finally:
-        opened.close()
-    remaining = [p for p in problems if not p.repaired]
-    if fmt == "json":
-        document = {
-            "store": opened.uri,
-            "sound": not remaining,
-            "problems": [p.to_json() for p in problems],
-        }
-        click.echo(json.dumps(document, indent=2))
-    else:
-        for problem in problems:
-            click.echo(str(problem))
-        click.echo(_check_summary(opened.uri, problems, remaining))
-    return EXIT_FAILED if remaining else EXIT_OK
-
-
-def _check_summary(uri: str, problems: Sequence[Any], remaining: Sequence[Any]) -> str:
-    if not problems:
-        return f"store {uri}: no problems found"
-    repaired = len(problems) - len(remaining)
-    text = f"store {uri}: {len(problems)} problem(s)"
-    if repaired:
-        text += f", {repaired} repaired"
-    if remaining:
-        fixable = sum(1 for p in remaining if p.repairable)
-        text += f", {len(remaining)} remain"
-        if fixable and fixable == len(remaining):
-            text += " (nbflow check --repair fixes them)"
-        elif fixable:
-            text += f" ({fixable} fixed by nbflow check --repair)"
-    return text
-
-
-@main.command("export")
-@click.argument("run_id", metavar="RUN")
-@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
-@store_option
-@debug_option
-@handle_errors
-def export_command(run_id: str, directory: Path, store: str | None) -> int:
-    """Write a run (events, flow definition, outputs) to the new folder DIR."""
-    from nbflow.transfer import export_run
-
-    folder = export_run(open_cli_store(store), run_id, directory)
-    click.echo(f"exported run {run_id} to {folder}")
-    return EXIT_OK
-
-
-@main.command("import")
-@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
-@store_option
-@debug_option
-@handle_errors
-def import_command(directory: Path, store: str | None) -> int:
-    """Load a run exported with `nbflow export` into the store (created if missing)."""
-    from nbflow.transfer import import_run
-
-    opened = open_cli_store(store, create=True)
-    run_id = import_run(opened, directory)
-    click.echo(f"imported run {run_id} into {opened.uri}")
-    return EXIT_OK
-
-
-@main.command("copy")
-@click.argument("run_ids", metavar="[RUN]...", nargs=-1)
-@click.option("--from", "source", required=True, metavar="STORE", help="The store to copy from.")
-@click.option(
-    "--to",
-    "target",
-    required=True,
-    metavar="STORE",
-    help="The store to copy into (created if missing).",
-)
-@click.option(
-    "--no-ancestors",
-    is_flag=True,
-    help="Copy only the runs named, not the runs they fork or reuse outputs from.",
-)
-@debug_option
-@handle_errors
-def copy_command(run_ids: tuple[str, ...], source: str, target: str, no_ancestors: bool) -> int:
-    """Copy runs (default: all) with their values and flow definitions to another store.
-
-    A fork's parents, and the runs a run reuses outputs from, are copied too unless
-    --no-ancestors. Runs the target already holds are skipped, so copying again is safe.
-    """
-    from nbflow.copying import copy_runs
-
-    opened = open_cli_store(source, option="--from PATH")
-    for run_id in run_ids:
-        opened.get_run(run_id)  # an unknown run fails before the target is created
-    report = copy_runs(
-        opened,
-        open_cli_store(target, create=True),
-        list(run_ids) or None,
-        include_ancestors=not no_ancestors,
-    )
-    for run in report.runs:
-        click.echo(str(run))
-    click.echo(str(report))
-    return EXIT_OK
-
+# The commands kept in modules of their own, registered on ``main`` when imported.
+from nbflow import cli_maintenance, cli_transfer  # noqa: E402, F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

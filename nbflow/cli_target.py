@@ -20,8 +20,9 @@ from nbflow.errors import NotebookError
 
 if TYPE_CHECKING:
     from nbflow.definition.flow import Flow
+    from nbflow.store.open import StoreLike
 
-__all__ = ["absolute_store", "load_target", "running_from"]
+__all__ = ["absolute_store", "load_target", "running_from", "with_trust"]
 
 
 def load_target(target: str, store: str | None = None) -> tuple[Flow, Path | None]:
@@ -118,7 +119,7 @@ def _flow_in(module: Any, name: str, target: str) -> Flow:
     )
 
 
-def _with_store(flow: Flow, store: str) -> Flow:
+def _with_store(flow: Flow, store: StoreLike) -> Flow:
     """The same steps, recorded in ``store``."""
     from nbflow.definition.flow import Flow
 
@@ -126,6 +127,28 @@ def _with_store(flow: Flow, store: str) -> Flow:
     for step in flow.steps.values():
         moved.add_step(step)
     return moved
+
+
+def with_trust(flow: Flow, trust: bool | None) -> Flow:
+    """``flow`` with its store opened with ``trust`` (None: as it is, ``$NBFLOW_TRUST``).
+
+    Called where the flow runs (a notebook's folder): a relative store path, or the
+    default ``./nbflow.duckdb``, means there, as it does when the flow opens it itself.
+    """
+    if trust is None:
+        return flow
+    from nbflow.store.base import Store
+    from nbflow.store.open import open_store
+
+    where = flow._store_arg  # (not flow.store: that would open it with the default trust)
+    if isinstance(where, Store):
+        if where.trust == trust:
+            return flow
+        if where.uri in ("", ":memory:", "memory://"):
+            where.trust = trust  # an in-memory store cannot be opened again
+            return flow
+        where = where.uri
+    return _with_store(flow, open_store(where, trust=trust))
 
 
 def absolute_store(store: str | None) -> str | None:

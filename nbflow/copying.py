@@ -7,7 +7,9 @@ Values move in their stored form (:meth:`~nbflow.store.base.Store.read_encoded`)
 decoded, so a pickle is never unpickled and a DataFrame never goes through pandas.
 
 Every check happens before anything is written: unknown runs, runs still running, runs
-the target holds with other content, values missing from the source. Then, per run
+the target holds with other content, values missing from the source, and values that do
+not hash to their name (each is hashed again from its stored form, as ``check`` does: a
+damaged or tampered source cannot plant content under another hash). Then, per run
 (parents first): its flow definition, its values, and its row with its whole log in one
 append. A copy that stops midway (a crash, a lost connection) is finished by copying
 again: values are content-addressed, a run already copied is skipped, and a run whose
@@ -15,10 +17,16 @@ row was written without its log gets its log.
 
 A pending run is copied as it stands; a running one is refused (copy it once it has
 finished, or was cancelled or interrupted).
+
+A pickle or a run marked as someone else's (:mod:`nbflow.store.untrusted`) stays marked
+in the target; one copied from a store opened with ``trust=False`` is marked there, so
+opening the target trusted neither makes such a pickle loadable nor lets such a run's
+outputs stand in for your steps (cache hits). A run is marked before its log is written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,13 +37,24 @@ from nbflow.errors import TransferError, UnknownRunError
 from nbflow.store.fold import fold
 from nbflow.store.gc import _size, refs_in_payload
 from nbflow.store.open import StoreLike, open_store
-from nbflow.store.records import Event, EventType, NewEvent, RunRecord, RunStatus, ValueRef
+from nbflow.store.records import (
+    Codec,
+    Event,
+    EventType,
+    NewEvent,
+    RunRecord,
+    RunStatus,
+    ValueRef,
+    utcnow,
+)
+from nbflow.store.untrusted import UntrustedRun, keeps_marks, marked, origin, unmarked
 from nbflow.transfer import add_run
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from nbflow.store.base import Store
+    from nbflow.values import EncodedValue
 
 __all__ = ["CopyReport", "RunCopy", "copy_runs"]
 
@@ -144,7 +163,7 @@ def copy_runs(
     Copying again writes nothing new: runs the target already holds are skipped. Raises
     UnknownRunError for a run id the source does not have, and TransferError, before
     writing anything, for a run still running, a run the target holds with other content,
-    or a value missing from the source.
+    or a value missing from the source or that does not hash to its name.
     """
     src, dst = open_store(source), open_store(target)
     if src is dst or (src.uri and src.uri == dst.uri and src.uri != ":memory:"):
@@ -176,6 +195,7 @@ class _Plan:
     parents: list[str]  # runs it forks or reuses outputs from
     have: int | None  # the target's version of it, None if the target lacks it
     requested: bool
+    mark: UntrustedRun | None = None  # how the target marks it untrusted, if it must
 
 
 def _plan(
@@ -186,6 +206,7 @@ def _plan(
     plans: dict[str, _Plan] = {}
     missing: list[str] = []
     problems: list[str] = []
+    verified: set[str] = set()  # hashes read and found to hash to their name
     queue = deque(requested)
     while queue:
         run_id = queue.popleft()
@@ -219,14 +240,65 @@ def _plan(
                 f"run {run_id} refers to value(s) {', '.join(gone)}, missing from {src} "
                 "(`nbflow check` tells more)"
             )
+        for hash, ref in plan.refs.items():
+            if hash in gone or hash in verified or dst.has_blob(hash):
+                continue
+            problem = _verify(src.read_encoded(ref), ref)
+            if problem:
+                problems.append(f"run {run_id} refers to {problem} in {src}")
+            else:
+                verified.add(hash)
         conflict = _compare(dst, plan, events)
         if conflict:
             problems.append(conflict)
         if include_ancestors:
             queue.extend(p for p in plan.parents if p not in plans)
+    _plan_marks(src, dst, plans, problems)
     if problems:
         raise TransferError("cannot copy: " + "; ".join(problems) + ". Nothing was copied.")
     return plans, tuple(missing)
+
+
+def _plan_marks(src: Store, dst: Store, plans: dict[str, _Plan], problems: list[str]) -> None:
+    """Set how the target marks each run: as the source does, or (a source opened with
+    ``trust=False``) as copied from it; a target that cannot mark runs is a problem."""
+    marks = src.untrusted_runs(list(plans))
+    for run_id, plan in plans.items():
+        plan.mark = marks.get(run_id)
+        if plan.mark is None and not src.trust:
+            source = f"copied from {src.uri or repr(src)}, opened with trust=False"
+            plan.mark = UntrustedRun(run_id, source, utcnow())
+    needed = [r for r, p in plans.items() if p.mark is not None and p.have != p.version]
+    if needed and not keeps_marks(dst):
+        problems.append(
+            f"{dst} cannot mark runs untrusted (its backend lacks mark_untrusted), and "
+            f"run(s) {', '.join(needed)} must be"
+        )
+
+
+def _verify(encoded: EncodedValue, ref: ValueRef) -> str | None:
+    """None if the stored value hashes to its name, with the codec the events say;
+    else what is wrong with it. Hashed from its stored form: never unpickled."""
+    from nbflow.values.verify import stored_hash
+
+    stored = encoded.ref
+    if stored.codec is not ref.codec:
+        return (
+            f"the value {ref.hash} as {ref.codec.value}, but it is stored as "
+            f"{stored.codec.value} (`nbflow check` tells more)"
+        )
+    try:
+        actual = stored_hash(
+            stored.codec, table=encoded.table, data=encoded.data, meta=unmarked(encoded.meta)
+        )
+    except Exception as exc:  # a damaged value may fail in any reader
+        return f"the value {ref.hash}, which cannot be read ({type(exc).__name__}: {exc})"
+    if actual != ref.hash:
+        return (
+            f"the value {ref.hash}, whose content hashes to {actual}: it is damaged or was "
+            "changed (`nbflow check` tells more)"
+        )
+    return None
 
 
 def _running(run_id: str, src: Store, requested: bool) -> str:
@@ -351,6 +423,15 @@ def _copy_run(src: Store, dst: Store, plan: _Plan, copied: set[str]) -> RunCopy:
         if hash in copied or dst.has_blob(hash):
             continue
         encoded = src.read_encoded(ref)
+        problem = _verify(encoded, ref)
+        if problem:  # changed in the source since the plan read it
+            raise TransferError(f"cannot copy run {record.run_id}: {problem} in {src}")
+        if encoded.ref.codec is Codec.PICKLE and not src.trust and origin(encoded.meta) is None:
+            # Copied out of a store nobody vouched for: the target must not trust it either.
+            where = {"copied_from": src.uri or repr(src), "run_id": record.run_id}
+            encoded = dataclasses.replace(
+                encoded, meta=marked(encoded.meta, {**where, "at": utcnow().isoformat()})
+            )
         dst.put_value(encoded)
         copied.add(hash)
         values += 1
@@ -359,6 +440,8 @@ def _copy_run(src: Store, dst: Store, plan: _Plan, copied: set[str]) -> RunCopy:
     # stood, and the rest comes with the next copy.
     events = src.read_events(record.run_id, upto=plan.version)[plan.have or 0 :]
     new = [NewEvent(e.type, e.step, e.attempt, e.payload, e.ts) for e in events]
+    if plan.mark is not None:  # before its log: not for an instant is it a cache hit
+        dst.mark_untrusted([plan.mark])
     if plan.have is None:
         add_run(dst, record, new)
     elif new:

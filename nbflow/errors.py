@@ -199,6 +199,55 @@ class UntrustedStoreError(StoreError):
         )
 
 
+class UntrustedImportError(UntrustedStoreError):
+    """Loading the value would unpickle a pickle that came from someone else: imported
+    from an export without ``--trust`` (or copied from a store opened with
+    ``trust=False``). Refused even by a store opened with ``trust=True``, until the run it
+    came with is marked trusted. ``.origin`` says where it came from, ``.source_run_id``
+    the run to mark trusted."""
+
+    def __init__(
+        self,
+        type_name: str,
+        *,
+        origin: dict[str, object],
+        store: str = "",
+        step: str | None = None,
+        run_id: str | None = None,
+        value_hash: str | None = None,
+    ):
+        self.type_name = type_name
+        self.step = step
+        self.run_id = run_id
+        self.value_hash = value_hash
+        self.origin = dict(origin)
+        source = origin.get("run_id")
+        self.source_run_id = source if isinstance(source, str) else None
+        if step is not None:
+            what = f"the output of step {step!r}" + (f" in run {run_id}" if run_id else "")
+        else:
+            what = f"the value {value_hash}" if value_hash else "this value"
+        if origin.get("imported_from"):
+            came = f"was imported from the export {origin['imported_from']} without --trust"
+        elif origin.get("copied_from"):
+            came = f"was copied from {origin['copied_from']}, a store opened with trust=False"
+        else:
+            came = "came from a source nobody vouched for"
+        if self.source_run_id:
+            came += f" (with run {self.source_run_id})"
+        where = f" --store {store}" if store else ""
+        target = self.source_run_id or "RUN"
+        StoreError.__init__(
+            self,
+            f"{what} (a {type_name}) is a pickle that {came}; loading it would unpickle it, "
+            "which can run arbitrary code, so it is refused even though the store is "
+            f"trusted. If you trust whoever made it, mark it trusted: `nbflow trust "
+            f"{target}{where}` (or `nf.mark_trusted(store, {target!r})`), or import the "
+            "export with `nbflow import DIR --trust`. DataFrames, arrays and JSON values "
+            "of the run load without pickle.",
+        )
+
+
 # -- running ---------------------------------------------------------------------------
 
 
@@ -271,6 +320,7 @@ __all__ = [
     "TransferError",
     "UnknownRunError",
     "UnknownStepError",
+    "UntrustedImportError",
     "UntrustedStoreError",
 ]
 

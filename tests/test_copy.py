@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cloudpickle
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,7 +22,7 @@ import nbflow as nf
 import nbflow.values
 import nbflow.values.codecs
 from nbflow.cli import main
-from nbflow.errors import TransferError, UnknownRunError
+from nbflow.errors import TransferError, UnknownRunError, UntrustedImportError
 from nbflow.run import Run
 from nbflow.store.duckdb_store import DuckDBStore
 from nbflow.store.gc import referenced_hashes
@@ -34,6 +35,7 @@ from nbflow.testing import (
     start_run,
     typical_events,
 )
+from nbflow.values import encode
 
 #: Every backend of conftest.py, and DuckDB in memory.
 KINDS: dict[str, Callable[[Path], nf.Store]] = {
@@ -421,6 +423,30 @@ def test_a_value_missing_from_the_source_is_refused(
     assert target.list_runs() == [] and hashes(target) == set()
 
 
+@pytest.mark.parametrize("step", ["tags", "frame", "array"])
+def test_a_tampered_source_value_is_refused_before_anything_is_written(
+    make_store: Callable[[str], nf.Store], tmp_path: Path, step: str
+) -> None:
+    path = tmp_path / "source.duckdb"
+    with DuckDBStore(path) as writer:
+        run = make_flow(writer, Calls()).run(progress=False)
+        ref = run.ref(step)
+        table = writer.table_name(ref)
+    con = duckdb.connect(str(path))
+    if step == "frame":  # a row of the frame's table changed behind nbflow's back
+        assert table is not None
+        con.execute(f"UPDATE {table} SET x = x + 100 WHERE x = 0")
+    else:  # other bytes under the value's hash (a pickle: what would run on load)
+        other = encode({"evil"} if step == "tags" else np.arange(3.0), step=step)
+        con.execute("UPDATE blobs SET data = ? WHERE hash = ?", [other.data, ref.hash])
+    con.close()
+    target = make_store("memory")
+    refused = pytest.raises(TransferError, match=f"the value {ref.hash}, whose content hashes")
+    with DuckDBStore(path) as source, refused:
+        nf.copy_runs(source, target)
+    assert target.list_runs() == [] and hashes(target) == set()
+
+
 def test_a_store_is_not_copied_into_itself(tmp_path: Path) -> None:
     path = tmp_path / "one.duckdb"
     store = nf.open_store(path)
@@ -475,6 +501,11 @@ def test_copy_never_decodes_a_value(
         monkeypatch.undo()
         source.close()
 
+    # Copied out of a store opened with trust=False, through a trusted one: still marked.
+    with pytest.raises(UntrustedImportError, match=f"copied from {re.escape(str(path))}"):
+        Run(target, history.first.id)["tags"]
+    for run_id in history.ids:
+        nf.mark_trusted(target, run_id)
     with DuckDBStore(path) as trusted:
         for run_id in history.ids:
             assert_same_run(trusted, target, run_id)

@@ -345,6 +345,21 @@ def an_untrusted_pickle(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     return Raised(raising(lambda: run["model"]), [f"in run {run.id}", f"{__name__}.Model"])
 
 
+def an_imported_pickle(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    flow = nf.Flow("models", store=memory())
+
+    @flow.step
+    def model():
+        return Model()
+
+    run = flow.run(progress=False)
+    folder = nf.export_run(flow.store, run.id, tmp / "export")
+    target = DuckDBStore(tmp / "mine.duckdb")  # trusted
+    nf.import_run(target, folder)
+    facts = [f"imported from the export {folder.resolve()}", f"nbflow trust {run.id} --store"]
+    return Raised(raising(lambda: nf.get_run(run.id, target)["model"]), facts)
+
+
 def a_missing_notebook(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     return Raised(raising(lambda: nf.load_notebook(tmp / "analysis.ipynb")))
 
@@ -443,6 +458,17 @@ CASES: dict[str, Case] = {
             "DataFrames, arrays and JSON values load without pickle",
             "`nf.open_store(path, trust=True)`",
             "NBFLOW_TRUST=1",
+        ),
+    ),
+    "UntrustedImportError": Case(
+        an_imported_pickle,
+        (
+            "the output of step 'model'",
+            "is a pickle that was imported from the export",
+            "without --trust",
+            "arbitrary code",
+            "refused even though the store is trusted",
+            "`nbflow import DIR --trust`",
         ),
     ),
     "NotebookError": Case(a_missing_notebook, ("no notebook at", "the file does not exist")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,9 @@ from nbflow.store.duckdb_store import DuckDBStore
 from nbflow.store.memory import MemoryStore
 from nbflow.store.open import open_store
 from nbflow.store.records import Codec, EventType, NewEvent, RunStatus
+from nbflow.store.untrusted import marked
 from nbflow.testing import make_flow, make_run, populate, start_run, typical_events
+from nbflow.testing.builders import Opaque
 from nbflow.values import encode
 
 FRAME = pd.DataFrame({"x": [1, 2, 3], "label": ["a", "b", "c"], "y": [0.5, 1.5, 2.5]})
@@ -189,13 +192,15 @@ def test_opening_twice_does_not_migrate_again(path: Path) -> None:
 
 
 def _downgrade(path: Path, version: int) -> None:
-    """Make ``path`` the file an nbflow of schema ``version`` (1 or 2) wrote."""
+    """Make ``path`` the file an nbflow of schema ``version`` (1 to 3) wrote."""
     con = duckdb.connect(str(path))
-    # Schema 1 and 2: runs is a table holding each run's version.
-    con.execute("CREATE TABLE runs_table AS SELECT * FROM runs")
-    con.execute("DROP VIEW runs")
-    con.execute("DROP TABLE run_records")
-    con.execute("ALTER TABLE runs_table RENAME TO runs")
+    con.execute("DROP TABLE untrusted_runs")  # schema 4
+    if version < 3:
+        # Schema 1 and 2: runs is a table holding each run's version.
+        con.execute("CREATE TABLE runs_table AS SELECT * FROM runs")
+        con.execute("DROP VIEW runs")
+        con.execute("DROP TABLE run_records")
+        con.execute("ALTER TABLE runs_table RENAME TO runs")
     if version < 2:
         con.execute("DROP TABLE leases")
     con.execute("DELETE FROM schema_migrations WHERE version > ?", [version])
@@ -203,7 +208,7 @@ def _downgrade(path: Path, version: int) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) -> None:
     with DuckDBStore(path) as first:
         run_id = populate(first)[0]
@@ -214,6 +219,7 @@ def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) ->
         meta = dict(migrated.sql("SELECT key, value FROM nbflow_meta").itertuples(index=False))
         assert meta["schema_version"] == str(schema.SCHEMA_VERSION)
         leases = migrated.sql("SELECT run_id FROM leases")["run_id"].tolist()
+        assert migrated.untrusted_runs() == {}
         pd.testing.assert_frame_equal(migrated.runs_frame(), before)
         assert {r.run_id: r.version for r in migrated.list_runs()} == versions
         if version >= 2:  # the fork left running keeps the lease it was written under
@@ -224,6 +230,39 @@ def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) ->
             assert (problem.kind.value, problem.run_id) == ("run_without_lease", "r-fork")
         lease = migrated.claim(run_id)
         assert lease.run_id == run_id
+
+
+def test_a_file_from_before_run_marks_marks_the_runs_its_imported_pickles_name(
+    path: Path,
+) -> None:
+    """Schema 3 marked imported pickles only: migrating to 4 marks the runs those marks
+    name (imported without trust), so they stop being cache hits; no other run."""
+    with DuckDBStore(path) as first:
+        first.put_flow(make_flow())
+        for run_id in ("theirs", "copied", "mine"):
+            first.create_run(make_run(run_id))
+            first.append(run_id, 0, typical_events(("load",)))
+        for n, where in enumerate(
+            [
+                {"imported_from": "/exports/theirs", "run_id": "theirs", "at": "2026-01-01"},
+                {"copied_from": "/stores/a.duckdb", "run_id": "copied"},
+                {"imported_from": "/exports/gone", "run_id": "gc-deleted-since"},
+            ]
+        ):
+            value = encode(Opaque(f"thing-{n}", (n,)), step="thing")
+            first.put_value(dataclasses.replace(value, meta=marked(value.meta, where)))
+        first.put_value(encode(Opaque("own", ()), step="thing"))
+    _downgrade(path, 3)
+    with DuckDBStore(path) as migrated:
+        marks = migrated.untrusted_runs()
+        assert {r: m.source for r, m in marks.items()} == {
+            "theirs": "imported from /exports/theirs",
+            "copied": "copied from /stores/a.duckdb",
+        }
+        assert migrated.cache_hits("flow", ["load-fp"])["ck-load"].run_id == "mine"
+        assert migrated.check() == []
+        versions = migrated.sql("SELECT version FROM schema_migrations ORDER BY version")
+        assert list(versions["version"]) == [1, 2, 3, 4]
 
 
 def test_a_run_version_is_the_seq_of_its_last_event(store: DuckDBStore) -> None:

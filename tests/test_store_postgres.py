@@ -8,6 +8,7 @@ fixture; these tests use the session's throwaway server directly.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import os
@@ -31,7 +32,9 @@ from nbflow.errors import NotAStoreError, SchemaVersionError, StaleVersionError,
 from nbflow.store import postgres_schema
 from nbflow.store.postgres_store import PostgresStore
 from nbflow.store.records import EventType, NewEvent, RunStatus
+from nbflow.store.untrusted import marked
 from nbflow.testing import make_flow, make_run, start_run, typical_events
+from nbflow.testing.builders import Opaque
 from nbflow.testing.postgres import PostgresServer
 from nbflow.values import encode
 
@@ -344,6 +347,40 @@ def test_a_newer_schema_is_refused(pg: PostgresStore, uri: str, server: Postgres
         con.execute(f"UPDATE {schema}.nbflow_meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(SchemaVersionError, match="schema 99"):
         PostgresStore(uri)
+
+
+def test_a_schema_from_before_run_marks_is_migrated_marking_imported_runs(
+    pg: PostgresStore, uri: str, server: PostgresServer
+) -> None:
+    """Schema 1 marked imported pickles only: migrating to 2 marks the runs those marks
+    name (imported without trust), so they stop being cache hits; no other run."""
+    pg.put_flow(make_flow())
+    for run_id in ("theirs", "mine"):
+        pg.create_run(make_run(run_id))
+        pg.append(run_id, 0, typical_events(("load",)))
+    for n, where in enumerate(
+        [
+            {"imported_from": "/exports/theirs", "run_id": "theirs"},
+            {"imported_from": "/exports/gone", "run_id": "gc-deleted-since"},
+        ]
+    ):
+        value = encode(Opaque(f"thing-{n}", (n,)), step="thing")
+        pg.put_value(dataclasses.replace(value, meta=marked(value.meta, where)))
+    pg.close()
+    schema = uri.split("schema=")[1]
+    with psycopg.connect(server.uri(), autocommit=True) as con:
+        con.execute(f"DROP TABLE {schema}.untrusted_runs")
+        con.execute(f"DELETE FROM {schema}.schema_migrations WHERE version > 1")
+        con.execute(f"UPDATE {schema}.nbflow_meta SET value = '1' WHERE key = 'schema_version'")
+    with PostgresStore(uri) as migrated:
+        marks = migrated.untrusted_runs()
+        assert {r: m.source for r, m in marks.items()} == {
+            "theirs": "imported from /exports/theirs"
+        }
+        assert migrated.cache_hits("flow", ["load-fp"])["ck-load"].run_id == "mine"
+        versions = migrated.sql("SELECT version FROM schema_migrations ORDER BY version")
+        assert list(versions["version"]) == [1, 2] == [n for n, _, _ in postgres_schema.MIGRATIONS]
+        assert migrated.check() == []
 
 
 def test_schemas_keep_stores_apart(server: PostgresServer) -> None:

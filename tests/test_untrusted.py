@@ -21,7 +21,7 @@ from widget_comms import comms, frontend_update  # noqa: F401 - a fixture
 
 import nbflow as nf
 from nbflow.cli import main
-from nbflow.errors import StepFailed, StoreError, UntrustedStoreError
+from nbflow.errors import StepFailed, StoreError, UntrustedImportError, UntrustedStoreError
 from nbflow.store.base import Store
 from nbflow.store.duckdb_store import DuckDBStore
 from nbflow.store.records import Codec, ValueRef
@@ -256,6 +256,9 @@ def test_export_moves_pickles_without_unpickling(
         nf.get_run(run.id, target)["thing"]
     monkeypatch.undo()
     target.trust = True
+    with pytest.raises(UntrustedImportError, match=f"nbflow trust {run.id}"):
+        nf.get_run(run.id, target)["thing"]  # imported without trust: someone else's
+    assert nf.mark_trusted(target, run.id) == [run.ref("thing").hash]
     assert nf.get_run(run.id, target)["thing"] == Point(3)
 
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from nbflow.engine.executors import make_executor
 from nbflow.engine.launch import (
     RunOptions,
-    create_run,
     execute,
+    new_run,
     plan_steps,
     resolve_params,
     shutdown_on_error,
@@ -30,7 +30,9 @@ from nbflow.store.records import (
     StepExecution,
     StepStatus,
     ValueRef,
+    utcnow,
 )
+from nbflow.store.untrusted import UntrustedRun
 
 if TYPE_CHECKING:
     from nbflow.definition.flow import Flow
@@ -101,16 +103,19 @@ def fork_run(
     # The executor is made before the fork is recorded: a bad one records nothing.
     executor = make_executor(options.executor, options.max_workers) if run else None
     with shutdown_on_error(executor):
-        handle = create_run(
+        handle, created = new_run(
             flow,
             graph,
             plans,
             values,
+            write=False,
             parent_run_id=parent.id,
             fork_from_step=from_step,
             fork_from_version=fork_version,
             thread_id=record.thread_id or parent.id,
         )
+        _inherit_distrust(store, parent.id, handle.id)
+        store.create_run(created)
         forked = [
             NewEvent(
                 EventType.RUN_FORKED,
@@ -139,6 +144,15 @@ def fork_run(
         reused=reused,
         executor=executor,
     )
+
+
+def _inherit_distrust(store: Store, parent_id: str, run_id: str) -> None:
+    """A fork of a run marked untrusted reuses its outputs by reference (and names where
+    they came from as that run says): mark it too, before it exists, so those outputs
+    reach no other run's cache through it."""
+    if store.untrusted_runs([parent_id]):
+        mark = UntrustedRun(run_id, f"fork of run {parent_id}", utcnow(), derived_from=parent_id)
+        store.mark_untrusted([mark])
 
 
 def pending_fork_plan(store: Store, run_id: str) -> tuple[dict[str, StepExecution], list[str]]:

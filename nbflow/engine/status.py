@@ -158,6 +158,9 @@ def _references(
         return {n: (record, latest[n]) for n in order if n in latest}, [record]
     refs: dict[str, tuple[RunRecord, StepExecution]] = {}
     runs = store.list_runs(flow=flow.name, limit=_SEARCHED_RUNS)
+    # A run someone else made offers no cache hit until trusted: it makes nothing fresh.
+    untrusted = store.untrusted_runs([r.run_id for r in runs]) if runs else {}
+    runs = [r for r in runs if r.run_id not in untrusted]
     for record in runs:
         latest = _latest(store.executions(record.run_id))
         for name in order:

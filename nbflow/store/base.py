@@ -28,6 +28,7 @@ from nbflow.store.records import (
     StepExecution,
     ValueRef,
 )
+from nbflow.store.untrusted import RunMarks
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from nbflow.values import EncodedValue
 
 
-class Store(ABC):
+class Store(RunMarks, ABC):
     """A durable home for flows, runs, their event logs, step executions and values.
 
     Writes are event-sourced: :meth:`append` adds events to a run's log and updates the
@@ -70,7 +71,7 @@ class Store(ABC):
 
     # -- lifecycle --------------------------------------------------------------------
 
-    def close(self) -> None:  # noqa: B027 - optional for backends with nothing to release
+    def close(self) -> None:  # optional: for backends with nothing to release
         """Release the backend's resources; the object must not be used afterwards."""
 
     def __enter__(self) -> Store:
@@ -206,7 +207,7 @@ class Store(ABC):
         self._executing.discard(run_id)
         self._leases.pop(run_id, None)
 
-    def _forget_stored_values(self) -> None:  # noqa: B027 - for backends that remember
+    def _forget_stored_values(self) -> None:  # for backends that remember
         """Forget what this object remembers of which values are stored."""
 
     def renew(self, run_id: str) -> bool:
@@ -404,7 +405,8 @@ class Store(ABC):
         self, flow: str, fingerprints: Collection[str]
     ) -> dict[str, StepExecution]:
         """Executions with a usable output (completed or cached) anywhere in ``flow``'s
-        runs whose code fingerprint is one of ``fingerprints``, one per cache key.
+        runs whose code fingerprint is one of ``fingerprints``, one per cache key; never
+        one of a run marked untrusted (see :mod:`nbflow.store.untrusted`).
 
         The engine fetches these once per run and decides cache hits in memory, so a fully
         cached re-run touches the database a constant number of times."""
@@ -430,14 +432,41 @@ class Store(ABC):
         """Store an encoded value (no bytes written when its hash is already stored)."""
 
     def load_value(self, ref: ValueRef) -> Any:
-        """Load the value a ref points at (pickles only when the store is trusted): its
+        """Load the value a ref points at (pickles only when the store is trusted, and
+        never a pickle marked as someone else's, see :mod:`nbflow.store.untrusted`): its
         stored form (:meth:`read_encoded`), decoded."""
+        return self._load(ref)
+
+    def _load(self, ref: ValueRef, step: str | None = None, run_id: str | None = None) -> Any:
+        from nbflow.store.records import Codec
         from nbflow.values import decode
 
         if ref.is_inline:
             return decode(ref, trust=self.trust)
         stored = self.read_encoded(ref)
+        if ref.codec is Codec.PICKLE and self.trust:
+            from nbflow.store.untrusted import origin
+
+            came = origin(stored.meta)
+            if came is not None:
+                from nbflow.errors import UntrustedImportError
+
+                raise UntrustedImportError(
+                    ref.type_name,
+                    origin=came,
+                    # (an in-memory store cannot be named on a command line)
+                    store="" if self.uri in ("", ":memory:", "memory://") else self.uri,
+                    step=step,
+                    run_id=run_id,
+                    value_hash=ref.hash,
+                )
         return decode(ref, table=stored.table, data=stored.data, meta=stored.meta, trust=self.trust)
+
+    def _replace_blob_meta(self, hash: str, meta: Mapping[str, Any]) -> None:
+        """Replace the meta stored with the blob ``hash`` by ``meta`` (how a pickle marked
+        untrusted is marked trusted); StoreError if there is no such blob. A backend that
+        cannot do it raises NotImplementedError."""
+        raise NotImplementedError(f"{type(self).__name__} cannot change a stored value's meta")
 
     def load_output(self, ref: ValueRef, *, step: str, run_id: str) -> Any:
         """Load ``ref``, the output of ``step`` in run ``run_id``.
@@ -451,7 +480,7 @@ class Store(ABC):
 
         if ref.codec is Codec.PICKLE and not self.trust:
             raise UntrustedStoreError(ref.type_name, step=step, run_id=run_id)
-        return self.load_value(ref)
+        return self._load(ref, step, run_id)
 
     @abstractmethod
     def read_encoded(self, ref: ValueRef) -> EncodedValue:

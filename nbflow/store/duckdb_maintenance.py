@@ -62,7 +62,13 @@ class DuckDBMaintenance(DuckDBPart):
             con = self._con
             con.execute("BEGIN TRANSACTION")
             try:
-                for table in ("events", "step_executions", "run_records", "leases"):
+                for table in (
+                    "events",
+                    "step_executions",
+                    "run_records",
+                    "leases",
+                    "untrusted_runs",
+                ):
                     con.execute(
                         f"DELETE FROM {table} WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
                         [runs],

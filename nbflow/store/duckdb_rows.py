@@ -10,10 +10,13 @@ from nbflow.store.sql_rows import RUN_RECORD_COLS, dumps
 
 #: A column tested against a list parameter.
 IN_LIST = "{column} IN (SELECT unnest({mark}::VARCHAR[]))"
-#: Execution rows of flow ? with a usable output, for a list ? of code fingerprints.
+#: Execution rows of flow ? with a usable output, for a list ? of code fingerprints,
+#: in runs not marked untrusted (an anti-join with a table that is mostly empty: a few
+#: per cent of this one query of a fully cached re-run, measured).
 CANDIDATE_ROWS = (
     "flow = ? AND status IN ('completed', 'cached') AND output IS NOT NULL "
-    "AND cache_key IS NOT NULL AND fingerprint IN (SELECT unnest(?::VARCHAR[]))"
+    "AND cache_key IS NOT NULL AND fingerprint IN (SELECT unnest(?::VARCHAR[])) "
+    "AND run_id NOT IN (SELECT run_id FROM untrusted_runs)"
 )
 
 

@@ -62,6 +62,7 @@ from nbflow.store.duckdb_rows import (
     insert_executions,
     run_status_params,
 )
+from nbflow.store.duckdb_trust import DuckDBTrust
 from nbflow.store.duckdb_values import DuckDBValues
 from nbflow.store.file_guard import guard_for
 from nbflow.store.fold import RunState
@@ -107,7 +108,7 @@ _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 _PARALLEL_BYTES = 4 * 1024 * 1024
 
 
-class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
+class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, Store):
     """A store in one DuckDB file (or ``:memory:``), the embedded default.
 
     The connection stays open while the store is in use (opening one costs ~20 ms) and

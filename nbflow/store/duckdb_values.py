@@ -110,6 +110,14 @@ class DuckDBValues(DuckDBPart):
         """Whether a blob with this hash is stored."""
         return self._stored_size(hash) is not None
 
+    def _replace_blob_meta(self, hash: str, meta: Any) -> None:
+        """Replace the meta stored with the blob ``hash`` (marking a value trusted)."""
+        rows = self._execute(
+            "UPDATE blobs SET meta = ? WHERE hash = ? RETURNING hash", [dumps(dict(meta)), hash]
+        )
+        if not rows:
+            raise StoreError(f"the value {hash} is missing from {self}")
+
     def _stored_size(self, hash: str) -> int | None:
         """The size recorded for the blob ``hash``, or None if there is none."""
         guard = self._guard

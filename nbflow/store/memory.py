@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbflow.errors import DuplicateRunError, StaleVersionError, UnknownRunError
@@ -20,6 +20,7 @@ from nbflow.store.records import (
     ValueRef,
     utcnow,
 )
+from nbflow.store.untrusted import UntrustedRun
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,6 +46,7 @@ class MemoryStore(Store):
         self._events: dict[str, list[Event]] = {}
         self._executions: dict[str, dict[tuple[str, int], StepExecution]] = {}
         self._lease_rows: dict[str, Lease] = {}
+        self._untrusted: dict[str, UntrustedRun] = {}
         # hash -> (record, table, data, meta)
         self._blobs: dict[str, tuple[BlobRecord, Any, bytes | None, dict[str, Any]]] = {}
 
@@ -175,7 +177,7 @@ class MemoryStore(Store):
         found: dict[str, StepExecution] = {}
         with self._lock:
             for run_id, rows in self._executions.items():
-                if self._runs[run_id].flow != flow:
+                if self._runs[run_id].flow != flow or run_id in self._untrusted:
                     continue
                 for row in sorted(rows.values(), key=lambda x: x.seq):
                     if (
@@ -186,6 +188,25 @@ class MemoryStore(Store):
                     ):
                         found.setdefault(row.cache_key, row)
         return found
+
+    # -- run marks ----------------------------------------------------------------------
+
+    def untrusted_runs(self, run_ids: Collection[str] | None = None) -> dict[str, UntrustedRun]:
+        """The marks of these runs (default: all), by run id."""
+        with self._lock:
+            wanted = sorted(self._untrusted if run_ids is None else set(run_ids))
+            return {r: self._untrusted[r] for r in wanted if r in self._untrusted}
+
+    def mark_untrusted(self, marks: Iterable[UntrustedRun]) -> None:
+        """Mark runs untrusted; a run marked already keeps its mark."""
+        with self._lock:
+            for mark in marks:
+                self._untrusted.setdefault(mark.run_id, mark)
+
+    def clear_untrusted(self, run_ids: Collection[str]) -> list[str]:
+        """Remove these runs' marks; return those that had one."""
+        with self._lock:
+            return sorted(r for r in set(run_ids) if self._untrusted.pop(r, None) is not None)
 
     # -- values -------------------------------------------------------------------------
 
@@ -228,6 +249,16 @@ class MemoryStore(Store):
         """Whether a blob with this hash is kept."""
         return hash in self._blobs
 
+    def _replace_blob_meta(self, hash: str, meta: Any) -> None:
+        """Replace the meta kept with the blob ``hash`` (marking a value trusted)."""
+        with self._lock:
+            if hash not in self._blobs:
+                from nbflow.errors import StoreError
+
+                raise StoreError(f"blob {hash} is missing from {self}")
+            record, table, data, _ = self._blobs[hash]
+            self._blobs[hash] = (record, table, data, copy.deepcopy(dict(meta)))
+
     def list_blobs(self) -> list[BlobRecord]:
         """Every blob record."""
         return [b[0] for b in self._blobs.values()]
@@ -241,6 +272,7 @@ class MemoryStore(Store):
                 self._events.pop(run_id, None)
                 self._executions.pop(run_id, None)
                 self._lease_rows.pop(run_id, None)
+                self._untrusted.pop(run_id, None)
             for hash in blob_hashes:
                 self._blobs.pop(hash, None)
 

@@ -17,7 +17,7 @@ def query_frames(
     store: MemoryStore, query: str, params: Sequence[Any] | Mapping[str, Any] | None
 ) -> pd.DataFrame:
     """Answer ``query`` over tables named like the DuckDB store's: runs, events,
-    step_executions and blobs (JSON columns as text)."""
+    step_executions, blobs and untrusted_runs (JSON columns as text)."""
     from nbflow import frames
 
     runs = store.runs_frame()
@@ -25,6 +25,7 @@ def query_frames(
         [store.steps_frame(r) for r in runs["run_id"]] or [frames.steps_frame([])],
         ignore_index=True,
     )
+    marks = list(store.untrusted_runs().values())
     tables = {
         "runs": runs,
         "events": store.events_frame(),
@@ -38,6 +39,14 @@ def query_frames(
                 "created_at": pd.Series(
                     [b.created_at for b in store.list_blobs()], dtype="datetime64[us, UTC]"
                 ),
+            }
+        ),
+        "untrusted_runs": pd.DataFrame(
+            {
+                "run_id": pd.Series([m.run_id for m in marks], dtype="object"),
+                "source": pd.Series([m.source for m in marks], dtype="object"),
+                "marked_at": pd.Series([m.marked_at for m in marks], dtype="datetime64[us, UTC]"),
+                "derived_from": pd.Series([m.derived_from for m in marks], dtype="object"),
             }
         ),
     }

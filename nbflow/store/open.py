@@ -30,8 +30,32 @@ def default_location() -> str:
     return os.environ.get(ENV_STORE) or DEFAULT_PATH
 
 
-def _env_trust() -> bool:
-    return os.environ.get(ENV_TRUST, "1").strip().lower() not in ("0", "false", "no", "off")
+#: What ``$NBFLOW_TRUST`` may say (case and surrounding spaces aside); unset means trusted.
+TRUST_VALUES = ("1", "true", "yes", "on")
+DISTRUST_VALUES = ("0", "false", "no", "off")
+
+
+def env_trust() -> bool:
+    """Whether ``$NBFLOW_TRUST`` lets stores unpickle: trusted when it is unset.
+
+    It fails closed: a value other than those documented (a typo, an empty string) is a
+    ParameterError, never taken to mean trusted.
+    """
+    raw = os.environ.get(ENV_TRUST)
+    if raw is None:
+        return True
+    value = raw.strip().lower()
+    if value in TRUST_VALUES:
+        return True
+    if value in DISTRUST_VALUES:
+        return False
+    from nbflow.errors import ParameterError
+
+    raise ParameterError(
+        f"{ENV_TRUST}={raw!r} is not a value nbflow accepts: set it to "
+        f"{', '.join(DISTRUST_VALUES)} to refuse unpickling (for a store someone else wrote), "
+        f"or {', '.join(TRUST_VALUES)} (or leave it unset) to allow it; case does not matter."
+    )
 
 
 def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
@@ -42,12 +66,15 @@ def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
     ``memory://`` (the pure-Python in-memory store), ``postgresql://user@host:port/db``
     (optionally ``?schema=NAME``: a PostgreSQL store, shared by many processes), or None
     for ``$NBFLOW_STORE`` / ``./nbflow.duckdb``. ``trust=False`` (or ``NBFLOW_TRUST=0``)
-    refuses to unpickle values, since unpickling runs code.
+    refuses to unpickle values, since unpickling runs code; ``trust=None`` (the default)
+    follows ``$NBFLOW_TRUST`` (:func:`env_trust`: trusted when unset, an unknown value an
+    error). Pickles imported without trust are refused either way (see
+    :mod:`nbflow.store.untrusted`).
     """
     if isinstance(store, Store):
         return store
     if trust is None:
-        trust = _env_trust()
+        trust = env_trust()
     location = default_location() if store is None else os.fspath(store)
     if not isinstance(location, str):
         raise StoreError(f"a store location must be a path or a URI, not {type(store).__name__}")

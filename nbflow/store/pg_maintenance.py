@@ -54,7 +54,7 @@ class PostgresMaintenance(PostgresPart):
                     "SELECT 1 FROM runs WHERE run_id = ANY(%s::text[]) ORDER BY run_id FOR UPDATE",
                     [runs],
                 )
-                for table in ("events", "step_executions", "leases", "runs"):
+                for table in ("events", "step_executions", "leases", "untrusted_runs", "runs"):
                     con.execute(
                         pgsql.SQL("DELETE FROM {} WHERE run_id = ANY(%s::text[])").format(
                             pgsql.Identifier(table)

@@ -127,6 +127,20 @@ class PostgresValues(PostgresPart):
         """Whether a blob with this hash is stored."""
         return self._stored_size(hash) is not None
 
+    def _replace_blob_meta(self, hash: str, meta: Any) -> None:
+        """Replace the meta stored with the blob ``hash`` (marking a value trusted)."""
+        text = dumps(dict(meta))
+
+        def write(con: psycopg.Connection[Any]) -> int:
+            with con.transaction():
+                cur = con.execute(
+                    "UPDATE blobs SET meta = %s WHERE hash = %s RETURNING hash", [text, hash]
+                )
+                return len(cur.fetchall())
+
+        if not self._run(write, retry=False):
+            raise StoreError(f"the value {hash} is missing from {self}")
+
     def _stored_size(self, hash: str) -> int | None:
         """The size recorded for the blob ``hash``, or None if there is none."""
         if hash in self._known_blobs:

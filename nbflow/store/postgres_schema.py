@@ -14,7 +14,7 @@ from nbflow.errors import NotAStoreError
 from nbflow.store.migrations import FORMAT, recording, refuse_newer
 
 #: The schema this version of nbflow writes. Newer ones are refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Bytes per row of ``blob_chunks``: large values are split so no single row (or
 #: statement parameter) grows past a few MB.
@@ -116,9 +116,31 @@ CREATE TABLE leases (
 );
 """
 
+#: Version 2: runs someone else made (imported or copied without trust), whose outputs
+#: are no cache hits until trusted (see :mod:`nbflow.store.untrusted`). The runs an
+#: imported pickle's mark names were imported without trust: they are marked too.
+UNTRUSTED_RUNS_V2 = f"""
+CREATE TABLE untrusted_runs (
+    run_id {_ID} PRIMARY KEY,
+    source TEXT NOT NULL,
+    marked_at TIMESTAMPTZ NOT NULL,
+    derived_from {_ID}
+);
+INSERT INTO untrusted_runs
+SELECT run_id, min(source), now(), NULL FROM (
+    SELECT (meta::jsonb) #>> '{{untrusted,run_id}}' AS run_id,
+           coalesce('imported from ' || ((meta::jsonb) #>> '{{untrusted,imported_from}}'),
+                    'copied from ' || ((meta::jsonb) #>> '{{untrusted,copied_from}}'),
+                    'marked untrusted') AS source
+    FROM blobs WHERE codec = 'pickle' AND jsonb_typeof((meta::jsonb) -> 'untrusted') = 'object'
+) AS marks WHERE run_id IN (SELECT run_id FROM runs)
+GROUP BY run_id;
+"""
+
 #: Numbered migrations: (version, name, DDL). Version 1 creates the schema.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema", SCHEMA_V1),
+    (2, "untrusted runs", UNTRUSTED_RUNS_V2),
 ]
 
 #: Serialises first opens (and migrations) of one schema by several processes.

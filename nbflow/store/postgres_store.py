@@ -44,6 +44,7 @@ from nbflow.store.pg_rows import (
     parsed,
     snapshot,
 )
+from nbflow.store.pg_trust import PostgresTrust
 from nbflow.store.pg_values import PostgresValues
 from nbflow.store.records import (
     Event,
@@ -77,7 +78,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-class PostgresStore(PostgresValues, PostgresMaintenance, Store):
+class PostgresStore(PostgresValues, PostgresMaintenance, PostgresTrust, Store):
     """A store in a PostgreSQL database (one schema of it), shared by many writers.
 
     One connection per store object, used under the store's lock and re-established on
@@ -446,6 +447,9 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
             f"SELECT DISTINCT ON (cache_key) {EXEC_COLS} FROM step_executions "
             "WHERE flow = %s AND status IN ('completed', 'cached') AND output IS NOT NULL "
             "AND cache_key IS NOT NULL AND fingerprint = ANY(%s::text[]) "
+            # (runs someone else made stand in for no one's steps until trusted)
+            "AND NOT EXISTS (SELECT 1 FROM untrusted_runs u "
+            "WHERE u.run_id = step_executions.run_id) "
             "ORDER BY cache_key, seq, run_id",
             [flow, wanted],
         )
@@ -464,9 +468,9 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
         """Run one read-only SELECT over the store's tables; return a DataFrame.
 
         The tables are ``flows``, ``runs``, ``events``, ``step_executions``, ``blobs``,
-        ``blob_chunks`` and ``leases``. Placeholders are written as for the DuckDB store
-        (``?``, ``$1``, or ``$name`` with a mapping). The query runs in a read-only
-        transaction that is always rolled back.
+        ``blob_chunks``, ``leases`` and ``untrusted_runs``. Placeholders are written as
+        for the DuckDB store (``?``, ``$1``, or ``$name`` with a mapping). The query runs
+        in a read-only transaction that is always rolled back.
         """
         import pandas as pd
 

@@ -8,7 +8,7 @@ from nbflow.errors import NotAStoreError
 from nbflow.store.migrations import FORMAT, recording, refuse_newer
 
 #: The schema this version of nbflow writes. Files from a newer schema are refused.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Where DataFrame values live as native tables (``nbflow_values.v_<hash>``).
 VALUES_SCHEMA = "nbflow_values"
@@ -133,11 +133,33 @@ LEFT JOIN (SELECT run_id, max(seq) AS version FROM events GROUP BY run_id) v
     ON v.run_id = r.run_id;
 """
 
+#: Version 4: runs someone else made (imported or copied without trust), whose outputs
+#: are no cache hits until trusted (see :mod:`nbflow.store.untrusted`). The runs an
+#: imported pickle's mark names were imported without trust: they are marked too.
+UNTRUSTED_RUNS_V4 = """
+CREATE TABLE untrusted_runs (
+    run_id VARCHAR PRIMARY KEY,
+    source VARCHAR NOT NULL,
+    marked_at TIMESTAMPTZ NOT NULL,
+    derived_from VARCHAR
+);
+INSERT INTO untrusted_runs
+SELECT run_id, min(source), now(), NULL FROM (
+    SELECT json_extract_string(meta, '$.untrusted.run_id') AS run_id,
+           coalesce('imported from ' || json_extract_string(meta, '$.untrusted.imported_from'),
+                    'copied from ' || json_extract_string(meta, '$.untrusted.copied_from'),
+                    'marked untrusted') AS source
+    FROM blobs WHERE codec = 'pickle' AND json_type(meta, '$.untrusted') = 'OBJECT'
+) WHERE run_id IN (SELECT run_id FROM run_records)
+GROUP BY run_id;
+"""
+
 #: Numbered migrations: (version, name, DDL). Version 1 creates the schema.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema", SCHEMA_V1),
     (2, "run leases", LEASES_V2),
     (3, "run versions from the events", RUNS_VIEW_V3),
+    (4, "untrusted runs", UNTRUSTED_RUNS_V4),
 ]
 
 

@@ -16,6 +16,7 @@ pytest.register_assert_rewrite(
     "nbflow.testing.conformance_values",
     "nbflow.testing.conformance_leases",
     "nbflow.testing.conformance_check",
+    "nbflow.testing.conformance_trust",
 )
 
 from nbflow.testing import conformance  # noqa: E402 - after the rewrite hook
