@@ -457,13 +457,16 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
         """
         import pandas as pd
 
-        from nbflow.store.pg_sql import prepare
+        from nbflow.store.pg_sql import prepare, transaction_start
+        from nbflow.store.sql_guard import check_arguments, sql_timeout, timed_out
 
+        check_arguments(query, params)
         text, bound = prepare(query, params)
+        begin = transaction_start()
 
         def run(con: psycopg.Connection[Any]) -> pd.DataFrame:
             with con.cursor() as cur:
-                cur.execute("BEGIN TRANSACTION READ ONLY")
+                cur.execute(begin)
                 try:
                     cur.execute(text, bound)
                     columns = [c.name for c in cur.description or ()]
@@ -475,10 +478,14 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
                         raise StoreError(
                             f"store.sql is read-only: the query tried to write ({first_line(exc)})."
                         ) from None
+                    cancelled = psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable
+                    if isinstance(exc, cancelled):
+                        raise timed_out(sql_timeout(), first_line(exc)) from None
                     raise StoreError(f"the SQL query failed: {first_line(exc)}") from None
                 finally:
                     if not con.broken:
-                        con.execute("ROLLBACK")
+                        # Whatever lock a query found a way to take goes with it.
+                        con.execute("ROLLBACK; SELECT pg_advisory_unlock_all()")
             return pd.DataFrame.from_records(rows, columns=columns)
 
         return self._run(run)

@@ -26,13 +26,19 @@ from nbflow.testing.conformance_check import CheckConformance
 from nbflow.testing.conformance_executions import ExecutionConformance
 from nbflow.testing.conformance_leases import LeaseConformance
 from nbflow.testing.conformance_records import RecordConformance
+from nbflow.testing.conformance_sql import SqlConformance
 from nbflow.testing.conformance_values import ValueConformance
 
 __all__ = ["StoreConformance", *builders.__all__]
 
 
 class StoreConformance(
-    RecordConformance, ExecutionConformance, ValueConformance, LeaseConformance, CheckConformance
+    RecordConformance,
+    ExecutionConformance,
+    ValueConformance,
+    LeaseConformance,
+    CheckConformance,
+    SqlConformance,
 ):
     """The contract of :class:`nbflow.store.base.Store`, as pytest tests.
 
