@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nbflow import arguments
 from nbflow.errors import TransferError, UnknownRunError
 from nbflow.store.base import Store
 from nbflow.store.records import (
@@ -61,7 +62,8 @@ def export_run(store: Store, run_id: str, directory: str | os.PathLike[str]) -> 
     The folder must not exist yet. Every output of every step execution is written once
     per content hash, so the run can be imported into any store with :func:`import_run`.
     """
-    target = Path(directory)
+    arguments.instance(store, Store, "export_run's store", hint="nf.open_store(path) opens one.")
+    target = Path(arguments.path(directory, "export_run's directory"))
     if target.exists():
         raise TransferError(f"{target} already exists: export into a new folder.")
     if not target.parent.is_dir():
@@ -102,7 +104,8 @@ def import_run(store: Store, directory: str | os.PathLike[str]) -> str:
     whole event log are added; the store's views are rebuilt by folding the events.
     A run id the store already holds is refused, as is a folder that is not an export.
     """
-    folder = Path(directory)
+    arguments.instance(store, Store, "import_run's store", hint="nf.open_store(path) opens one.")
+    folder = Path(arguments.path(directory, "import_run's directory"))
     header = _read_header(folder)
     run = _run_from_json(header["run"])
     try:

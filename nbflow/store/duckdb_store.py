@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from nbflow import arguments
 from nbflow.errors import (
     CorruptStoreError,
     DuplicateRunError,
@@ -54,10 +55,10 @@ from nbflow.store.duckdb_rows import (
 )
 from nbflow.store.duckdb_values import DuckDBValues
 from nbflow.store.fold import RunState
+from nbflow.store.read_only import raise_if_read_only, write_refusal
 from nbflow.store.records import (
     CacheHit,
     Event,
-    EventType,
     FlowRecord,
     Lease,
     RunRecord,
@@ -76,6 +77,7 @@ from nbflow.store.sql_rows import (
     UPSERT_EXECUTIONS,
     dumps,
     event_filters,
+    event_from_row,
     execution_from_row,
     finished_rows,
     lease_from_row,
@@ -176,12 +178,11 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         where = self._where
         try:
             con = duckdb.connect(self.path)
+            self.read_only_reason = None
         except duckdb.IOException as exc:
             if is_lock_error(exc):
                 raise
-            raise CorruptStoreError(
-                f"{self.path!r} is damaged and cannot be opened as a store: {exc}"
-            ) from None
+            con = self._connect_read_only(exc)
         except duckdb.Error as exc:
             raise_if_corrupt(exc, self.uri)
             raise CorruptStoreError(
@@ -203,6 +204,29 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
         except duckdb.Error as exc:
             con.close()
             raise CorruptStoreError(f"{where} is damaged and cannot be read: {exc}") from None
+        return con
+
+    def _connect_read_only(self, refused: duckdb.IOException) -> duckdb.DuckDBPyConnection:
+        """The file cannot be opened for writing: open it for reading if that is why
+        (see :mod:`nbflow.store.read_only`), else it is damaged."""
+        reason = write_refusal(refused)
+        if reason is None:
+            raise CorruptStoreError(
+                f"{self.path!r} is damaged and cannot be opened as a store: {refused}"
+            ) from None
+        if not Path(self.path).exists():
+            raise StoreError(
+                f"cannot create the store {self.uri!r}: its folder cannot be written ({reason})."
+            ) from None
+        try:
+            con = duckdb.connect(self.path, read_only=True)
+        except duckdb.IOException as exc:
+            if is_lock_error(exc):
+                raise
+            raise CorruptStoreError(
+                f"{self.path!r} is damaged and cannot be opened as a store: {exc}"
+            ) from None
+        self.read_only_reason = reason
         return con
 
     # -- lifecycle --------------------------------------------------------------------
@@ -259,6 +283,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
                 return self._con.execute(query, params).fetchall()
             except duckdb.Error as exc:
                 raise_if_corrupt(exc, self.uri)
+                raise_if_read_only(exc, self.uri, self.read_only_reason)
                 raise
 
     @contextmanager
@@ -291,6 +316,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
 
     def get_flow(self, name: str, fingerprint: str) -> FlowRecord | None:
         """The stored definition, or None."""
+        arguments.flow_key(name, fingerprint)
         rows = self._execute(
             "SELECT definition, created_at FROM flows WHERE name = ? AND fingerprint = ?",
             [name, fingerprint],
@@ -316,6 +342,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
 
     def _get_run(self, run_id: str) -> RunRecord:
         """The run's row; UnknownRunError if absent."""
+        arguments.run_id(run_id)
         rows = self._execute(f"SELECT {RUN_COLS} FROM runs WHERE run_id = ?", [run_id])
         if not rows:
             raise UnknownRunError(run_id, self)
@@ -478,9 +505,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
             self._get_run(run_id)
         where, params = event_filters(run_id, upto, mark="?")
         rows = self._execute(f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params)
-        return [
-            Event(r[0], r[1], r[2], EventType(r[3]), r[4], r[5], json.loads(r[6])) for r in rows
-        ]
+        return [event_from_row(r) for r in rows]
 
     def executions(self, run_id: str) -> list[StepExecution]:
         """The run's execution rows in the order they last changed (running ones too)."""

@@ -7,8 +7,9 @@ import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from nbflow import arguments
 from nbflow.errors import DuplicateRunError, StaleVersionError, UnknownRunError
-from nbflow.store.base import Store, status_set
+from nbflow.store.base import Store, run_filters
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
     BlobRecord,
@@ -57,6 +58,7 @@ class MemoryStore(Store):
 
     def get_flow(self, name: str, fingerprint: str) -> FlowRecord | None:
         """The stored definition, or None."""
+        arguments.flow_key(name, fingerprint)
         return self._flows.get((name, fingerprint))
 
     # -- runs ---------------------------------------------------------------------------
@@ -76,6 +78,7 @@ class MemoryStore(Store):
 
     def _get_run(self, run_id: str) -> RunRecord:
         """The run's record; UnknownRunError if absent."""
+        arguments.run_id(run_id)
         try:
             return self._runs[run_id]
         except KeyError:
@@ -90,7 +93,7 @@ class MemoryStore(Store):
         limit: int | None = None,
     ) -> list[RunRecord]:
         """Runs matching the filters, newest first."""
-        statuses = status_set(status)
+        flow, statuses, thread_id, limit = run_filters(flow, status, thread_id, limit)
         with self._lock:
             runs = [
                 r
@@ -157,6 +160,7 @@ class MemoryStore(Store):
             else:
                 self._get_run(run_id)
                 logs = [self._events[run_id]]
+            arguments.optional_count(upto, "upto (a version)")
             return [e for log in logs for e in log if upto is None or e.seq <= upto]
 
     def executions(self, run_id: str) -> list[StepExecution]:
@@ -226,6 +230,7 @@ class MemoryStore(Store):
 
     def has_blob(self, hash: str) -> bool:
         """Whether a blob with this hash is kept."""
+        arguments.text(hash, "a content hash")
         return hash in self._blobs
 
     def list_blobs(self) -> list[BlobRecord]:

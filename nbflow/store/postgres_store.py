@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql as pgsql
 
+from nbflow import arguments
 from nbflow.errors import (
     DuplicateRunError,
     NotAStoreError,
@@ -46,7 +47,6 @@ from nbflow.store.pg_rows import (
 from nbflow.store.pg_values import PostgresValues
 from nbflow.store.records import (
     Event,
-    EventType,
     FlowRecord,
     Lease,
     RunRecord,
@@ -63,6 +63,7 @@ from nbflow.store.sql_rows import (
     UPSERT_EXECUTIONS,
     dumps,
     event_filters,
+    event_from_row,
     execution_from_row,
     finished_rows,
     lease_from_row,
@@ -216,6 +217,7 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
 
     def get_flow(self, name: str, fingerprint: str) -> FlowRecord | None:
         """The stored definition, or None."""
+        arguments.flow_key(name, fingerprint)
         rows = self._rows(
             "SELECT definition, created_at FROM flows WHERE name = %s AND fingerprint = %s",
             [name, fingerprint],
@@ -249,6 +251,7 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
 
     def _get_run(self, run_id: str) -> RunRecord:
         """The run's row as stored; UnknownRunError if absent."""
+        arguments.run_id(run_id)
         rows = self._rows(f"SELECT {RUN_COLS} FROM runs WHERE run_id = %s", [run_id])
         if not rows:
             raise UnknownRunError(run_id, self)
@@ -386,10 +389,11 @@ class PostgresStore(PostgresValues, PostgresMaintenance, Store):
             self._get_run(run_id)
         where, params = event_filters(run_id, upto, mark="%s")
         rows = self._rows(f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params)
-        return [Event(r[0], r[1], r[2], EventType(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [event_from_row(r, parsed) for r in rows]
 
     def executions(self, run_id: str) -> list[StepExecution]:
         """The run's execution rows in the order they last changed (running ones too)."""
+        arguments.run_id(run_id)
 
         def read(con: psycopg.Connection[Any]) -> list[tuple[Any, ...]] | None:
             # One snapshot for the check and the rows: a writer may finish an attempt
