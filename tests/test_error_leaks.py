@@ -5,8 +5,11 @@ checks each one's message).
 Two tables: ``CASES``, the wrong inputs users were seen to pass and what the error must
 say; and a sweep that calls every public function and method (``nf.__all__``, Flow, Run,
 RunView, Store) with each of its arguments replaced in turn by values of the wrong type
-or range, on the memory and the DuckDB backend. A public name added without an entry in
-``VALID`` (its arguments' good values) fails ``test_every_public_callable_is_swept``.
+or range, on every backend. A public name added without an entry in ``_valid()`` (its
+arguments' good values) fails ``test_every_public_callable_is_swept``. Last, every
+command of the command line, with each of its options given wrong values, on a good, a
+missing and a damaged store, ends in one ``nbflow: error:`` line (a guard: the command
+line already turned every exception into one).
 """
 
 from __future__ import annotations
@@ -348,3 +351,60 @@ def test_no_wrong_argument_leaks_a_raw_error(world: World) -> None:
     assert not leaks, "raw errors:\n" + "\n".join(leaks)
     # (The sweep ran against the store the fixture opened; it is still usable.)
     assert len(nf.runs(world.store)) >= 2
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+#: Values tried in every option of every command that takes a value.
+WRONG_TEXT = ("-1", "abc", "", "no-such-thing", "1.5", "/")
+
+
+def _command_lines(store: str) -> Iterator[list[str]]:
+    """Every command with each of its value options given a wrong value in turn, its
+    arguments filled with names that exist nowhere."""
+    import click
+
+    from nbflow.cli import main
+
+    for name, command in sorted(main.commands.items()):
+        base = [name]
+        for param in command.params:
+            if isinstance(param, click.Argument):
+                base.append("no-such-thing")
+        if any(p.name == "store" for p in command.params):
+            base += ["--store", store]
+        if name == "copy":
+            base += ["--from", store, "--to", "memory://"]
+        yield base
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.is_flag or param.name == "store":
+                continue
+            for wrong in WRONG_TEXT:
+                yield [*base, param.opts[0], wrong]
+
+
+@pytest.mark.parametrize("store", ["valid", "folder", "damaged"])
+def test_no_command_line_leaks_a_traceback(tmp_path: Path, store: str) -> None:
+    from test_cli import invoke
+
+    path = tmp_path / "s.duckdb"
+    with nf.open_store(path) as opened:
+        churn(opened).run(progress=False)
+    if store == "folder":
+        path = tmp_path
+    elif store == "damaged":
+        import duckdb
+
+        con = duckdb.connect(str(path))
+        con.execute("UPDATE nbflow_meta SET value = 'x' WHERE key = 'schema_version'")
+        con.close()
+    leaks = []
+    for args in _command_lines(str(path)):
+        result = invoke(*args)
+        if result.exit_code == 0:
+            continue
+        lines = result.stderr.strip().splitlines()
+        raw = result.exception is not None and not isinstance(result.exception, SystemExit)
+        if raw or len(lines) != 1 or not lines[0].startswith("nbflow: error: "):
+            leaks.append(f"nbflow {' '.join(args)}: {result.stderr[-300:]!r} {result.exception!r}")
+    assert not leaks, "\n".join(leaks)
