@@ -333,3 +333,22 @@ def test_the_command_line_names_the_damage_in_one_line(
     assert result.exit_code == 2, result.output
     line = one_line_error(result)
     assert says in line and "Traceback" not in result.stderr
+
+
+def test_a_frame_with_a_column_named_like_the_row_is_checked_whole(tmp_path: Path) -> None:
+    # The digest hashes whole rows, whatever the columns are called.
+    path = tmp_path / "s.duckdb"
+    with DuckDBStore(path) as store:
+        flow = nf.Flow("columns", store=store)
+
+        @flow.step
+        def frame():
+            return pd.DataFrame({"t": [1, 2, 3], "nbflow_row": [4, 5, 6], "v": [7, 8, 9]})
+
+        run = flow.run(progress=False)
+        table = run.table_name("frame")
+    con = duckdb.connect(str(path))
+    con.execute(f"UPDATE {table} SET v = 0 WHERE v = 8")
+    con.close()
+    with DuckDBStore(path) as store, pytest.raises(CorruptStoreError, match="other content"):
+        nf.get_run(run.id, store)["frame"]
