@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from nbflow import arguments
 from nbflow.errors import DuplicateRunError, StaleVersionError, UnknownRunError
-from nbflow.store.base import Store, run_filters
+from nbflow.store.base import Store
+from nbflow.store.filters import run_filters
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
     BlobRecord,

@@ -12,8 +12,8 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from nbflow.json_text import compact_encoder
-from nbflow.store.base import run_filters
 from nbflow.store.damage import damaged_row
+from nbflow.store.filters import run_filters
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
     Event,
