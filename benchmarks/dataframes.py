@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from benchmarks.timing import timed
+from nbflow.store.duckdb_digest import table_digest
 from nbflow.store.duckdb_store import DuckDBStore
 from nbflow.store.records import Codec, ValueRef
 from nbflow.values import encode
@@ -147,14 +148,20 @@ def _check_frame(shape: tuple[int, int], back: Any, who: str) -> None:
 
 
 def read_nbflow(shape: tuple[int, int], path: Path, ref: ValueRef, result: FrameResult) -> None:
-    """``store.load_value(ref)`` through a freshly opened store."""
+    """``store.load_value(ref)`` through a freshly opened store; and, on its own, the
+    check of the frame's table that the load includes (nbflow.store.duckdb_digest)."""
     store = DuckDBStore(path)
     try:
         seconds, back = timed(lambda: store.load_value(ref))
+        table = store.table_name(ref)
+        assert table is not None
+        with store._lock, store._all_threads(ref.size):
+            check, _ = timed(lambda: table_digest(store._con, table))
     finally:
         store.close()
     _check_frame(shape, back, "nbflow")
     result.add("nbflow_read", seconds)
+    result.add("nbflow_table_check", check)
 
 
 def read_duckdb(shape: tuple[int, int], path: Path, result: FrameResult) -> None:

@@ -177,6 +177,10 @@ def breakdown(result: FrameResult) -> list[str]:
         f"+ put_value {format_seconds(m['nbflow_put'])}",
         f"DuckDB write = from_pandas {format_seconds(m['duckdb_from_pandas'])} "
         f"+ CTAS/COMMIT {format_seconds(m['duckdb_ingest'])}",
+        f"nbflow read includes the check of the frame's table (row count + digest) "
+        f"{format_seconds(m['nbflow_table_check'])} "
+        f"({m['nbflow_table_check'] / m['nbflow_read']:.0%} of the read); the write computes "
+        "the same digest",
     ]
 
 

@@ -30,6 +30,11 @@ def load_ipython_extension(ipython: Any) -> None:
     """Register the ``%%step`` and ``%nbflow`` magics: ``%load_ext nbflow``."""
     from nbflow.definition.magics import NbflowMagics
 
+    if not callable(getattr(ipython, "register_magics", None)):
+        raise errors.ParameterError(
+            f"load_ipython_extension takes the IPython shell (`%load_ext nbflow` passes it), "
+            f"not {type(ipython).__name__}"
+        )
     ipython.register_magics(NbflowMagics)
 
 

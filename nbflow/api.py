@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
+from nbflow import arguments
 from nbflow.run import Run
 from nbflow.store.open import StoreLike, open_store
 
@@ -31,6 +32,7 @@ def events(run_id: str | None = None, store: StoreLike = None) -> pd.DataFrame:
 
 def get_run(run_id: str, store: StoreLike = None) -> Run:
     """The Run with this id; UnknownRunError if the store has none."""
+    arguments.run_id(run_id)
     opened = open_store(store)
     opened.get_run(run_id)  # fail early, with the id in the message
     return Run(opened, run_id)

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbflow.errors import TransferError, UnknownRunError
+from nbflow.errors import ParameterError, TransferError, UnknownRunError
 from nbflow.store.fold import fold
 from nbflow.store.gc import _size, refs_in_payload
 from nbflow.store.open import StoreLike, open_store
@@ -165,6 +165,8 @@ def copy_runs(
     writing anything, for a run still running, a run the target holds with other content,
     or a value missing from the source or that does not hash to its name.
     """
+    if not isinstance(include_ancestors, bool):
+        raise ParameterError(f"include_ancestors must be True or False, not {include_ancestors!r}")
     src, dst = open_store(source), open_store(target)
     if src is dst or (src.uri and src.uri == dst.uri and src.uri != ":memory:"):
         raise TransferError(
@@ -174,7 +176,7 @@ def copy_runs(
     if run_ids is None:
         requested = [r.run_id for r in reversed(src.list_runs())]  # oldest first
     else:
-        requested = list(dict.fromkeys([run_ids] if isinstance(run_ids, str) else run_ids))
+        requested = list(dict.fromkeys(_run_ids(run_ids)))
     plans, missing = _plan(src, dst, requested, include_ancestors)
     copied: set[str] = set()  # value hashes written by this copy
     report = [_copy_run(src, dst, plans[run_id], copied) for run_id in _parents_first(plans)]
@@ -457,3 +459,17 @@ def _copy_run(src: Store, dst: Store, plan: _Plan, copied: set[str]) -> RunCopy:
         bytes=size,
         ancestor=not plan.requested,
     )
+
+
+def _run_ids(run_ids: object) -> list[str]:
+    """One run id or several, as a list; ParameterError for anything else."""
+    from nbflow import arguments
+
+    if isinstance(run_ids, str):
+        return [run_ids]
+    if isinstance(run_ids, bytes) or not isinstance(run_ids, Iterable):
+        raise ParameterError(
+            f"run_ids must be a run id or a list of them, not {type(run_ids).__name__} "
+            f"{run_ids!r:.60}"
+        )
+    return [arguments.run_id(r) for r in run_ids]

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nbflow.errors import UnknownStepError, UntrustedStoreError
+from nbflow import arguments
+from nbflow.errors import ParameterError, UnknownStepError, UntrustedStoreError
 from nbflow.run import Run
 from nbflow.store.records import StepExecution
 
@@ -29,8 +30,8 @@ DIFF_COLUMNS = [
 _FRAME = "pandas.DataFrame"
 
 
-def diff(run_a: Run, run_b: Run, step: str | None = None) -> pd.DataFrame:
-    """Compare two runs.
+def diff(run_a: Run | str, run_b: Run | str, step: str | None = None) -> pd.DataFrame:
+    """Compare two runs (Runs, or one Run and the id of a run in its store).
 
     Without ``step``: one row per step of either run — its status in each, and whether
     its code, inputs or output changed (NA where a step is missing from one run). For
@@ -40,7 +41,9 @@ def diff(run_a: Run, run_b: Run, step: str | None = None) -> pd.DataFrame:
 
     With ``step``: the row-level difference of that step's two outputs.
     """
+    run_a, run_b = _runs(run_a, run_b)
     if step is not None:
+        arguments.text(step, "diff's step", example="'features'")
         return diff_outputs(run_a, run_b, step)
     rows_a, rows_b = run_a._latest_rows(), run_b._latest_rows()
     order = list(run_a.step_names) + [s for s in run_b.step_names if s not in run_a.step_names]
@@ -51,6 +54,31 @@ def diff(run_a: Run, run_b: Run, step: str | None = None) -> pd.DataFrame:
     frame["rows_changed"] = frame["rows_changed"].astype("Int64")
     frame.attrs["params"] = _param_changes(run_a.params, run_b.params)
     return frame
+
+
+def _runs(run_a: object, run_b: object) -> tuple[Run, Run]:
+    """The two runs to compare: a run id is looked up in the other run's store."""
+    for which, value in (("run_a", run_a), ("run_b", run_b)):
+        if not isinstance(value, Run | str):
+            raise ParameterError(
+                f"nf.diff compares two runs: {which} is a {type(value).__name__} "
+                f"({value!r:.60}), not a Run or a run id."
+            )
+    if isinstance(run_a, str) and isinstance(run_b, str):
+        raise ParameterError(
+            "nf.diff needs at least one Run to know the store: "
+            f"nf.diff(nf.get_run({run_a!r}), {run_b!r})."
+        )
+    if isinstance(run_a, str):
+        assert isinstance(run_b, Run)
+        run_b.store.get_run(run_a)  # UnknownRunError names it
+        run_a = Run(run_b.store, run_a)
+    if isinstance(run_b, str):
+        assert isinstance(run_a, Run)
+        run_a.store.get_run(run_b)
+        run_b = Run(run_a.store, run_b)
+    assert isinstance(run_a, Run) and isinstance(run_b, Run)
+    return run_a, run_b
 
 
 def _compare(

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 
 def suggest(name: str, candidates: Iterable[str], *, prefix: str = " Did you mean ") -> str:
     """Return a ' Did you mean ...?' hint naming close matches of ``name``, or ''."""
+    if not isinstance(name, str):
+        return ""
     close = difflib.get_close_matches(name, sorted(set(candidates)), n=3, cutoff=0.6)
     if not close:
         return ""
@@ -136,6 +138,25 @@ class UnknownRunError(NbflowError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class ReadOnlyStoreError(StoreError):
+    """The store could only be opened for reading (its file or folder cannot be written):
+    runs, outputs and SQL read as usual, but nothing can be recorded."""
+
+    def __init__(self, where: str, action: str, reason: str):
+        self.where = where
+        self.action = action
+        self.reason = reason
+        super().__init__(
+            f"{where} is read-only here ({reason}), so nbflow opened it for reading: runs, "
+            f"outputs and store.sql work, but {action} needs to write to it. Copy the file "
+            "to a folder you can write to and open the copy, or make the file and its folder "
+            "writable."
+        )
+
+    def __reduce__(self) -> tuple[type[ReadOnlyStoreError], tuple[str, str, str]]:
+        return type(self), (self.where, self.action, self.reason)
 
 
 class StaleVersionError(StoreError):
@@ -285,6 +306,18 @@ class StepTimeout(RunError, TimeoutError):
     """A step ran longer than its ``timeout``."""
 
 
+class WaitTimeout(RunError, TimeoutError):
+    """``run.wait(timeout)`` returned before the run finished; the run goes on."""
+
+    def __init__(self, run_id: str, status: str, timeout: float):
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id} is still {status} after the {timeout:g} s waited for it; it goes "
+            "on in the background. Call `run.wait()` again (without a timeout to wait until "
+            "it ends), or `run.cancel()` to stop it."
+        )
+
+
 class OutputNotAvailableError(RunError, KeyError):
     """The run has no stored output for this step (it failed, was skipped or has not run)."""
 
@@ -306,6 +339,7 @@ __all__ = [
     "NotebookError",
     "OutputNotAvailableError",
     "ParameterError",
+    "ReadOnlyStoreError",
     "RunError",
     "RunLockedError",
     "SchemaVersionError",
@@ -322,6 +356,7 @@ __all__ = [
     "UnknownStepError",
     "UntrustedImportError",
     "UntrustedStoreError",
+    "WaitTimeout",
 ]
 
 

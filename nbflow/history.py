@@ -76,6 +76,8 @@ def output_execution(
     executions: Mapping[str, StepExecution], step: str, steps: Iterable[str], where: str
 ) -> StepExecution:
     """The execution holding ``step``'s output, or a clear error saying why there is none."""
+    if not isinstance(step, str):
+        raise UnknownStepError(step, steps, where=where)
     row = executions.get(step)
     if row is None:
         names = list(steps)
@@ -97,6 +99,10 @@ class RunView:
     """A run as it stood at one version: read-only, with the reading API of a Run."""
 
     def __init__(self, store: Store, run_id: str, version: int) -> None:
+        from nbflow import arguments
+        from nbflow.store.base import Store
+
+        arguments.instance(store, Store, "a RunView's store", hint="run.at(version) makes one.")
         current = store.get_run(run_id)
         if not isinstance(version, int) or isinstance(version, bool):
             raise RunError(f"a version is a whole number, not {version!r}")

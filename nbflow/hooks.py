@@ -140,6 +140,10 @@ _dispatcher = _Dispatcher()
 def add_sink(sink: Sink) -> Sink:
     """Send every committed event of every run in this process to ``sink`` (returned, so
     this works as a decorator)."""
+    if not callable(sink):
+        from nbflow.errors import ParameterError
+
+        raise ParameterError(f"a sink is a function of one event, not {type(sink).__name__}")
     _dispatcher.add(sink)
     return sink
 
@@ -151,7 +155,9 @@ def remove_sink(sink: Sink) -> None:
 
 def flush_sinks(timeout: float | None = None) -> bool:
     """Wait until the sinks have been given every queued event; False on timeout."""
-    return _dispatcher.flush(timeout)
+    from nbflow import arguments
+
+    return _dispatcher.flush(arguments.optional_seconds(timeout, "timeout"))
 
 
 def sink_stats() -> SinkStats:
@@ -207,7 +213,9 @@ class JSONLSink:
     """A sink writing one JSON line per event to ``path`` (appending)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        from nbflow import arguments
+
+        self.path = Path(arguments.path(path, "JSONLSink's path"))
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:

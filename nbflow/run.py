@@ -6,7 +6,8 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from nbflow.errors import RunError
+from nbflow import arguments
+from nbflow.errors import ParameterError, RunError, WaitTimeout
 from nbflow.history import output_execution
 from nbflow.store.base import Store
 from nbflow.store.records import RunRecord, RunStatus, StepExecution, ValueRef
@@ -26,6 +27,8 @@ class Run:
     """
 
     def __init__(self, store: Store, run_id: str, flow: Flow | None = None) -> None:
+        arguments.instance(store, Store, "a Run's store", hint="nf.get_run(id, store) finds one.")
+        arguments.run_id(run_id)
         self._store = store
         self._id = run_id
         self._flow = flow
@@ -188,6 +191,10 @@ class Run:
         """
         from nbflow.engine.fork import fork_run
         from nbflow.engine.launch import RunOptions
+        from nbflow.errors import UnknownStepError
+
+        if from_step is not None and not isinstance(from_step, str):
+            raise UnknownStepError(from_step, self.step_names, where=f"run {self._id}")
 
         return fork_run(
             self._flow_for("fork"),
@@ -205,7 +212,20 @@ class Run:
     def resume(self, **options: Any) -> Run:
         """Continue a failed or interrupted run from its checkpoints, with the flow's
         current definitions. Takes the same options as ``flow.run`` except parameters."""
-        from nbflow.engine.launch import resume_run
+        import dataclasses
+
+        from nbflow.engine.launch import RunOptions, resume_run
+
+        known = ["force", *(f.name for f in dataclasses.fields(RunOptions))]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ParameterError(
+                f"run.resume() takes no option {', '.join(map(repr, unknown))}: it runs with "
+                f"the parameters the run recorded. Its options are {', '.join(known)}."
+            )
+        force = options.get("force", False)
+        if not isinstance(force, bool):
+            options["force"] = arguments.names(force, "force")
 
         return resume_run(self._flow_for("resume"), self, **options)
 
@@ -249,8 +269,10 @@ class Run:
 
     def wait(self, timeout: float | None = None) -> Run:
         """Block until a background run finishes (at most ``timeout`` seconds)."""
+        arguments.optional_seconds(timeout, "timeout")
         if not self._done.wait(timeout):
-            raise TimeoutError(f"run {self._id} is still {self.status} after {timeout} s")
+            assert timeout is not None
+            raise WaitTimeout(self._id, self.status, timeout)
         if self._background_error is not None:
             error, self._background_error = self._background_error, None
             raise error

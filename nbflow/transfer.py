@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nbflow import arguments
 from nbflow.errors import InvalidTransitionError, TransferError, UnknownRunError
 from nbflow.store.base import Store
 from nbflow.store.gc import refs_in_payload
@@ -98,7 +99,8 @@ def export_run(store: Store, run_id: str, directory: str | os.PathLike[str]) -> 
     Pickles are copied as bytes, never unpickled. What an earlier export killed midway
     left next to ``directory`` is removed first (with a warning naming it).
     """
-    target = Path(directory)
+    arguments.instance(store, Store, "export_run's store", hint="nf.open_store(path) opens one.")
+    target = Path(arguments.path(directory, "export_run's directory"))
     if target.exists():
         raise TransferError(f"{target} already exists: export into a new folder.")
     if not target.parent.is_dir():
@@ -162,7 +164,7 @@ def read_export(directory: str | os.PathLike[str]) -> ExportedRun:
     """Read the export in ``directory`` and check all of it; TransferError, naming the
     problem, for a folder that is not an export or one that was changed or damaged (see
     :func:`import_run`). Writes nothing anywhere."""
-    folder = Path(directory)
+    folder = Path(arguments.path(directory, "import_run's directory"))
     header = _read_header(folder)
     run = run_from_json(header.get("run"))
     flow = _checked_flow(header.get("flow"), run)
@@ -211,6 +213,7 @@ def import_run(
     a run of your flow computes its steps itself). Forks and ``resume`` of the run itself
     use its outputs; a fork of it is marked like it.
     """
+    arguments.instance(store, Store, "import_run's store", hint="nf.open_store(path) opens one.")
     if isinstance(directory, ExportedRun):
         exported = directory
     else:  # a run the store holds is refused before the values are read

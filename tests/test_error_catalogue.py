@@ -4,6 +4,9 @@ that still says what the catalogue's example says.
 
 Adding an error class: give it a section in docs/errors.md (what it means, an example
 message in a ```text block, what to do) and a case in ``CASES`` below.
+
+tests/test_error_leaks.py checks the other side: that whatever a user passes wrong to a
+public function ends in one of these errors, never in a raw exception.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from read_only_folder import error_in_read_only_child
 
 import nbflow as nf
 from nbflow import errors
@@ -291,6 +295,15 @@ def a_full_disk(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     return Raised(error, [str(disk / "nbflow.duckdb")])
 
 
+GC_ALL = "import sys, nbflow as nf; nf.open_store(sys.argv[1]).gc(keep_last=0)"
+
+
+def a_read_only_store(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    (tmp / "archive").mkdir()
+    path = _store_file(tmp / "archive" / "nbflow.duckdb")
+    return Raised(error_in_read_only_child(path.parent, GC_ALL, str(path)), [str(path)])
+
+
 def a_leased_run(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     path = tmp / "leased.duckdb"
     store, other = DuckDBStore(path), DuckDBStore(path)
@@ -389,6 +402,23 @@ def a_slow_step(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     return Raised(raising(lambda: flow.run(progress=False)))
 
 
+def a_wait_too_short(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    flow = nf.Flow("waits", store=memory())
+    release = threading.Event()
+
+    @flow.step
+    def slow():
+        release.wait(timeout=60)
+
+    run = flow.run(background=True, progress=False)
+    try:
+        error = raising(lambda: run.wait(timeout=0.01))
+    finally:
+        release.set()
+        run.wait(timeout=60)
+    return Raised(error, [f"run {run.id} is still running"])
+
+
 def a_skipped_output(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     run = failing(memory()).run(progress=False, raise_on_error=False)
     return Raised(raising(lambda: run["after"]), [f"run {run.id}"])
@@ -424,6 +454,16 @@ CASES: dict[str, Case] = {
     "StoreFullError": Case(
         a_full_disk,
         ("step 'big' failed", "StoreFullError: the disk holding the store", "is full"),
+    ),
+    "ReadOnlyStoreError": Case(
+        a_read_only_store,
+        (
+            "is read-only here",
+            "so nbflow opened it for reading",
+            "store.sql work",
+            "but gc needs to write to it",
+            "Copy the file to a folder you can write to",
+        ),
     ),
     "RunLockedError": Case(
         a_leased_run, ("is being run by pid", "can be resumed", "Wait for it to finish")
@@ -482,6 +522,10 @@ CASES: dict[str, Case] = {
     ),
     "StepTimeout": Case(
         a_slow_step, ("step 'slow' failed", "did not finish within its timeout of 0.05 s")
+    ),
+    "WaitTimeout": Case(
+        a_wait_too_short,
+        ("after the 0.01 s waited for it", "it goes on in the background", "`run.cancel()`"),
     ),
     "OutputNotAvailableError": Case(
         a_skipped_output,

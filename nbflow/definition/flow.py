@@ -7,10 +7,11 @@ import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
+from nbflow import arguments
 from nbflow.definition.step import Step, StepOptions
-from nbflow.errors import DefinitionError, UnknownStepError
+from nbflow.errors import DefinitionError, ParameterError, UnknownStepError
 from nbflow.store.base import Store
-from nbflow.store.open import StoreLike, open_store
+from nbflow.store.open import StoreLike, check_store_like, open_store
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -51,6 +52,12 @@ class Flow:
     def __init__(self, name: str, store: StoreLike = None) -> None:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"a flow needs a non-empty name, not {name!r}")
+        if not _valid_unicode(name):
+            raise DefinitionError(
+                f"a flow's name must be valid Unicode text, not {name!r} (it holds a lone "
+                "surrogate, which no store can hold)."
+            )
+        check_store_like(store)
         self._name = name
         self._store_arg = store
         self._store_obj: Store | None = store if isinstance(store, Store) else None
@@ -80,6 +87,10 @@ class Flow:
         Callbacks run on nbflow's sink thread (see :mod:`nbflow.hooks`): a slow or failing
         one never blocks or fails a run. Returns ``callback`` (usable as a decorator).
         """
+        if not callable(callback):
+            raise ParameterError(
+                f"flow.on_event takes a function of one event, not {type(callback).__name__}"
+            )
         self._event_callbacks.append(callback)
         return callback
 
@@ -143,7 +154,7 @@ class Flow:
 
     def remove_step(self, name: str) -> None:
         """Remove a step from the flow."""
-        if name not in self._steps:
+        if not isinstance(name, str) or name not in self._steps:
             raise UnknownStepError(name, self._steps)
         del self._steps[name]
 
@@ -161,6 +172,8 @@ class Flow:
 
         from nbflow.graph.dag import build_graph
 
+        if targets is not None:
+            targets = arguments.names(targets, "targets")
         steps = tuple((name, id(step)) for name, step in self._steps.items())
         key = (steps, None if targets is None else tuple(targets))
         graph = self._graphs.get(key)
@@ -213,8 +226,8 @@ class Flow:
         return start_run(
             self,
             params=params,
-            targets=[targets] if isinstance(targets, str) else targets,
-            force=[force] if isinstance(force, str) else force,
+            targets=None if targets is None else arguments.names(targets, "targets"),
+            force=force if isinstance(force, bool) else arguments.names(force, "force"),
             options=RunOptions(executor, max_workers, background, raise_on_error, progress),
         )
 
@@ -229,6 +242,8 @@ class Flow:
         a DataFrame of runs and fork points, or a networkx tree with ``as_tree=True``."""
         from nbflow.lineage import lineage_frame, thread_tree
 
+        run = run_arg(run, "flow.lineage")
+        arguments.flag(as_tree, "as_tree")
         return thread_tree(self.store, run) if as_tree else lineage_frame(self.store, run)
 
     def status(self, run: Run | str | None = None, **params: Any) -> pd.DataFrame:
@@ -240,6 +255,8 @@ class Flow:
         """
         from nbflow.engine.status import flow_status, status_frame
 
+        if run is not None:
+            run = run_arg(run, "flow.status")
         return status_frame(flow_status(self, run, params))
 
     def latest_run(self) -> Run | None:
@@ -252,8 +269,11 @@ class Flow:
     def show(self, run: Run | None = None) -> DagWidget:
         """The DAG widget: steps colored by the state of ``run`` (default: the latest run),
         stale steps marked. One widget per flow, refreshed on each call."""
+        from nbflow.run import Run
         from nbflow.widgets.display import flow_widget
 
+        if run is not None:
+            arguments.instance(run, Run, "flow.show's run", hint="flow.show() shows the latest.")
         return flow_widget(self, run)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
@@ -264,3 +284,22 @@ class Flow:
     def __repr__(self) -> str:
         store = self._store_obj.uri if self._store_obj is not None else self._store_arg
         return f"<Flow {self._name!r}: {len(self._steps)} steps, store {store!r}>"
+
+
+def run_arg(run: object, where: str) -> Run | str:
+    """A Run or a run id as ``where`` takes it; ParameterError for anything else."""
+    from nbflow.run import Run
+
+    if isinstance(run, Run | str):
+        return run
+    raise ParameterError(
+        f"{where} takes a Run or a run id (a string), not {type(run).__name__} {run!r:.60}"
+    )
+
+
+def _valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

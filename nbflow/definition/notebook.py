@@ -46,7 +46,12 @@ def load_notebook(
     path in the notebook is relative to the notebook's folder. Raises NotebookError when
     the file is missing or not a notebook, CellError for a bad ``%%step`` cell.
     """
-    notebook = Path(path)
+    from nbflow import arguments
+    from nbflow.store.open import check_store_like
+
+    notebook = Path(arguments.path(path, "load_notebook's path"))
+    arguments.optional_text(flow, "load_notebook's flow (a variable or flow name)")
+    check_store_like(store)
     cells = _read_cells(notebook)
     loader = _Loader(notebook, store)
     for index, cell in enumerate(cells, start=1):

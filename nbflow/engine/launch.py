@@ -58,7 +58,14 @@ def resolve_params(
     values = {p: given.get(p, default) for p, default in graph.params.items()}
     for name, value in values.items():
         try:
-            json.dumps(value)
+            # (As UTF-8 text: a lone surrogate, which no store can hold, fails here.)
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ParameterError(
+                f"run parameter {name!r} = {value!r} cannot be recorded: it holds text that "
+                "is not valid Unicode (a lone surrogate, such as text decoded with "
+                "errors='surrogateescape'). Pass the text decoded properly, or as bytes' hex."
+            ) from None
         except (TypeError, ValueError):
             raise ParameterError(
                 f"run parameter {name!r} = {value!r} cannot be recorded: run parameters must be "
@@ -150,6 +157,13 @@ class RunOptions:
     background: bool = False
     raise_on_error: bool = True
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        from nbflow import arguments
+
+        arguments.optional_count(self.max_workers, "max_workers", minimum=1)
+        for name in ("background", "raise_on_error", "progress"):
+            arguments.flag(getattr(self, name), name)
 
 
 def start_run(

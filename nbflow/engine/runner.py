@@ -445,7 +445,7 @@ class Runner:
                 name,
                 attempt,
                 error=error,
-                traceback=outcome.trace,
+                traceback=valid_text(outcome.trace),
                 next_attempt=attempt + 1,
                 delay_s=delay,
                 duration_ms=outcome.seconds * 1000.0,
@@ -456,10 +456,10 @@ class Runner:
             name,
             attempt,
             error=error,
-            traceback=outcome.trace,
+            traceback=valid_text(outcome.trace),
             duration_ms=outcome.seconds * 1000.0,
         )
-        self._failed[name] = (error, outcome.error, outcome.trace)
+        self._failed[name] = (error, outcome.error, valid_text(outcome.trace))
         return None
 
     def _value(self, name: str) -> Any:
@@ -482,4 +482,14 @@ def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
     text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return valid_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
+def valid_text(text: str) -> str:
+    """``text`` with any lone surrogate written as its escape (``\\udc80``): an error
+    message may hold one, and no store (nor a pandas frame) can hold it as text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -96,7 +96,9 @@ def _code_digest(code: types.CodeType) -> str:
     if info.digest is None:
         out: list[str] = []
         _feed_code(out, code)
-        info.digest = "bytecode:" + xxhash.xxh3_128_hexdigest("\n".join(out).encode())
+        info.digest = "bytecode:" + xxhash.xxh3_128_hexdigest(
+            "\n".join(out).encode("utf-8", "surrogatepass")
+        )
     return info.digest
 
 
@@ -444,7 +446,7 @@ def code_fingerprint(
     else:
         payload = {"parts": _collect(func, exclude, source), "options": opts}
     payload["scheme"] = _SCHEME
-    return xxhash.xxh3_128_hexdigest(_canonical(payload).encode())
+    return xxhash.xxh3_128_hexdigest(_canonical(payload).encode("utf-8", "surrogatepass"))
 
 
 def _clear_cache() -> None:

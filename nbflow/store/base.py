@@ -39,6 +39,11 @@ if TYPE_CHECKING:
     from nbflow.values import EncodedValue
 
 
+# What loading a value may raise that says nothing about the stored value: a bug (an
+# assertion), or this process running out of memory or stack.
+_NOT_DAMAGE = (AssertionError, MemoryError, RecursionError)
+
+
 class Store(RunMarks, ABC):
     """A durable home for flows, runs, their event logs, step executions and values.
 
@@ -54,6 +59,21 @@ class Store(RunMarks, ABC):
     uri: str = ""
     #: Whether pickled values may be loaded (unpickling runs code).
     trust: bool = True
+    #: Why the store can only be read (its file cannot be written), or None.
+    read_only_reason: str | None = None
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store could only be opened for reading: writes raise
+        :class:`~nbflow.errors.ReadOnlyStoreError`, reads work as usual."""
+        return self.read_only_reason is not None
+
+    def _refuse_writes(self, action: str) -> None:
+        """ReadOnlyStoreError (saying ``action`` needs to write) for a read-only store."""
+        if self.read_only_reason is not None:
+            from nbflow.errors import ReadOnlyStoreError
+
+            raise ReadOnlyStoreError(self.uri or repr(self), action, self.read_only_reason)
 
     def __init__(self) -> None:
         # The last folded state of each run this object wrote, keyed by run id. A write
@@ -102,6 +122,7 @@ class Store(RunMarks, ABC):
         """Record a flow definition once per store object: every run records its flow,
         and an unchanged definition needs no statement after the first."""
         key = (flow.name, flow.fingerprint)
+        self._refuse_writes("running a flow")
         if key not in self._known_flows:
             self.put_flow(flow)
             self._known_flows.add(key)
@@ -172,10 +193,13 @@ class Store(RunMarks, ABC):
         Raises RunLockedError naming the holder when another live process has it. A lease
         held by a dead process (or expired, from another host) is taken over.
         """
+        from nbflow import arguments
         from nbflow.errors import RunLockedError
         from nbflow.store.leases import lease_alive, lease_ttl, make_lease
 
-        ttl = lease_ttl() if ttl is None else ttl
+        arguments.run_id(run_id)
+        ttl = lease_ttl() if ttl is None else arguments.seconds(ttl, "ttl", positive=True)
+        self._refuse_writes("running a run")
         known = self._states.get(run_id)
         # A run this object created and has not written to yet exists and most likely
         # has no lease: try the compare-and-swap from "no lease" straight away (if someone
@@ -212,6 +236,9 @@ class Store(RunMarks, ABC):
 
     def renew(self, run_id: str) -> bool:
         """Extend this object's lease on ``run_id``; False if it no longer holds it."""
+        from nbflow import arguments
+
+        arguments.run_id(run_id)
         from nbflow.store.leases import make_lease
 
         ttl = self._leases.get(run_id)
@@ -226,11 +253,17 @@ class Store(RunMarks, ABC):
 
     def release(self, run_id: str) -> None:
         """Give up this object's lease on ``run_id`` (nothing happens if it has none)."""
+        from nbflow import arguments
+
+        arguments.run_id(run_id)
         if self._leases.pop(run_id, None) is not None:
             self._swap_lease(run_id, self._token, None)
 
     def lease(self, run_id: str) -> Lease | None:
         """The lease held on ``run_id``, if any."""
+        from nbflow import arguments
+
+        arguments.run_id(run_id)
         return self._read_leases([run_id]).get(run_id)
 
     def reap_interrupted(self, runs: Sequence[RunRecord] | None = None) -> list[RunRecord]:
@@ -242,6 +275,8 @@ class Store(RunMarks, ABC):
         """
         from nbflow.store.leases import lease_alive
 
+        if self.read_only:
+            return []  # (a run whose process died shows as running until someone can write)
         if runs is None:
             runs = self._list_runs(status=RunStatus.RUNNING.value)
         candidates = [
@@ -323,6 +358,7 @@ class Store(RunMarks, ABC):
 
     def _append_to(self, state: RunState, events: Sequence[NewEvent], *, create: bool) -> RunRecord:
         """Stamp ``events`` after ``state``, fold them, write them; keep the new state."""
+        self._refuse_writes("recording events")
         run_id, expected_version = state.run.run_id, state.run.version
         stamped = [
             Event(run_id, expected_version + i + 1, e.ts, e.type, e.step, e.attempt, e.payload)
@@ -422,6 +458,9 @@ class Store(RunMarks, ABC):
 
     def state_at(self, run_id: str, version: int | None = None) -> RunState:
         """The run as it stood at ``version`` (default: now), by folding its events."""
+        from nbflow import arguments
+
+        arguments.optional_count(version, "version")
         run = self._get_run(run_id)
         return fold(run, self.read_events(run_id, upto=version))
 
@@ -434,10 +473,24 @@ class Store(RunMarks, ABC):
     def load_value(self, ref: ValueRef) -> Any:
         """Load the value a ref points at (pickles only when the store is trusted, and
         never a pickle marked as someone else's, see :mod:`nbflow.store.untrusted`): its
-        stored form (:meth:`read_encoded`), decoded."""
+        stored form (:meth:`read_encoded`), decoded. A value that cannot be read is a
+        CorruptStoreError naming it (see :mod:`nbflow.store.damage`)."""
+        from nbflow import arguments
+
+        arguments.value_ref(ref)
         return self._load(ref)
 
     def _load(self, ref: ValueRef, step: str | None = None, run_id: str | None = None) -> Any:
+        from nbflow.store.damage import unreadable_value
+
+        try:
+            return self._decoded(ref, step, run_id)
+        except _NOT_DAMAGE:
+            raise
+        except Exception as exc:
+            raise unreadable_value(ref, exc, self, step=step, run_id=run_id) from exc
+
+    def _decoded(self, ref: ValueRef, step: str | None, run_id: str | None) -> Any:
         from nbflow.store.records import Codec
         from nbflow.values import decode
 
@@ -473,11 +526,16 @@ class Store(RunMarks, ABC):
 
         Every reader of a step's output goes through here, so a store opened with
         ``trust=False`` refuses a pickled output, before reading it, with an
-        UntrustedStoreError that names the step and the run.
+        UntrustedStoreError that names the step and the run; and an output that cannot be
+        read is a CorruptStoreError that names them too.
         """
+        from nbflow import arguments
         from nbflow.errors import UntrustedStoreError
         from nbflow.store.records import Codec
 
+        arguments.value_ref(ref)
+        arguments.text(step, "a step's name")
+        arguments.run_id(run_id)
         if ref.codec is Codec.PICKLE and not self.trust:
             raise UntrustedStoreError(ref.type_name, step=step, run_id=run_id)
         return self._load(ref, step, run_id)
@@ -500,6 +558,9 @@ class Store(RunMarks, ABC):
 
     def table_name(self, ref: ValueRef) -> str | None:
         """The SQL table holding a DataFrame value, for :meth:`sql`; None if it has none."""
+        from nbflow import arguments
+
+        arguments.value_ref(ref)
         return None
 
     # -- retention ----------------------------------------------------------------------
@@ -521,8 +582,12 @@ class Store(RunMarks, ABC):
         executes through this store object, no value is removed (it may be about to
         record one). With ``dry_run=True`` nothing changes and the report says what would go.
         """
+        from nbflow import arguments
         from nbflow.store.gc import GcReport, runs_to_delete
 
+        arguments.flag(dry_run, "dry_run")
+        if not dry_run:
+            self._refuse_writes("gc")
         with self._lock:
             doomed = runs_to_delete(
                 self.list_runs(flow=flow), keep_last=keep_last, older_than=older_than
@@ -609,8 +674,13 @@ class Store(RunMarks, ABC):
         event) and returns the problems marked repaired; lost values cannot be repaired.
         A run left running by a process that died is not a problem.
         """
+        from nbflow import arguments
         from nbflow.store.check import check_store
 
+        arguments.flag(repair, "repair")
+        arguments.flag(verify_values, "verify_values")
+        if repair:
+            self._refuse_writes("check --repair")
         return check_store(self, repair=repair, verify_values=verify_values)
 
     @contextmanager
@@ -676,15 +746,5 @@ class Store(RunMarks, ABC):
         """Run a read-only SQL query over the store's tables; return a DataFrame."""
 
 
-def status_set(status: str | Collection[str] | None) -> set[str] | None:
-    """Normalize a status filter (one status or several) to a set of values, or None."""
-    if status is None:
-        return None
-    values = {status} if isinstance(status, str) else set(status)
-    unknown = values - {s.value for s in RunStatus}
-    if unknown:
-        from nbflow.errors import ParameterError
-
-        known = ", ".join(s.value for s in RunStatus)
-        raise ParameterError(f"unknown run status {sorted(unknown)}; use one of: {known}")
-    return {str(v) for v in values}
+# (Kept importable from here, where they were first defined.)
+from nbflow.store.filters import run_filters, status_set  # noqa: E402, F401

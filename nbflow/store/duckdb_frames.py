@@ -12,7 +12,12 @@ from nbflow.errors import StoreError
 from nbflow.store.duckdb_connection import raise_if_corrupt
 from nbflow.store.duckdb_part import DuckDBPart
 from nbflow.store.duckdb_rows import IN_LIST
-from nbflow.store.sql_guard import check_read_only
+from nbflow.store.sql_guard import (
+    check_arguments,
+    check_read_only,
+    query_failed,
+    run_with_timeout,
+)
 from nbflow.store.sql_rows import EVENT_COLS, event_filters, runs_query
 
 if TYPE_CHECKING:
@@ -82,19 +87,32 @@ class DuckDBFrames(DuckDBPart):
         """Run one read-only SELECT over the store's tables; return a DataFrame.
 
         The tables are ``flows``, ``runs``, ``events``, ``step_executions``, ``blobs``,
-        and each DataFrame checkpoint (``run.table_name(step)`` gives its name).
+        and each DataFrame checkpoint (``run.table_name(step)`` gives its name). The
+        query reads the store and nothing else: no files, URLs or extensions.
         """
+        check_arguments(query, params)
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self} is closed; open it again with nf.open_store().")
             check_read_only(self._con, query)
+            if not getattr(self, "_sandboxed", False):
+                raise StoreError(
+                    f"store.sql cannot run on {self}: another DuckDB connection to the same "
+                    "file in this process locked its configuration with external access on, "
+                    "so a query could read files outside the store. Close that connection."
+                )
+            con = self._con
             # A transaction that is always rolled back: even a SELECT cannot leave a trace.
-            self._con.execute("BEGIN TRANSACTION")
-            try:
-                with self._all_threads():
-                    return self._con.sql(query, params=params).to_arrow_table().to_pandas()
-            except duckdb.Error as exc:
-                raise_if_corrupt(exc, self.uri)
-                raise StoreError(f"the SQL query failed: {exc}") from None
-            finally:
-                self._con.execute("ROLLBACK")
+            # (The thread count is set outside it: a failed query aborts the transaction.)
+            with self._all_threads():
+                con.execute("BEGIN TRANSACTION")
+                try:
+                    table = run_with_timeout(
+                        con, lambda: con.sql(query, params=params).to_arrow_table()
+                    )
+                except duckdb.Error as exc:
+                    raise_if_corrupt(exc, self.uri)
+                    raise query_failed(exc) from None
+                finally:
+                    con.execute("ROLLBACK")
+            return table.to_pandas()

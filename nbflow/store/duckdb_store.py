@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from nbflow import arguments
 from nbflow.errors import (
     CorruptStoreError,
     DuplicateRunError,
@@ -66,6 +67,7 @@ from nbflow.store.duckdb_trust import DuckDBTrust
 from nbflow.store.duckdb_values import DuckDBValues
 from nbflow.store.file_guard import guard_for
 from nbflow.store.fold import RunState
+from nbflow.store.read_only import raise_if_read_only, write_refusal
 from nbflow.store.records import (
     CacheHit,
     Event,
@@ -79,6 +81,7 @@ from nbflow.store.records import (
     StepExecution,
     ValueRef,
 )
+from nbflow.store.sql_guard import sandbox
 from nbflow.store.sql_rows import (
     EVENT_COLS,
     EXEC_COLS,
@@ -89,6 +92,7 @@ from nbflow.store.sql_rows import (
     UPSERT_EXECUTIONS,
     dumps,
     event_filters,
+    event_from_row,
     execution_from_row,
     finished_rows,
     lease_from_row,
@@ -155,6 +159,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
         self._known_blobs: dict[str, int] = {}  # hash -> stored size
         self._known_generation = 0  # the guard's generation _known_blobs was filled at
         self._threads = 1  # DuckDB's own thread count, read when connecting
+        self._sandboxed = False  # whether store.sql's database reaches only the store
         self._yield_until = 0.0  # monotonic time before which not to take the file back
         self._closed = False
         self._last_used = time.monotonic()
@@ -221,12 +226,11 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
         where = self._where
         try:
             con = duckdb.connect(self.path)
+            self.read_only_reason = None
         except duckdb.IOException as exc:
             if is_lock_error(exc):
                 raise
-            raise CorruptStoreError(
-                f"{self.path!r} is damaged and cannot be opened as a store: {exc}"
-            ) from None
+            con = self._connect_read_only(exc)
         except duckdb.Error as exc:
             raise_if_corrupt(exc, self.uri)
             raise CorruptStoreError(
@@ -242,6 +246,8 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
             # here); big reads and writes switch to every core (see _all_threads).
             self._threads = int(con.execute("SELECT current_setting('threads')").fetchall()[0][0])
             con.execute("SET threads = 1")
+            # store.sql may reach nothing outside the store (see sql_guard).
+            self._sandboxed = sandbox(con, self.path)
             schema.setup(con, where)
         except (NotAStoreError, StoreError):
             con.close()
@@ -249,6 +255,29 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
         except duckdb.Error as exc:
             con.close()
             raise CorruptStoreError(f"{where} is damaged and cannot be read: {exc}") from None
+        return con
+
+    def _connect_read_only(self, refused: duckdb.IOException) -> duckdb.DuckDBPyConnection:
+        """The file cannot be opened for writing: open it for reading if that is why
+        (see :mod:`nbflow.store.read_only`), else it is damaged."""
+        reason = write_refusal(refused)
+        if reason is None:
+            raise CorruptStoreError(
+                f"{self.path!r} is damaged and cannot be opened as a store: {refused}"
+            ) from None
+        if not Path(self.path).exists():
+            raise StoreError(
+                f"cannot create the store {self.uri!r}: its folder cannot be written ({reason})."
+            ) from None
+        try:
+            con = duckdb.connect(self.path, read_only=True)
+        except duckdb.IOException as exc:
+            if is_lock_error(exc):
+                raise
+            raise CorruptStoreError(
+                f"{self.path!r} is damaged and cannot be opened as a store: {exc}"
+            ) from None
+        self.read_only_reason = reason
         return con
 
     # -- lifecycle --------------------------------------------------------------------
@@ -345,6 +374,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
                 raise_if_corrupt(exc, self.uri)
                 if is_disk_full(exc):
                     raise disk_full_error(self.uri) from None
+                raise_if_read_only(exc, self.uri, self.read_only_reason)
                 raise
 
     @contextmanager
@@ -377,6 +407,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
 
     def get_flow(self, name: str, fingerprint: str) -> FlowRecord | None:
         """The stored definition, or None."""
+        arguments.flow_key(name, fingerprint)
         rows = self._execute(
             "SELECT definition, created_at FROM flows WHERE name = ? AND fingerprint = ?",
             [name, fingerprint],
@@ -402,6 +433,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
 
     def _get_run(self, run_id: str) -> RunRecord:
         """The run's row; UnknownRunError if absent."""
+        arguments.run_id(run_id)
         rows = self._execute(f"SELECT {RUN_COLS} FROM runs WHERE run_id = ?", [run_id])
         if not rows:
             raise UnknownRunError(run_id, self)
@@ -571,13 +603,13 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
 
         names = [c.strip() for c in columns.split(",")]
         values = zip(*rows, strict=True)
-        # DuckDB finds the table by its name among the variables of the frame that calls
-        # execute (a replacement scan): half the cost of registering it as a view and
-        # dropping it again. (A proxy of the connection must pass the name on.)
-        nbflow_batch = pa.table(  # noqa: F841
+        batch = pa.table(
             {n: pa.array(v, type=t) for n, v, t in zip(names, values, types, strict=True)}
         )
-        self._con.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM nbflow_batch")
+        # A relation over the Arrow table, inserted by position (``columns`` are all of
+        # the table's, in its order): as cheap as a replacement scan, which the sandbox
+        # turns off, and half the cost of registering the table as a view.
+        self._con.from_arrow(batch).insert_into(table)
 
     def read_events(self, run_id: str | None = None, *, upto: int | None = None) -> list[Event]:
         """Events of one run (or all), in order."""
@@ -585,9 +617,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
             self._get_run(run_id)
         where, params = event_filters(run_id, upto, mark="?")
         rows = self._execute(f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params)
-        return [
-            Event(r[0], r[1], r[2], EventType(r[3]), r[4], r[5], json.loads(r[6])) for r in rows
-        ]
+        return [event_from_row(r) for r in rows]
 
     def executions(self, run_id: str) -> list[StepExecution]:
         """The run's execution rows in the order they last changed (running ones too)."""

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from nbflow import arguments
 from nbflow.errors import StoreError
 from nbflow.store import schema
 from nbflow.store.duckdb_connection import disk_full_error, is_disk_full, rollback
+from nbflow.store.duckdb_digest import DIGEST_KEY, check_table, table_digest, without_digest
 from nbflow.store.duckdb_part import DuckDBPart
 from nbflow.store.records import BlobRecord, Codec, ValueRef
 from nbflow.store.sql_rows import dumps
@@ -46,9 +48,11 @@ class DuckDBValues(DuckDBPart):
             with self._all_threads(nbytes):
                 con.execute("BEGIN TRANSACTION")
                 try:
+                    meta = dict(encoded.meta)
                     if table_name is not None:
                         assert encoded.table is not None
                         write_value_table(con, table_name, encoded.table)
+                        meta[DIGEST_KEY] = table_digest(con, table_name)  # checked on load
                     con.execute(
                         "INSERT INTO blobs VALUES (?, ?, ?, now(), ?, ?, ?) ON CONFLICT DO NOTHING",
                         [
@@ -56,7 +60,7 @@ class DuckDBValues(DuckDBPart):
                             ref.codec.value,
                             ref.size,
                             table_name,
-                            dumps(dict(encoded.meta)),
+                            dumps(meta),
                             encoded.data,
                         ],
                     )
@@ -98,16 +102,21 @@ class DuckDBValues(DuckDBPart):
                     con.execute("SET arrow_large_buffer_size = true")
                 try:
                     table = con.sql(f"SELECT * FROM {self._table_for(ref)}").to_arrow_table()
+                    check_table(con, self._table_for(ref), meta.get(DIGEST_KEY), table.num_rows)
                 finally:
                     if large:  # (the lock keeps the connection open until here)
                         con.execute("RESET arrow_large_buffer_size")
         stored = ValueRef(Codec(codec), ref.hash, size, ref.type_name)
         return EncodedValue(
-            ref=stored, table=table, data=None if data is None else bytes(data), meta=meta
+            ref=stored,
+            table=table,
+            data=None if data is None else bytes(data),
+            meta=without_digest(meta),
         )
 
     def has_blob(self, hash: str) -> bool:
         """Whether a blob with this hash is stored."""
+        arguments.text(hash, "a content hash")
         return self._stored_size(hash) is not None
 
     def _replace_blob_meta(self, hash: str, meta: Any) -> None:
@@ -140,6 +149,7 @@ class DuckDBValues(DuckDBPart):
 
     def table_name(self, ref: ValueRef) -> str | None:
         """The qualified table name of a DataFrame value, to use in :meth:`sql`."""
+        arguments.value_ref(ref)
         if ref.codec is not Codec.ARROW:
             return None
         return self._table_for(ref)

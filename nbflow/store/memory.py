@@ -7,8 +7,10 @@ import dataclasses
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from nbflow import arguments
 from nbflow.errors import DuplicateRunError, StaleVersionError, UnknownRunError
-from nbflow.store.base import Store, status_set
+from nbflow.store.base import Store
+from nbflow.store.filters import run_filters
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
     BlobRecord,
@@ -59,6 +61,7 @@ class MemoryStore(Store):
 
     def get_flow(self, name: str, fingerprint: str) -> FlowRecord | None:
         """The stored definition, or None."""
+        arguments.flow_key(name, fingerprint)
         return self._flows.get((name, fingerprint))
 
     # -- runs ---------------------------------------------------------------------------
@@ -78,6 +81,7 @@ class MemoryStore(Store):
 
     def _get_run(self, run_id: str) -> RunRecord:
         """The run's record; UnknownRunError if absent."""
+        arguments.run_id(run_id)
         try:
             return self._runs[run_id]
         except KeyError:
@@ -92,7 +96,7 @@ class MemoryStore(Store):
         limit: int | None = None,
     ) -> list[RunRecord]:
         """Runs matching the filters, newest first."""
-        statuses = status_set(status)
+        flow, statuses, thread_id, limit = run_filters(flow, status, thread_id, limit)
         with self._lock:
             runs = [
                 r
@@ -159,6 +163,7 @@ class MemoryStore(Store):
             else:
                 self._get_run(run_id)
                 logs = [self._events[run_id]]
+            arguments.optional_count(upto, "upto (a version)")
             return [e for log in logs for e in log if upto is None or e.seq <= upto]
 
     def executions(self, run_id: str) -> list[StepExecution]:
@@ -247,6 +252,7 @@ class MemoryStore(Store):
 
     def has_blob(self, hash: str) -> bool:
         """Whether a blob with this hash is kept."""
+        arguments.text(hash, "a content hash")
         return hash in self._blobs
 
     def _replace_blob_meta(self, hash: str, meta: Any) -> None:

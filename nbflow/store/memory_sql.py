@@ -9,6 +9,14 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
+from nbflow.store.sql_guard import (
+    check_arguments,
+    check_read_only,
+    query_failed,
+    run_with_timeout,
+    sandboxed_memory_connection,
+)
+
 if TYPE_CHECKING:
     from nbflow.store.memory import MemoryStore
 
@@ -20,6 +28,7 @@ def query_frames(
     step_executions, blobs and untrusted_runs (JSON columns as text)."""
     from nbflow import frames
 
+    check_arguments(query, params)
     runs = store.runs_frame()
     steps = pd.concat(
         [store.steps_frame(r) for r in runs["run_id"]] or [frames.steps_frame([])],
@@ -50,22 +59,18 @@ def query_frames(
             }
         ),
     }
-    con = duckdb.connect()
+    con = sandboxed_memory_connection()
     try:
-        con.execute("SET TimeZone = 'UTC'")
         for name, frame in tables.items():
             for col in ("params", "payload"):
                 if col in frame:
                     frame = frame.assign(**{col: frame[col].map(json.dumps)})
             con.register(name, frame)
-        from nbflow.store.sql_guard import check_read_only
-
         check_read_only(con, query)
         try:
-            return con.sql(query, params=params).to_arrow_table().to_pandas()
+            table = run_with_timeout(con, lambda: con.sql(query, params=params).to_arrow_table())
         except duckdb.Error as exc:
-            from nbflow.errors import StoreError
-
-            raise StoreError(f"the SQL query failed: {exc}") from None
+            raise query_failed(exc) from None
     finally:
         con.close()
+    return table.to_pandas()

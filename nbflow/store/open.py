@@ -8,7 +8,7 @@ import weakref
 from pathlib import Path
 from typing import Union
 
-from nbflow.errors import StoreError
+from nbflow.errors import ParameterError, StoreError
 from nbflow.store.base import Store
 
 #: What every ``store=`` argument accepts: a Store, a path, a URI, or None for the default.
@@ -75,9 +75,9 @@ def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
         return store
     if trust is None:
         trust = env_trust()
-    location = default_location() if store is None else os.fspath(store)
-    if not isinstance(location, str):
-        raise StoreError(f"a store location must be a path or a URI, not {type(store).__name__}")
+    elif not isinstance(trust, bool):
+        raise ParameterError(f"trust must be True, False or None, not {trust!r}")
+    location = default_location() if store is None else _location(store)
     kind, target = _parse(location)
 
     if kind == "memory":
@@ -100,6 +100,24 @@ def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
         if store is None:
             _default[key] = opened
         return opened
+
+
+def _location(store: object) -> str:
+    """The path or URI a ``store=`` argument names; StoreError for anything else."""
+    if isinstance(store, str | os.PathLike):
+        location = os.fspath(store)
+        if isinstance(location, str):
+            return location
+    raise StoreError(
+        f"a store location must be a Store, a path or a URI, not {type(store).__name__} "
+        f"{store!r:.60}: e.g. 'nbflow.duckdb', ':memory:' or 'postgresql://user@host/db'."
+    )
+
+
+def check_store_like(store: object) -> None:
+    """Refuse a ``store=`` argument that can never name a store, before it is opened."""
+    if store is not None and not isinstance(store, Store):
+        _location(store)
 
 
 def _open_postgres(uri: str, *, trust: bool, default: bool) -> Store:

@@ -4,11 +4,17 @@ A small lexer (quotes, quoted identifiers, dollar quoting, comments) splits the 
 into statements, names the first one's kind, and rewrites DuckDB's placeholders (``?``,
 ``$1``, ``$name``) into psycopg's, so a query written for the DuckDB store runs here
 unchanged. The statement then runs in a ``READ ONLY`` transaction that is rolled back,
-so PostgreSQL itself refuses any write this check let through.
+with a statement timeout, so PostgreSQL itself refuses any write this check let through.
+
+A read-only transaction still lets a query lock, wait, read the server's files or run
+other SQL through a function: those functions (:data:`REFUSED_FUNCTIONS`) are refused
+by name before the query is sent, wherever they are called (quoted, schema-qualified,
+behind a comment).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +23,41 @@ from nbflow.errors import StoreError
 
 #: Statements store.sql runs (EXPLAIN is not one: EXPLAIN ANALYZE executes its statement).
 READ_ONLY_KINDS = {"SELECT", "WITH", "VALUES", "TABLE"}
+
+#: Functions store.sql refuses, as patterns of their names, and why. Advisory locks
+#: outlive the query (a session lock stays on the store's connection, and nbflow itself
+#: takes one to open a store); the others read or list the server's files, run SQL
+#: given as text (past this check), change settings (the timeout), wait, or act on
+#: other sessions and the server.
+REFUSED_FUNCTIONS: dict[str, str] = {
+    r"pg_(try_)?advisory_\w*": "takes an advisory lock",
+    r"pg_read_(binary_)?file|pg_ls_\w*|pg_stat_file|pg_file_\w*|pg_logdir_ls"
+    r"|pg_current_logfile": "reads the server's files",
+    r"lo_\w*|loread|lowrite": "reads or writes large objects, and files with them",
+    r"dblink\w*": "connects to another database",
+    r"(query|cursor|table|schema|database)_to_xml\w*|ts_stat": "runs SQL given as text",
+    r"set_config": "changes a setting (such as the statement timeout)",
+    r"pg_sleep\w*": "waits",
+    r"pg_(terminate|cancel|signal)_backend|pg_reload_conf|pg_rotate_logfile|pg_promote"
+    r"|pg_switch_wal|pg_(create|drop)_\w+|pg_replication_origin_\w+|pg_logical_\w+"
+    r"|pg_(start|stop)_backup|pg_backup_(start|stop)|pg_log_backend_memory_contexts"
+    r"|pg_notify|pg_export_snapshot|pg_wal_replay_\w+": "acts on the server or other sessions",
+}
+_REFUSED = [(re.compile(f"(?:{p})", re.IGNORECASE), why) for p, why in REFUSED_FUNCTIONS.items()]
+_NAME_OR_MARK = re.compile(r"[A-Za-z_][A-Za-z_0-9$]*|\S")
+
+
+def transaction_start() -> str:
+    """The statements that open store.sql's transaction: read-only, and cancelled after
+    ``$NBFLOW_SQL_TIMEOUT`` seconds (default 60) of running or of waiting for a lock."""
+    from nbflow.store.sql_guard import sql_timeout
+
+    ms = max(1, round(sql_timeout() * 1000))
+    return (
+        f"BEGIN TRANSACTION READ ONLY; SET LOCAL statement_timeout = {ms:d}; "
+        f"SET LOCAL lock_timeout = {ms:d}"
+    )
+
 
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)?\$")
 _NAMED = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*|\d+)")
@@ -138,6 +179,7 @@ def prepare(
             f"store.sql is read-only: a {kind} statement is not allowed. "
             "Only SELECT queries can be run."
         )
+    refuse_functions(statement)
     pieces: list[tuple[bool, str]] = []  # (is a placeholder, text)
     positional = 0
     order: list[Any] = []
@@ -185,3 +227,32 @@ def prepare(
         return "".join(text for _, text in pieces), None
     # With parameters psycopg reads every '%' as a placeholder's: double the literal ones.
     return "".join(t if is_param else t.replace("%", "%%") for is_param, t in pieces), bound
+
+
+def refuse_functions(statement: list[tuple[str, str]]) -> None:
+    """Raise StoreError naming the first function of :data:`REFUSED_FUNCTIONS` that the
+    statement calls: a name (plain or quoted, qualified or not) followed by '('."""
+    words: list[tuple[str, str]] = []  # ('name' | 'mark', text), comments left out
+    for kind, text in statement:
+        if kind == "code":
+            for match in _NAME_OR_MARK.finditer(text):
+                piece = match.group(0)
+                words.append(("name" if piece[0].isalpha() or piece[0] == "_" else "mark", piece))
+        elif kind == "ident":
+            if words[-2:] in ([("name", "U"), ("mark", "&")], [("name", "u"), ("mark", "&")]):
+                raise StoreError(
+                    'store.sql does not take Unicode-escaped identifiers (U&"..."): '
+                    "write the name as it is."
+                )
+            words.append(("name", text[1:-1].replace('""', '"')))
+        elif kind != "comment":
+            words.append(("mark", text))
+    for (kind, text), following in itertools.pairwise(words):
+        if kind != "name" or following != ("mark", "("):
+            continue
+        for pattern, why in _REFUSED:
+            if pattern.fullmatch(text):
+                raise StoreError(
+                    f"store.sql refuses {text}(): it {why}, and store.sql only reads the "
+                    "store's tables. Query the tables instead."
+                )

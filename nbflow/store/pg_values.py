@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from nbflow import arguments
 from nbflow.errors import StoreError
 from nbflow.store import postgres_schema
 from nbflow.store.pg_part import PostgresPart
@@ -125,6 +126,7 @@ class PostgresValues(PostgresPart):
 
     def has_blob(self, hash: str) -> bool:
         """Whether a blob with this hash is stored."""
+        arguments.text(hash, "a content hash")
         return self._stored_size(hash) is not None
 
     def _replace_blob_meta(self, hash: str, meta: Any) -> None:

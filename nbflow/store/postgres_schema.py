@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from nbflow.errors import NotAStoreError
-from nbflow.store.migrations import FORMAT, recording, refuse_newer
+from nbflow.store.migrations import FORMAT, parse_version, recording, refuse_newer, require_tables
 
 #: The schema this version of nbflow writes. Newer ones are refused.
 SCHEMA_VERSION = 2
@@ -137,6 +137,20 @@ SELECT run_id, min(source), now(), NULL FROM (
 GROUP BY run_id;
 """
 
+#: The tables of the current schema.
+TABLES = (
+    "nbflow_meta",
+    "schema_migrations",
+    "flows",
+    "runs",
+    "events",
+    "step_executions",
+    "blobs",
+    "blob_chunks",
+    "leases",
+    "untrusted_runs",
+)
+
 #: Numbered migrations: (version, name, DDL). Version 1 creates the schema.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema", SCHEMA_V1),
@@ -196,4 +210,7 @@ def stored_version(con: Any, where: str, schema: str) -> int | None:
     meta = dict(con.execute("SELECT key, value FROM nbflow_meta").fetchall())
     if meta.get("format") != FORMAT:
         raise NotAStoreError(f"{where} is not an nbflow store (no nbflow format marker).")
-    return int(meta.get("schema_version", "0"))
+    version = parse_version(where, meta)
+    if version == SCHEMA_VERSION:
+        require_tables(where, tables, TABLES)
+    return version

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql as pgsql
 
+from nbflow import arguments
 from nbflow.errors import (
     DuplicateRunError,
     NotAStoreError,
@@ -48,7 +49,6 @@ from nbflow.store.pg_trust import PostgresTrust
 from nbflow.store.pg_values import PostgresValues
 from nbflow.store.records import (
     Event,
-    EventType,
     FlowRecord,
     Lease,
     RunRecord,
@@ -65,6 +65,7 @@ from nbflow.store.sql_rows import (
     UPSERT_EXECUTIONS,
     dumps,
     event_filters,
+    event_from_row,
     execution_from_row,
     finished_rows,
     lease_from_row,
@@ -230,6 +231,7 @@ class PostgresStore(PostgresValues, PostgresMaintenance, PostgresTrust, Store):
 
     def get_flow(self, name: str, fingerprint: str) -> FlowRecord | None:
         """The stored definition, or None."""
+        arguments.flow_key(name, fingerprint)
         rows = self._rows(
             "SELECT definition, created_at FROM flows WHERE name = %s AND fingerprint = %s",
             [name, fingerprint],
@@ -263,6 +265,7 @@ class PostgresStore(PostgresValues, PostgresMaintenance, PostgresTrust, Store):
 
     def _get_run(self, run_id: str) -> RunRecord:
         """The run's row as stored; UnknownRunError if absent."""
+        arguments.run_id(run_id)
         rows = self._rows(f"SELECT {RUN_COLS} FROM runs WHERE run_id = %s", [run_id])
         if not rows:
             raise UnknownRunError(run_id, self)
@@ -400,10 +403,11 @@ class PostgresStore(PostgresValues, PostgresMaintenance, PostgresTrust, Store):
             self._get_run(run_id)
         where, params = event_filters(run_id, upto, mark="%s")
         rows = self._rows(f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params)
-        return [Event(r[0], r[1], r[2], EventType(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [event_from_row(r, parsed) for r in rows]
 
     def executions(self, run_id: str) -> list[StepExecution]:
         """The run's execution rows in the order they last changed (running ones too)."""
+        arguments.run_id(run_id)
 
         def read(con: psycopg.Connection[Any]) -> list[tuple[Any, ...]] | None:
             # One snapshot for the check and the rows: a writer may finish an attempt
@@ -474,13 +478,16 @@ class PostgresStore(PostgresValues, PostgresMaintenance, PostgresTrust, Store):
         """
         import pandas as pd
 
-        from nbflow.store.pg_sql import prepare
+        from nbflow.store.pg_sql import prepare, transaction_start
+        from nbflow.store.sql_guard import check_arguments, sql_timeout, timed_out
 
+        check_arguments(query, params)
         text, bound = prepare(query, params)
+        begin = transaction_start()
 
         def run(con: psycopg.Connection[Any]) -> pd.DataFrame:
             with con.cursor() as cur:
-                cur.execute("BEGIN TRANSACTION READ ONLY")
+                cur.execute(begin)
                 try:
                     cur.execute(text, bound)
                     columns = [c.name for c in cur.description or ()]
@@ -492,10 +499,14 @@ class PostgresStore(PostgresValues, PostgresMaintenance, PostgresTrust, Store):
                         raise StoreError(
                             f"store.sql is read-only: the query tried to write ({first_line(exc)})."
                         ) from None
+                    cancelled = psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable
+                    if isinstance(exc, cancelled):
+                        raise timed_out(sql_timeout(), first_line(exc)) from None
                     raise StoreError(f"the SQL query failed: {first_line(exc)}") from None
                 finally:
                     if not con.broken:
-                        con.execute("ROLLBACK")
+                        # Whatever lock a query found a way to take goes with it.
+                        con.execute("ROLLBACK; SELECT pg_advisory_unlock_all()")
             return pd.DataFrame.from_records(rows, columns=columns)
 
         return self._run(run)

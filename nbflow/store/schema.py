@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import duckdb
 
-from nbflow.errors import NotAStoreError
-from nbflow.store.migrations import FORMAT, recording, refuse_newer
+from nbflow.errors import NotAStoreError, ReadOnlyStoreError
+from nbflow.store.migrations import FORMAT, parse_version, recording, refuse_newer, require_tables
+from nbflow.store.read_only import is_read_only
 
 #: The schema this version of nbflow writes. Files from a newer schema are refused.
 SCHEMA_VERSION = 4
@@ -163,6 +164,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 ]
 
 
+#: The tables (and views) of the current schema.
+TABLES = (
+    "nbflow_meta",
+    "schema_migrations",
+    "flows",
+    "run_records",
+    "runs",
+    "events",
+    "step_executions",
+    "blobs",
+    "leases",
+    "untrusted_runs",
+)
+
+
 def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
     rows = con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
@@ -186,7 +202,7 @@ def stored_version(con: duckdb.DuckDBPyConnection, where: str) -> int | None:
     rows = dict(con.execute("SELECT key, value FROM nbflow_meta").fetchall())
     if rows.get("format") != FORMAT:
         raise NotAStoreError(f"{where} is not an nbflow store (no nbflow format marker).")
-    return int(rows.get("schema_version", "0"))
+    return parse_version(where, rows)
 
 
 def setup(con: duckdb.DuckDBPyConnection, where: str) -> None:
@@ -194,9 +210,18 @@ def setup(con: duckdb.DuckDBPyConnection, where: str) -> None:
     version = stored_version(con, where)
     refuse_newer(where, version, SCHEMA_VERSION)
     current = version or 0
+    read_only = is_read_only(con)
     if current == SCHEMA_VERSION:
+        require_tables(where, _tables(con), TABLES)
         # A compacted copy of the file loses empty schemas: make sure this one is there.
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {VALUES_SCHEMA}")
+        if not read_only:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {VALUES_SCHEMA}")
+    elif read_only:
+        raise ReadOnlyStoreError(
+            where,
+            "opening it" if version is None else f"migrating it from schema {version}",
+            "it can only be opened for reading",
+        )
     for number, name, ddl in MIGRATIONS:
         if number <= current:
             continue

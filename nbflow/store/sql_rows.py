@@ -12,9 +12,11 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from nbflow.json_text import compact_encoder
-from nbflow.store.base import status_set
+from nbflow.store.damage import damaged_row
+from nbflow.store.filters import run_filters
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
+    Event,
     EventType,
     Lease,
     RunRecord,
@@ -71,10 +73,10 @@ def runs_query(
     ``{mark}``)."""
     clauses: list[str] = []
     params: list[Any] = []
+    flow, statuses, thread_id, limit = run_filters(flow, status, thread_id, limit)
     if flow is not None:
         clauses.append(f"flow = {mark}")
         params.append(flow)
-    statuses = status_set(status)
     if statuses is not None:
         clauses.append(in_list.format(column="status", mark=mark))
         params.append(sorted(statuses))
@@ -90,9 +92,13 @@ def runs_query(
 
 def event_filters(run_id: str | None, upto: int | None, *, mark: str) -> tuple[str, list[Any]]:
     """The WHERE clause and parameters of an events query."""
+    from nbflow import arguments
+
     clauses: list[str] = []
     params: list[Any] = []
+    arguments.optional_count(upto, "upto (a version)")
     if run_id is not None:
+        arguments.run_id(run_id)
         clauses.append(f"run_id = {mark}")
         params.append(run_id)
     if upto is not None:
@@ -121,15 +127,26 @@ def run_row(r: RunRecord, *, version: bool = True) -> list[Any]:
 
 
 def run_from_row(r: Sequence[Any], read_json: JsonReader = json.loads) -> RunRecord:
-    """A run record from a row of the ``runs`` columns in their usual order."""
+    """A run record from a row of the ``runs`` columns in their usual order;
+    CorruptStoreError for a row nbflow did not write so."""
+    try:
+        return _run_from_row(r, read_json)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise damaged_row(f"the runs row of run {r[0]!r}", exc) from None
+
+
+def _run_from_row(r: Sequence[Any], read_json: JsonReader) -> RunRecord:
+    params, steps = read_json(r[5]), read_json(r[6])
+    if not isinstance(params, dict) or not isinstance(steps, list):
+        raise TypeError("its params are not an object, or its steps not a list")
     return RunRecord(
         run_id=r[0],
         flow=r[1],
         flow_fingerprint=r[2],
         status=RunStatus(r[3]),
         version=r[4],
-        params=read_json(r[5]),
-        steps=tuple(read_json(r[6])),
+        params=params,
+        steps=tuple(steps),
         created_at=r[7],
         started_at=r[8],
         finished_at=r[9],
@@ -142,7 +159,27 @@ def run_from_row(r: Sequence[Any], read_json: JsonReader = json.loads) -> RunRec
 
 
 def execution_from_row(r: Sequence[Any], read_json: JsonReader = json.loads) -> StepExecution:
-    """A step execution from a row of the ``step_executions`` columns in their usual order."""
+    """A step execution from a row of the ``step_executions`` columns in their usual order;
+    CorruptStoreError for a row nbflow did not write so."""
+    try:
+        return _execution_from_row(r, read_json)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise damaged_row(f"the execution row of step {r[1]!r} in run {r[0]!r}", exc) from None
+
+
+def event_from_row(r: Sequence[Any], read_json: JsonReader = json.loads) -> Event:
+    """An event from a row of :data:`EVENT_COLS`; CorruptStoreError for a row nbflow did
+    not write so."""
+    try:
+        payload = read_json(r[6])
+        if not isinstance(payload, dict):
+            raise TypeError("its payload is not an object")
+        return Event(r[0], r[1], r[2], EventType(r[3]), r[4], r[5], payload)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise damaged_row(f"event {r[1]} of run {r[0]!r}", exc) from None
+
+
+def _execution_from_row(r: Sequence[Any], read_json: JsonReader) -> StepExecution:
     return StepExecution(
         run_id=r[0],
         step=r[1],

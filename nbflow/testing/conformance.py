@@ -26,6 +26,7 @@ from nbflow.testing.conformance_check import CheckConformance
 from nbflow.testing.conformance_executions import ExecutionConformance
 from nbflow.testing.conformance_leases import LeaseConformance
 from nbflow.testing.conformance_records import RecordConformance
+from nbflow.testing.conformance_sql import SqlConformance
 from nbflow.testing.conformance_trust import TrustConformance
 from nbflow.testing.conformance_values import ValueConformance
 
@@ -39,6 +40,7 @@ class StoreConformance(
     LeaseConformance,
     CheckConformance,
     TrustConformance,
+    SqlConformance,
 ):
     """The contract of :class:`nbflow.store.base.Store`, as pytest tests.
 

@@ -26,8 +26,9 @@ from nbflow.values.hashing import hash_arrow_table, hash_bytes, hash_numpy
 
 __all__ = ["stored_hash"]
 
-# Keys encode adds to a frame's meta after hashing it (how to rebuild the stored table).
-_LAYOUT_KEYS = ("schema", "dictionaries")
+# Keys encode adds to a frame's meta after hashing it (how to rebuild the stored table),
+# and the digest a DuckDB store adds when it writes the table (store/duckdb_digest.py).
+_LAYOUT_KEYS = ("schema", "dictionaries", "table_digest")
 
 
 def stored_hash(

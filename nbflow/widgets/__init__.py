@@ -29,8 +29,13 @@ def browse(target: Flow | Run | Store | str | None = None, *, page_size: int = 2
     path / URI (default: ``$NBFLOW_STORE`` or ./nbflow.duckdb). A store opened from a
     path is the browser's own and is closed by ``browser.close()``.
     """
+    from nbflow import arguments
+    from nbflow.store.open import check_store_like
     from nbflow.widgets.browser import Browser, browse_store
 
+    arguments.count(page_size, "page_size", minimum=1)
+    if not _browsable(target):
+        check_store_like(target)
     store, owns, flow, run = browse_store(target)
     try:
         return Browser(store, flow=flow, run=run, owns_store=owns, page_size=page_size)
@@ -38,6 +43,13 @@ def browse(target: Flow | Run | Store | str | None = None, *, page_size: int = 2
         if owns:
             store.close()
         raise
+
+
+def _browsable(target: object) -> bool:
+    from nbflow.definition.flow import Flow
+    from nbflow.run import Run
+
+    return isinstance(target, Flow | Run)
 
 
 def show(target: Flow | Run) -> DagWidget:
