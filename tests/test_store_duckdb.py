@@ -27,6 +27,8 @@ from nbflow.testing import make_flow, make_run, populate, start_run, typical_eve
 from nbflow.values import encode
 
 FRAME = pd.DataFrame({"x": [1, 2, 3], "label": ["a", "b", "c"], "y": [0.5, 1.5, 2.5]})
+# Big enough (640 KB) for a table of its own; FRAME is kept in its blob row.
+BIG_FRAME = pd.DataFrame({"x": np.arange(40_000), "y": np.arange(40_000) * 0.5})
 
 
 @pytest.fixture
@@ -189,13 +191,14 @@ def test_opening_twice_does_not_migrate_again(path: Path) -> None:
 
 
 def _downgrade(path: Path, version: int) -> None:
-    """Make ``path`` the file an nbflow of schema ``version`` (1 or 2) wrote."""
+    """Make ``path`` the file an nbflow of schema ``version`` (1, 2 or 3) wrote."""
     con = duckdb.connect(str(path))
-    # Schema 1 and 2: runs is a table holding each run's version.
-    con.execute("CREATE TABLE runs_table AS SELECT * FROM runs")
-    con.execute("DROP VIEW runs")
-    con.execute("DROP TABLE run_records")
-    con.execute("ALTER TABLE runs_table RENAME TO runs")
+    if version < 3:
+        # Schema 1 and 2: runs is a table holding each run's version.
+        con.execute("CREATE TABLE runs_table AS SELECT * FROM runs")
+        con.execute("DROP VIEW runs")
+        con.execute("DROP TABLE run_records")
+        con.execute("ALTER TABLE runs_table RENAME TO runs")
     if version < 2:
         con.execute("DROP TABLE leases")
     con.execute("DELETE FROM schema_migrations WHERE version > ?", [version])
@@ -221,6 +224,31 @@ def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) ->
         assert lease.run_id == run_id
 
 
+def test_a_schema_3_file_keeps_its_values_in_the_layouts_it_wrote(path: Path) -> None:
+    """Schema 3 kept every value's bytes in its row and every DataFrame in a table: such
+    rows are read as they are after the migration."""
+    from nbflow.testing.conformance_check import run_with_outputs
+
+    big = np.linspace(0.0, 1.0, 60_000)  # 480 KB: a table of words in schema 4
+    with DuckDBStore(path) as store:
+        store.compact_frame_bytes = 0  # every frame a table, as schema 3 wrote them
+        run_with_outputs(store, {"frame": FRAME, "array": big}, run_id="r-old")
+        refs = {x.step: x.output for x in store.executions("r-old")}
+        data = store.read_encoded(refs["array"]).data
+    con = duckdb.connect(str(path))
+    array_hash = refs["array"].hash
+    con.execute("UPDATE blobs SET data = ?, table_name = NULL WHERE hash = ?", [data, array_hash])
+    con.execute(f"DROP TABLE nbflow_values.v_{array_hash}")
+    con.close()
+    _downgrade(path, 3)
+    with DuckDBStore(path) as migrated:
+        meta = dict(migrated.sql("SELECT key, value FROM nbflow_meta").itertuples(index=False))
+        assert meta["schema_version"] == "4"
+        pd.testing.assert_frame_equal(migrated.load_value(refs["frame"]), FRAME)
+        np.testing.assert_array_equal(migrated.load_value(refs["array"]), big)
+        assert migrated.check() == []
+
+
 def test_a_run_version_is_the_seq_of_its_last_event(store: DuckDBStore) -> None:
     """runs.version is derived from the events: no row is updated per step."""
     run = start_run(store)
@@ -241,7 +269,7 @@ def test_a_run_version_is_the_seq_of_its_last_event(store: DuckDBStore) -> None:
 
 
 def test_a_dataframe_is_a_table_in_nbflow_values(store: DuckDBStore) -> None:
-    ref = store.put_value(encode(FRAME, step="s"))
+    ref = store.put_value(encode(BIG_FRAME, step="s"))
     assert ref.codec is Codec.ARROW
     tables = store.sql(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'nbflow_values'"
@@ -250,6 +278,30 @@ def test_a_dataframe_is_a_table_in_nbflow_values(store: DuckDBStore) -> None:
     assert store.table_name(ref) == f"nbflow_values.v_{ref.hash}"
     (blob,) = store.list_blobs()
     assert blob.table_name == store.table_name(ref)
+
+
+def test_a_small_dataframe_is_kept_in_its_row_and_queried_as_a_table(store: DuckDBStore) -> None:
+    small = store.put_value(encode(FRAME, step="s"))
+    big = store.put_value(encode(BIG_FRAME, step="t"))
+    tables = store.sql(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'nbflow_values'"
+    )
+    assert list(tables["table_name"]) == [f"v_{big.hash}"]  # none of its own
+    name = store.table_name(small)
+    assert name == f"nbflow_values.v_{small.hash}"
+    joined = store.sql(
+        f"SELECT s.x, s.label, b.y FROM {name} s JOIN {store.table_name(big)} b USING (x) "
+        "ORDER BY s.x"
+    )
+    rows = list(joined.itertuples(index=False, name=None))
+    assert rows == [(1, "a", 0.5), (2, "b", 1.0), (3, "c", 1.5)]
+    # Seen as a table only while a query runs: nothing is left in the file.
+    assert list(store.sql(f"SELECT count(*) AS n FROM {name.upper()}")["n"]) == [3]
+    after = store.sql(
+        "SELECT count(*) AS n FROM duckdb_tables() WHERE schema_name = 'nbflow_values'"
+    )
+    assert list(after["n"]) == [1]
+    pd.testing.assert_frame_equal(store.load_value(small), FRAME)
 
 
 def test_a_dataframe_table_can_be_queried(store: DuckDBStore) -> None:
@@ -272,8 +324,8 @@ def test_a_dataframe_table_survives_reopening(path: Path) -> None:
 
 
 def test_an_equal_dataframe_makes_no_second_table(store: DuckDBStore) -> None:
-    store.put_value(encode(FRAME, step="a"))
-    store.put_value(encode(FRAME.copy(), step="b"))
+    store.put_value(encode(BIG_FRAME, step="a"))
+    store.put_value(encode(BIG_FRAME.copy(), step="b"))
     tables = store.sql(
         "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'nbflow_values'"
     )

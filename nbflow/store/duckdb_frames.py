@@ -91,6 +91,7 @@ class DuckDBFrames(DuckDBPart):
             # A transaction that is always rolled back: even a SELECT cannot leave a trace.
             self._con.execute("BEGIN TRANSACTION")
             try:
+                self._materialize_compact(query)  # small frames, as tables until the rollback
                 with self._all_threads():
                     return self._con.sql(query, params=params).to_arrow_table().to_pandas()
             except duckdb.Error as exc:

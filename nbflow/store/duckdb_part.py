@@ -20,6 +20,7 @@ class DuckDBPart:
     if TYPE_CHECKING:
         _lock: threading.RLock
         _known_blobs: dict[str, int]
+        _threads: int
         _closed: bool
         trust: bool
         path: str
@@ -41,6 +42,8 @@ class DuckDBPart:
         def _get_run(self, run_id: str) -> RunRecord: ...
 
         def _has_running_attempts(self, run_id: str) -> bool: ...
+
+        def _materialize_compact(self, query: str) -> None: ...
 
         def executions(self, run_id: str) -> list[StepExecution]:  # noqa: D102
             ...

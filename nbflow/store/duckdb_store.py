@@ -103,8 +103,9 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, Store):
     their turn: DuckDB allows one process at a time on a file. A store that finds the
     file busy waits, with backoff, up to ``busy_timeout`` seconds (default 60,
     ``$NBFLOW_BUSY_TIMEOUT``), then raises StoreBusyError naming the holder's PID.
-    DataFrame outputs are kept as native tables in the ``nbflow_values`` schema, so
-    ``store.sql`` can query checkpoints directly; see :meth:`table_name`.
+    DataFrame outputs are kept as native tables in the ``nbflow_values`` schema (those
+    under 256 KB in their blob row, shown as tables while a query runs), so ``store.sql``
+    can query checkpoints directly; see :meth:`table_name`.
     """
 
     def __init__(
