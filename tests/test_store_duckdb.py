@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import nbflow as nf
 from nbflow.errors import (
     CorruptStoreError,
     NotAStoreError,
@@ -598,3 +599,34 @@ def test_trust_comes_from_the_argument_or_the_environment(
     assert open_store("memory://").trust is False
     monkeypatch.setenv("NBFLOW_TRUST", "yes")
     assert open_store("memory://").trust is True
+
+
+def test_cache_hits_parse_only_the_outputs_looked_up(
+    store: DuckDBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run looks up one key per step among every key its steps ever had: the rows it
+    does not look up are never parsed (that cost grew with every run of a flow)."""
+    from nbflow.store.records import ValueRef
+
+    flow = nf.Flow("sweep", store=store)
+
+    @flow.step
+    def square(x: int = 0) -> dict[str, int]:
+        return {"x": x * x}
+
+    for x in range(30):
+        flow.run(x=x, progress=False)
+    parsed: list[object] = []
+    real = ValueRef.from_json
+
+    def counting(data: object) -> ValueRef:
+        parsed.append(data)
+        return real(data)  # type: ignore[arg-type]
+
+    fingerprint = store.executions(flow.runs()["run_id"].iloc[0])[0].fingerprint
+    monkeypatch.setattr(ValueRef, "from_json", staticmethod(counting))
+    hits = store.cache_hits("sweep", [fingerprint])
+    assert len(hits) == 30 and parsed == []
+    key = next(iter(hits))
+    assert hits[key].output.inline is not None
+    assert len(parsed) == 1

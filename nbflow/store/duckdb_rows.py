@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from nbflow.store.records import Codec, Event, RunRecord, StepExecution
+from nbflow.store.records import CacheHit, Codec, Event, RunRecord, StepExecution, ValueRef
 from nbflow.store.sql_rows import RUN_RECORD_COLS, dumps
 
 #: A column tested against a list parameter.
@@ -15,6 +16,44 @@ CANDIDATE_ROWS = (
     "flow = ? AND status IN ('completed', 'cached') AND output IS NOT NULL "
     "AND cache_key IS NOT NULL AND fingerprint IN (SELECT unnest(?::VARCHAR[]))"
 )
+
+
+#: The earliest usable output per cache key (the row of the lowest seq, as one struct so
+#: its columns come from one row: a grouping costs less than DISTINCT ON's sort).
+CACHE_HITS = (
+    "SELECT cache_key, h.output, h.run_id, h.source FROM (SELECT cache_key, "
+    "arg_min({'output': output::VARCHAR, 'run_id': run_id, 'source': source_run_id}, seq) AS h "
+    f"FROM step_executions WHERE {CANDIDATE_ROWS} GROUP BY cache_key)"
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class LazyHits(Mapping[str, CacheHit]):
+    """Cache hits by key (the rows of :data:`CACHE_HITS`), each built from its row only
+    when it is looked up.
+
+    A flow run many times with new parameters has a candidate for every key it ever
+    computed, and a run looks up one per step: parsing every row's output up front cost
+    ~10 us a row (~80 ms a run after 2,000 runs of a 4-step flow), keeping the rows as
+    Arrow columns and only their keys in a dict ~1 us.
+    """
+
+    def __init__(self, table: pa.Table) -> None:
+        self._rows = table
+        self._index = {key: i for i, key in enumerate(table.column(0).to_pylist())}
+
+    def __getitem__(self, key: str) -> CacheHit:
+        i = self._index[key]
+        output, run_id, source = (self._rows.column(c)[i].as_py() for c in (1, 2, 3))
+        return CacheHit(key, ValueRef.from_json(json.loads(output)), run_id, source)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 class StaleWrite(Exception):
