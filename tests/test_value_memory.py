@@ -4,7 +4,7 @@ Each case runs in a fresh process: it builds a ~200 MB value, runs a one-step fl
 with a tiny value (so DuckDB and the store are warmed up), resets the kernel's peak-RSS
 mark, and runs the step again with the big value. The extra peak memory must stay under
 the value's size (it was 10-16x before nbflow streamed values to DuckDB; now it is about
-half at this size, and a fifth at 1 GB: ``python -m benchmarks`` measures that). Memory
+half at this size, and a tenth to a fifth at 1 GB: ``make bench`` measures that). Memory
 is not a timing: a bound with a 2x margin holds on a busy machine too.
 """
 
