@@ -64,7 +64,9 @@ _ROW_GROUPS_BUFFERED = 5  # DuckDB's write_buffer_row_group_count
 _WRITE_BUFFER_SHARE = 0.2  # of the memory limit: DuckDB's write_buffer_row_group_memory_limit
 _BATCH_WORDS = _ROW_GROUP  # one row group of words (~1 MB) per Arrow batch
 _SCHEMA = pa.schema([("w", pa.int64())])
-_COMPACT_OPTIONS = pa.ipc.IpcWriteOptions(compression="zstd")
+_COMPACT_OPTIONS = pa.ipc.IpcWriteOptions(
+    compression="zstd" if pa.Codec.is_available("zstd") else None
+)
 
 
 def working_memory(row_bytes: float = _WORD, threads: int = 1) -> int:
