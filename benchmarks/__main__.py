@@ -26,9 +26,11 @@ from benchmarks.dag_svg import DagResult, dag_rows, run_dag_svg
 from benchmarks.dataframes import FrameResult, run_dataframes
 from benchmarks.executors import ExecutorResult, executor_rows, run_executors
 from benchmarks.fork import ForkResult, fork_rows, run_fork, setup_note
+from benchmarks.memory import MemoryResult, memory_rows, run_memory
 from benchmarks.overhead import STEPS, TopologyResult, run_overhead
 from benchmarks.postgres import PostgresResult, postgres_note, postgres_rows, run_postgres
 from benchmarks.profiling import profile_chain
+from benchmarks.storage import StorageResult, run_storage, storage_rows
 from benchmarks.timing import format_seconds, median
 
 
@@ -46,6 +48,8 @@ class Settings:
     executor_steps: int = 40  # the fan-out run on each executor
     executor_repeats: int = 5
     writer_runs: int = 10  # runs of each of the 4 concurrent writer processes
+    memory_bytes: int = 1_000_000_000  # the output checkpointed in the memory stage
+    storage_runs: int = 2_000  # runs of the small flow in the storage stage
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -60,6 +64,8 @@ class Settings:
             executor_steps=20 if quick else 40,
             executor_repeats=args.repeats or (2 if quick else 5),
             writer_runs=5 if quick else 10,
+            memory_bytes=300_000_000 if quick else 1_000_000_000,
+            storage_runs=200 if quick else 2_000,
         )
 
 
@@ -69,7 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m benchmarks", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--quick", action="store_true", help="1M-row frame, 3 repetitions, fork of 100 MB"
+        "--quick",
+        action="store_true",
+        help="1M-row frame, 3 repetitions, fork of 100 MB, 300 MB outputs, 200 runs",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers here")
     parser.add_argument("--rows", type=int, help="rows of the DataFrame (overrides the default)")
@@ -121,6 +129,8 @@ class Measurements:
     dag: DagResult | None = None
     executors: ExecutorResult | None = None
     postgres: PostgresResult | None = None
+    memory: MemoryResult | None = None
+    storage: StorageResult | None = None
 
 
 def measure(settings: Settings) -> Measurements:
@@ -151,6 +161,10 @@ def measure(settings: Settings) -> Measurements:
         executors = run_executors(
             workdir, settings.executor_repeats, settings.executor_steps, log=log
         )
+        log(f"memory: checkpointing {settings.memory_bytes / 1e9:g} GB outputs, a process each")
+        memory = run_memory(workdir, settings.memory_bytes, log=log)
+        log(f"storage: small frames, and {settings.storage_runs:,} runs of a small flow")
+        storage = run_storage(workdir, settings.storage_runs, log=log)
     log("DAG SVG of a 500-step flow")
     dag = run_dag_svg(settings.frame_repeats, log=log)
     elapsed = time.perf_counter() - started
@@ -165,6 +179,8 @@ def measure(settings: Settings) -> Measurements:
         dag,
         postgres=postgres,
         executors=executors,
+        memory=memory,
+        storage=storage,
     )
 
 
@@ -176,6 +192,8 @@ def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> li
     rows += dag_rows(m.dag) if m.dag is not None else []
     rows += executor_rows(m.executors) if m.executors is not None else []
     rows += postgres_rows(m.postgres) if m.postgres is not None else []
+    rows += memory_rows(m.memory) if m.memory is not None else []
+    rows += storage_rows(m.storage) if m.storage is not None else []
     print(" | ".join(f"{k} {v}" for k, v in env.items()))
     print(
         f"per-step: median of {settings.step_repeats} runs each; "
@@ -191,6 +209,9 @@ def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> li
         print(f"{m.executors.description}.")
     if m.postgres is not None:
         print(postgres_note(m.postgres))
+    for stage in (m.memory, m.storage):
+        if stage is not None:
+            print(f"{stage.description}.")
     print("ratio = nbflow / reference in the row's unit (time per step, or GB/s).")
     print()
     print(report.format_table(rows))
@@ -224,6 +245,8 @@ def run(settings: Settings, json_path: Path | None) -> None:
             fork=m.fork,
             executors=m.executors,
             postgres=m.postgres,
+            memory=m.memory,
+            storage=m.storage,
         )
         log(f"wrote {json_path}")
 

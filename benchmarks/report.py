@@ -15,7 +15,9 @@ from benchmarks.timing import format_seconds, median
 if TYPE_CHECKING:
     from benchmarks.executors import ExecutorResult  # likewise
     from benchmarks.fork import ForkResult  # it builds its rows with this module's Row
+    from benchmarks.memory import MemoryResult  # likewise
     from benchmarks.postgres import PostgresResult  # likewise
+    from benchmarks.storage import StorageResult  # likewise
 
 MAX_OVERHEAD_S = 1e-3  # per step, first run, every step durable
 MAX_CACHED_S = 1e-4  # per step, fully cached re-run
@@ -210,6 +212,8 @@ def to_json(
     fork: ForkResult | None = None,
     executors: ExecutorResult | None = None,
     postgres: PostgresResult | None = None,
+    memory: MemoryResult | None = None,
+    storage: StorageResult | None = None,
 ) -> None:
     """Write the settings, the table's numbers and every raw sample (seconds) to ``path``."""
     data = {
@@ -222,6 +226,8 @@ def to_json(
             "fork": asdict(fork) if fork is not None else None,
             "executors": asdict(executors) if executors is not None else None,
             "postgres": asdict(postgres) if postgres is not None else None,
+            "memory": asdict(memory) if memory is not None else None,
+            "storage": asdict(storage) if storage is not None else None,
         },
     }
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -26,7 +26,6 @@ outputs stand in for your steps (cache hits). A run is marked before its log is 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -431,9 +430,7 @@ def _copy_run(src: Store, dst: Store, plan: _Plan, copied: set[str]) -> RunCopy:
         if encoded.ref.codec is Codec.PICKLE and not src.trust and origin(encoded.meta) is None:
             # Copied out of a store nobody vouched for: the target must not trust it either.
             where = {"copied_from": src.uri or repr(src), "run_id": record.run_id}
-            encoded = dataclasses.replace(
-                encoded, meta=marked(encoded.meta, {**where, "at": utcnow().isoformat()})
-            )
+            encoded = encoded.with_meta(marked(encoded.meta, {**where, "at": utcnow().isoformat()}))
         dst.put_value(encoded)
         copied.add(hash)
         values += 1

@@ -28,7 +28,6 @@ hits for your own runs, until you trust it (:func:`mark_trusted`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -237,7 +236,7 @@ def import_run(
         store.put_flow(exported.flow)
     for value in exported.values:
         if value.ref.codec is Codec.PICKLE and not trust:
-            value = dataclasses.replace(value, meta=marked(value.meta, where))
+            value = value.with_meta(marked(value.meta, where))
         store.put_value(value)
     add_run(store, run, exported.events)
     if trust:

@@ -44,6 +44,11 @@ VALUES = {
     "array": np.arange(6, dtype=np.int64),
     "pickle": set(range(100)),  # a set is not JSON: pickled
 }
+# Values big enough for tables of their own: a frame's, and one of 8-byte words (400 KB).
+TABLE_VALUES = {
+    "table": pd.DataFrame({"x": np.arange(30_000), "y": np.arange(30_000) * 0.5}),
+    "words": np.linspace(0.0, 1.0, 50_001),
+}
 
 
 def build(path: Path) -> Path:
@@ -51,6 +56,7 @@ def build(path: Path) -> Path:
     with DuckDBStore(path) as store:
         populate(store)
         run_with_outputs(store, VALUES, run_id="r-values")
+        run_with_outputs(store, TABLE_VALUES, run_id="r-tables")
     return path
 
 
@@ -197,6 +203,30 @@ DAMAGE: dict[str, Damage] = {
     "blob codec unknown": Damage(
         ("UPDATE blobs SET codec = 'nope' WHERE codec = 'npy'",), {K.BLOB_CODEC_MISMATCH}, False
     ),
+    "small frame bytes lost": Damage(
+        ("UPDATE blobs SET data = NULL WHERE codec = 'arrow' AND table_name IS NULL",),
+        {K.VALUE_TABLE_MISSING},
+        False,
+    ),
+    "small frame bytes garbled": Damage(
+        (
+            "UPDATE blobs SET data = data[1:40] || 'garbage'::BLOB "
+            "WHERE codec = 'arrow' AND table_name IS NULL",
+        ),
+        {K.BLOB_UNREADABLE},
+        False,
+        verify_only=True,
+    ),
+    "words table dropped": Damage(("DROP TABLE {words_table}",), {K.BLOB_UNREADABLE}, False),
+    "words row deleted": Damage(
+        ("DELETE FROM {words_table} WHERE rowid = 7",), {K.BLOB_SIZE_MISMATCH}, False
+    ),
+    "words table edited": Damage(
+        ("UPDATE {words_table} SET w = w + 1 WHERE rowid = 1000",),
+        {K.BLOB_HASH_MISMATCH},
+        False,
+        verify_only=True,
+    ),
     "value table dropped": Damage(("DROP TABLE {frame_table}",), {K.VALUE_TABLE_MISSING}, False),
     "value table edited": Damage(
         ("UPDATE {frame_table} SET x = 99 WHERE x = 2",),
@@ -212,10 +242,13 @@ def path(tmp_path: Path) -> Path:
     return build(tmp_path / "store.duckdb")
 
 
-def _frame_table(path: Path) -> str:
+def _value_table(path: Path, codec: str) -> str:
+    """The table of the value stored as ``codec`` that has one."""
     con = duckdb.connect(str(path))
     try:
-        (name,) = con.execute("SELECT table_name FROM blobs WHERE codec = 'arrow'").fetchone()
+        (name,) = con.execute(
+            "SELECT table_name FROM blobs WHERE codec = ? AND table_name IS NOT NULL", [codec]
+        ).fetchone()
     finally:
         con.close()
     return str(name)
@@ -224,8 +257,14 @@ def _frame_table(path: Path) -> str:
 @pytest.mark.parametrize("case", list(DAMAGE))
 def test_damage_to_a_duckdb_file_is_found(path: Path, case: str) -> None:
     damage = DAMAGE[case]
-    table = _frame_table(path)
-    corrupt(path, *(s.replace("{frame_table}", table) for s in damage.statements))
+    tables = {
+        "{frame_table}": _value_table(path, "arrow"),
+        "{words_table}": _value_table(path, "npy"),
+    }
+    statements = list(damage.statements)
+    for placeholder, table in tables.items():
+        statements = [s.replace(placeholder, table) for s in statements]
+    corrupt(path, *statements)
     with DuckDBStore(path) as store:
         events = store.read_events()
         problems = store.check()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import nbflow as nf
 from nbflow.errors import (
     CorruptStoreError,
     NotAStoreError,
@@ -30,6 +30,8 @@ from nbflow.testing.builders import Opaque
 from nbflow.values import encode
 
 FRAME = pd.DataFrame({"x": [1, 2, 3], "label": ["a", "b", "c"], "y": [0.5, 1.5, 2.5]})
+# Big enough (640 KB) for a table of its own; FRAME is kept in its blob row.
+BIG_FRAME = pd.DataFrame({"x": np.arange(40_000), "y": np.arange(40_000) * 0.5})
 
 
 @pytest.fixture
@@ -192,9 +194,10 @@ def test_opening_twice_does_not_migrate_again(path: Path) -> None:
 
 
 def _downgrade(path: Path, version: int) -> None:
-    """Make ``path`` the file an nbflow of schema ``version`` (1 to 3) wrote."""
+    """Make ``path`` the file an nbflow of schema ``version`` (1 to 4) wrote."""
     con = duckdb.connect(str(path))
-    con.execute("DROP TABLE untrusted_runs")  # schema 4
+    if version < 4:
+        con.execute("DROP TABLE untrusted_runs")  # schema 4
     if version < 3:
         # Schema 1 and 2: runs is a table holding each run's version.
         con.execute("CREATE TABLE runs_table AS SELECT * FROM runs")
@@ -208,7 +211,7 @@ def _downgrade(path: Path, version: int) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) -> None:
     with DuckDBStore(path) as first:
         run_id = populate(first)[0]
@@ -250,7 +253,7 @@ def test_a_file_from_before_run_marks_marks_the_runs_its_imported_pickles_name(
             ]
         ):
             value = encode(Opaque(f"thing-{n}", (n,)), step="thing")
-            first.put_value(dataclasses.replace(value, meta=marked(value.meta, where)))
+            first.put_value(value.with_meta(marked(value.meta, where)))
         first.put_value(encode(Opaque("own", ()), step="thing"))
     _downgrade(path, 3)
     with DuckDBStore(path) as migrated:
@@ -262,7 +265,33 @@ def test_a_file_from_before_run_marks_marks_the_runs_its_imported_pickles_name(
         assert migrated.cache_hits("flow", ["load-fp"])["ck-load"].run_id == "mine"
         assert migrated.check() == []
         versions = migrated.sql("SELECT version FROM schema_migrations ORDER BY version")
-        assert list(versions["version"]) == [1, 2, 3, 4]
+        assert list(versions["version"]) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_an_older_file_keeps_its_values_in_the_layouts_it_wrote(path: Path, version: int) -> None:
+    """Schema 3 and 4 kept every value's bytes in its row and every DataFrame in a table: such
+    rows are read as they are after the migration."""
+    from nbflow.testing.conformance_check import run_with_outputs
+
+    big = np.linspace(0.0, 1.0, 60_000)  # 480 KB: a table of words from schema 5 on
+    with DuckDBStore(path) as store:
+        store.compact_frame_bytes = 0  # every frame a table, as schema 3 wrote them
+        run_with_outputs(store, {"frame": FRAME, "array": big}, run_id="r-old")
+        refs = {x.step: x.output for x in store.executions("r-old")}
+        data = store.read_encoded(refs["array"]).data
+    con = duckdb.connect(str(path))
+    array_hash = refs["array"].hash
+    con.execute("UPDATE blobs SET data = ?, table_name = NULL WHERE hash = ?", [data, array_hash])
+    con.execute(f"DROP TABLE nbflow_values.v_{array_hash}")
+    con.close()
+    _downgrade(path, version)
+    with DuckDBStore(path) as migrated:
+        meta = dict(migrated.sql("SELECT key, value FROM nbflow_meta").itertuples(index=False))
+        assert meta["schema_version"] == str(schema.SCHEMA_VERSION)
+        pd.testing.assert_frame_equal(migrated.load_value(refs["frame"]), FRAME)
+        np.testing.assert_array_equal(migrated.load_value(refs["array"]), big)
+        assert migrated.check() == []
 
 
 def test_a_run_version_is_the_seq_of_its_last_event(store: DuckDBStore) -> None:
@@ -285,7 +314,7 @@ def test_a_run_version_is_the_seq_of_its_last_event(store: DuckDBStore) -> None:
 
 
 def test_a_dataframe_is_a_table_in_nbflow_values(store: DuckDBStore) -> None:
-    ref = store.put_value(encode(FRAME, step="s"))
+    ref = store.put_value(encode(BIG_FRAME, step="s"))
     assert ref.codec is Codec.ARROW
     tables = store.sql(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'nbflow_values'"
@@ -294,6 +323,30 @@ def test_a_dataframe_is_a_table_in_nbflow_values(store: DuckDBStore) -> None:
     assert store.table_name(ref) == f"nbflow_values.v_{ref.hash}"
     (blob,) = store.list_blobs()
     assert blob.table_name == store.table_name(ref)
+
+
+def test_a_small_dataframe_is_kept_in_its_row_and_queried_as_a_table(store: DuckDBStore) -> None:
+    small = store.put_value(encode(FRAME, step="s"))
+    big = store.put_value(encode(BIG_FRAME, step="t"))
+    tables = store.sql(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'nbflow_values'"
+    )
+    assert list(tables["table_name"]) == [f"v_{big.hash}"]  # none of its own
+    name = store.table_name(small)
+    assert name == f"nbflow_values.v_{small.hash}"
+    joined = store.sql(
+        f"SELECT s.x, s.label, b.y FROM {name} s JOIN {store.table_name(big)} b USING (x) "
+        "ORDER BY s.x"
+    )
+    rows = list(joined.itertuples(index=False, name=None))
+    assert rows == [(1, "a", 0.5), (2, "b", 1.0), (3, "c", 1.5)]
+    # Seen as a table only while a query runs: nothing is left in the file.
+    assert list(store.sql(f"SELECT count(*) AS n FROM {name.upper()}")["n"]) == [3]
+    after = store.sql(
+        "SELECT count(*) AS n FROM duckdb_tables() WHERE schema_name = 'nbflow_values'"
+    )
+    assert list(after["n"]) == [1]
+    pd.testing.assert_frame_equal(store.load_value(small), FRAME)
 
 
 def test_a_dataframe_table_can_be_queried(store: DuckDBStore) -> None:
@@ -316,8 +369,8 @@ def test_a_dataframe_table_survives_reopening(path: Path) -> None:
 
 
 def test_an_equal_dataframe_makes_no_second_table(store: DuckDBStore) -> None:
-    store.put_value(encode(FRAME, step="a"))
-    store.put_value(encode(FRAME.copy(), step="b"))
+    store.put_value(encode(BIG_FRAME, step="a"))
+    store.put_value(encode(BIG_FRAME.copy(), step="b"))
     tables = store.sql(
         "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = 'nbflow_values'"
     )
@@ -590,3 +643,34 @@ def test_trust_comes_from_the_argument_or_the_environment(
     assert open_store("memory://").trust is False
     monkeypatch.setenv("NBFLOW_TRUST", "yes")
     assert open_store("memory://").trust is True
+
+
+def test_cache_hits_parse_only_the_outputs_looked_up(
+    store: DuckDBStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run looks up one key per step among every key its steps ever had: the rows it
+    does not look up are never parsed (that cost grew with every run of a flow)."""
+    from nbflow.store.records import ValueRef
+
+    flow = nf.Flow("sweep", store=store)
+
+    @flow.step
+    def square(x: int = 0) -> dict[str, int]:
+        return {"x": x * x}
+
+    for x in range(30):
+        flow.run(x=x, progress=False)
+    parsed: list[object] = []
+    real = ValueRef.from_json
+
+    def counting(data: object) -> ValueRef:
+        parsed.append(data)
+        return real(data)  # type: ignore[arg-type]
+
+    fingerprint = store.executions(flow.runs()["run_id"].iloc[0])[0].fingerprint
+    monkeypatch.setattr(ValueRef, "from_json", staticmethod(counting))
+    hits = store.cache_hits("sweep", [fingerprint])
+    assert len(hits) == 30 and parsed == []
+    key = next(iter(hits))
+    assert hits[key].output.inline is not None
+    assert len(parsed) == 1

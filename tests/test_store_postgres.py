@@ -8,7 +8,6 @@ fixture; these tests use the session's throwaway server directly.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import itertools
 import os
@@ -365,7 +364,7 @@ def test_a_schema_from_before_run_marks_is_migrated_marking_imported_runs(
         ]
     ):
         value = encode(Opaque(f"thing-{n}", (n,)), step="thing")
-        pg.put_value(dataclasses.replace(value, meta=marked(value.meta, where)))
+        pg.put_value(value.with_meta(marked(value.meta, where)))
     pg.close()
     schema = uri.split("schema=")[1]
     with psycopg.connect(server.uri(), autocommit=True) as con:

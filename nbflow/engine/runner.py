@@ -265,7 +265,7 @@ class Runner:
         with contextlib.suppress(Exception):
             self.flush()
 
-    def _cache_candidates(self, todo: list[str]) -> dict[str, CacheHit]:
+    def _cache_candidates(self, todo: list[str]) -> Mapping[str, CacheHit]:
         fingerprints = [
             self.plans[n].fingerprint
             for n in todo

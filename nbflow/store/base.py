@@ -447,7 +447,7 @@ class Store(RunMarks, ABC):
         The engine fetches these once per run and decides cache hits in memory, so a fully
         cached re-run touches the database a constant number of times."""
 
-    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> dict[str, CacheHit]:
+    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> Mapping[str, CacheHit]:
         """:meth:`cache_candidates` in the lean form the engine uses, by cache key.
 
         Backends may override it to read only these columns (a re-run of a large flow

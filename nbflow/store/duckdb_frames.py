@@ -107,6 +107,7 @@ class DuckDBFrames(DuckDBPart):
             with self._all_threads():
                 con.execute("BEGIN TRANSACTION")
                 try:
+                    self._materialize_compact(query)  # small frames, as tables until the rollback
                     table = run_with_timeout(
                         con, lambda: con.sql(query, params=params).to_arrow_table()
                     )

@@ -19,7 +19,7 @@ from nbflow.store.duckdb_rows import (
     run_status_params,
 )
 from nbflow.store.fold import RunState
-from nbflow.store.records import StepExecution, StepStatus
+from nbflow.store.records import Codec, StepExecution, StepStatus
 from nbflow.store.sql_rows import (
     EXEC_COLS,
     EXEC_INSERT_COLS,
@@ -121,9 +121,12 @@ class DuckDBMaintenance(DuckDBPart):
 
     def _stored_blobs(self) -> list[StoredBlob]:
         from nbflow.store.check import StoredBlob
+        from nbflow.values.duckdb_tables import quote_identifier
 
-        # A DataFrame value is readable when its row names a table and the table named
-        # after its hash exists (load_value reads that name, not the row's text).
+        # A DataFrame value is readable when its row holds its bytes (a small frame) or
+        # names a table and the table named after its hash exists (load_value reads that
+        # name, not the row's text). Other bytes are in the row or, as 8-byte words, in
+        # such a table: their length is its row count times 8, less the last word's padding.
         rows = self._execute(
             "SELECT b.hash, b.codec, b.size, b.meta, octet_length(b.data), "
             "b.table_name IS NOT NULL AND t.table_name IS NOT NULL "
@@ -131,22 +134,40 @@ class DuckDBMaintenance(DuckDBPart):
             "ON t.table_schema = ? AND t.table_name = 'v_' || b.hash ORDER BY b.hash",
             [schema.VALUES_SCHEMA],
         )
-        return [
-            StoredBlob(r[0], codec_or_text(r[1]), r[2], json.loads(r[3] or "{}"), r[4], bool(r[5]))
-            for r in rows
-        ]
+        out = []
+        for hash, codec, size, meta, data_size, has_table in rows:
+            if codec == Codec.ARROW.value:
+                has_table = has_table or data_size is not None
+                data_size = None
+            elif data_size is None and has_table:
+                name = f"{quote_identifier(schema.VALUES_SCHEMA)}.{quote_identifier('v_' + hash)}"
+                (words,) = self._execute(f"SELECT count(*) FROM {name}")[0]
+                data_size = size if words == -(-size // 8) else words * 8
+            out.append(
+                StoredBlob(
+                    hash, codec_or_text(codec), size, json.loads(meta or "{}"), data_size, has_table
+                )
+            )
+        return out
 
     def _blob_content(self, blob: StoredBlob) -> tuple[pa.Table | None, bytes | None]:
+        from nbflow.store.duckdb_blobs import read_compact_frame, read_words
         from nbflow.values.duckdb_tables import quote_identifier
 
-        table = None
-        if blob.has_table:
-            name = f"{quote_identifier(schema.VALUES_SCHEMA)}.{quote_identifier('v_' + blob.hash)}"
-            with self._lock, self._all_threads(blob.size):
-                table = self._con.sql(f"SELECT * FROM {name}").to_arrow_table()
         rows = self._execute("SELECT data FROM blobs WHERE hash = ?", [blob.hash])
         data = rows[0][0] if rows else None
-        return table, None if data is None else bytes(data)
+        name = f"{quote_identifier(schema.VALUES_SCHEMA)}.{quote_identifier('v_' + blob.hash)}"
+        if blob.codec is Codec.ARROW:
+            if data is not None:
+                return read_compact_frame(data), None
+            if not blob.has_table:
+                return None, None
+            with self._lock, self._all_threads(blob.size):
+                return self._con.sql(f"SELECT * FROM {name}").to_arrow_table(), None
+        if data is None and blob.has_table:
+            with self._lock, self._all_threads(blob.size):
+                return None, bytes(read_words(self._con, name, blob.size))
+        return None, None if data is None else bytes(data)
 
     def _rebuild_views(self, state: RunState) -> None:
         run = state.run

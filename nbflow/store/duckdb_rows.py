@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from nbflow.store.records import Codec, Event, RunRecord, StepExecution
+from nbflow.store.records import CacheHit, Codec, Event, RunRecord, StepExecution, ValueRef
 from nbflow.store.sql_rows import RUN_RECORD_COLS, dumps
 
 #: A column tested against a list parameter.
@@ -18,6 +19,62 @@ CANDIDATE_ROWS = (
     "AND cache_key IS NOT NULL AND fingerprint IN (SELECT unnest(?::VARCHAR[])) "
     "AND run_id NOT IN (SELECT run_id FROM untrusted_runs)"
 )
+
+
+#: The earliest usable output per cache key (the row of the lowest seq, as one struct so
+#: its columns come from one row: a grouping costs less than DISTINCT ON's sort).
+CACHE_HITS = (
+    "SELECT cache_key, h.output, h.run_id, h.source FROM (SELECT cache_key, "
+    "arg_min({'output': output::VARCHAR, 'run_id': run_id, 'source': source_run_id}, seq) AS h "
+    f"FROM step_executions WHERE {CANDIDATE_ROWS} GROUP BY cache_key)"
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class LazyHits(Mapping[str, CacheHit]):
+    """Cache hits by key (the rows of :data:`CACHE_HITS`), each built from its row only
+    when it is first looked up.
+
+    A flow run many times with new parameters has a candidate for every key it ever
+    computed, and a run looks up one per step: parsing every row's output up front cost
+    ~10 us a row (~80 ms a run after 2,000 runs of a 4-step flow), keeping the rows as
+    Arrow columns and only their keys in a dict ~1 us. A small result (a cached re-run
+    looks up every row) is turned into Python lists at once: ~0.7 us a row against ~3.4
+    for reading single Arrow values.
+    """
+
+    _EAGER_ROWS = 1_000
+
+    def __init__(self, table: pa.Table) -> None:
+        self._index = {key: i for i, key in enumerate(table.column(0).to_pylist())}
+        columns = [table.column(c) for c in (1, 2, 3)]
+        self._columns: list[Any] = (
+            [c.to_pylist() for c in columns]
+            if table.num_rows <= self._EAGER_ROWS
+            else [c.combine_chunks() for c in columns]
+        )
+        self._lists = table.num_rows <= self._EAGER_ROWS
+        self._hits: dict[str, CacheHit] = {}
+
+    def __getitem__(self, key: str) -> CacheHit:
+        hit = self._hits.get(key)
+        if hit is None:
+            i = self._index[key]
+            if self._lists:
+                output, run_id, source = (c[i] for c in self._columns)
+            else:
+                output, run_id, source = (c[i].as_py() for c in self._columns)
+            hit = CacheHit(key, ValueRef.from_json(json.loads(output)), run_id, source)
+            self._hits[key] = hit
+        return hit
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 class StaleWrite(Exception):

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ from nbflow.store.duckdb_exit import close_at_exit
 from nbflow.store.duckdb_frames import DuckDBFrames
 from nbflow.store.duckdb_maintenance import DuckDBMaintenance
 from nbflow.store.duckdb_rows import (
+    CACHE_HITS,
     CANDIDATE_ROWS,
     EVENT_TYPES,
     EXEC_TYPES,
@@ -56,6 +57,7 @@ from nbflow.store.duckdb_rows import (
     INSERT_RUN_RECORD,
     UPDATE_RUN_STATUS,
     VALUES_ROWS,
+    LazyHits,
     StaleWrite,
     event_values,
     execution_params,
@@ -79,7 +81,6 @@ from nbflow.store.records import (
     RunStatus,
     StepDefinition,
     StepExecution,
-    ValueRef,
 )
 from nbflow.store.sql_guard import sandbox
 from nbflow.store.sql_rows import (
@@ -121,8 +122,9 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
     their turn: DuckDB allows one process at a time on a file. A store that finds the
     file busy waits, with backoff, up to ``busy_timeout`` seconds (default 60,
     ``$NBFLOW_BUSY_TIMEOUT``), then raises StoreBusyError naming the holder's PID.
-    DataFrame outputs are kept as native tables in the ``nbflow_values`` schema, so
-    ``store.sql`` can query checkpoints directly; see :meth:`table_name`.
+    DataFrame outputs are kept as native tables in the ``nbflow_values`` schema (those
+    under 256 KB in their blob row, shown as tables while a query runs), so ``store.sql``
+    can query checkpoints directly; see :meth:`table_name`.
     """
 
     def __init__(
@@ -662,22 +664,21 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
             found.setdefault(x.cache_key, x)
         return found
 
-    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> dict[str, CacheHit]:
-        """The earliest usable output per cache key: four columns, not whole rows."""
+    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> Mapping[str, CacheHit]:
+        """The earliest usable output per cache key, built only for the keys looked up
+        (:class:`~nbflow.store.duckdb_rows.LazyHits`): four columns, not whole rows."""
         wanted = list(set(fingerprints))
         if not wanted:
             return {}
-        # The row of the lowest seq per key, as one struct (so its columns come from one
-        # row): a grouping costs less than DISTINCT ON's grouping and sort.
-        rows = self._execute(
-            "SELECT cache_key, arg_min((output, run_id, source_run_id), seq) "
-            f"FROM step_executions WHERE {CANDIDATE_ROWS} GROUP BY cache_key",
-            [flow, wanted],
-        )
-        return {
-            key: CacheHit(key, ValueRef.from_json(json.loads(output)), run_id, source)
-            for key, (output, run_id, source) in rows
-        }
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self} is closed; open it again with nf.open_store().")
+            try:
+                table = self._con.sql(CACHE_HITS, params=[flow, wanted]).to_arrow_table()
+            except duckdb.Error as exc:
+                raise_if_corrupt(exc, self.uri)
+                raise
+        return LazyHits(table)
 
     def storage_bytes(self) -> int | None:
         """The size of the store file (and its write-ahead log), or None in memory."""

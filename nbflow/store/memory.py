@@ -232,7 +232,10 @@ class MemoryStore(Store):
                 # The encoded table shares memory with the step's DataFrame: a copy keeps
                 # the stored value safe from later in-place edits of that frame.
                 table = copy_table(encoded.table) if encoded.table is not None else None
-                self._blobs[ref.hash] = (record, table, encoded.data, dict(encoded.meta))
+                # Bytes of its own too (chunks may point into the value; a bytearray would
+                # be taken over by the array decoded from it).
+                data = b"".join(encoded.chunks) if encoded.has_bytes else None
+                self._blobs[ref.hash] = (record, table, data, dict(encoded.meta))
         return ref
 
     def read_encoded(self, ref: ValueRef) -> EncodedValue:

@@ -125,7 +125,7 @@ class PostgresMaintenance(PostgresPart):
             import pyarrow as pa
 
             return pa.ipc.open_stream(pa.py_buffer(data)).read_all(), None
-        return None, data
+        return None, bytes(data)
 
     def _rebuild_views(self, state: RunState) -> None:
         run = state.run

@@ -34,17 +34,16 @@ class PostgresValues(PostgresPart):
             # Equal content may be laid out in memory differently (a frame read back
             # from the store, say): the stored record's size is the value's size.
             return ref.with_size(stored)
-        if ref.codec is Codec.ARROW:
-            from nbflow.values.codecs import _ipc_bytes
+        from nbflow.values.streams import ipc_pieces, pieces
 
-            assert encoded.table is not None
-            data = _ipc_bytes(encoded.table)
-        else:
-            assert encoded.data is not None
-            data = encoded.data
         size = postgres_schema.CHUNK_BYTES
-        view = memoryview(data)
-        chunks = [view[i : i + size] for i in range(0, len(data), size)] or [view[:0]]
+        if ref.codec is Codec.ARROW:
+            assert encoded.table is not None
+            # Serialized a batch at a time as the rows are sent: never whole in memory.
+            nbytes, parts = ipc_pieces(encoded.table, size)
+        else:
+            nbytes, parts = encoded.nbytes, pieces(encoded.chunks, size)
+        count = max(1, -(-nbytes // size))
         meta = dumps(dict(encoded.meta))
 
         def write(con: psycopg.Connection[Any]) -> int:
@@ -55,7 +54,7 @@ class PostgresValues(PostgresPart):
                     "INSERT INTO blobs (hash, codec, size, created_at, table_name, meta, "
                     "stored_bytes, chunks) VALUES (%s, %s, %s, now(), NULL, %s, %s, %s) "
                     "ON CONFLICT DO NOTHING RETURNING size",
-                    [ref.hash, ref.codec.value, ref.size, meta, len(data), len(chunks)],
+                    [ref.hash, ref.codec.value, ref.size, meta, nbytes, count],
                 ).fetchall()
                 if not inserted:
                     row = con.execute("SELECT size FROM blobs WHERE hash = %s", [ref.hash])
@@ -67,8 +66,12 @@ class PostgresValues(PostgresPart):
                     ) as copy,
                 ):
                     copy.set_types(["text", "int4", "bytea"])
-                    for idx, chunk in enumerate(chunks):
+                    written = 0
+                    for idx, chunk in enumerate(parts):
                         copy.write_row((ref.hash, idx, chunk))
+                        written += 1
+                    if not written:  # an empty value still has its one (empty) chunk
+                        copy.write_row((ref.hash, 0, b""))
                 return ref.size
 
         size = self._run(write, retry=False)
@@ -99,29 +102,40 @@ class PostgresValues(PostgresPart):
             return EncodedValue(ref=stored, table=table, meta=meta)
         return EncodedValue(ref=stored, data=data, meta=meta)
 
-    def _read_blob(self, hash: str) -> tuple[str, int, dict[str, Any], bytes] | None:
+    def _read_blob(self, hash: str) -> tuple[str, int, dict[str, Any], bytearray] | None:
         """(codec, size, meta, bytes) of a stored blob, or None; StoreError when some of
         its chunks are missing."""
 
         def read(con: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
             with snapshot(con) as cur:
-                cur.execute("SELECT codec, size, meta, chunks FROM blobs WHERE hash = %s", [hash])
+                cur.execute(
+                    "SELECT codec, size, meta, chunks, stored_bytes FROM blobs WHERE hash = %s",
+                    [hash],
+                )
                 row = cur.fetchone()
                 if row is None:
                     return None
-                cur.execute("SELECT data FROM blob_chunks WHERE hash = %s ORDER BY idx", [hash])
-                return (*row, [r[0] for r in cur.fetchall()])
+                # Row by row into one buffer: the chunks are never all in memory at once.
+                data, parts = bytearray(row[4]), 0
+                filled = 0
+                for (part,) in cur.stream(
+                    "SELECT data FROM blob_chunks WHERE hash = %s ORDER BY idx", [hash]
+                ):
+                    data[filled : filled + len(part)] = part
+                    filled += len(part)
+                    parts += 1
+                del data[filled:]
+                return (*row[:4], parts, data)
 
         found = self._run(read)
         if found is None:
             return None
-        codec, size, meta, chunks, parts = found
-        if len(parts) != chunks:
+        codec, size, meta, chunks, parts, data = found
+        if parts != chunks:
             raise StoreError(
-                f"the value {hash} in {self} is damaged: {len(parts)} of its {chunks} "
+                f"the value {hash} in {self} is damaged: {parts} of its {chunks} "
                 "chunks are stored. `nbflow check` reports such problems."
             )
-        data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
         return codec, size, meta or {}, data
 
     def has_blob(self, hash: str) -> bool:

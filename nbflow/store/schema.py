@@ -9,7 +9,7 @@ from nbflow.store.migrations import FORMAT, parse_version, recording, refuse_new
 from nbflow.store.read_only import is_read_only
 
 #: The schema this version of nbflow writes. Files from a newer schema are refused.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Where DataFrame values live as native tables (``nbflow_values.v_<hash>``).
 VALUES_SCHEMA = "nbflow_values"
@@ -155,12 +155,24 @@ SELECT run_id, min(source), now(), NULL FROM (
 GROUP BY run_id;
 """
 
+#: Version 5: the layouts of :mod:`nbflow.store.duckdb_blobs`. Large bytes live in a table
+#: of 8-byte words named after their hash (``data`` is NULL), small DataFrames as Arrow
+#: IPC in ``data`` (no table). The rows of older files are read as they are; an older
+#: nbflow could not read the new layouts, so it refuses files of this version.
+VALUE_LAYOUTS_V5 = (
+    "COMMENT ON TABLE blobs IS 'One row per stored value. Bytes: in data, or when large "
+    f"in the table {VALUES_SCHEMA}.v_<hash> (column w: 8-byte words, the first size bytes "
+    f"of which are the value). DataFrames: the table {VALUES_SCHEMA}.v_<hash>, or when "
+    "small Arrow IPC in data (store.sql shows it as that table).'"
+)
+
 #: Numbered migrations: (version, name, DDL). Version 1 creates the schema.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema", SCHEMA_V1),
     (2, "run leases", LEASES_V2),
     (3, "run versions from the events", RUNS_VIEW_V3),
     (4, "untrusted runs", UNTRUSTED_RUNS_V4),
+    (5, "large values in tables of words, small frames in their rows", VALUE_LAYOUTS_V5),
 ]
 
 

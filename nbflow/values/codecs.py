@@ -19,13 +19,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
-import io
 import json
 import math
 import pickle
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -35,8 +33,10 @@ import pyarrow as pa
 from nbflow.errors import SerializationError, UntrustedStoreError
 from nbflow.store.records import Codec, ValueRef
 from nbflow.values.duckdb_tables import duckdb_can_hold, restore_table, storage_table
-from nbflow.values.hashing import hash_arrow_table, hash_bytes, hash_numpy
-from nbflow.values.pickling import canonical_dumps
+from nbflow.values.encoded import Buffer, ChunkWriter, EncodedValue
+from nbflow.values.hashing import hash_arrow_table, hash_bytes, hash_chunks, hash_numpy
+from nbflow.values.npy import load_npy, npy_chunks
+from nbflow.values.pickling import canonical_dump
 
 # pandas registers its Arrow extension types (periods, intervals) only when it first
 # converts one; a fresh process decoding a stored schema needs them registered first.
@@ -47,22 +47,6 @@ __all__ = ["EncodedValue", "content_hash", "decode", "encode", "type_name"]
 
 _INT64 = (-(2**63), 2**63 - 1)
 _SAMPLE_ROWS = 3  # rows of a frame decoded at encode time to prove the round trip
-
-
-@dataclass(frozen=True)
-class EncodedValue:
-    """A step output in stored form: its ref plus what to store for it.
-
-    ``table`` is set for ``Codec.ARROW`` (store it as a DuckDB table), ``data`` for
-    ``JSON_BLOB``, ``NUMPY``, ``PICKLE`` and ``ARROW_IPC`` (store the bytes); ``JSON``
-    values live in ``ref.inline``. ``meta`` is JSON-able and holds everything else
-    :func:`decode` needs (store it next to the blob).
-    """
-
-    ref: ValueRef
-    table: pa.Table | None = None
-    data: bytes | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def type_name(tp: type) -> str:
@@ -102,7 +86,7 @@ def decode(
     ref: ValueRef,
     *,
     table: pa.Table | None = None,
-    data: bytes | None = None,
+    data: Buffer | None = None,
     meta: Mapping[str, Any] | None = None,
     trust: bool = True,
 ) -> Any:
@@ -110,7 +94,8 @@ def decode(
 
     ``table`` is the Arrow table of an ``ARROW`` value, as :func:`encode` made it or as
     :func:`~nbflow.values.duckdb_tables.read_table` reads it back; ``data`` the bytes of
-    the other blob codecs; ``meta`` the :attr:`EncodedValue.meta` stored with them.
+    the other blob codecs (an array decoded from a ``bytearray`` takes over its memory);
+    ``meta`` the :attr:`EncodedValue.meta` stored with them.
     With ``trust=False``, a ``PICKLE`` value raises
     :class:`~nbflow.errors.UntrustedStoreError` instead of being unpickled.
     """
@@ -126,13 +111,13 @@ def decode(
     if data is None:
         raise ValueError(f"decoding a {codec.value} value needs its data")
     if codec is Codec.JSON_BLOB:
-        return json.loads(data)
+        return json.loads(data if isinstance(data, bytes | bytearray) else bytes(data))
     if codec is Codec.ARROW_IPC:
         if meta is None:
             raise ValueError("decoding an ARROW_IPC value needs its meta")
         return _from_table(pa.ipc.open_stream(pa.py_buffer(data)).read_all(), meta)
     if codec is Codec.NUMPY:
-        array = np.load(io.BytesIO(data), allow_pickle=False)
+        array = load_npy(data)
         # Without meta, the type name still tells a scalar from an array.
         kind = meta.get("kind") if meta else None
         if kind == "scalar" or (kind is None and ref.type_name != "numpy.ndarray"):
@@ -202,29 +187,33 @@ def _dumps(value: Any, *, sort_keys: bool) -> str:
 
 def _encode_numpy(value: Any, array: np.ndarray, kind: str) -> EncodedValue | None:
     """NUMPY for arrays and scalars .npy can hold without pickle, else None."""
-    buffer = io.BytesIO()
-    try:
-        np.save(buffer, array, allow_pickle=False)
-    except ValueError:  # dtypes .npy cannot hold without pickle (e.g. StringDType)
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        array = np.ascontiguousarray(array)  # one copy, for the hash and the bytes both
+    chunks = npy_chunks(array)
+    if chunks is None:  # dtypes .npy cannot hold without pickle (e.g. StringDType)
         return None
-    data = buffer.getvalue()
     digest = hash_numpy(f"npy:{kind}", array)
-    ref = ValueRef(Codec.NUMPY, digest, len(data), type_name(type(value)))
-    return EncodedValue(ref=ref, data=data, meta={"kind": kind})
+    size = sum(memoryview(chunk).nbytes for chunk in chunks)
+    ref = ValueRef(Codec.NUMPY, digest, size, type_name(type(value)))
+    return EncodedValue(ref=ref, chunks=chunks, meta={"kind": kind})
 
 
 # -- pickle ----------------------------------------------------------------------------
 
 
 def _encode_pickle(value: Any, step: str) -> EncodedValue:
+    # Pickled into chunks: the large payloads (bytes, array buffers) stay where they are,
+    # and the stream is byte for byte what cloudpickle.dumps would return (but for the
+    # elements of sets, written in a canonical order: see nbflow.values.pickling).
     try:
-        data = canonical_dumps(value, protocol=pickle.HIGHEST_PROTOCOL)  # sets in order
+        out = canonical_dump(value, ChunkWriter, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # pickling runs arbitrary __reduce__ code: anything can fail
         raise SerializationError(
             step, value, f"it cannot be pickled ({type(exc).__name__}: {exc})"
         ) from exc
-    ref = ValueRef(Codec.PICKLE, hash_bytes("pickle", data), len(data), type_name(type(value)))
-    return EncodedValue(ref=ref, data=data)
+    digest = hash_chunks("pickle", out.chunks)
+    ref = ValueRef(Codec.PICKLE, digest, out.nbytes, type_name(type(value)))
+    return EncodedValue(ref=ref, chunks=out.chunks)
 
 
 # -- pandas ----------------------------------------------------------------------------
@@ -266,9 +255,9 @@ def _encode_pandas(value: pd.DataFrame | pd.Series) -> EncodedValue | None:
     digest = hash_arrow_table(codec.value, table, extra)
     name = type_name(type(value))
     if not in_duckdb:
-        data = _ipc_bytes(table)
-        ref = ValueRef(codec, digest, len(data), name)
-        return EncodedValue(ref=ref, data=data, meta=meta)
+        ipc = ipc_buffer(table)
+        ref = ValueRef(codec, digest, ipc.size, name)
+        return EncodedValue(ref=ref, chunks=[memoryview(ipc)], meta=meta)
     meta["schema"] = base64.b64encode(table.schema.serialize().to_pybytes()).decode("ascii")
     meta["dictionaries"] = {
         str(i): _array_to_b64(dictionary) for i, dictionary in _dictionaries(table).items()
@@ -512,11 +501,16 @@ def _dictionaries(table: pa.Table) -> dict[int, pa.Array]:
     return out
 
 
-def _ipc_bytes(table: pa.Table) -> bytes:
+def ipc_buffer(table: pa.Table, options: pa.ipc.IpcWriteOptions | None = None) -> pa.Buffer:
+    """``table`` as an Arrow IPC stream, in one Arrow buffer (no copy to Python bytes)."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
+    return sink.getvalue()
+
+
+def _ipc_bytes(table: pa.Table) -> bytes:
+    return ipc_buffer(table).to_pybytes()
 
 
 def _array_to_b64(array: pa.Array) -> str:

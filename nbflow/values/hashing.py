@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-__all__ = ["HASH_HEX_LENGTH", "hash_arrow_table", "hash_bytes", "hash_numpy", "new_hasher"]
+__all__ = [
+    "HASH_HEX_LENGTH",
+    "hash_arrow_table",
+    "hash_bytes",
+    "hash_chunks",
+    "hash_numpy",
+    "new_hasher",
+]
 
 HASH_HEX_LENGTH = 32  # hex digits of an xxh3-128 digest
 
@@ -46,6 +54,17 @@ def hash_bytes(tag: str, data: bytes | bytearray | memoryview) -> str:
     """The hex xxh3-128 digest of ``data`` under ``tag``."""
     h = new_hasher(tag)
     _feed(h, data)
+    return h.hexdigest()
+
+
+def hash_chunks(tag: str, chunks: Iterable[Any]) -> str:
+    """The digest :func:`hash_bytes` gives the concatenation of ``chunks`` (bytes-like
+    pieces), computed without joining them."""
+    views = [memoryview(chunk).cast("B") for chunk in chunks]
+    h = new_hasher(tag)
+    h.update(_U64.pack(sum(view.nbytes for view in views)))
+    for view in views:
+        h.update(view)
     return h.hexdigest()
 
 

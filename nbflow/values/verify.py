@@ -35,7 +35,7 @@ def stored_hash(
     codec: Codec,
     *,
     table: pa.Table | None = None,
-    data: bytes | None = None,
+    data: bytes | bytearray | memoryview | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> str:
     """The content hash of a stored value, recomputed from its stored form.
@@ -56,6 +56,8 @@ def stored_hash(
         return hash_arrow_table(codec.value, restored, _meta_bytes(meta))
     if data is None:
         raise ValueError(f"a {codec.value} value needs its stored bytes")
+    if isinstance(data, memoryview):
+        data = data.tobytes()
     if codec is Codec.PICKLE:
         return hash_bytes("pickle", data)
     if codec is Codec.JSON_BLOB:
