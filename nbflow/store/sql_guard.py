@@ -34,9 +34,16 @@ _READ_ONLY = {duckdb.StatementType.SELECT}
 #: The settings a store changes after it has locked its configuration: its thread count
 #: (one for small statements, every core for big reads and writes), how Arrow text comes
 #: back (for frames of pandas' ``str``), the time zone of a new connection to the same
-#: database, and its memory limit (lowered while a big value is written or read, so
-#: DuckDB's buffers stay bounded). Nothing a query could use to reach outside the store.
-STORE_SETTINGS = ("threads", "arrow_large_buffer_size", "TimeZone", "memory_limit")
+#: database, its memory limit (lowered while a big value is written or read, so DuckDB's
+#: buffers stay bounded), and its progress bar (off: it would draw on the user's
+#: terminal). Nothing a query could use to reach outside the store.
+STORE_SETTINGS = (
+    "threads",
+    "arrow_large_buffer_size",
+    "TimeZone",
+    "memory_limit",
+    "enable_progress_bar",
+)
 
 #: Beside the store file, what compaction writes (see DuckDBStore.compact): the copy,
 #: its write-ahead log and DuckDB's working files of both.
