@@ -100,6 +100,13 @@ def names(value: object, what: str) -> list[str]:
     return listed
 
 
+def run_ids(value: object, what: str) -> list[str]:
+    """A collection of run ids (not one id as text), as a list."""
+    if isinstance(value, str | bytes) or not isinstance(value, Collection):
+        raise ParameterError(f"{what} must be a list of run ids, not {_got(value)}")
+    return [run_id(v) for v in value]
+
+
 def path(value: object, what: str) -> str:
     """A file system path (a string or an ``os.PathLike``), as a string."""
     if isinstance(value, str):

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from nbflow.errors import ParameterError, TransferError, UnknownRunError
+from nbflow.errors import CorruptStoreError, ParameterError, TransferError, UnknownRunError
 from nbflow.store.fold import fold
 from nbflow.store.gc import _size, refs_in_payload
 from nbflow.store.open import StoreLike, open_store
@@ -244,7 +244,7 @@ def _plan(
         for hash, ref in plan.refs.items():
             if hash in gone or hash in verified or dst.has_blob(hash):
                 continue
-            problem = _verify(src.read_encoded(ref), ref)
+            problem = _read_and_verify(src, ref)[1]
             if problem:
                 problems.append(f"run {run_id} refers to {problem} in {src}")
             else:
@@ -275,6 +275,15 @@ def _plan_marks(src: Store, dst: Store, plans: dict[str, _Plan], problems: list[
             f"{dst} cannot mark runs untrusted (its backend lacks mark_untrusted), and "
             f"run(s) {', '.join(needed)} must be"
         )
+
+
+def _read_and_verify(src: Store, ref: ValueRef) -> tuple[EncodedValue | None, str | None]:
+    """The stored form of ``ref`` in ``src`` and, when it cannot be copied, why not."""
+    try:
+        encoded = src.read_encoded(ref)
+    except CorruptStoreError as exc:  # found damaged as it was read (a frame's digest)
+        return None, f"the value {ref.hash}, which cannot be read ({exc})"
+    return encoded, _verify(encoded, ref)
 
 
 def _verify(encoded: EncodedValue, ref: ValueRef) -> str | None:
@@ -423,9 +432,8 @@ def _copy_run(src: Store, dst: Store, plan: _Plan, copied: set[str]) -> RunCopy:
     for hash, ref in plan.refs.items():
         if hash in copied or dst.has_blob(hash):
             continue
-        encoded = src.read_encoded(ref)
-        problem = _verify(encoded, ref)
-        if problem:  # changed in the source since the plan read it
+        encoded, problem = _read_and_verify(src, ref)
+        if problem or encoded is None:  # changed in the source since the plan read it
             raise TransferError(f"cannot copy run {record.run_id}: {problem} in {src}")
         if encoded.ref.codec is Codec.PICKLE and not src.trust and origin(encoded.meta) is None:
             # Copied out of a store nobody vouched for: the target must not trust it either.

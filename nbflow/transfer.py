@@ -213,6 +213,8 @@ def import_run(
     use its outputs; a fork of it is marked like it.
     """
     arguments.instance(store, Store, "import_run's store", hint="nf.open_store(path) opens one.")
+    if not isinstance(directory, ExportedRun):
+        directory = arguments.path(directory, "import_run's directory")
     if isinstance(directory, ExportedRun):
         exported = directory
     else:  # a run the store holds is refused before the values are read
@@ -264,6 +266,8 @@ def mark_trusted(store: Store, run_id: str) -> list[str]:
     value another import brought too is trusted from then on as well. Marking does not
     make a store opened with ``trust=False`` unpickle anything.
     """
+    arguments.instance(store, Store, "mark_trusted's store", hint="nf.open_store(path) opens one.")
+    arguments.run_id(run_id)
     return trust_run(store, run_id)[1]
 
 

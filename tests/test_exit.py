@@ -34,8 +34,11 @@ def _python(code: str, cwd: Path, *args: str, **env: str) -> subprocess.Complete
 
 CLOSE_ON_A_THREAD = """
     import sys, threading, time
+    from nbflow.store import sql_guard
     from nbflow.store.duckdb_store import DuckDBStore
 
+    # (The store locks DuckDB's settings but for its own: let this one through.)
+    sql_guard.STORE_SETTINGS += ("checkpoint_threshold",)
     store = DuckDBStore("exit.duckdb", idle_release=None)
     con = store._con
     # A big uncheckpointed log, so that closing the connection takes a while.

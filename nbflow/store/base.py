@@ -228,6 +228,9 @@ class Store(RunMarks, ABC):
         would have recorded it failed: a full disk, say). Its lease is left in the store,
         so the run reads as ``interrupted`` (resumable) from the next read on: here at
         once, elsewhere once this process is gone."""
+        from nbflow import arguments
+
+        arguments.run_id(run_id)
         self._executing.discard(run_id)
         self._leases.pop(run_id, None)
 

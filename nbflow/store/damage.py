@@ -33,9 +33,10 @@ def unreadable_value(
     run_id: str | None = None,
 ) -> NbflowError:
     """The error for ``ref`` failing to load with ``exc`` (raise it ``from exc``)."""
-    if isinstance(exc, NbflowError) and type(exc) is not StoreError:
-        # Refused (untrusted), damage already named, or nothing to do with the value
-        # (the file busy, the disk full): said as it is.
+    # Refused (untrusted), or nothing to do with the value (the file busy, the disk full,
+    # a read-only store): said as it is.
+    about_the_store = type(exc) is not StoreError and not isinstance(exc, CorruptStoreError)
+    if isinstance(exc, NbflowError) and about_the_store:
         return exc
     if step is not None:
         what = f"the output of step {step!r}" + (f" in run {run_id}" if run_id else "")

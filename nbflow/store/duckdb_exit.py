@@ -29,7 +29,7 @@ class ClosableAtExit(Protocol):
 
     _lock: threading.RLock
 
-    def close_at_exit(self) -> None:
+    def _close_at_exit(self) -> None:
         """Record what the process leaves unfinished and close; the lock is held."""
 
 
@@ -73,4 +73,4 @@ def _close_all() -> None:
             continue  # still busy: the best left is to let it be
         # Kept acquired on purpose: no other thread may use the store from now on.
         with contextlib.suppress(Exception):
-            store.close_at_exit()
+            store._close_at_exit()

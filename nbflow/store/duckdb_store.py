@@ -301,7 +301,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
                 if self._guard is not None:
                     self._guard.release_shared()
 
-    def close_at_exit(self) -> None:
+    def _close_at_exit(self) -> None:
         """Called at interpreter exit with the lock held: the runs this object still
         executes are recorded as interrupted, then the connection is closed."""
         if self._closed:
@@ -337,7 +337,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
         with self._lock:
             self._disconnect()
 
-    def release_if_unused(self) -> bool:
+    def _release_if_unused(self) -> bool:
         """Give the file back now unless it is in use at this instant; whether this
         object has it closed now (asked by a gc of this process that compacts it)."""
         if not self._lock.acquire(blocking=False):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
+from nbflow import arguments
 from nbflow.store.duckdb_part import DuckDBPart
 from nbflow.store.untrusted import UntrustedRun
 
@@ -15,6 +16,8 @@ class DuckDBTrust(DuckDBPart):
 
     def untrusted_runs(self, run_ids: Collection[str] | None = None) -> dict[str, UntrustedRun]:
         """The marks of these runs (default: all), by run id."""
+        if run_ids is not None:
+            run_ids = arguments.run_ids(run_ids, "untrusted_runs' run_ids")
         if run_ids is None:
             rows = self._execute(f"SELECT {_COLS} FROM untrusted_runs ORDER BY run_id")
         else:
@@ -42,6 +45,7 @@ class DuckDBTrust(DuckDBPart):
 
     def clear_untrusted(self, run_ids: Collection[str]) -> list[str]:
         """Remove these runs' marks in one statement; return those that had one."""
+        run_ids = arguments.run_ids(run_ids, "clear_untrusted's run_ids")
         if not run_ids:
             return []
         rows = self._execute(

@@ -28,7 +28,7 @@ _POLL_S = 0.01  # flock has no timeout: try without blocking, this often
 class Releasable(Protocol):
     """A store object that can let go of its file when nobody in it is using it."""
 
-    def release_if_unused(self) -> bool:
+    def _release_if_unused(self) -> bool:
         """Close the connection unless in use right now; whether it is closed now."""
 
 
@@ -157,7 +157,7 @@ class FileGuard:
             try:
                 for store in stores:
                     with contextlib.suppress(Exception):
-                        store.release_if_unused()
+                        store._release_if_unused()
             finally:
                 self._cond.acquire()
             if not self._holders:

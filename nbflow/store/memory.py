@@ -198,6 +198,8 @@ class MemoryStore(Store):
 
     def untrusted_runs(self, run_ids: Collection[str] | None = None) -> dict[str, UntrustedRun]:
         """The marks of these runs (default: all), by run id."""
+        if run_ids is not None:
+            run_ids = arguments.run_ids(run_ids, "untrusted_runs' run_ids")
         with self._lock:
             wanted = sorted(self._untrusted if run_ids is None else set(run_ids))
             return {r: self._untrusted[r] for r in wanted if r in self._untrusted}
@@ -210,6 +212,7 @@ class MemoryStore(Store):
 
     def clear_untrusted(self, run_ids: Collection[str]) -> list[str]:
         """Remove these runs' marks; return those that had one."""
+        run_ids = arguments.run_ids(run_ids, "clear_untrusted's run_ids")
         with self._lock:
             return sorted(r for r in set(run_ids) if self._untrusted.pop(r, None) is not None)
 

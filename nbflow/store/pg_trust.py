@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
+from nbflow import arguments
 from nbflow.store.pg_part import PostgresPart
 from nbflow.store.untrusted import UntrustedRun
 
@@ -19,6 +20,8 @@ class PostgresTrust(PostgresPart):
 
     def untrusted_runs(self, run_ids: Collection[str] | None = None) -> dict[str, UntrustedRun]:
         """The marks of these runs (default: all), by run id."""
+        if run_ids is not None:
+            run_ids = arguments.run_ids(run_ids, "untrusted_runs' run_ids")
         if run_ids is None:
             rows = self._rows(f"SELECT {_COLS} FROM untrusted_runs ORDER BY run_id")
         else:
@@ -53,6 +56,7 @@ class PostgresTrust(PostgresPart):
 
     def clear_untrusted(self, run_ids: Collection[str]) -> list[str]:
         """Remove these runs' marks in one statement; return those that had one."""
+        run_ids = arguments.run_ids(run_ids, "clear_untrusted's run_ids")
         if not run_ids:
             return []
         wanted = sorted(set(run_ids))
