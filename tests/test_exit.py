@@ -110,7 +110,7 @@ BACKGROUND_AT_EXIT = """
 """
 
 
-def test_a_background_run_left_at_exit_is_recorded_interrupted_and_resumes(tmp_path):
+def test_a_background_run_left_at_exit_is_recorded_interrupted_and_resumes(tmp_path, monkeypatch):
     (tmp_path / "left_flow.py").write_text(textwrap.dedent(BACKGROUND_AT_EXIT))
     done = subprocess.run(
         [sys.executable, "left_flow.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
@@ -126,6 +126,7 @@ def test_a_background_run_left_at_exit_is_recorded_interrupted_and_resumes(tmp_p
     assert store.lease(run_id) is None
     assert store.check() == []
     sys.path.insert(0, str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # the script's store path is relative to its folder
     try:
         os.environ["FAST"] = "1"
         import left_flow  # the script's flow, on this store
