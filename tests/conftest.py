@@ -9,6 +9,7 @@ suite, the engine's tests) then runs on it too.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +19,22 @@ from store_backends import BACKENDS, dispose, stop_postgres
 
 from nbflow.store.base import Store
 
+CHECKOUT = Path(__file__).resolve().parent.parent
+_BEFORE: set[str] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _BEFORE.update(os.listdir(CHECKOUT))
+
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     stop_postgres()
+    # Tests leave nothing behind outside their temp dirs (a store opened by a relative
+    # path in the test process lands in the checkout).
+    left = sorted(set(os.listdir(CHECKOUT)) - _BEFORE - {".pytest_cache", ".hypothesis"})
+    if left:
+        print(f"\ntests left files in the checkout: {', '.join(left)}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(params=list(BACKENDS))
