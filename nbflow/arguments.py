@@ -130,10 +130,3 @@ def flow_key(name: object, fingerprint: object) -> None:
     """A flow's name and fingerprint: two strings."""
     text(name, "a flow's name")
     text(fingerprint, "a flow's fingerprint")
-
-
-def value_ref(value: object) -> Any:
-    """A ValueRef, as ``run.ref(step)`` gives one."""
-    from nbflow.store.records import ValueRef
-
-    return instance(value, ValueRef, "a value's ref", hint="run.ref(step) gives one.")

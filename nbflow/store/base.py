@@ -29,6 +29,7 @@ from nbflow.store.records import (
     ValueRef,
 )
 from nbflow.store.untrusted import RunMarks
+from nbflow.values.refs import value_ref_argument
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -478,9 +479,8 @@ class Store(RunMarks, ABC):
         never a pickle marked as someone else's, see :mod:`nbflow.store.untrusted`): its
         stored form (:meth:`read_encoded`), decoded. A value that cannot be read is a
         CorruptStoreError naming it (see :mod:`nbflow.store.damage`)."""
-        from nbflow import arguments
 
-        arguments.value_ref(ref)
+        value_ref_argument(ref)
         return self._load(ref)
 
     def _load(self, ref: ValueRef, step: str | None = None, run_id: str | None = None) -> Any:
@@ -536,7 +536,7 @@ class Store(RunMarks, ABC):
         from nbflow.errors import UntrustedStoreError
         from nbflow.store.records import Codec
 
-        arguments.value_ref(ref)
+        value_ref_argument(ref)
         arguments.text(step, "a step's name")
         arguments.run_id(run_id)
         if ref.codec is Codec.PICKLE and not self.trust:
@@ -561,9 +561,8 @@ class Store(RunMarks, ABC):
 
     def table_name(self, ref: ValueRef) -> str | None:
         """The SQL table holding a DataFrame value, for :meth:`sql`; None if it has none."""
-        from nbflow import arguments
 
-        arguments.value_ref(ref)
+        value_ref_argument(ref)
         return None
 
     # -- retention ----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from nbflow.store.duckdb_digest import DIGEST_KEY, check_table, table_digest, wi
 from nbflow.store.duckdb_part import DuckDBPart
 from nbflow.store.records import BlobRecord, Codec, ValueRef
 from nbflow.store.sql_rows import dumps
+from nbflow.values.refs import value_ref_argument
 
 if TYPE_CHECKING:
     from nbflow.values import EncodedValue
@@ -249,7 +250,7 @@ class DuckDBValues(DuckDBPart):
         for the length of a query that names it (other SQL clients of the file do not see
         it; ``SELECT data FROM blobs`` holds it as Arrow IPC).
         """
-        arguments.value_ref(ref)
+        value_ref_argument(ref)
         if ref.codec is not Codec.ARROW:
             return None
         return self._table_for(ref)

@@ -1,6 +1,6 @@
 """Encoding of step outputs into their stored form, and decoding them back.
 
-:func:`encode` picks the codec (see :class:`~nbflow.store.records.Codec`):
+:func:`encode` picks the codec (see :class:`~nbflow.values.refs.Codec`):
 
 * JSON-exact values (``None``, ``bool``, 64-bit ``int``, finite ``float``, ``str``, and
   ``list`` / ``dict`` with ``str`` keys of those) -> ``JSON`` inline in the ref when small,
@@ -31,12 +31,12 @@ import pandas as pd
 import pyarrow as pa
 
 from nbflow.errors import SerializationError, UntrustedStoreError
-from nbflow.store.records import Codec, ValueRef
 from nbflow.values.duckdb_tables import duckdb_can_hold, restore_table, storage_table
 from nbflow.values.encoded import Buffer, ChunkWriter, EncodedValue
 from nbflow.values.hashing import hash_arrow_table, hash_bytes, hash_chunks, hash_numpy
 from nbflow.values.npy import load_npy, npy_chunks
 from nbflow.values.pickling import canonical_dump
+from nbflow.values.refs import Codec, ValueRef
 
 # pandas registers its Arrow extension types (periods, intervals) only when it first
 # converts one; a fresh process decoding a stored schema needs them registered first.

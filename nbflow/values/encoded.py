@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from nbflow.store.records import ValueRef
+    from nbflow.values.refs import ValueRef
 
 __all__ = ["Buffer", "ChunkWriter", "EncodedValue", "as_chunk"]
 

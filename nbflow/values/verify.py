@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from nbflow.store.records import Codec
 from nbflow.values.codecs import _array_from_b64, _dumps
 from nbflow.values.duckdb_tables import restore_table
 from nbflow.values.hashing import hash_arrow_table, hash_bytes, hash_numpy
+from nbflow.values.refs import Codec
 
 __all__ = ["stored_hash"]
 
