@@ -37,8 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from benchmarks.timing import timed
-from nbflow.store.duckdb_digest import table_digest
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.digest import table_digest
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.records import Codec, ValueRef
 from nbflow.values import encode
 
@@ -149,7 +149,7 @@ def _check_frame(shape: tuple[int, int], back: Any, who: str) -> None:
 
 def read_nbflow(shape: tuple[int, int], path: Path, ref: ValueRef, result: FrameResult) -> None:
     """``store.load_value(ref)`` through a freshly opened store; and, on its own, the
-    check of the frame's table that the load includes (nbflow.store.duckdb_digest)."""
+    check of the frame's table that the load includes (nbflow.store.duckdb.digest)."""
     store = DuckDBStore(path)
     try:
         seconds, back = timed(lambda: store.load_value(ref))

@@ -32,7 +32,7 @@ import pandas as pd
 import nbflow as nf
 from benchmarks.report import Quantity, Row
 from benchmarks.timing import median
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 
 PARTS = 4
 COLUMNS = 4  # float64 columns per frame: 32 bytes a row

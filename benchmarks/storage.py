@@ -35,7 +35,7 @@ import pandas as pd
 import nbflow as nf
 from benchmarks.report import Quantity, Row
 from benchmarks.timing import median
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.values import encode
 
 FRAME_ROWS = 100

@@ -163,14 +163,14 @@ class RunView:
     @property
     def steps(self) -> pd.DataFrame:
         """One row per step attempt, as of this version."""
-        from nbflow import frames
+        from nbflow.store import frames
 
         return frames.steps_frame(self._state.executions.values())
 
     @property
     def events(self) -> pd.DataFrame:
         """The events up to this version."""
-        from nbflow import frames
+        from nbflow.store import frames
 
         return frames.events_frame(self._store.read_events(self.id, upto=self.version))
 

@@ -47,7 +47,7 @@ def thread_tree(store: Store, run: Run | str) -> nx.DiGraph:
 
 def lineage_frame(store: Store, run: Run | str) -> pd.DataFrame:
     """One row per run of the thread, parents before forks, with its depth in the tree."""
-    from nbflow import frames
+    from nbflow.store import frames
 
     tree = thread_tree(store, run)
     roots = [n for n in tree if tree.in_degree(n) == 0]

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from nbflow.store.base import Store
-from nbflow.store.duckdb_store import DuckDBStore
-from nbflow.store.memory import MemoryStore
+from nbflow.store.duckdb.store import DuckDBStore
+from nbflow.store.memory.store import MemoryStore
 from nbflow.testing.postgres import PostgresServer, start_server
 
 _postgres: list[PostgresServer] = []
@@ -38,7 +38,7 @@ def stop_postgres() -> None:
 
 def postgres_store(tmp: Path) -> Store:
     """A PostgresStore in a schema of its own (cheaper than a database per test)."""
-    from nbflow.store.postgres_store import PostgresStore
+    from nbflow.store.postgres.store import PostgresStore
 
     return PostgresStore(postgres_server().new_schema_uri())
 

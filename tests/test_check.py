@@ -29,8 +29,8 @@ import nbflow as nf
 from nbflow.cli import main
 from nbflow.errors import CorruptStoreError
 from nbflow.store.check import ProblemKind
-from nbflow.store.duckdb_store import DuckDBStore
-from nbflow.store.memory import MemoryStore
+from nbflow.store.duckdb.store import DuckDBStore
+from nbflow.store.memory.store import MemoryStore
 from nbflow.store.records import Codec, EventType, NewEvent, RunStatus
 from nbflow.testing import populate
 from nbflow.testing.conformance_check import run_with_outputs

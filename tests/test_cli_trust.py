@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 import nbflow as nf
 from nbflow.cli import main
 from nbflow.errors import ParameterError
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.records import EventType, NewEvent
 from nbflow.testing import Clock, make_flow, make_run, typical_events
 

@@ -23,8 +23,8 @@ import pytest
 
 import nbflow as nf
 from nbflow.errors import StoreBusyError, StoreMaintenanceWarning
-from nbflow.store.duckdb_store import DuckDBStore
-from nbflow.store.file_guard import LOCK_SUFFIX
+from nbflow.store.duckdb.file_guard import LOCK_SUFFIX
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.records import RunStatus, StepStatus
 from nbflow.values.codecs import encode
 
@@ -127,7 +127,7 @@ def test_gc_looping_beside_three_writing_processes_loses_no_completed_run(tmp_pa
 HOLD_SHARED = textwrap.dedent(
     """
     import sys, time
-    from nbflow.store.file_guard import guard_for
+    from nbflow.store.duckdb.file_guard import guard_for
     guard = guard_for(sys.argv[1])
     assert guard.acquire_shared(time.monotonic() + 30)
     print("holding", flush=True)
@@ -283,8 +283,8 @@ def test_a_killed_gc_mid_compaction_leaves_a_store_that_opens_clean(tmp_path: Pa
     code = textwrap.dedent(
         f"""
         import os, signal
-        import nbflow.store.duckdb_compaction as c
-        from nbflow.store.duckdb_store import DuckDBStore
+        import nbflow.store.duckdb.compaction as c
+        from nbflow.store.duckdb.store import DuckDBStore
         real = c._fsync
         def die(p):
             if str(p).endswith(".compact"):

@@ -24,7 +24,7 @@ import nbflow.values.codecs
 from nbflow.cli import main
 from nbflow.errors import TransferError, UnknownRunError, UntrustedImportError
 from nbflow.run import Run
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.gc import referenced_hashes
 from nbflow.store.records import Codec, EventType, NewEvent
 from nbflow.testing import (

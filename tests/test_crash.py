@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import nbflow as nf
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.records import EventType, RunStatus
 
 pytestmark = pytest.mark.slow
@@ -101,7 +101,8 @@ CHILD = textwrap.dedent(
     """
     import os, random, signal, threading, time
     import crash_flow
-    from nbflow.store import duckdb_store, duckdb_values
+    from nbflow.store.duckdb import values as duckdb_values
+    from nbflow.store.duckdb import store as duckdb_store
 
     mode = os.environ["CRASH_MODE"]
     rng = random.Random(int(os.environ["CRASH_SEED"]))

@@ -21,7 +21,7 @@ import pytest
 
 import nbflow as nf
 from nbflow.errors import CorruptStoreError, SchemaVersionError, StoreError
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 
 
 @dataclass(frozen=True)

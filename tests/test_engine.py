@@ -23,7 +23,7 @@ from nbflow.errors import (
     UnknownRunError,
     UnknownStepError,
 )
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 
 
 class Calls:

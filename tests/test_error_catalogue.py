@@ -29,7 +29,7 @@ from read_only_folder import error_in_read_only_child
 
 import nbflow as nf
 from nbflow import errors
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.records import EventType, NewEvent
 from nbflow.testing import make_run
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import nbflow as nf
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.records import EventType, RunStatus
 
 
@@ -35,7 +35,7 @@ def _python(code: str, cwd: Path, *args: str, **env: str) -> subprocess.Complete
 CLOSE_ON_A_THREAD = """
     import sys, threading, time
     from nbflow.store import sql_guard
-    from nbflow.store.duckdb_store import DuckDBStore
+    from nbflow.store.duckdb.store import DuckDBStore
 
     # (The store locks DuckDB's settings but for its own: let this one through.)
     sql_guard.STORE_SETTINGS += ("checkpoint_threshold",)
@@ -66,7 +66,7 @@ def test_the_idle_closer_at_work_when_the_process_exits_does_not_abort(tmp_path)
         done = _python(
             """
             import nbflow as nf
-            from nbflow.store.duckdb_connection import IDLE_CLOSER
+            from nbflow.store.duckdb.connection import IDLE_CLOSER
             flow = nf.Flow("exit", store="exit.duckdb")
             @flow.step
             def one():

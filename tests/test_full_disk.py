@@ -18,7 +18,7 @@ import pytest
 
 import nbflow as nf
 from nbflow.errors import StepFailed, StoreFullError
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.records import RunStatus
 
 
@@ -152,7 +152,7 @@ def _full_postgres(server: Any, small_disk: Path) -> None:
     import psycopg
     from psycopg import sql
 
-    from nbflow.store.postgres_store import PostgresStore
+    from nbflow.store.postgres.store import PostgresStore
 
     name = f"full_{uuid.uuid4().hex[:8]}"
     user = server._as_user or "postgres"

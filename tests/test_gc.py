@@ -19,7 +19,7 @@ from waiting import GENEROUS, wait_for
 
 import nbflow as nf
 from nbflow.errors import ParameterError
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.gc import parse_age
 from nbflow.store.records import utcnow
 from nbflow.testing import StoreConformance

@@ -20,8 +20,8 @@ from waiting import GENEROUS, wait_for
 
 import nbflow as nf
 from nbflow.errors import RunLockedError, StoreBusyError
-from nbflow.store.duckdb_connection import ask_for_file, someone_waits, stop_asking
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.connection import ask_for_file, someone_waits, stop_asking
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.records import EventType, RunStatus
 
 FLOW_MODULE = textwrap.dedent(
@@ -281,7 +281,7 @@ def test_a_process_exits_cleanly_with_an_idle_store(workdir: Path) -> None:
         """
         import threading
         import nbflow as nf
-        from nbflow.store.duckdb_store import DuckDBStore
+        from nbflow.store.duckdb.store import DuckDBStore
 
         # Seen from the outside: the closer thread asks each store whether it is idle.
         looked = threading.Event()

@@ -25,8 +25,8 @@ from store_backends import postgres_server
 import nbflow as nf
 from nbflow.errors import StoreError
 from nbflow.store.base import Store
-from nbflow.store.duckdb_store import DuckDBStore
-from nbflow.store.postgres_store import PostgresStore
+from nbflow.store.duckdb.store import DuckDBStore
+from nbflow.store.postgres.store import PostgresStore
 from nbflow.testing.postgres import PostgresServer
 
 # Queries that run for minutes, streaming (no memory or disk grows while they run).

@@ -19,9 +19,9 @@ from nbflow.errors import (
     StaleVersionError,
     StoreError,
 )
-from nbflow.store import schema
-from nbflow.store.duckdb_store import DuckDBStore
-from nbflow.store.memory import MemoryStore
+from nbflow.store.duckdb import schema
+from nbflow.store.duckdb.store import DuckDBStore
+from nbflow.store.memory.store import MemoryStore
 from nbflow.store.open import open_store
 from nbflow.store.records import Codec, EventType, NewEvent, RunStatus
 from nbflow.store.untrusted import marked

@@ -28,8 +28,8 @@ from waiting import wait_for
 
 import nbflow as nf
 from nbflow.errors import NotAStoreError, SchemaVersionError, StaleVersionError, StoreError
-from nbflow.store import postgres_schema
-from nbflow.store.postgres_store import PostgresStore
+from nbflow.store.postgres import schema as postgres_schema
+from nbflow.store.postgres.store import PostgresStore
 from nbflow.store.records import EventType, NewEvent, RunStatus
 from nbflow.store.untrusted import marked
 from nbflow.testing import make_flow, make_run, start_run, typical_events

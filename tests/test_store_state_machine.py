@@ -36,7 +36,7 @@ from nbflow.errors import (
     StaleVersionError,
     UnknownRunError,
 )
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.records import EventType, NewEvent, RunRecord, RunStatus
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)

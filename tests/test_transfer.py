@@ -15,8 +15,8 @@ from store_backends import BACKENDS
 import nbflow as nf
 from nbflow import transfer
 from nbflow.errors import TransferError, UnknownRunError
-from nbflow.store.duckdb_store import DuckDBStore
-from nbflow.store.memory import MemoryStore
+from nbflow.store.duckdb.store import DuckDBStore
+from nbflow.store.memory.store import MemoryStore
 
 
 def make_flow(store: nf.Store) -> nf.Flow:
@@ -97,7 +97,7 @@ def test_round_trip_with_fork_and_cached_steps(store: nf.Store, tmp_path: Path) 
 
     target = MemoryStore() if not isinstance(store, MemoryStore) else None
     if target is None:
-        from nbflow.store.duckdb_store import DuckDBStore
+        from nbflow.store.duckdb.store import DuckDBStore
 
         target = DuckDBStore(tmp_path / "target.duckdb")
     try:
@@ -521,7 +521,7 @@ def check_non_finite_parameters(store: nf.Store, tmp_path: Path) -> None:
 KILLED_EXPORT = """
 import os, signal, sys
 import nbflow.transfer as transfer
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 
 name = "write_value" if hasattr(transfer, "write_value") else "_write_value"
 real = getattr(transfer, name)

@@ -23,7 +23,7 @@ import nbflow as nf
 from nbflow.cli import main
 from nbflow.errors import StepFailed, StoreError, UntrustedImportError, UntrustedStoreError
 from nbflow.store.base import Store
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.records import Codec, ValueRef
 from nbflow.values import encode
 

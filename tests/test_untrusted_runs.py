@@ -16,8 +16,8 @@ import nbflow as nf
 from nbflow.cli import main
 from nbflow.errors import TransferError, UnknownRunError
 from nbflow.run import Run
-from nbflow.store.duckdb_store import DuckDBStore
-from nbflow.store.memory import MemoryStore
+from nbflow.store.duckdb.store import DuckDBStore
+from nbflow.store.memory.store import MemoryStore
 from nbflow.store.untrusted import RunMarks
 
 TRUE_ROWS = [2, 3, 4]  # what the victim's step computes with threshold=2

@@ -20,9 +20,9 @@ from test_values import ARRAYS, SETTINGS
 
 import nbflow as nf
 from nbflow.errors import CorruptStoreError
-from nbflow.store import duckdb_blobs
-from nbflow.store.duckdb_store import DuckDBStore
-from nbflow.store.memory import MemoryStore
+from nbflow.store.duckdb import blobs as duckdb_blobs
+from nbflow.store.duckdb.store import DuckDBStore
+from nbflow.store.memory.store import MemoryStore
 from nbflow.store.records import Codec
 from nbflow.values import EncodedValue, decode, encode
 from nbflow.values.hashing import hash_bytes

@@ -16,7 +16,7 @@ from waiting import wait_for
 from widget_comms import comms, frontend_update  # noqa: F401 - a fixture
 
 import nbflow as nf
-from nbflow.store.duckdb_store import DuckDBStore
+from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.widgets.browser import Browser
 from nbflow.widgets.rows import lineage_tree
 from nbflow.widgets.states import PALETTE, NodeState

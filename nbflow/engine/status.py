@@ -130,7 +130,7 @@ def flow_status(
 
 def status_frame(rows: list[StepFreshness]) -> pd.DataFrame:
     """``flow.status()`` as a DataFrame (columns :data:`STATUS_COLUMNS`)."""
-    from nbflow import frames
+    from nbflow.store import frames
 
     records = [
         {"step": r.step, "state": r.state.value, "why": r.why, "run_id": r.run_id} for r in rows

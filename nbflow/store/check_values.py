@@ -15,11 +15,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nbflow.store.check import Problem, ProblemKind, StoredBlob
+from nbflow.store.problems import Problem, ProblemKind, StoredBlob
 from nbflow.store.records import Codec, Event, EventType, ValueRef
 
 if TYPE_CHECKING:
-    from nbflow.store.base import Store
+    from nbflow.store.core import StoreCore as Store
 
 __all__ = ["check_values", "value_references"]
 

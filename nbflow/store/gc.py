@@ -14,7 +14,7 @@ from nbflow.store.records import EventType, RunRecord, utcnow
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nbflow.store.base import Store
+    from nbflow.store.core import StoreCore as Store
 
 #: What ``older_than=`` accepts: a timedelta, a number of days, or text like "7d", "12h".
 Age = dt.timedelta | float | int | str

@@ -81,12 +81,12 @@ def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
     kind, target = _parse(location)
 
     if kind == "memory":
-        from nbflow.store.memory import MemoryStore
+        from nbflow.store.memory.store import MemoryStore
 
         return MemoryStore(trust=trust)
     if kind == "postgres":
         return _open_postgres(target, trust=trust, default=store is None)
-    from nbflow.store.duckdb_store import DuckDBStore
+    from nbflow.store.duckdb.store import DuckDBStore
 
     if target == ":memory:":
         return DuckDBStore(":memory:", trust=trust)
@@ -123,7 +123,7 @@ def check_store_like(store: object) -> None:
 def _open_postgres(uri: str, *, trust: bool, default: bool) -> Store:
     """The open PostgreSQL store for ``uri`` (one connection per URI in this process)."""
     try:
-        from nbflow.store.postgres_store import PostgresStore
+        from nbflow.store.postgres.store import PostgresStore
     except ImportError as exc:
         raise StoreError(
             f"PostgreSQL stores need psycopg 3, which is not installed ({exc}): "

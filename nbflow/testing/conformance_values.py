@@ -9,11 +9,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from nbflow import frames
 from nbflow.errors import (
     ParameterError,
     StoreError,
 )
+from nbflow.store import frames
 from nbflow.store.base import Store
 from nbflow.store.records import (
     Codec,
@@ -188,7 +188,7 @@ class ValueConformance:
     def test_read_encoded_gives_the_stored_form(self, store: Store, kind: str) -> None:
         """read_encoded hands back a value as stored, not decoded: put into another store
         it is the same value under the same hash. A missing blob is a StoreError."""
-        from nbflow.store.memory import MemoryStore
+        from nbflow.store.memory.store import MemoryStore
         from nbflow.values import encode
 
         _, value, _ = next(v for v in self._blob_values() if v[0] == kind)

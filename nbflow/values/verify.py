@@ -27,7 +27,7 @@ from nbflow.values.refs import Codec
 __all__ = ["stored_hash"]
 
 # Keys encode adds to a frame's meta after hashing it (how to rebuild the stored table),
-# and the digest a DuckDB store adds when it writes the table (store/duckdb_digest.py).
+# and the digest a DuckDB store adds when it writes the table (store/duckdb/digest.py).
 _LAYOUT_KEYS = ("schema", "dictionaries", "table_digest")
 
 

@@ -527,14 +527,14 @@ def _private_store(location: Any) -> Store:
     """
     import os
 
-    from nbflow.store.duckdb_store import DuckDBStore
+    from nbflow.store.duckdb.store import DuckDBStore
     from nbflow.store.open import default_location, open_store
 
     text = default_location() if location is None else os.fspath(location)
     if text.startswith("duckdb://"):
         text = text[len("duckdb://") :] or ":memory:"
     if text.startswith(("postgresql://", "postgres://")):
-        from nbflow.store.postgres_store import PostgresStore
+        from nbflow.store.postgres.store import PostgresStore
 
         return PostgresStore(text)  # a connection of its own, closed with the browser
     if "://" in text or text in (":memory:", "memory:"):

@@ -9,9 +9,9 @@ import psycopg
 
 from nbflow import arguments
 from nbflow.errors import StoreError
-from nbflow.store import postgres_schema
-from nbflow.store.pg_part import PostgresPart
-from nbflow.store.pg_rows import snapshot
+from nbflow.store.postgres import schema as postgres_schema
+from nbflow.store.postgres.part import PostgresPart
+from nbflow.store.postgres.rows import snapshot
 from nbflow.store.records import BlobRecord, Codec, ValueRef
 from nbflow.store.sql_rows import dumps
 

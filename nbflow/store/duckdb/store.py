@@ -25,11 +25,10 @@ from nbflow.errors import (
     StoreFullError,
     UnknownRunError,
 )
-from nbflow.store import schema
 from nbflow.store.base import Store
-from nbflow.store.disk_reserve import keep_reserve, use_reserve
-from nbflow.store.duckdb_compaction import remove_leftovers
-from nbflow.store.duckdb_connection import (
+from nbflow.store.duckdb import schema
+from nbflow.store.duckdb.compaction import remove_leftovers
+from nbflow.store.duckdb.connection import (
     DEFAULT_BUSY_TIMEOUT,
     DEFAULT_IDLE_RELEASE,
     ENV_BUSY_TIMEOUT,
@@ -45,10 +44,12 @@ from nbflow.store.duckdb_connection import (
     rollback,
     someone_waits,
 )
-from nbflow.store.duckdb_exit import close_at_exit
-from nbflow.store.duckdb_frames import DuckDBFrames
-from nbflow.store.duckdb_maintenance import DuckDBMaintenance
-from nbflow.store.duckdb_rows import (
+from nbflow.store.duckdb.disk_reserve import keep_reserve, use_reserve
+from nbflow.store.duckdb.exit import close_at_exit
+from nbflow.store.duckdb.file_guard import guard_for
+from nbflow.store.duckdb.maintenance import DuckDBMaintenance
+from nbflow.store.duckdb.read_only import raise_if_read_only, write_refusal
+from nbflow.store.duckdb.rows import (
     CACHE_HITS,
     CANDIDATE_ROWS,
     EVENT_TYPES,
@@ -65,11 +66,10 @@ from nbflow.store.duckdb_rows import (
     insert_executions,
     run_status_params,
 )
-from nbflow.store.duckdb_trust import DuckDBTrust
-from nbflow.store.duckdb_values import DuckDBValues
-from nbflow.store.file_guard import guard_for
+from nbflow.store.duckdb.sql import DuckDBFrames
+from nbflow.store.duckdb.trust import DuckDBTrust
+from nbflow.store.duckdb.values import DuckDBValues
 from nbflow.store.fold import RunState
-from nbflow.store.read_only import raise_if_read_only, write_refusal
 from nbflow.store.records import (
     CacheHit,
     Event,
@@ -193,7 +193,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
             self._known_generation = self._guard.generation
 
     def _connect_shared(self) -> duckdb.DuckDBPyConnection:
-        """Connect while holding the file shared (see :mod:`nbflow.store.file_guard`):
+        """Connect while holding the file shared (see :mod:`nbflow.store.duckdb.file_guard`):
         no gc can replace it under us, here or in another process, until we close."""
         guard = self._guard
         if guard is None:
@@ -261,7 +261,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
 
     def _connect_read_only(self, refused: duckdb.IOException) -> duckdb.DuckDBPyConnection:
         """The file cannot be opened for writing: open it for reading if that is why
-        (see :mod:`nbflow.store.read_only`), else it is damaged."""
+        (see :mod:`nbflow.store.duckdb.read_only`), else it is damaged."""
         reason = write_refusal(refused)
         if reason is None:
             raise CorruptStoreError(
@@ -666,7 +666,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
 
     def cache_hits(self, flow: str, fingerprints: Collection[str]) -> Mapping[str, CacheHit]:
         """The earliest usable output per cache key, built only for the keys looked up
-        (:class:`~nbflow.store.duckdb_rows.LazyHits`): four columns, not whole rows."""
+        (:class:`~nbflow.store.duckdb.rows.LazyHits`): four columns, not whole rows."""
         wanted = list(set(fingerprints))
         if not wanted:
             return {}
@@ -692,9 +692,9 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
         no other process has the file open; None when done, else why it was skipped.
 
         DuckDB reuses freed blocks but never shrinks a file. See
-        :mod:`nbflow.store.duckdb_compaction`.
+        :mod:`nbflow.store.duckdb.compaction`.
         """
-        from nbflow.store.duckdb_compaction import compact
+        from nbflow.store.duckdb.compaction import compact
 
         with self._lock:
             if self._closed:

@@ -24,7 +24,7 @@ from typing import Protocol
 import duckdb
 
 from nbflow.errors import CorruptStoreError, StoreBusyError, StoreFullError
-from nbflow.store.duckdb_exit import stop_at_exit
+from nbflow.store.duckdb.exit import stop_at_exit
 
 ENV_BUSY_TIMEOUT = "NBFLOW_BUSY_TIMEOUT"
 ENV_IDLE_RELEASE = "NBFLOW_IDLE_RELEASE"

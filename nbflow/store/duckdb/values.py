@@ -1,5 +1,5 @@
 """The DuckDB store's values: blob rows, DataFrames as native tables, and large bytes in
-tables of words (see :mod:`nbflow.store.duckdb_blobs`)."""
+tables of words (see :mod:`nbflow.store.duckdb.blobs`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import duckdb
 
 from nbflow import arguments
 from nbflow.errors import CorruptStoreError, StoreError
-from nbflow.store import schema
-from nbflow.store.duckdb_blobs import COMPACT_FRAME_BYTES
-from nbflow.store.duckdb_connection import disk_full_error, is_disk_full, rollback
-from nbflow.store.duckdb_digest import DIGEST_KEY, check_table, table_digest, without_digest
-from nbflow.store.duckdb_part import DuckDBPart
+from nbflow.store.duckdb import schema
+from nbflow.store.duckdb.blobs import COMPACT_FRAME_BYTES
+from nbflow.store.duckdb.connection import disk_full_error, is_disk_full, rollback
+from nbflow.store.duckdb.digest import DIGEST_KEY, check_table, table_digest, without_digest
+from nbflow.store.duckdb.part import DuckDBPart
 from nbflow.store.records import BlobRecord, Codec, ValueRef
 from nbflow.store.sql_rows import dumps
 from nbflow.values.refs import value_ref_argument
@@ -29,10 +29,10 @@ _VALUE_NAME = re.compile(r"\bv_([0-9a-f]{32})\b", re.IGNORECASE)
 
 
 class DuckDBValues(DuckDBPart):
-    """Values in a DuckDB store (mixed into :class:`~nbflow.store.duckdb_store.DuckDBStore`)."""
+    """Values in a DuckDB store (mixed into :class:`~nbflow.store.duckdb.store.DuckDBStore`)."""
 
     #: DataFrames whose Arrow table is smaller than this many bytes are kept in their blob
-    #: row rather than in a table of their own (see :mod:`nbflow.store.duckdb_blobs`);
+    #: row rather than in a table of their own (see :mod:`nbflow.store.duckdb.blobs`);
     #: 0 makes every frame a table.
     compact_frame_bytes: int = COMPACT_FRAME_BYTES
 
@@ -41,7 +41,7 @@ class DuckDBValues(DuckDBPart):
     def put_value(self, encoded: EncodedValue) -> ValueRef:
         """Store the value once under its hash: a DataFrame as a native table (a small
         one in its blob row), other bytes in the row or, when large, in a table of words
-        (see :mod:`nbflow.store.duckdb_blobs`)."""
+        (see :mod:`nbflow.store.duckdb.blobs`)."""
         ref = encoded.ref
         if ref.is_inline:
             return ref
@@ -62,7 +62,7 @@ class DuckDBValues(DuckDBPart):
 
     def _write_blob(self, encoded: EncodedValue, *, bounded: bool) -> None:
         """Write the blob row (and its table, if it has one) in one transaction."""
-        from nbflow.store import duckdb_blobs as blobs
+        from nbflow.store.duckdb import blobs
 
         ref = encoded.ref
         table_name = data = None
@@ -135,7 +135,7 @@ class DuckDBValues(DuckDBPart):
         # elsewhere may hold any text there, and none of it reaches the SQL.
         if stored.codec is Codec.ARROW:
             if data is not None:  # a small frame, kept in its row
-                from nbflow.store.duckdb_blobs import read_compact_frame
+                from nbflow.store.duckdb.blobs import read_compact_frame
 
                 return EncodedValue(ref=stored, table=read_compact_frame(data), meta=meta)
             table = self._read_frame_table(stored, meta) if table_name is not None else None
@@ -164,7 +164,7 @@ class DuckDBValues(DuckDBPart):
 
     def _read_words(self, ref: ValueRef) -> bytearray:
         """The bytes of a value kept in a table of words, read in bounded memory."""
-        from nbflow.store.duckdb_blobs import bounded_memory, read_words
+        from nbflow.store.duckdb.blobs import bounded_memory, read_words
 
         name = self._table_for(ref)
         with self._lock, self._all_threads(ref.size):
@@ -190,7 +190,7 @@ class DuckDBValues(DuckDBPart):
         hashes = sorted({h.lower() for h in _VALUE_NAME.findall(query)})
         if not hashes:
             return
-        from nbflow.store.duckdb_blobs import read_compact_frame
+        from nbflow.store.duckdb.blobs import read_compact_frame
 
         con = self._con
         rows = con.execute(

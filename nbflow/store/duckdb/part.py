@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
-    from nbflow.store.file_guard import FileGuard
+    from nbflow.store.duckdb.file_guard import FileGuard
     from nbflow.store.records import RunRecord, StepExecution
 
 
 class DuckDBPart:
-    """Base of :class:`~nbflow.store.duckdb_store.DuckDBStore`'s parts: the members the
+    """Base of :class:`~nbflow.store.duckdb.store.DuckDBStore`'s parts: the members the
     store provides them, declared for the type checker only."""
 
     if TYPE_CHECKING:

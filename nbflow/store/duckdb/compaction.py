@@ -22,18 +22,18 @@ import duckdb
 from nbflow.errors import StoreMaintenanceWarning
 
 if TYPE_CHECKING:
-    from nbflow.store.duckdb_store import DuckDBStore
+    from nbflow.store.duckdb.part import DuckDBPart
 
 COMPACT_SUFFIX = ".compact"
 COMPACT_WAIT_S = 10.0  # at most this long for other users to give the file back
 
 
-def compact(store: DuckDBStore) -> str | None:
+def compact(store: DuckDBPart) -> str | None:
     """Compact ``store``'s file; None when done, else why it was skipped.
 
     The caller holds ``store._lock`` and has checked that the store is open.
     """
-    from nbflow.store.duckdb_connection import ask_for_file, stop_asking
+    from nbflow.store.duckdb.connection import ask_for_file, stop_asking
 
     guard = store._guard
     if guard is None:  # in memory: nothing to give back
@@ -52,7 +52,7 @@ def compact(store: DuckDBStore) -> str | None:
         stop_asking(store.uri)
 
 
-def _copy_and_swap(store: DuckDBStore) -> str | None:
+def _copy_and_swap(store: DuckDBPart) -> str | None:
     from nbflow.values.duckdb_tables import quote_identifier
 
     target = Path(store.path)

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from nbflow import frames
 from nbflow.errors import StoreError
-from nbflow.store.duckdb_connection import raise_if_corrupt
-from nbflow.store.duckdb_part import DuckDBPart
-from nbflow.store.duckdb_rows import IN_LIST
+from nbflow.store import frames
+from nbflow.store.duckdb.connection import raise_if_corrupt
+from nbflow.store.duckdb.part import DuckDBPart
+from nbflow.store.duckdb.rows import IN_LIST
 from nbflow.store.sql_guard import (
     check_arguments,
     check_read_only,
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class DuckDBFrames(DuckDBPart):
-    """Frames and SQL of :class:`~nbflow.store.duckdb_store.DuckDBStore`."""
+    """Frames and SQL of :class:`~nbflow.store.duckdb.store.DuckDBStore`."""
 
     def _arrow(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         with self._lock:

@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from nbflow.errors import StaleVersionError
-from nbflow.store import schema
-from nbflow.store.duckdb_part import DuckDBPart
-from nbflow.store.duckdb_rows import (
+from nbflow.store.duckdb import schema
+from nbflow.store.duckdb.part import DuckDBPart
+from nbflow.store.duckdb.rows import (
     EXEC_TYPES,
     UPDATE_RUN_STATUS,
     StaleWrite,
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 
 class DuckDBMaintenance(DuckDBPart):
-    """gc and check support for :class:`~nbflow.store.duckdb_store.DuckDBStore`."""
+    """gc and check support for :class:`~nbflow.store.duckdb.store.DuckDBStore`."""
 
     # -- retention ----------------------------------------------------------------------
 
@@ -151,7 +151,7 @@ class DuckDBMaintenance(DuckDBPart):
         return out
 
     def _blob_content(self, blob: StoredBlob) -> tuple[pa.Table | None, bytes | None]:
-        from nbflow.store.duckdb_blobs import read_compact_frame, read_words
+        from nbflow.store.duckdb.blobs import read_compact_frame, read_words
         from nbflow.values.duckdb_tables import quote_identifier
 
         rows = self._execute("SELECT data FROM blobs WHERE hash = ?", [blob.hash])

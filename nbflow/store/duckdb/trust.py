@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from nbflow import arguments
-from nbflow.store.duckdb_part import DuckDBPart
+from nbflow.store.duckdb.part import DuckDBPart
 from nbflow.store.untrusted import UntrustedRun
 
 _COLS = "run_id, source, marked_at, derived_from"
 
 
 class DuckDBTrust(DuckDBPart):
-    """Run marks for :class:`~nbflow.store.duckdb_store.DuckDBStore`."""
+    """Run marks for :class:`~nbflow.store.duckdb.store.DuckDBStore`."""
 
     def untrusted_runs(self, run_ids: Collection[str] | None = None) -> dict[str, UntrustedRun]:
         """The marks of these runs (default: all), by run id."""

@@ -18,15 +18,15 @@ from nbflow.store.sql_guard import (
 )
 
 if TYPE_CHECKING:
-    from nbflow.store.memory import MemoryStore
+    from nbflow.store.base import Store
 
 
 def query_frames(
-    store: MemoryStore, query: str, params: Sequence[Any] | Mapping[str, Any] | None
+    store: Store, query: str, params: Sequence[Any] | Mapping[str, Any] | None
 ) -> pd.DataFrame:
     """Answer ``query`` over tables named like the DuckDB store's: runs, events,
     step_executions, blobs and untrusted_runs (JSON columns as text)."""
-    from nbflow import frames
+    from nbflow.store import frames
 
     check_arguments(query, params)
     runs = store.runs_frame()

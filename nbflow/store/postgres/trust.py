@@ -6,7 +6,7 @@ from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from nbflow import arguments
-from nbflow.store.pg_part import PostgresPart
+from nbflow.store.postgres.part import PostgresPart
 from nbflow.store.untrusted import UntrustedRun
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ _COLS = "run_id, source, marked_at, derived_from"
 
 
 class PostgresTrust(PostgresPart):
-    """Run marks for :class:`~nbflow.store.postgres_store.PostgresStore`."""
+    """Run marks for :class:`~nbflow.store.postgres.store.PostgresStore`."""
 
     def untrusted_runs(self, run_ids: Collection[str] | None = None) -> dict[str, UntrustedRun]:
         """The marks of these runs (default: all), by run id."""

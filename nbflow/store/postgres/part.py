@@ -6,14 +6,14 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from nbflow.store.pg_rows import T
+from nbflow.store.postgres.rows import T
 
 if TYPE_CHECKING:
     import psycopg
 
 
 class PostgresPart:
-    """Base of :class:`~nbflow.store.postgres_store.PostgresStore`'s parts: the members
+    """Base of :class:`~nbflow.store.postgres.store.PostgresStore`'s parts: the members
     the store provides them, declared for the type checker only."""
 
     if TYPE_CHECKING:

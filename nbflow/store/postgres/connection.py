@@ -10,7 +10,7 @@ from typing import Any, cast
 import psycopg
 
 from nbflow.errors import StoreError
-from nbflow.store.pg_rows import T
+from nbflow.store.postgres.rows import T
 
 SCHEMES = ("postgresql://", "postgres://")
 

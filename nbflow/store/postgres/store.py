@@ -31,12 +31,12 @@ from nbflow.errors import (
     StoreFullError,
     UnknownRunError,
 )
-from nbflow.store import postgres_schema
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
-from nbflow.store.pg_connect import first_line, parse_uri, register_text_adapters
-from nbflow.store.pg_maintenance import PostgresMaintenance
-from nbflow.store.pg_rows import (
+from nbflow.store.postgres import schema as postgres_schema
+from nbflow.store.postgres.connection import first_line, parse_uri, register_text_adapters
+from nbflow.store.postgres.maintenance import PostgresMaintenance
+from nbflow.store.postgres.rows import (
     EVENTS_FROM_ARRAYS,
     IN_LIST,
     T,
@@ -45,8 +45,8 @@ from nbflow.store.pg_rows import (
     parsed,
     snapshot,
 )
-from nbflow.store.pg_trust import PostgresTrust
-from nbflow.store.pg_values import PostgresValues
+from nbflow.store.postgres.trust import PostgresTrust
+from nbflow.store.postgres.values import PostgresValues
 from nbflow.store.records import (
     Event,
     FlowRecord,
@@ -478,7 +478,7 @@ class PostgresStore(PostgresValues, PostgresMaintenance, PostgresTrust, Store):
         """
         import pandas as pd
 
-        from nbflow.store.pg_sql import prepare, transaction_start
+        from nbflow.store.postgres.sql import prepare, transaction_start
         from nbflow.store.sql_guard import check_arguments, sql_timeout, timed_out
 
         check_arguments(query, params)

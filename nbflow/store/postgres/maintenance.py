@@ -11,8 +11,8 @@ from psycopg import sql as pgsql
 
 from nbflow.errors import StaleVersionError
 from nbflow.store.fold import RunState
-from nbflow.store.pg_part import PostgresPart
-from nbflow.store.pg_rows import execution_arrays, executions_from_arrays, parsed
+from nbflow.store.postgres.part import PostgresPart
+from nbflow.store.postgres.rows import execution_arrays, executions_from_arrays, parsed
 from nbflow.store.records import Codec, StepExecution, StepStatus
 from nbflow.store.sql_rows import (
     EXEC_COLS,

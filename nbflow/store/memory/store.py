@@ -336,6 +336,6 @@ class MemoryStore(Store):
         self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
     ) -> pd.DataFrame:
         """Run ``query`` with DuckDB over frames of this store's runs, events, steps, blobs."""
-        from nbflow.store.memory_sql import query_frames
+        from nbflow.store.memory.sql import query_frames
 
         return query_frames(self, query, params)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import duckdb
 
 from nbflow.errors import NotAStoreError, ReadOnlyStoreError
+from nbflow.store.duckdb.read_only import is_read_only
 from nbflow.store.migrations import FORMAT, parse_version, recording, refuse_newer, require_tables
-from nbflow.store.read_only import is_read_only
 
 #: The schema this version of nbflow writes. Files from a newer schema are refused.
 SCHEMA_VERSION = 5
@@ -155,7 +155,7 @@ SELECT run_id, min(source), now(), NULL FROM (
 GROUP BY run_id;
 """
 
-#: Version 5: the layouts of :mod:`nbflow.store.duckdb_blobs`. Large bytes live in a table
+#: Version 5: the layouts of :mod:`nbflow.store.duckdb.blobs`. Large bytes live in a table
 #: of 8-byte words named after their hash (``data`` is NULL), small DataFrames as Arrow
 #: IPC in ``data`` (no table). The rows of older files are read as they are; an older
 #: nbflow could not read the new layouts, so it refuses files of this version.
