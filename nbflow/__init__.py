@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from nbflow import errors
-from nbflow.api import events, get_run, runs
+from nbflow.api.flow import Flow
+from nbflow.api.history import RunView
+from nbflow.api.hooks import JSONLSink, add_sink, flush_sinks, remove_sink, sink_stats
+from nbflow.api.lookups import events, get_run, runs
+from nbflow.api.notebook import load_notebook
+from nbflow.api.run import Run
 from nbflow.copying import CopyReport, copy_runs
-from nbflow.definition.flow import Flow
-from nbflow.definition.notebook import load_notebook
 from nbflow.diff import diff
-from nbflow.history import RunView
-from nbflow.hooks import JSONLSink, add_sink, flush_sinks, remove_sink, sink_stats
-from nbflow.run import Run
 from nbflow.store.base import Store
 from nbflow.store.open import open_store
 from nbflow.transfer import export_run, import_run, mark_trusted
@@ -28,7 +28,7 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython: Any) -> None:
     """Register the ``%%step`` and ``%nbflow`` magics: ``%load_ext nbflow``."""
-    from nbflow.definition.magics import NbflowMagics
+    from nbflow.magics import NbflowMagics
 
     if not callable(getattr(ipython, "register_magics", None)):
         raise errors.ParameterError(

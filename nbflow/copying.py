@@ -47,7 +47,7 @@ from nbflow.store.records import (
     utcnow,
 )
 from nbflow.store.untrusted import UntrustedRun, keeps_marks, marked, origin, unmarked
-from nbflow.transfer import add_run
+from nbflow.transfer.archives import add_run
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from nbflow import arguments
+from nbflow.api.run import Run
 from nbflow.errors import ParameterError, UnknownStepError, UntrustedStoreError
-from nbflow.run import Run
 from nbflow.store.records import StepExecution
 
 #: Columns of ``nf.diff(run_a, run_b)``.

@@ -14,13 +14,8 @@ import pandas as pd
 import pytest
 
 import nbflow as nf
-from nbflow.definition.cells import (
-    StepSpec,
-    add_cell_step,
-    compile_cell,
-    parse_step_line,
-    resolve_flow,
-)
+from nbflow.api.cells import add_cell_step, resolve_flow
+from nbflow.definition.cells import StepSpec, compile_cell, parse_step_line
 from nbflow.errors import CellError, DefinitionError, StepFailed
 
 

@@ -21,9 +21,9 @@ from store_backends import BACKENDS, dispose
 import nbflow as nf
 import nbflow.values
 import nbflow.values.codecs
+from nbflow.api.run import Run
 from nbflow.cli import main
 from nbflow.errors import TransferError, UnknownRunError, UntrustedImportError
-from nbflow.run import Run
 from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.gc import referenced_hashes
 from nbflow.store.records import Codec, EventType, NewEvent

@@ -24,8 +24,8 @@ from waiting import GENEROUS, wait_for
 
 import nbflow as nf
 from nbflow.engine import dask_executor
+from nbflow.engine.choice import make_executor
 from nbflow.engine.dask_executor import DaskExecutor
-from nbflow.engine.executors import make_executor
 from nbflow.errors import ParameterError, RunError, StepFailed
 
 
@@ -382,7 +382,7 @@ def test_make_executor_accepts_a_client_and_refuses_bad_values(client, monkeypat
 def test_importing_nbflow_does_not_import_dask():
     code = (
         "import sys, nbflow\n"
-        "from nbflow.engine.executors import make_executor\n"
+        "from nbflow.engine.choice import make_executor\n"
         "make_executor('threads', 1).shutdown()\n"
         "print(sorted(m for m in ('dask', 'distributed') if m in sys.modules))\n"
     )

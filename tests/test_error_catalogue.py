@@ -195,7 +195,7 @@ def missing_dependency(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
 
 
 def bad_cell(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
-    from nbflow.definition.magics import define_step
+    from nbflow.magics import define_step
 
     notebook = {"__name__": "__main__", "flow": nf.Flow("nb", store=memory())}
     cell = "x = 1\nfor i in range(3):\n    x += i\n"

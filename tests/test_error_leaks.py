@@ -25,8 +25,8 @@ import pytest
 from store_backends import BACKENDS, dispose
 
 import nbflow as nf
+from nbflow.api.history import RunView
 from nbflow.errors import NbflowError, ParameterError, StoreError, UnknownStepError
-from nbflow.history import RunView
 from nbflow.store.base import Store
 
 

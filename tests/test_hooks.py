@@ -11,7 +11,7 @@ import pytest
 from waiting import GENEROUS
 
 import nbflow as nf
-from nbflow import hooks
+from nbflow.api import hooks
 from nbflow.store.records import Event
 
 

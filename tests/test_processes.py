@@ -18,7 +18,7 @@ from waiting import GENEROUS
 
 import nbflow as nf
 from nbflow.definition.cells import compile_cell, parse_step_line
-from nbflow.engine.executors import make_executor
+from nbflow.engine.choice import make_executor
 from nbflow.engine.processes import ProcessExecutor
 from nbflow.errors import ParameterError, StepFailed
 

@@ -13,10 +13,10 @@ import pytest
 from store_backends import BACKENDS
 
 import nbflow as nf
-from nbflow import transfer
 from nbflow.errors import TransferError, UnknownRunError
 from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.memory.store import MemoryStore
+from nbflow.transfer import archives as transfer
 
 
 def make_flow(store: nf.Store) -> nf.Flow:
@@ -520,7 +520,7 @@ def check_non_finite_parameters(store: nf.Store, tmp_path: Path) -> None:
 #: Exports run $1 of the DuckDB store $2 to $3, and is killed (SIGKILL) midway.
 KILLED_EXPORT = """
 import os, signal, sys
-import nbflow.transfer as transfer
+from nbflow.transfer import archives as transfer
 from nbflow.store.duckdb.store import DuckDBStore
 
 name = "write_value" if hasattr(transfer, "write_value") else "_write_value"

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 import nbflow as nf
+from nbflow.api.run import Run
 from nbflow.cli import main
 from nbflow.errors import TransferError, UnknownRunError
-from nbflow.run import Run
 from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.memory.store import MemoryStore
 from nbflow.store.untrusted import RunMarks

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from nbflow.errors import ParameterError, StepTimeout
+from nbflow.errors import StepTimeout
 
 EXECUTORS = ("inline", "threads", "processes", "dask")
 
@@ -137,34 +137,3 @@ class ThreadExecutor(Executor):
     def shutdown(self) -> None:
         """Wait for running tasks and stop the pool."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-
-def make_executor(executor: Any, max_workers: int | None) -> Executor:
-    """The executor named by ``executor``, or the one given.
-
-    Names: 'inline', 'threads', 'processes', 'dask' (the current Dask client, else the
-    scheduler at $DASK_SCHEDULER_ADDRESS); a Dask scheduler address ('tcp://host:port' or
-    'dask://host:port'); or a ``distributed.Client``.
-    """
-    if isinstance(executor, Executor):
-        return executor
-    from nbflow.engine.dask_executor import is_dask_address, is_dask_client
-
-    if is_dask_client(executor) or (isinstance(executor, str) and is_dask_address(executor)):
-        from nbflow.engine.dask_executor import DaskExecutor
-
-        return DaskExecutor.from_spec(executor, max_workers)
-    if executor == "inline":
-        return Executor()
-    if executor == "threads":
-        if max_workers is not None and max_workers < 1:
-            raise ParameterError(f"max_workers must be at least 1, not {max_workers}")
-        return ThreadExecutor(max_workers)
-    if executor == "processes":
-        from nbflow.engine.processes import ProcessExecutor
-
-        return ProcessExecutor(max_workers)
-    raise ParameterError(
-        f"unknown executor {executor!r}: use one of {', '.join(repr(e) for e in EXECUTORS)}, "
-        "a Dask scheduler address ('tcp://host:8786') or a distributed.Client"
-    )

@@ -10,22 +10,15 @@ executes with the flow's current definitions and the fork's parameters.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nbflow.engine.executors import make_executor
-from nbflow.engine.launch import (
-    RunOptions,
-    execute,
-    new_run,
-    plan_steps,
-    resolve_params,
-    shutdown_on_error,
-)
 from nbflow.errors import RunError, UnknownStepError
-from nbflow.hooks import hook_listener
+from nbflow.store.fold import RunState
 from nbflow.store.records import (
     EventType,
     NewEvent,
+    RunRecord,
     RunStatus,
     StepExecution,
     StepStatus,
@@ -35,27 +28,26 @@ from nbflow.store.records import (
 from nbflow.store.untrusted import UntrustedRun
 
 if TYPE_CHECKING:
-    from nbflow.definition.flow import Flow
-    from nbflow.run import Run
+    from nbflow.graph.dag import FlowGraph
     from nbflow.store.base import Store
 
 
-def fork_run(
-    flow: Flow,
-    parent: Run,
-    *,
-    from_step: str | None,
-    at_version: int | None,
-    run: bool,
-    cache: bool,
-    params: Mapping[str, Any],
-    options: RunOptions,
-) -> Run:
-    """Create a fork of ``parent`` (and execute it unless ``run=False``)."""
-    record = parent.record
-    if record.status in (RunStatus.PENDING, RunStatus.RUNNING):
+@dataclass(frozen=True)
+class ForkPlan:
+    """What a fork of a run takes over and what it executes."""
+
+    reused: dict[str, StepExecution]  # step -> the parent's execution, by reference
+    executes: list[str]  # the steps it runs, in order
+    force: list[str]  # the steps it runs even if a cached result exists
+    version: int  # the parent's version it forks at
+    state: RunState  # the parent's state at that version
+
+
+def check_fork_point(parent: RunRecord, from_step: str | None, at_version: int | None) -> None:
+    """RunError unless ``parent`` has finished and exactly one fork point is given."""
+    if parent.status in (RunStatus.PENDING, RunStatus.RUNNING):
         raise RunError(
-            f"run {parent.id} is still {record.status.value}: fork it once it has finished "
+            f"run {parent.run_id} is still {parent.status.value}: fork it once it has finished "
             "(run.wait()), or cancel it first."
         )
     if (from_step is None) == (at_version is None):
@@ -63,30 +55,36 @@ def fork_run(
             "say where to fork: give from_step='step' (recompute it and what depends on it) "
             "or at_version=v (reuse what was completed at version v), not both."
         )
-    missing = [s for s in record.steps if s not in flow.steps]
-    if missing:
-        raise RunError(
-            f"cannot fork run {parent.id}: the flow no longer defines step(s) {missing}."
-        )
-    graph = flow.graph(record.steps)
-    store = parent.store
 
+
+def plan_fork(
+    store: Store,
+    parent: RunRecord,
+    graph: FlowGraph,
+    *,
+    from_step: str | None,
+    at_version: int | None,
+    cache: bool,
+) -> ForkPlan:
+    """What a fork of ``parent`` (whose steps ``graph`` defines) reuses and executes:
+    everything but ``from_step`` and its descendants, or what was completed at
+    ``at_version`` (:func:`check_fork_point` first)."""
     if from_step is not None:
         if from_step not in graph.steps:
-            raise UnknownStepError(from_step, graph.steps, where=f"run {parent.id}")
-        state = store.load_state(parent.id)
+            raise UnknownStepError(from_step, graph.steps, where=f"run {parent.run_id}")
+        state = store.load_state(parent.run_id)
         recompute = {from_step} | graph.descendants([from_step])
-        fork_version = record.version
+        version = parent.version
     else:
         assert at_version is not None
-        if not isinstance(at_version, int) or not 0 <= at_version <= record.version:
+        if not isinstance(at_version, int) or not 0 <= at_version <= parent.version:
             raise RunError(
-                f"run {parent.id} has versions 0 to {record.version}; cannot fork at "
+                f"run {parent.run_id} has versions 0 to {parent.version}; cannot fork at "
                 f"{at_version!r}. `run.versions` lists them."
             )
-        state = store.state_at(parent.id, at_version)
+        state = store.state_at(parent.run_id, at_version)
         recompute = set()
-        fork_version = at_version
+        version = at_version
 
     reused: dict[str, StepExecution] = {}
     for name in graph.order:
@@ -94,59 +92,28 @@ def fork_run(
         if name not in recompute and row is not None and row.status.has_output and row.output:
             reused[name] = row
     executes = [n for n in graph.order if n not in reused]
-    force: list[str] = [] if cache else executes
+    return ForkPlan(reused, executes, [] if cache else executes, version, state)
 
-    full = flow.graph()
-    known = {p: v for p, v in record.params.items() if p in graph.params}
-    values = resolve_params(graph, {**known, **params}, full.params)
-    plans = plan_steps(graph, values)
-    # The executor is made before the fork is recorded: a bad one records nothing.
-    executor = make_executor(options.executor, options.max_workers) if run else None
-    with shutdown_on_error(executor):
-        handle, created = new_run(
-            flow,
-            graph,
-            plans,
-            values,
-            write=False,
-            parent_run_id=parent.id,
-            fork_from_step=from_step,
-            fork_from_version=fork_version,
-            thread_id=record.thread_id or parent.id,
-        )
-        _inherit_distrust(store, parent.id, handle.id)
-        store.create_run(created)
-        forked = [
-            NewEvent(
-                EventType.RUN_FORKED,
-                payload={
-                    "parent_run_id": parent.id,
-                    "from_step": from_step,
-                    "at_version": fork_version,
-                    "reused": {n: _row_json(r) for n, r in reused.items()},
-                    "executes": executes,
-                    "force": force,
-                    "params": values,
-                },
-            )
-        ]
-        hook_listener(handle)(store.append(handle.id, 0, forked), forked)
-        if executor is None:
-            return handle
-        state = store.load_state(handle.id)
-    return execute(
-        handle,
-        graph,
-        plans,
-        options=options,
-        force=force,
-        state=state,
-        reused=reused,
-        executor=executor,
+
+def fork_event(
+    plan: ForkPlan, parent_id: str, from_step: str | None, params: Mapping[str, Any]
+) -> NewEvent:
+    """The first event of a fork: where it forks from, what it reuses and executes."""
+    return NewEvent(
+        EventType.RUN_FORKED,
+        payload={
+            "parent_run_id": parent_id,
+            "from_step": from_step,
+            "at_version": plan.version,
+            "reused": {n: _row_json(r) for n, r in plan.reused.items()},
+            "executes": plan.executes,
+            "force": plan.force,
+            "params": dict(params),
+        },
     )
 
 
-def _inherit_distrust(store: Store, parent_id: str, run_id: str) -> None:
+def inherit_distrust(store: Store, parent_id: str, run_id: str) -> None:
     """A fork of a run marked untrusted reuses its outputs by reference (and names where
     they came from as that run says): mark it too, before it exists, so those outputs
     reach no other run's cache through it."""

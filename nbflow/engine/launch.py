@@ -1,4 +1,5 @@
-"""Turning ``flow.run(...)`` and ``run.resume()`` into a Runner, in the foreground or not."""
+"""Planning a run (parameters, fingerprints, its definition) and executing it with a
+Runner, in the foreground or in a background thread."""
 
 from __future__ import annotations
 
@@ -8,20 +9,19 @@ import json
 import secrets
 import threading
 import weakref
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import xxhash
 
 from nbflow.engine.cache import canonical_json
-from nbflow.engine.executors import Executor, make_executor
-from nbflow.engine.progress import make_listeners
-from nbflow.engine.runner import Runner, StepPlan
-from nbflow.errors import ParameterError, RunError, suggest
+from nbflow.engine.choice import make_executor
+from nbflow.engine.control import RunControl
+from nbflow.engine.executors import Executor
+from nbflow.engine.runner import Listener, Runner, StepPlan
+from nbflow.errors import ParameterError, suggest
 from nbflow.graph.dag import FlowGraph
-from nbflow.hooks import hook_listener
-from nbflow.run import Run
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
     FlowRecord,
@@ -35,7 +35,7 @@ from nbflow.store.records import (
 if TYPE_CHECKING:
     from distributed import Client
 
-    from nbflow.definition.flow import Flow
+    from nbflow.store.base import Store
 
 
 def new_run_id(now: dt.datetime | None = None) -> str:
@@ -166,38 +166,6 @@ class RunOptions:
             arguments.flag(getattr(self, name), name)
 
 
-def start_run(
-    flow: Flow,
-    *,
-    params: Mapping[str, Any],
-    targets: Collection[str] | None,
-    force: bool | Collection[str],
-    options: RunOptions,
-) -> Run:
-    """Plan, record and execute a new run of ``flow``."""
-    full = flow.graph()
-    graph = flow.graph(targets) if targets is not None else full
-    check_steps(force, full)
-    values = resolve_params(graph, params, full.params)
-    plans = plan_steps(graph, values)
-    executor = make_executor(options.executor, options.max_workers)  # before the run exists
-    # A run in the foreground is written by its runner: one commit when fully cached.
-    # One in the background must exist before its handle is returned.
-    new = not options.background
-    with shutdown_on_error(executor):
-        handle, record = new_run(flow, graph, plans, values, write=not new)
-    return execute(
-        handle,
-        graph,
-        plans,
-        options=options,
-        force=force,
-        executor=executor,
-        record=record,
-        new=new,
-    )
-
-
 @contextlib.contextmanager
 def shutdown_on_error(executor: Executor | None) -> Iterator[None]:
     """Shut ``executor`` down if the block raises (it will never run the steps)."""
@@ -220,39 +188,28 @@ def check_steps(names: bool | Collection[str], graph: FlowGraph) -> None:
             raise UnknownStepError(name, graph.steps)
 
 
-def create_run(
-    flow: Flow,
-    graph: FlowGraph,
-    plans: Mapping[str, StepPlan],
-    params: Mapping[str, Any],
-    **lineage: Any,
-) -> Run:
-    """Record the flow's definition and a new pending run of it; return its handle.
-
-    ``lineage`` sets parent_run_id, fork_from_step, fork_from_version and thread_id.
-    """
-    return new_run(flow, graph, plans, params, **lineage)[0]
-
-
 def new_run(
-    flow: Flow,
+    name: str,
+    store: Store,
     graph: FlowGraph,
     plans: Mapping[str, StepPlan],
     params: Mapping[str, Any],
     *,
     write: bool = True,
     **lineage: Any,
-) -> tuple[Run, RunRecord]:
-    """A new pending run of the flow as it is defined now, its handle and record; added
-    to the store (:func:`create_run`) unless ``write=False`` (its runner will add it)."""
-    definition = flow_record(flow.name, graph, plans)
-    store = flow.store
+) -> RunRecord:
+    """A new pending run of flow ``name`` as it is defined now: its definition recorded,
+    the run added to ``store`` unless ``write=False`` (its runner will add it).
+
+    ``lineage`` sets parent_run_id, fork_from_step, fork_from_version and thread_id.
+    """
+    definition = flow_record(name, graph, plans)
     store.ensure_flow(definition)
     now = utcnow()
     run_id = new_run_id(now)
     record = RunRecord(
         run_id=run_id,
-        flow=flow.name,
+        flow=name,
         flow_fingerprint=definition.fingerprint,
         status=RunStatus.PENDING,
         version=0,
@@ -264,56 +221,19 @@ def new_run(
     )
     if write:
         store.create_run(record)
-    return Run(store, run_id, flow), record
-
-
-def resume_run(
-    flow: Flow,
-    run: Run,
-    *,
-    force: bool | Collection[str] = False,
-    **options: Any,
-) -> Run:
-    """Continue a failed or interrupted run (or start a fork made with ``run=False``)
-    with the flow's current definitions."""
-    record = run.record
-    if record.status not in (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.PENDING):
-        raise RunError(
-            f"run {run.id} is {record.status.value}: only failed or interrupted runs (or forks "
-            "not yet run) can be resumed. Start a new run with flow.run() instead."
-        )
-    missing = [s for s in record.steps if s not in flow.steps]
-    if missing:
-        raise RunError(f"cannot resume run {run.id}: the flow no longer defines step(s) {missing}.")
-    graph = flow.graph(record.steps)
-    plans = plan_steps(graph, {**graph.params, **record.params})
-    run.store.ensure_flow(flow_record(flow.name, graph, plans))
-    reused: dict[str, StepExecution] = {}
-    if record.status is RunStatus.PENDING:
-        from nbflow.engine.fork import pending_fork_plan
-
-        reused, fork_force = pending_fork_plan(run.store, run.id)
-        if force is False:
-            force = fork_force
-    handle = Run(run.store, run.id, flow)
-    return execute(
-        handle,
-        graph,
-        plans,
-        options=RunOptions(**options),
-        force=force,
-        state=run.store.load_state(run.id),
-        reused=reused,
-        resume=record.status is not RunStatus.PENDING,
-    )
+    return record
 
 
 def execute(
-    handle: Run,
+    control: RunControl,
+    store: Store,
+    run_id: str,
     graph: FlowGraph,
     plans: Mapping[str, StepPlan],
     *,
     options: RunOptions,
+    listeners: Sequence[Listener] = (),
+    readers: Callable[[int], list[Listener]] = lambda done: [],
     force: bool | Collection[str] = False,
     state: RunState | None = None,
     reused: Mapping[str, StepExecution] | None = None,
@@ -321,15 +241,17 @@ def execute(
     executor: Executor | None = None,
     record: RunRecord | None = None,
     new: bool = False,
-) -> Run:
-    """Execute the run behind ``handle``, in the foreground or in a background thread.
+) -> None:
+    """Execute run ``run_id`` of ``store``, in the foreground or in a background thread
+    that ``control`` tracks.
 
+    ``listeners`` are called after each commit (event hooks); ``readers(done)`` makes the
+    progress listeners when the run starts, ``done`` being the steps already done.
     ``executor``: one already made from ``options`` (so that a bad executor, e.g. an
     unreachable Dask scheduler, fails before a run is recorded); else it is made here.
     ``record``: the run's record as just written (saves reading it back), or, with
     ``new``, as the runner will write it (in the foreground only).
     """
-    store = handle.store
     done = 0
     if state is not None:
         done = sum(
@@ -340,23 +262,23 @@ def execute(
     with shutdown_on_error(executor):
         runner = Runner(
             store=store,
-            run=state.run if state is not None else record or store.get_run(handle.id),
+            run=state.run if state is not None else record or store.get_run(run_id),
             graph=graph,
             plans=plans,
             executor=executor,
             force=force,
             state=state,
             reused=reused,
-            cancel_requested=handle._cancel.is_set,
-            listeners=[hook_listener(handle)],
-            readers=lambda: make_listeners(handle, graph, options.progress, done),
+            cancel_requested=control.cancel.is_set,
+            listeners=list(listeners),
+            readers=lambda: readers(done),
             new=new,
         )
     if not options.background:
         runner.execute(resume=resume)
         if options.raise_on_error:
             runner.raise_for_failure()
-        return handle
+        return
 
     def work() -> None:
         try:
@@ -364,12 +286,8 @@ def execute(
             if options.raise_on_error:
                 runner.raise_for_failure()
         except BaseException as exc:
-            handle._background_error = exc
+            control.error = exc
         finally:
-            handle._done.set()
+            control.done.set()
 
-    handle._done.clear()
-    thread = threading.Thread(target=work, name=f"nbflow-run-{handle.id}", daemon=True)
-    handle._thread = thread
-    thread.start()
-    return handle
+    control.start(work, name=f"nbflow-run-{run_id}")

@@ -156,3 +156,29 @@ def _parse(location: str) -> tuple[str, str]:
             "':memory:', 'memory://' or 'postgresql://user@host:port/dbname'."
         )
     return "duckdb", location
+
+
+def open_own(location: str | os.PathLike[str] | None = None, *, missing: str) -> Store:
+    """A connection of the caller's own to the store at ``location`` (default as in
+    :func:`open_store`), to be closed by the caller, never the shared one; StoreError,
+    ending with ``missing``, for a store file that does not exist (none is created).
+
+    A flow in this process may use the same file: DuckDB shares the database between
+    connections of one process, so both see each other's commits.
+    """
+    from nbflow.errors import StoreError
+
+    text = default_location() if location is None else os.fspath(location)
+    if text.startswith("duckdb://"):
+        text = text[len("duckdb://") :] or ":memory:"
+    if text.startswith(("postgresql://", "postgres://")):
+        from nbflow.store.postgres.store import PostgresStore
+
+        return PostgresStore(text)  # a connection of its own
+    if "://" in text or text in (":memory:", "memory:"):
+        return open_store(text)  # in-memory: nothing to share, nothing held open
+    if not os.path.exists(text):
+        raise StoreError(f"there is no nbflow store at {os.path.abspath(text)!r}: {missing}")
+    from nbflow.store.duckdb.store import DuckDBStore
+
+    return DuckDBStore(text)

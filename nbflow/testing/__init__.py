@@ -3,6 +3,9 @@
 ``nbflow.testing`` needs pytest. Subclass :class:`StoreConformance` and provide a
 ``store`` fixture to check a backend against the contract of
 :class:`nbflow.store.base.Store`.
+
+A top layer, beside the CLI: it may import every layer of nbflow; nothing in nbflow
+imports it.
 """
 
 import pytest

@@ -1,4 +1,9 @@
-"""Step outputs in stored form: codecs, content hashes, and frames as DuckDB tables."""
+"""Step outputs in stored form: codecs, content hashes, and frames as DuckDB tables.
+
+Layer: values. It may import ``nbflow.errors``, ``nbflow.arguments`` and
+``nbflow.json_text``; never the store or anything above (the value records it shares
+with the store, ``ValueRef`` and ``Codec``, live here).
+"""
 
 from nbflow.values.codecs import EncodedValue, content_hash, decode, encode, type_name
 from nbflow.values.duckdb_tables import copy_table, duckdb_can_hold, read_table, write_table

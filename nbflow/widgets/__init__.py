@@ -2,23 +2,42 @@
 
 Importing this package is cheap: ipywidgets, anywidget and graphviz load only when a
 widget is made. ``nf.browse(...)`` and ``flow.show()`` are the entry points; displaying a
-Flow or a Run shows its DAG.
+Flow or a Run shows its DAG: the package registers its renderers with
+:mod:`nbflow.api.display` when imported.
+
+This layer reads runs through :class:`~nbflow.api.run.Run`, the store interface and the
+event hooks; it never imports the engine or a concrete store backend.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nbflow.engine.progress import in_notebook
+from nbflow.api import display
+from nbflow.api.progress import in_notebook
 
 if TYPE_CHECKING:
-    from nbflow.definition.flow import Flow
-    from nbflow.run import Run
+    from nbflow.api.flow import Flow
+    from nbflow.api.progress import Listener
+    from nbflow.api.run import Run
+    from nbflow.graph.dag import FlowGraph
     from nbflow.store.base import Store
     from nbflow.widgets.browser import Browser
     from nbflow.widgets.dag import DagWidget
 
 __all__ = ["Browser", "DagWidget", "browse", "show"]
+
+
+def _flow_widget(flow: Flow, run: Run | None) -> DagWidget:
+    from nbflow.widgets.display import flow_widget
+
+    return flow_widget(flow, run)
+
+
+def _live_view(run: Run, graph: FlowGraph, done: int) -> Listener:
+    from nbflow.widgets.display import notebook_progress
+
+    return notebook_progress(run, graph, done)
 
 
 def browse(target: Flow | Run | Store | str | None = None, *, page_size: int = 20) -> Browser:
@@ -46,15 +65,15 @@ def browse(target: Flow | Run | Store | str | None = None, *, page_size: int = 2
 
 
 def _browsable(target: object) -> bool:
-    from nbflow.definition.flow import Flow
-    from nbflow.run import Run
+    from nbflow.api.flow import Flow
+    from nbflow.api.run import Run
 
     return isinstance(target, Flow | Run)
 
 
 def show(target: Flow | Run) -> DagWidget:
     """The DAG widget of a flow (states of its latest run) or of a run."""
-    from nbflow.definition.flow import Flow
+    from nbflow.api.flow import Flow
     from nbflow.widgets.display import flow_widget, run_widget
 
     return flow_widget(target) if isinstance(target, Flow) else run_widget(target)
@@ -66,7 +85,7 @@ def repr_bundle(target: Flow | Run) -> dict[str, Any]:
     if not in_notebook():
         return {"text/plain": text}
     try:
-        from nbflow.definition.flow import Flow
+        from nbflow.api.flow import Flow
         from nbflow.widgets.display import flow_bundle, run_bundle
 
         return flow_bundle(target) if isinstance(target, Flow) else run_bundle(target)
@@ -84,3 +103,7 @@ def __getattr__(name: str) -> Any:
 
         return DagWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# How Flows and Runs display, and the live view of runs: the facades ask the registry.
+display.register(bundle=repr_bundle, flow_widget=_flow_widget, live=_live_view)

@@ -4,7 +4,7 @@
 (and Run handles) only: the runs table pages through ``store.list_runs``; a run's state
 at a version is the store's fold of its events (``store.state_at``); outputs load only
 when a step is selected. The Fork button starts the fork in the background and follows
-it live through a progress listener (:func:`nbflow.engine.progress.progress_view`).
+it live through a progress listener (:func:`nbflow.api.progress.progress_view`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from nbflow.engine.progress import progress_view
+from nbflow.api.progress import progress_view
+from nbflow.api.run import Run
 from nbflow.errors import NbflowError, UntrustedStoreError
-from nbflow.run import Run
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
 from nbflow.store.records import Event, RunRecord, RunStatus, StepExecution
@@ -52,7 +52,7 @@ from nbflow.widgets.states import (
 from nbflow.widgets.table import Row, Table
 
 if TYPE_CHECKING:
-    from nbflow.definition.flow import Flow
+    from nbflow.api.flow import Flow
 
 PAGE_SIZE = 20
 EVENTS_PAGE_SIZE = 50
@@ -274,7 +274,7 @@ class Browser(w.VBox):
 
     def select_run(self, run_id: str) -> None:
         """Show a run: header and parameters, DAG at its latest version, events, lineage."""
-        from nbflow.definition.flow import find_flow
+        from nbflow.api.flow import find_flow
 
         with self._lock:
             record = self.store.get_run(run_id)
@@ -507,7 +507,7 @@ class Browser(w.VBox):
 
 def browse_store(target: Any = None) -> tuple[Store, bool, str | None, str | None]:
     """What to browse: (store, whether the browser owns it, flow filter, run to select)."""
-    from nbflow.definition.flow import Flow
+    from nbflow.api.flow import Flow
 
     if isinstance(target, Flow):
         latest = target.latest_run()
@@ -525,25 +525,10 @@ def _private_store(location: Any) -> Store:
     A flow in this process may use the same file: DuckDB shares the database between
     connections of one process, so both see each other's commits.
     """
-    import os
+    from nbflow.store.open import open_own
 
-    from nbflow.store.duckdb.store import DuckDBStore
-    from nbflow.store.open import default_location, open_store
-
-    text = default_location() if location is None else os.fspath(location)
-    if text.startswith("duckdb://"):
-        text = text[len("duckdb://") :] or ":memory:"
-    if text.startswith(("postgresql://", "postgres://")):
-        from nbflow.store.postgres.store import PostgresStore
-
-        return PostgresStore(text)  # a connection of its own, closed with the browser
-    if "://" in text or text in (":memory:", "memory:"):
-        return open_store(text)  # in-memory: nothing to share, nothing held open
-    if not os.path.exists(text):
-        from nbflow.errors import StoreError
-
-        raise StoreError(
-            f"there is no nbflow store at {os.path.abspath(text)!r}: run a flow first, or "
-            "browse one with nf.browse(flow) or nf.browse('path/to/store.duckdb')."
-        )
-    return DuckDBStore(text)
+    return open_own(
+        location,
+        missing="run a flow first, or browse one with nf.browse(flow) or "
+        "nf.browse('path/to/store.duckdb').",
+    )

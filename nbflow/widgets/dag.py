@@ -28,8 +28,8 @@ from nbflow.widgets.states import (
 from nbflow.widgets.svg import draw
 
 if TYPE_CHECKING:
-    from nbflow.definition.flow import Flow
-    from nbflow.run import Run
+    from nbflow.api.flow import Flow
+    from nbflow.api.run import Run
 
 HERE = Path(__file__).parent
 
@@ -155,7 +155,7 @@ def run_source(run: Run) -> Source:
     """A source showing ``run``'s DAG as it stands now."""
 
     def read() -> tuple[DagSpec, Mapping[str, NodeInfo], str]:
-        from nbflow.definition.flow import find_flow
+        from nbflow.api.flow import find_flow
 
         flow = find_flow(run.flow_name, run.store)
         infos = run_infos(run)

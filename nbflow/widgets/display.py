@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from nbflow.widgets.dag import DagWidget, flow_source, run_source
 
 if TYPE_CHECKING:
-    from nbflow.definition.flow import Flow
-    from nbflow.run import Run
+    from nbflow.api.flow import Flow
+    from nbflow.api.run import Run
+    from nbflow.graph.dag import FlowGraph
     from nbflow.widgets.live import LiveRun
 
 _flow_widgets: weakref.WeakKeyDictionary[Flow, DagWidget] = weakref.WeakKeyDictionary()
@@ -64,7 +65,7 @@ def remember_live(run: Run, live: LiveRun) -> None:
 
 
 def _execution_count() -> int | None:
-    from nbflow.engine.progress import in_notebook
+    from nbflow.api.progress import in_notebook
 
     if not in_notebook():
         return None
@@ -93,3 +94,15 @@ def run_bundle(run: Run) -> dict[str, Any]:
     if live is not None and live[1] is not None and live[1] == _execution_count():
         return {"text/plain": text}
     return widget_bundle(run_widget(run), text)
+
+
+def notebook_progress(run: Run, graph: FlowGraph, done: int = 0) -> LiveRun:
+    """Show a live view of ``run`` in the current cell's output and return its listener."""
+    from IPython.display import display
+
+    from nbflow.widgets.live import LiveRun
+
+    live = LiveRun(run, graph, done)
+    display(live.view)
+    remember_live(run, live)
+    return live

@@ -1,7 +1,7 @@
 """Live views of a running run: the DAG updating and a progress bar, in a notebook.
 
 The engine calls a progress listener after each commit with the run's record and the
-events just committed (:mod:`nbflow.engine.progress`). :class:`Follower` folds those
+events just committed (:mod:`nbflow.api.progress`). :class:`Follower` folds those
 events into the run's state with the store's own fold, so following a run costs no
 database read, and redraws at most every so often, and always when the run ends. A
 trailing timer makes sure the last state before a long step is shown; it ends with the
@@ -23,8 +23,8 @@ from nbflow.widgets.dag import DagWidget
 from nbflow.widgets.states import DagSpec, format_duration, infos_from_rows, summarize
 
 if TYPE_CHECKING:
+    from nbflow.api.run import Run
     from nbflow.graph.dag import FlowGraph
-    from nbflow.run import Run
     from nbflow.store.base import Store
 
 #: Called with the run's state and whether the run has finished.
@@ -164,15 +164,3 @@ def close_all(widget: w.Widget) -> None:
     for child in getattr(widget, "children", ()):
         close_all(child)
     widget.close()
-
-
-def notebook_progress(run: Run, graph: FlowGraph, done: int = 0) -> LiveRun:
-    """Show a live view of ``run`` in the current cell's output and return its listener."""
-    from IPython.display import display
-
-    from nbflow.widgets.display import remember_live
-
-    live = LiveRun(run, graph, done)
-    display(live.view)
-    remember_live(run, live)
-    return live

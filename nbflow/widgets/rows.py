@@ -9,7 +9,7 @@ from nbflow.store.records import Event, RunRecord
 from nbflow.widgets.states import format_duration
 
 if TYPE_CHECKING:
-    from nbflow.run import Run
+    from nbflow.api.run import Run
 
 
 def fork_point(r: RunRecord) -> str:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from nbflow.store.records import StepExecution, StepStatus
 
 if TYPE_CHECKING:
-    from nbflow.definition.flow import Flow
+    from nbflow.api.flow import Flow
+    from nbflow.api.run import Run
     from nbflow.graph.dag import FlowGraph
-    from nbflow.run import Run
     from nbflow.store.records import FlowRecord
 
 

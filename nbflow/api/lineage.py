@@ -8,7 +8,7 @@ import networkx as nx
 import pandas as pd
 
 if TYPE_CHECKING:
-    from nbflow.run import Run
+    from nbflow.api.run import Run
     from nbflow.store.base import Store
 
 #: Columns of ``flow.lineage(run)``.

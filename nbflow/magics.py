@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from nbflow.definition.cells import add_cell_step, compile_cell, parse_step_line, resolve_flow
+from nbflow.api.cells import add_cell_step, resolve_flow
+from nbflow.definition.cells import compile_cell, parse_step_line
 from nbflow.definition.params import coerce_params, parse_assignments
 from nbflow.errors import CellError, NbflowError, StepFailed
 
 if TYPE_CHECKING:
-    from nbflow.definition.flow import Flow
-    from nbflow.engine.status import StepFreshness
+    from nbflow.api.flow import Flow
+    from nbflow.api.status import StepFreshness
 
 __all__ = ["FlowView", "NbflowMagics"]
 
@@ -193,7 +194,7 @@ class FlowView:
         self.error: str | None = None
         self.rows: list[StepFreshness] = []
         try:
-            from nbflow.engine.status import flow_status
+            from nbflow.api.status import flow_status
 
             self.rows = flow_status(flow)
         except Exception as exc:  # showing must not fail the cell: say what is wrong

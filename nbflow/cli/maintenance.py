@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from nbflow.cli import (
+from nbflow.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     CommandError,
@@ -21,7 +21,7 @@ from nbflow.cli import (
     open_cli_store,
     store_option,
 )
-from nbflow.cli_output import printable
+from nbflow.cli.output import printable
 
 __all__ = ["check_command", "gc_command"]
 

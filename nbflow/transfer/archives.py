@@ -11,7 +11,7 @@ An export folder holds:
 * ``manifest.json``: content hash -> file, codec, type and meta file.
 
 Every file is strict JSON (non-finite floats in a tagged form, see
-:mod:`nbflow.transfer_json`). The folder is written next to its target under a temporary
+:mod:`nbflow.transfer.json_text`). The folder is written next to its target under a temporary
 name (``.NAME.nbflow-export.XXXX``, holding a note of the process writing it), then
 renamed: a half-written export is never left under the target's name, and what a killed
 export leaves is removed by the next export into the same folder.
@@ -51,7 +51,7 @@ from nbflow.store.untrusted import (
     unmarked,
     with_forks,
 )
-from nbflow.transfer_json import (
+from nbflow.transfer.json_text import (
     check_run_id,
     dumps,
     event_from_json,
@@ -62,7 +62,7 @@ from nbflow.transfer_json import (
     run_from_json,
     run_to_json,
 )
-from nbflow.transfer_values import check_hash, read_value, write_value
+from nbflow.transfer.values import check_hash, read_value, write_value
 
 if TYPE_CHECKING:
     from nbflow.values import EncodedValue
@@ -383,7 +383,7 @@ def _checked_flow(data: Any, run: RunRecord) -> FlowRecord | None:
 
 
 def _read_events(path: Path, run_id: str) -> list[NewEvent]:
-    from nbflow.transfer_json import loads
+    from nbflow.transfer.json_text import loads
 
     events: list[NewEvent] = []
     try:

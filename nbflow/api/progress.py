@@ -1,7 +1,7 @@
 """Progress while a run executes: listeners that the runner calls after each commit.
 
 In a terminal, a text progress bar (tqdm) on stderr; in a notebook, a live view of the
-DAG with a progress bar (:mod:`nbflow.widgets.live`, imported only there). A widget that
+DAG with a progress bar (the widgets register it in :mod:`nbflow.api.display`). A widget that
 starts runs itself (the browser's Fork button) shows them in its own view with
 :func:`progress_view`. ``progress=False`` turns all of them off.
 """
@@ -14,12 +14,13 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from nbflow.engine.runner import Listener
+from nbflow.api.display import live_view
+from nbflow.engine.runner import Listener as Listener  # (re-exported for the widgets)
 from nbflow.store.records import EventType, NewEvent, RunRecord
 
 if TYPE_CHECKING:
+    from nbflow.api.run import Run
     from nbflow.graph.dag import FlowGraph
-    from nbflow.run import Run
 
 #: Makes the listener of one run: called with the run, its graph and the steps already done.
 ListenerFactory = Callable[["Run", "FlowGraph", int], Listener]
@@ -94,11 +95,10 @@ def make_listeners(run: Run, graph: FlowGraph, progress: bool, done: int = 0) ->
     factory = _view.get()
     if factory is not None:
         return [factory(run, graph, done)]
-    if in_notebook():
+    live = live_view()
+    if live is not None and in_notebook():
         try:
-            from nbflow.widgets.live import notebook_progress
-
-            return [notebook_progress(run, graph, done)]
+            return [live(run, graph, done)]
         except Exception:  # no widgets here (or no front end): run without a display
             return []
     if in_terminal():

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from nbflow.errors import TransferError
 from nbflow.store.base import Store
 from nbflow.store.records import Codec, ValueRef
-from nbflow.transfer_json import dumps, read_json
+from nbflow.transfer.json_text import dumps, read_json
 
 if TYPE_CHECKING:
     from nbflow.values import EncodedValue

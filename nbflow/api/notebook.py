@@ -17,18 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbflow.definition.cells import (
-    add_cell_step,
-    compile_cell,
-    find_flows,
-    parse_step_line,
-    remember_source,
-    resolve_flow,
-)
+from nbflow.api.cells import add_cell_step, find_flows, resolve_flow
+from nbflow.definition.cells import compile_cell, parse_step_line, remember_source
 from nbflow.errors import CellError, NbflowError, NotebookError, suggest
 
 if TYPE_CHECKING:
-    from nbflow.definition.flow import Flow
+    from nbflow.api.flow import Flow
     from nbflow.store.open import StoreLike
 
 __all__ = ["is_step_cell", "load_notebook"]
@@ -181,7 +175,7 @@ class _Loader:
     # -- nf.Flow(...) ------------------------------------------------------------------
 
     def _is_flow(self, statement: ast.stmt) -> bool:
-        from nbflow.definition.flow import Flow
+        from nbflow.api.flow import Flow
 
         if not (
             isinstance(statement, ast.Assign)
@@ -203,7 +197,7 @@ class _Loader:
         return None
 
     def _make_flow(self, statement: ast.stmt, index: int) -> None:
-        from nbflow.definition.flow import Flow
+        from nbflow.api.flow import Flow
 
         assert isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Call)
         target = statement.targets[0]

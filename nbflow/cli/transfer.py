@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from nbflow.cli import (
+from nbflow.cli.common import (
     EXIT_OK,
     debug_option,
     echo,
@@ -18,7 +18,7 @@ from nbflow.cli import (
     open_cli_store,
     store_option,
 )
-from nbflow.cli_output import printable
+from nbflow.cli.output import printable
 from nbflow.store.records import Codec, ValueRef
 
 __all__ = ["copy_command", "export_command", "import_command", "trust_command"]
@@ -36,7 +36,7 @@ def export_command(run_id: str, directory: Path, store: str | None) -> int:
     Pickles are copied as bytes, never unpickled. What an export killed midway left next
     to DIR (a .NAME.nbflow-export.* folder whose process is gone) is removed first.
     """
-    from nbflow.transfer import export_run, remove_export_leftovers
+    from nbflow.transfer.archives import export_run, remove_export_leftovers
 
     opened = open_cli_store(store)
     opened.get_run(run_id)  # an unknown run fails before anything is removed
@@ -69,7 +69,7 @@ def import_command(directory: Path, trust: bool, store: str | None) -> int:
     or `nbflow trust RUN` later), its outputs are no cache hits for your own runs, and its
     pickles (which unpickling would run as code) are refused when loaded.
     """
-    from nbflow.transfer import import_run, read_export
+    from nbflow.transfer.archives import import_run, read_export
 
     exported = read_export(directory)  # all checked before the store is opened (or made)
     opened = open_cli_store(store, create=True)
@@ -99,7 +99,7 @@ def trust_command(run_id: str, store: str | None) -> int:
     """Trust RUN, imported (or copied from an untrusted store) without trust: its outputs
     (and its forks') are cache hits for your runs and its pickled values load from then
     on. Only for runs from someone you trust: unpickling runs code."""
-    from nbflow.transfer import trust_run
+    from nbflow.transfer.archives import trust_run
 
     runs, pickles = trust_run(open_cli_store(store), run_id)
     if runs:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from nbflow.errors import NotebookError
 
 if TYPE_CHECKING:
-    from nbflow.definition.flow import Flow
+    from nbflow.api.flow import Flow
     from nbflow.store.open import StoreLike
 
 __all__ = ["absolute_store", "load_target", "running_from", "with_trust"]
@@ -38,7 +38,7 @@ def load_target(target: str, store: str | None = None) -> tuple[Flow, Path | Non
     else:
         path, name = target, ""
     if path.endswith(".ipynb"):
-        from nbflow.definition.notebook import load_notebook
+        from nbflow.api.notebook import load_notebook
 
         flow = load_notebook(path, flow=name or None, store=store)
         return flow, Path(path).resolve().parent
@@ -90,8 +90,8 @@ def _import(path: str) -> Any:
 
 def _flow_in(module: Any, name: str, target: str) -> Flow:
     """The flow called ``name`` in ``module``, or its only flow when ``name`` is empty."""
-    from nbflow.definition.cells import find_flows
-    from nbflow.definition.flow import Flow
+    from nbflow.api.cells import find_flows
+    from nbflow.api.flow import Flow
     from nbflow.errors import suggest
 
     flows = find_flows(vars(module))
@@ -121,7 +121,7 @@ def _flow_in(module: Any, name: str, target: str) -> Flow:
 
 def _with_store(flow: Flow, store: StoreLike) -> Flow:
     """The same steps, recorded in ``store``."""
-    from nbflow.definition.flow import Flow
+    from nbflow.api.flow import Flow
 
     moved = Flow(flow.name, store=store)
     for step in flow.steps.values():

@@ -27,9 +27,9 @@ from nbflow.store.records import RunRecord, StepDefinition, StepExecution, StepS
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nbflow.definition.flow import Flow
+    from nbflow.api.flow import Flow
+    from nbflow.api.run import Run
     from nbflow.definition.step import Step
-    from nbflow.run import Run
     from nbflow.store.base import Store
 
 __all__ = ["STATUS_COLUMNS", "StepFreshness", "StepState", "flow_status", "status_frame"]

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbflow import arguments
+from nbflow.api.history import output_execution
+from nbflow.engine.control import RunControl
 from nbflow.errors import ParameterError, RunError, WaitTimeout
-from nbflow.history import output_execution
 from nbflow.store.base import Store
-from nbflow.store.records import RunRecord, RunStatus, StepExecution, ValueRef
+from nbflow.store.records import Event, RunRecord, RunStatus, StepExecution, ValueRef
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nbflow.definition.flow import Flow
-    from nbflow.history import RunView
+    from nbflow.api.flow import Flow
+    from nbflow.api.history import RunView
 
 
 class Run:
@@ -33,11 +33,7 @@ class Run:
         self._id = run_id
         self._flow = flow
         self._record: RunRecord | None = None
-        self._thread: threading.Thread | None = None
-        self._background_error: BaseException | None = None
-        self._cancel = threading.Event()
-        self._done = threading.Event()
-        self._done.set()
+        self._control = RunControl()
 
     # -- identity and status ----------------------------------------------------------
 
@@ -50,6 +46,16 @@ class Run:
     def store(self) -> Store:
         """The store the run lives in."""
         return self._store
+
+    @property
+    def event_callbacks(self) -> Sequence[Callable[[Event], None]]:
+        """The ``on_event`` callbacks of the run's flow, when this handle knows it."""
+        return self._flow.event_callbacks if self._flow is not None else ()
+
+    @property
+    def control(self) -> RunControl:
+        """What this handle shares with the engine while the run executes here."""
+        return self._control
 
     @property
     def record(self) -> RunRecord:
@@ -157,13 +163,13 @@ class Run:
     def versions(self) -> pd.DataFrame:
         """One row per state-changing event: version, recorded_at, type, step, status,
         steps_completed. ``run.at(version)`` shows the run as it stood at any of them."""
-        from nbflow.history import versions_frame
+        from nbflow.api.history import versions_frame
 
         return versions_frame(self.record, self._store.read_events(self._id))
 
     def at(self, version: int) -> RunView:
         """A read-only view of the run as it stood at ``version`` (time travel)."""
-        from nbflow.history import RunView
+        from nbflow.api.history import RunView
 
         return RunView(self._store, self._id, version)
 
@@ -189,7 +195,7 @@ class Run:
         execute even if a cached result exists, unless ``cache=True``. ``run=False``
         creates the fork without executing it (``.resume()`` runs it).
         """
-        from nbflow.engine.fork import fork_run
+        from nbflow.api.fork import fork_run
         from nbflow.engine.launch import RunOptions
         from nbflow.errors import UnknownStepError
 
@@ -214,7 +220,8 @@ class Run:
         current definitions. Takes the same options as ``flow.run`` except parameters."""
         import dataclasses
 
-        from nbflow.engine.launch import RunOptions, resume_run
+        from nbflow.api.launch import resume_run
+        from nbflow.engine.launch import RunOptions
 
         known = ["force", *(f.name for f in dataclasses.fields(RunOptions))]
         unknown = sorted(set(options) - set(known))
@@ -230,7 +237,7 @@ class Run:
         return resume_run(self._flow_for("resume"), self, **options)
 
     def _flow_for(self, action: str) -> Flow:
-        from nbflow.definition.flow import find_flow
+        from nbflow.api.flow import find_flow
 
         if self._flow is not None:
             return self._flow
@@ -252,15 +259,15 @@ class Run:
             raise RunError(
                 f"run {self._id} has already finished ({status.value}); nothing to cancel."
             )
-        if self._thread is not None and self._thread.is_alive():
-            self._cancel.set()
+        if self._control.running:
+            self._control.cancel.set()
             return
         if status is RunStatus.PENDING:
-            from nbflow.hooks import hook_listener
+            from nbflow.api.hooks import hook_listener
 
             cancelled = [NewEvent(type=EventType.RUN_CANCELLED)]
             record = self._store.append(self._id, self.record.version, cancelled)
-            hook_listener(self)(record, cancelled)
+            hook_listener(self.event_callbacks)(record, cancelled)
             return
         raise RunError(
             f"run {self._id} is running in another process or thread that this handle does "
@@ -270,20 +277,20 @@ class Run:
     def wait(self, timeout: float | None = None) -> Run:
         """Block until a background run finishes (at most ``timeout`` seconds)."""
         arguments.optional_seconds(timeout, "timeout")
-        if not self._done.wait(timeout):
+        if not self._control.done.wait(timeout):
             assert timeout is not None
             raise WaitTimeout(self._id, self.status, timeout)
-        if self._background_error is not None:
-            error, self._background_error = self._background_error, None
+        error = self._control.take_error()
+        if error is not None:
             raise error
         return self
 
     # -- display ------------------------------------------------------------------------
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from nbflow.widgets import repr_bundle
+        from nbflow.api.display import mime_bundle
 
-        return repr_bundle(self)
+        return mime_bundle(self)
 
     def __repr__(self) -> str:
         record = self.record

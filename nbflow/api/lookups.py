@@ -6,7 +6,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from nbflow import arguments
-from nbflow.run import Run
+from nbflow.api.run import Run
 from nbflow.store.open import StoreLike, open_store
 
 if TYPE_CHECKING:

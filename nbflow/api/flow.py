@@ -18,11 +18,10 @@ if TYPE_CHECKING:
     import pandas as pd
     from distributed import Client
 
+    from nbflow.api.run import Run
     from nbflow.engine.executors import Executor
     from nbflow.graph.dag import FlowGraph
-    from nbflow.run import Run
     from nbflow.store.records import Event
-    from nbflow.widgets.dag import DagWidget
 
 F = Callable[..., Any]
 
@@ -84,7 +83,7 @@ class Flow:
     def on_event(self, callback: Callable[[Event], None]) -> Callable[[Event], None]:
         """Call ``callback(event)`` for each committed event of this flow's runs.
 
-        Callbacks run on nbflow's sink thread (see :mod:`nbflow.hooks`): a slow or failing
+        Callbacks run on nbflow's sink thread (see :mod:`nbflow.api.hooks`): a slow or failing
         one never blocks or fails a run. Returns ``callback`` (usable as a decorator).
         """
         if not callable(callback):
@@ -221,7 +220,8 @@ class Flow:
         scheduler address ('tcp://host:8786'), or 'dask' (the current Dask client, else
         $DASK_SCHEDULER_ADDRESS); ``max_workers`` caps the steps running at once.
         """
-        from nbflow.engine.launch import RunOptions, start_run
+        from nbflow.api.launch import start_run
+        from nbflow.engine.launch import RunOptions
 
         return start_run(
             self,
@@ -240,7 +240,7 @@ class Flow:
     def lineage(self, run: Run | str, *, as_tree: bool = False) -> pd.DataFrame | nx.DiGraph:
         """The thread of ``run`` (the run it descends from and every fork, transitively):
         a DataFrame of runs and fork points, or a networkx tree with ``as_tree=True``."""
-        from nbflow.lineage import lineage_frame, thread_tree
+        from nbflow.api.lineage import lineage_frame, thread_tree
 
         run = run_arg(run, "flow.lineage")
         arguments.flag(as_tree, "as_tree")
@@ -253,7 +253,7 @@ class Flow:
         the flow's latest run that ran it. ``params`` are compared as ``flow.run`` would
         take them; parameters not given keep the value the compared run chose.
         """
-        from nbflow.engine.status import flow_status, status_frame
+        from nbflow.api.status import flow_status, status_frame
 
         if run is not None:
             run = run_arg(run, "flow.status")
@@ -261,25 +261,26 @@ class Flow:
 
     def latest_run(self) -> Run | None:
         """The newest run of this flow, or None."""
-        from nbflow.run import Run
+        from nbflow.api.run import Run
 
         runs = self.store.list_runs(flow=self._name, limit=1)
         return Run(self.store, runs[0].run_id, self) if runs else None
 
-    def show(self, run: Run | None = None) -> DagWidget:
-        """The DAG widget: steps colored by the state of ``run`` (default: the latest run),
-        stale steps marked. One widget per flow, refreshed on each call."""
-        from nbflow.run import Run
-        from nbflow.widgets.display import flow_widget
+    def show(self, run: Run | None = None) -> Any:
+        """The DAG widget (:class:`nbflow.widgets.DagWidget`): steps colored by the state of
+        ``run`` (default: the latest run), stale steps marked. One widget per flow,
+        refreshed on each call."""
+        from nbflow.api.display import flow_widget
+        from nbflow.api.run import Run
 
         if run is not None:
             arguments.instance(run, Run, "flow.show's run", hint="flow.show() shows the latest.")
         return flow_widget(self, run)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from nbflow.widgets import repr_bundle
+        from nbflow.api.display import mime_bundle
 
-        return repr_bundle(self)
+        return mime_bundle(self)
 
     def __repr__(self) -> str:
         store = self._store_obj.uri if self._store_obj is not None else self._store_arg
@@ -288,7 +289,7 @@ class Flow:
 
 def run_arg(run: object, where: str) -> Run | str:
     """A Run or a run id as ``where`` takes it; ParameterError for anything else."""
-    from nbflow.run import Run
+    from nbflow.api.run import Run
 
     if isinstance(run, Run | str):
         return run

@@ -19,12 +19,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nbflow.store.records import Event, NewEvent, RunRecord
-
-if TYPE_CHECKING:
-    from nbflow.run import Run
 
 __all__ = [
     "JSONLSink",
@@ -190,10 +187,10 @@ class EventListener:
         _dispatcher.submit(stamped, targets)
 
 
-def hook_listener(run: Run) -> EventListener:
-    """The listener feeding the sinks and the ``on_event`` callbacks of ``run``'s flow."""
-    flow = run._flow
-    return EventListener(flow.event_callbacks if flow is not None else ())
+def hook_listener(callbacks: Sequence[Callable[[Event], None]] = ()) -> EventListener:
+    """The listener feeding the sinks and ``callbacks`` (the ``on_event`` callbacks of
+    the run's flow: :attr:`nbflow.api.run.Run.event_callbacks`)."""
+    return EventListener(callbacks)
 
 
 def event_to_json(event: Event) -> dict[str, Any]:

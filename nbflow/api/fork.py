@@ -1,0 +1,88 @@
+"""``run.fork(...)``: a new run that takes over part of its parent by reference.
+
+The engine plans the fork (:func:`nbflow.engine.fork.plan_fork`: what it reuses and what
+it executes); this records it, with its first event, and executes it unless ``run=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from nbflow.api.hooks import hook_listener
+from nbflow.api.launch import run_handle
+from nbflow.api.run import Run
+from nbflow.engine.choice import make_executor
+from nbflow.engine.fork import check_fork_point, fork_event, inherit_distrust, plan_fork
+from nbflow.engine.launch import (
+    RunOptions,
+    new_run,
+    plan_steps,
+    resolve_params,
+    shutdown_on_error,
+)
+from nbflow.errors import RunError
+
+if TYPE_CHECKING:
+    from nbflow.api.flow import Flow
+
+
+def fork_run(
+    flow: Flow,
+    parent: Run,
+    *,
+    from_step: str | None,
+    at_version: int | None,
+    run: bool,
+    cache: bool,
+    params: Mapping[str, Any],
+    options: RunOptions,
+) -> Run:
+    """Create a fork of ``parent`` (and execute it unless ``run=False``)."""
+    record = parent.record
+    check_fork_point(record, from_step, at_version)
+    missing = [s for s in record.steps if s not in flow.steps]
+    if missing:
+        raise RunError(
+            f"cannot fork run {parent.id}: the flow no longer defines step(s) {missing}."
+        )
+    graph = flow.graph(record.steps)
+    store = parent.store
+    plan = plan_fork(store, record, graph, from_step=from_step, at_version=at_version, cache=cache)
+    full = flow.graph()
+    known = {p: v for p, v in record.params.items() if p in graph.params}
+    values = resolve_params(graph, {**known, **params}, full.params)
+    plans = plan_steps(graph, values)
+    # The executor is made before the fork is recorded: a bad one records nothing.
+    executor = make_executor(options.executor, options.max_workers) if run else None
+    with shutdown_on_error(executor):
+        created = new_run(
+            flow.name,
+            store,
+            graph,
+            plans,
+            values,
+            write=False,
+            parent_run_id=parent.id,
+            fork_from_step=from_step,
+            fork_from_version=plan.version,
+            thread_id=record.thread_id or parent.id,
+        )
+        handle = Run(store, created.run_id, flow)
+        inherit_distrust(store, parent.id, handle.id)
+        store.create_run(created)
+        forked = [fork_event(plan, parent.id, from_step, values)]
+        hook_listener(handle.event_callbacks)(store.append(handle.id, 0, forked), forked)
+        if executor is None:
+            return handle
+        state = store.load_state(handle.id)
+    return run_handle(
+        handle,
+        graph,
+        plans,
+        options=options,
+        force=plan.force,
+        state=state,
+        reused=plan.reused,
+        executor=executor,
+    )
