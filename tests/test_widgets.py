@@ -16,8 +16,8 @@ from waiting import wait_for
 from widget_comms import comms, frontend_update  # noqa: F401 - a fixture
 
 import nbflow as nf
-from nbflow.definition.step import Step
 from nbflow.api import progress
+from nbflow.definition.step import Step
 from nbflow.store.records import StepExecution, StepStatus
 from nbflow.widgets import display as widget_display
 from nbflow.widgets import layout as dag_layout

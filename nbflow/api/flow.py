@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from nbflow import arguments
+from nbflow.api import run as run_module
+from nbflow.api.run import Run
 from nbflow.definition.step import Step, StepOptions
 from nbflow.errors import DefinitionError, ParameterError, UnknownStepError
 from nbflow.store.base import Store
@@ -18,27 +18,17 @@ if TYPE_CHECKING:
     import pandas as pd
     from distributed import Client
 
-    from nbflow.api.run import Run
     from nbflow.engine.executors import Executor
     from nbflow.graph.dag import FlowGraph
     from nbflow.store.records import Event
 
 F = Callable[..., Any]
 
-# The flows defined in this process, by name, so a run read back from a store can be
-# resumed with the flow's current definitions.
-_flows: dict[str, weakref.ref[Flow]] = {}
-_flows_lock = threading.Lock()
-
 
 def find_flow(name: str, store: Store | None = None) -> Flow | None:
     """The latest live Flow named ``name`` defined in this process (on ``store``, if given)."""
-    with _flows_lock:
-        ref = _flows.get(name)
-    flow = ref() if ref is not None else None
-    if flow is not None and store is not None and flow.store.uri != store.uri:
-        return None
-    return flow
+    flow = run_module.find_flow(name, store)
+    return flow if isinstance(flow, Flow) else None
 
 
 class Flow:
@@ -65,8 +55,7 @@ class Flow:
         # new one. Kept graphs are frozen, since callers share them.
         self._graphs: dict[tuple[Any, ...], FlowGraph] = {}
         self._event_callbacks: list[Callable[[Event], None]] = []
-        with _flows_lock:
-            _flows[name] = weakref.ref(self)
+        run_module.remember_flow(self)
 
     @property
     def name(self) -> str:
@@ -261,7 +250,6 @@ class Flow:
 
     def latest_run(self) -> Run | None:
         """The newest run of this flow, or None."""
-        from nbflow.api.run import Run
 
         runs = self.store.list_runs(flow=self._name, limit=1)
         return Run(self.store, runs[0].run_id, self) if runs else None
@@ -271,11 +259,22 @@ class Flow:
         ``run`` (default: the latest run), stale steps marked. One widget per flow,
         refreshed on each call."""
         from nbflow.api.display import flow_widget
-        from nbflow.api.run import Run
 
         if run is not None:
             arguments.instance(run, Run, "flow.show's run", hint="flow.show() shows the latest.")
         return flow_widget(self, run)
+
+    def _fork_run(self, parent: Run, **fork: Any) -> Run:
+        """Fork ``parent`` with this flow's current definitions (``Run.fork`` asks)."""
+        from nbflow.api.fork import fork_run
+
+        return fork_run(self, parent, **fork)
+
+    def _resume_run(self, run: Run, **options: Any) -> Run:
+        """Resume ``run`` with this flow's current definitions (``Run.resume`` asks)."""
+        from nbflow.api.launch import resume_run
+
+        return resume_run(self, run, **options)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from nbflow.api.display import mime_bundle
@@ -289,7 +288,6 @@ class Flow:
 
 def run_arg(run: object, where: str) -> Run | str:
     """A Run or a run id as ``where`` takes it; ParameterError for anything else."""
-    from nbflow.api.run import Run
 
     if isinstance(run, Run | str):
         return run

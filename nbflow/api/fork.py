@@ -24,11 +24,11 @@ from nbflow.engine.launch import (
 from nbflow.errors import RunError
 
 if TYPE_CHECKING:
-    from nbflow.api.flow import Flow
+    from nbflow.api.protocols import RunsFlow
 
 
 def fork_run(
-    flow: Flow,
+    flow: RunsFlow,
     parent: Run,
     *,
     from_step: str | None,

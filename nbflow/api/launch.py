@@ -29,13 +29,13 @@ from nbflow.errors import RunError
 from nbflow.store.records import RunStatus, StepExecution
 
 if TYPE_CHECKING:
-    from nbflow.api.flow import Flow
+    from nbflow.api.protocols import RunsFlow
     from nbflow.engine.runner import StepPlan
     from nbflow.graph.dag import FlowGraph
 
 
 def start_run(
-    flow: Flow,
+    flow: RunsFlow,
     *,
     params: Mapping[str, Any],
     targets: Collection[str] | None,
@@ -68,7 +68,7 @@ def start_run(
 
 
 def resume_run(
-    flow: Flow,
+    flow: RunsFlow,
     run: Run,
     *,
     force: bool | Collection[str] = False,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbflow import arguments
 from nbflow.api.history import output_execution
+from nbflow.api.protocols import RunsFlow
 from nbflow.engine.control import RunControl
 from nbflow.errors import ParameterError, RunError, WaitTimeout
 from nbflow.store.base import Store
@@ -15,8 +18,29 @@ from nbflow.store.records import Event, RunRecord, RunStatus, StepExecution, Val
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nbflow.api.flow import Flow
     from nbflow.api.history import RunView
+
+
+# The flows defined in this process, by name, so a run read back from a store can be
+# resumed with the flow's current definitions (a Flow remembers itself when made).
+_flows: dict[str, weakref.ref[RunsFlow]] = {}
+_flows_lock = threading.Lock()
+
+
+def remember_flow(flow: RunsFlow) -> None:
+    """Make ``flow`` the one :func:`find_flow` returns for its name."""
+    with _flows_lock:
+        _flows[flow.name] = weakref.ref(flow)
+
+
+def find_flow(name: str, store: Store | None = None) -> RunsFlow | None:
+    """The latest live flow named ``name`` defined in this process (on ``store``, if given)."""
+    with _flows_lock:
+        ref = _flows.get(name)
+    flow = ref() if ref is not None else None
+    if flow is not None and store is not None and flow.store.uri != store.uri:
+        return None
+    return flow
 
 
 class Run:
@@ -26,7 +50,7 @@ class Run:
     ``run.events`` and ``run.steps`` are DataFrames of its history.
     """
 
-    def __init__(self, store: Store, run_id: str, flow: Flow | None = None) -> None:
+    def __init__(self, store: Store, run_id: str, flow: RunsFlow | None = None) -> None:
         arguments.instance(store, Store, "a Run's store", hint="nf.get_run(id, store) finds one.")
         arguments.run_id(run_id)
         self._store = store
@@ -195,15 +219,13 @@ class Run:
         execute even if a cached result exists, unless ``cache=True``. ``run=False``
         creates the fork without executing it (``.resume()`` runs it).
         """
-        from nbflow.api.fork import fork_run
         from nbflow.engine.launch import RunOptions
         from nbflow.errors import UnknownStepError
 
         if from_step is not None and not isinstance(from_step, str):
             raise UnknownStepError(from_step, self.step_names, where=f"run {self._id}")
 
-        return fork_run(
-            self._flow_for("fork"),
+        result: Run = self._flow_for("fork")._fork_run(
             self,
             from_step=from_step,
             at_version=at_version,
@@ -212,6 +234,7 @@ class Run:
             params=params,
             options=RunOptions(executor, max_workers, background, raise_on_error, progress),
         )
+        return result
 
     # -- control ------------------------------------------------------------------------
 
@@ -220,7 +243,6 @@ class Run:
         current definitions. Takes the same options as ``flow.run`` except parameters."""
         import dataclasses
 
-        from nbflow.api.launch import resume_run
         from nbflow.engine.launch import RunOptions
 
         known = ["force", *(f.name for f in dataclasses.fields(RunOptions))]
@@ -234,11 +256,10 @@ class Run:
         if not isinstance(force, bool):
             options["force"] = arguments.names(force, "force")
 
-        return resume_run(self._flow_for("resume"), self, **options)
+        resumed: Run = self._flow_for("resume")._resume_run(self, **options)
+        return resumed
 
-    def _flow_for(self, action: str) -> Flow:
-        from nbflow.api.flow import find_flow
-
+    def _flow_for(self, action: str) -> RunsFlow:
         if self._flow is not None:
             return self._flow
         flow = find_flow(self.flow_name, self._store)

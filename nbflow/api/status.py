@@ -27,7 +27,7 @@ from nbflow.store.records import RunRecord, StepDefinition, StepExecution, StepS
 if TYPE_CHECKING:
     import pandas as pd
 
-    from nbflow.api.flow import Flow
+    from nbflow.api.protocols import FlowDefinition
     from nbflow.api.run import Run
     from nbflow.definition.step import Step
     from nbflow.store.base import Store
@@ -63,7 +63,7 @@ class StepFreshness:
 
 
 def flow_status(
-    flow: Flow, run: Run | str | None = None, params: Mapping[str, Any] | None = None
+    flow: FlowDefinition, run: Run | str | None = None, params: Mapping[str, Any] | None = None
 ) -> list[StepFreshness]:
     """The state of every step of ``flow``, in run order (see the module's docstring)."""
     from nbflow.engine.launch import plan_steps, resolve_params
@@ -142,7 +142,7 @@ def status_frame(rows: list[StepFreshness]) -> pd.DataFrame:
 
 
 def _references(
-    flow: Flow, store: Store, run: Run | str | None, order: tuple[str, ...]
+    flow: FlowDefinition, store: Store, run: Run | str | None, order: tuple[str, ...]
 ) -> tuple[dict[str, tuple[RunRecord, StepExecution]], list[RunRecord]]:
     """Each step's latest execution in ``run``, or in the newest run of the flow having
     one; and the runs searched."""
