@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench install clean
+.PHONY: demo test lint typecheck imports bench install clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,8 +18,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m nbflow.demo
 
-## The whole suite: lint, format check, types, tests.
-test: $(STAMP) lint typecheck
+## The whole suite: lint, format check, types, the layers' contracts, tests.
+test: $(STAMP) lint typecheck imports
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+## The import-linter contracts of pyproject.toml: layers import only downward (docs/architecture.md).
+imports: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 
 ## Benchmarks: medians and ratios, measured side by side in one run.
 bench: $(STAMP)

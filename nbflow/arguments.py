@@ -130,3 +130,17 @@ def flow_key(name: object, fingerprint: object) -> None:
     """A flow's name and fingerprint: two strings."""
     text(name, "a flow's name")
     text(fingerprint, "a flow's fingerprint")
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A non-negative number of seconds from environment variable ``name``."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ParameterError(f"{name}={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise ParameterError(f"{name} must not be negative, not {raw!r}")
+    return value

@@ -90,7 +90,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
 
 def sql_timeout() -> float:
     """How long a store.sql query may run: ``$NBFLOW_SQL_TIMEOUT`` seconds, default 60."""
-    from nbflow.store.duckdb.connection import env_seconds
+    from nbflow.arguments import env_seconds
 
     return env_seconds(ENV_SQL_TIMEOUT, DEFAULT_SQL_TIMEOUT)
 

@@ -188,7 +188,7 @@ class ValueConformance:
     def test_read_encoded_gives_the_stored_form(self, store: Store, kind: str) -> None:
         """read_encoded hands back a value as stored, not decoded: put into another store
         it is the same value under the same hash. A missing blob is a StoreError."""
-        from nbflow.store.memory.store import MemoryStore
+        from nbflow.store.open import open_store
         from nbflow.values import encode
 
         _, value, _ = next(v for v in self._blob_values() if v[0] == kind)
@@ -202,7 +202,7 @@ class ValueConformance:
         )
         if encoded.data is not None:
             assert stored.data == encoded.data
-        other = MemoryStore()
+        other = open_store("memory://", trust=True)  # a fresh in-memory store
         assert other.put_value(stored).hash == ref.hash
         assert_same_value(other.load_value(ref), value)
         inline = encode(7, step="s").ref

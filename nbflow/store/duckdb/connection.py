@@ -34,24 +34,6 @@ DEFAULT_IDLE_RELEASE = 0.5  # seconds of idleness before the file is given back
 _PID = re.compile(r"\(PID (\d+)\)")
 
 
-def env_seconds(name: str, default: float) -> float:
-    """A non-negative number of seconds from environment variable ``name``."""
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        from nbflow.errors import ParameterError
-
-        raise ParameterError(f"{name}={raw!r} is not a number of seconds") from None
-    if value < 0:
-        from nbflow.errors import ParameterError
-
-        raise ParameterError(f"{name} must not be negative, not {raw!r}")
-    return value
-
-
 def is_lock_error(exc: BaseException) -> bool:
     """Whether DuckDB refused to open a file because another process holds it."""
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()

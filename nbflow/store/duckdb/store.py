@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from nbflow import arguments
+from nbflow.arguments import env_seconds
 from nbflow.errors import (
     CorruptStoreError,
     DuplicateRunError,
@@ -37,7 +38,6 @@ from nbflow.store.duckdb.connection import (
     YIELD_S,
     connect_waiting,
     disk_full_error,
-    env_seconds,
     is_disk_full,
     is_lock_error,
     raise_if_corrupt,
