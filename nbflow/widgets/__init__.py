@@ -50,7 +50,8 @@ def browse(target: Flow | Run | Store | str | None = None, *, page_size: int = 2
     """
     from nbflow import arguments
     from nbflow.store.open import check_store_like
-    from nbflow.widgets.browser import Browser, browse_store
+    from nbflow.widgets.browse_target import browse_store
+    from nbflow.widgets.browser import Browser
 
     arguments.count(page_size, "page_size", minimum=1)
     if not _browsable(target):
