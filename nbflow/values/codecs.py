@@ -11,54 +11,32 @@
 * anything else -> ``PICKLE`` (cloudpickle).
 
 :func:`decode` is its inverse; only ``PICKLE`` ever runs pickle, so stores opened with
-``trust=False`` can still load every other value.
+``trust=False`` can still load every other value. The JSON codecs live in
+:mod:`nbflow.values.json_codec`, the frame codecs in :mod:`nbflow.values.pandas_codec`.
 """
 
-from __future__ import annotations
-
 import base64
-import contextlib
 import copy
 import json
-import math
 import pickle
-import sys
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from nbflow.errors import SerializationError, UntrustedStoreError
-from nbflow.values.duckdb_tables import duckdb_can_hold, restore_table, storage_table
+from nbflow.values.duckdb_tables import restore_table
 from nbflow.values.encoded import Buffer, ChunkWriter, EncodedValue
-from nbflow.values.hashing import hash_arrow_table, hash_bytes, hash_chunks, hash_numpy
+from nbflow.values.hashing import hash_chunks, hash_numpy
+from nbflow.values.json_codec import encode_json
 from nbflow.values.npy import load_npy, npy_chunks
+from nbflow.values.pandas_codec import array_from_b64, encode_pandas, from_table
 from nbflow.values.pickling import canonical_dump
-from nbflow.values.refs import Codec, ValueRef
-
-# pandas registers its Arrow extension types (periods, intervals) only when it first
-# converts one; a fresh process decoding a stored schema needs them registered first.
-with contextlib.suppress(ImportError):
-    import pandas.core.arrays.arrow.extension_types
+from nbflow.values.refs import Codec, ValueRef, type_name
 
 __all__ = ["EncodedValue", "content_hash", "decode", "encode", "type_name"]
-
-_INT64 = (-(2**63), 2**63 - 1)
-_SAMPLE_ROWS = 3  # rows of a frame decoded at encode time to prove the round trip
-
-
-def type_name(tp: type) -> str:
-    """``module.qualname`` of a type, with pandas/numpy/pyarrow types under their public
-    module (``pandas.DataFrame`` rather than ``pandas.core.frame.DataFrame``)."""
-    module, qualname = tp.__module__, tp.__qualname__
-    root = module.partition(".")[0]
-    if root in ("pandas", "numpy", "pyarrow") and module != root:
-        public = sys.modules.get(root)
-        if public is not None and getattr(public, qualname, None) is tp:
-            module = root
-    return f"{module}.{qualname}"
 
 
 def encode(value: Any, *, step: str, inline_limit: int = 4096) -> EncodedValue:
@@ -67,12 +45,12 @@ def encode(value: Any, *, step: str, inline_limit: int = 4096) -> EncodedValue:
     Raises :class:`~nbflow.errors.SerializationError` when the value can only be pickled
     and pickling fails.
     """
-    encoded = _encode_json(value, inline_limit)
+    encoded = encode_json(value, inline_limit)
     if encoded is not None:
         return encoded
     tp = type(value)
     if tp is pd.DataFrame or tp is pd.Series:
-        encoded = _encode_pandas(value)
+        encoded = encode_pandas(value)
     elif tp is np.ndarray and not value.dtype.hasobject:
         encoded = _encode_numpy(value, value, "array")
     elif isinstance(value, np.generic) and not value.dtype.hasobject:
@@ -106,8 +84,8 @@ def decode(
         if table is None or meta is None:
             raise ValueError("decoding an ARROW value needs its table and meta")
         schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(meta["schema"])))
-        dictionaries = {int(i): _array_from_b64(d) for i, d in meta.get("dictionaries", {}).items()}
-        return _from_table(restore_table(table, schema, dictionaries), meta)
+        dictionaries = {int(i): array_from_b64(d) for i, d in meta.get("dictionaries", {}).items()}
+        return from_table(restore_table(table, schema, dictionaries), meta)
     if data is None:
         raise ValueError(f"decoding a {codec.value} value needs its data")
     if codec is Codec.JSON_BLOB:
@@ -115,7 +93,7 @@ def decode(
     if codec is Codec.ARROW_IPC:
         if meta is None:
             raise ValueError("decoding an ARROW_IPC value needs its meta")
-        return _from_table(pa.ipc.open_stream(pa.py_buffer(data)).read_all(), meta)
+        return from_table(pa.ipc.open_stream(pa.py_buffer(data)).read_all(), meta)
     if codec is Codec.NUMPY:
         array = load_npy(data)
         # Without meta, the type name still tells a scalar from an array.
@@ -133,53 +111,6 @@ def decode(
 def content_hash(value: Any) -> str:
     """The content hash (xxh3-128, hex) :func:`encode` gives ``value``."""
     return encode(value, step="?").ref.hash
-
-
-# -- JSON ------------------------------------------------------------------------------
-
-
-def _encode_json(value: Any, inline_limit: int) -> EncodedValue | None:
-    """JSON or JSON_BLOB for a JSON-exact value, else None."""
-    try:
-        if not _json_exact(value):
-            return None
-        # The hash is over the canonical form (sorted keys) so equal dicts hash equal
-        # whatever their key order; the stored form keeps the order the step built.
-        canonical = _dumps(value, sort_keys=True).encode("utf-8")
-        text = _dumps(value, sort_keys=False)
-    except (RecursionError, UnicodeEncodeError):  # too deep, or lone surrogates in a str
-        return None
-    digest = hash_bytes("json", canonical)
-    name = type_name(type(value))
-    if len(canonical) <= inline_limit:
-        # A parsed copy, so later mutations of the step's own object do not reach the ref.
-        ref = ValueRef(Codec.JSON, digest, len(canonical), name, inline=json.loads(text))
-        return EncodedValue(ref=ref)
-    data = text.encode("utf-8")
-    return EncodedValue(ref=ValueRef(Codec.JSON_BLOB, digest, len(data), name), data=data)
-
-
-def _json_exact(value: Any) -> bool:
-    """Whether ``value`` comes back from JSON as an equal value of the same types."""
-    tp = type(value)
-    if value is None or tp is bool or tp is str:
-        return True
-    if tp is int:
-        # Beyond 64 bits, JSON readers other than Python's (DuckDB's) lose precision.
-        return _INT64[0] <= value <= _INT64[1]
-    if tp is float:
-        return math.isfinite(value)  # NaN and infinities are not JSON
-    if tp is list:
-        return all(_json_exact(item) for item in value)
-    if tp is dict:
-        return all(type(k) is str and _json_exact(v) for k, v in value.items())
-    return False
-
-
-def _dumps(value: Any, *, sort_keys: bool) -> str:
-    return json.dumps(
-        value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
 
 
 # -- numpy -----------------------------------------------------------------------------
@@ -214,309 +145,3 @@ def _encode_pickle(value: Any, step: str) -> EncodedValue:
     digest = hash_chunks("pickle", out.chunks)
     ref = ValueRef(Codec.PICKLE, digest, out.nbytes, type_name(type(value)))
     return EncodedValue(ref=ref, chunks=out.chunks)
-
-
-# -- pandas ----------------------------------------------------------------------------
-
-
-def _encode_pandas(value: pd.DataFrame | pd.Series) -> EncodedValue | None:
-    """ARROW or ARROW_IPC for a frame Arrow holds exactly, else None (to be pickled)."""
-    series = isinstance(value, pd.Series)
-    frame: pd.DataFrame = value.to_frame() if isinstance(value, pd.Series) else value
-    labels = None
-    if not frame.columns.is_unique:
-        # from_pandas refuses duplicate column names: store under positions, keep the names.
-        labels = _plain_labels(frame.columns)
-        if labels is None:
-            return None
-        frame = frame.set_axis(pd.RangeIndex(frame.shape[1]), axis=1)
-    meta = _pandas_meta(frame)
-    if meta is None:
-        return None
-    if labels is not None:
-        meta["labels"] = labels
-    meta["kind"] = "series" if series else "frame"
-    if series:
-        # The column label comes back as a numpy scalar (or as 0 for an unnamed series):
-        # keep plain names as they are.
-        name = value.name
-        if name is None or (type(name) in (str, int, bool) and _json_exact(name)):
-            meta["name"] = [name]
-    try:
-        table = pa.Table.from_pandas(frame)
-    except (pa.ArrowException, TypeError, ValueError, NotImplementedError):
-        return None
-    in_duckdb = duckdb_can_hold(table)
-    if not _sample_round_trips(value, frame, meta, in_duckdb):
-        return None
-
-    codec = Codec.ARROW if in_duckdb else Codec.ARROW_IPC
-    extra = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-    digest = hash_arrow_table(codec.value, table, extra)
-    name = type_name(type(value))
-    if not in_duckdb:
-        ipc = ipc_buffer(table)
-        ref = ValueRef(codec, digest, ipc.size, name)
-        return EncodedValue(ref=ref, chunks=[memoryview(ipc)], meta=meta)
-    meta["schema"] = base64.b64encode(table.schema.serialize().to_pybytes()).decode("ascii")
-    meta["dictionaries"] = {
-        str(i): _array_to_b64(dictionary) for i, dictionary in _dictionaries(table).items()
-    }
-    ref = ValueRef(codec, digest, table.nbytes, name)
-    # Duplicate names are stored under their own names where DuckDB allows (see above).
-    names = None if labels is None else [str(v) for v in labels["values"]]
-    return EncodedValue(ref=ref, table=storage_table(table, names), meta=meta)
-
-
-def _plain_labels(labels: pd.Index) -> dict[str, Any] | None:
-    """Flat str or int column labels as JSON (to rebuild them exactly), else None."""
-    if isinstance(labels, pd.MultiIndex) or str(labels.dtype) not in ("str", "object", "int64"):
-        return None
-    values = labels.tolist()
-    if not all(type(v) in (str, int) and _json_exact(v) for v in values):
-        return None
-    if labels.name is not None and type(labels.name) is not str:
-        return None
-    return {"values": values, "dtype": str(labels.dtype), "name": labels.name}
-
-
-def _pandas_meta(frame: pd.DataFrame) -> dict[str, Any] | None:
-    """What decoding needs beyond Arrow's pandas metadata, or None if Arrow cannot do it.
-
-    Arrow drops an index's ``freq``, and pandas 3 reads strings back as ``str`` even
-    from object columns; object columns must hold only ``str`` (or only ``bytes``) with
-    one kind of missing value (None or NaN) to come back exactly.
-    """
-    if not frame.columns.is_unique or not frame.flags.allows_duplicate_labels:
-        return None  # from_pandas refuses duplicate names; Arrow has no place for flags
-    meta: dict[str, Any] = {}
-    objects, python_strings = [], []
-    for position, dtype in enumerate(frame.dtypes):
-        if _is_object(dtype):
-            na = _object_missing(frame.iloc[:, position].to_numpy())
-            if na is None:
-                return None
-            objects.append([position, na])
-        elif isinstance(dtype, pd.StringDtype) and dtype.storage == "python":
-            # Arrow reads every string column back with pyarrow storage.
-            python_strings.append([position, "nan" if dtype.na_value is np.nan else "NA"])
-    if objects:
-        meta["object_values"] = objects
-    if python_strings:
-        meta["python_strings"] = python_strings
-    if type(frame.columns) is pd.RangeIndex:  # Arrow rebuilds it as an int64 Index
-        labels = frame.columns
-        meta["labels_range"] = [labels.start, labels.stop, labels.step]
-    # "labels": the column labels (frame.columns), an index of their own.
-    for key, index in (("index", frame.index), ("labels", frame.columns)):
-        levels = []
-        for level in range(index.nlevels):
-            values = index.get_level_values(level)
-            if _is_object(values.dtype):
-                na = _object_missing(values.to_numpy())
-                if na is None:
-                    return None
-                levels.append([level, na])
-        if levels:
-            meta[f"object_{key}"] = levels
-        freq = getattr(index, "freqstr", None)
-        if freq is not None:
-            meta[f"{key}_freq"] = freq
-    return meta
-
-
-def _is_object(dtype: Any) -> bool:
-    return isinstance(dtype, np.dtype) and dtype.kind == "O"
-
-
-def _object_missing(values: np.ndarray) -> str | None:
-    """How an object column marks missing values ("none", "nan", "" for none missing),
-    or None when its values do not come back from Arrow as they are."""
-    if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "bytes", "empty"):
-        return None
-    missing = pd.isna(values)
-    if not missing.any():
-        return ""
-    kinds = {type(v) for v in values[missing]}
-    if kinds == {type(None)}:
-        return "none"
-    if kinds == {float}:
-        return "nan"
-    return None  # pd.NA, NaT, a mix: Arrow keeps only "null"
-
-
-def _sample_round_trips(
-    value: pd.DataFrame | pd.Series, frame: pd.DataFrame, meta: dict[str, Any], in_duckdb: bool
-) -> bool:
-    """Decode the first rows as the stored value will be decoded, and compare.
-
-    Catches what dtype rules would miss (exotic extension dtypes, index types Arrow's
-    pandas metadata cannot rebuild); the values themselves are checked by type above.
-    """
-    rows = min(len(frame), _SAMPLE_ROWS)
-    try:
-        table = pa.Table.from_pandas(frame.iloc[:rows])
-        if in_duckdb:
-            table = restore_table(storage_table(table), table.schema, _dictionaries(table))
-        back = _from_table(table, meta)
-        return _identical(value.iloc[:rows], back)
-    except Exception:  # any failure at all means this path cannot be trusted
-        return False
-
-
-def _from_table(table: pa.Table, meta: Mapping[str, Any]) -> pd.DataFrame | pd.Series:
-    """The frame (or series) of a table with its original schema, fixed up per ``meta``."""
-    # to_pandas() allocates fresh, writable blocks (split_blocks would be zero-copy but
-    # read-only, and shared with a table the memory store keeps).
-    frame = table.to_pandas()
-    for position, na in meta.get("object_values", ()):
-        # An explicit object Series: pandas 3 would infer "str" from a bare object array.
-        values = _as_object(frame.iloc[:, position].to_numpy(), na)
-        frame.isetitem(position, pd.Series(values, index=frame.index, dtype=object, copy=False))
-    for position, na in meta.get("python_strings", ()):
-        dtype = pd.StringDtype("python", na_value=np.nan if na == "nan" else pd.NA)
-        frame.isetitem(position, frame.iloc[:, position].astype(dtype))
-    if "labels_range" in meta:
-        start, stop, step = meta["labels_range"]
-        frame.columns = pd.RangeIndex(start, stop, step, name=frame.columns.name)
-    if "labels" in meta:
-        labels = meta["labels"]
-        frame.columns = pd.Index(labels["values"], dtype=labels["dtype"], name=labels["name"])
-    if "object_index" in meta:
-        frame.index = _object_levels(frame.index, meta["object_index"])
-    if "object_labels" in meta:
-        frame.columns = _object_levels(frame.columns, meta["object_labels"])
-    if "index_freq" in meta:
-        frame.index = _with_freq(frame.index, meta["index_freq"])
-    if "labels_freq" in meta:
-        frame.columns = _with_freq(frame.columns, meta["labels_freq"])
-    if meta.get("kind") == "series":
-        series = frame.iloc[:, 0]
-        if "name" in meta:
-            series.name = meta["name"][0]
-        return series
-    return frame
-
-
-def _as_object(values: np.ndarray, na: str) -> np.ndarray:
-    """An object array of ``values`` with missing values as None or NaN."""
-    out = np.array(values, dtype=object, copy=True)
-    if na:
-        out[pd.isna(out)] = None if na == "none" else np.nan
-    return out
-
-
-def _object_levels(index: pd.Index, levels: list[list[Any]]) -> pd.Index:
-    """``index`` with the given levels turned back into object dtype."""
-    if isinstance(index, pd.MultiIndex):
-        for level, _na in levels:  # a MultiIndex level holds no missing values
-            index = index.set_levels(index.levels[level].astype(object), level=level)
-        return index
-    [[_level, na]] = levels
-    return pd.Index(_as_object(index.to_numpy(), na), dtype=object, name=index.name)
-
-
-def _with_freq(index: pd.Index, freq: str) -> pd.Index:
-    if isinstance(index, pd.DatetimeIndex):
-        return pd.DatetimeIndex(index, freq=freq)
-    if isinstance(index, pd.TimedeltaIndex):
-        return pd.TimedeltaIndex(index, freq=freq)
-    return index
-
-
-def _identical(expected: pd.DataFrame | pd.Series, actual: Any) -> bool:
-    """Strict equality of two small frames or series: values, dtypes, axes, names, attrs."""
-    if type(expected) is not type(actual):
-        return False
-    if isinstance(expected, pd.DataFrame):
-        other = cast(pd.DataFrame, actual)
-        if not _index_identical(expected.columns, other.columns):
-            return False
-        dtypes = list(zip(expected.dtypes, other.dtypes, strict=True))
-    else:
-        if expected.name != actual.name or type(expected.name) is not type(actual.name):
-            return False
-        dtypes = [(expected.dtype, actual.dtype)]
-    if not all(_dtype_identical(left, right) for left, right in dtypes):
-        return False
-    for position, (dtype, _) in enumerate(dtypes):
-        if _is_object(dtype):
-            left, right = (
-                (x.iloc[:, position] if isinstance(x, pd.DataFrame) else x).to_numpy()
-                for x in (expected, actual)
-            )
-            if not _same_missing(left, right):
-                return False
-    return (
-        _index_identical(expected.index, actual.index)
-        and expected.attrs == actual.attrs
-        and expected.flags == actual.flags
-        and bool(expected.equals(actual))
-    )
-
-
-def _index_identical(left: pd.Index, right: pd.Index) -> bool:
-    if type(left) is not type(right) or list(left.names) != list(right.names):
-        return False
-    if getattr(left, "freq", None) != getattr(right, "freq", None):
-        return False
-    for level in range(left.nlevels):
-        a, b = left.get_level_values(level), right.get_level_values(level)
-        if not _dtype_identical(a.dtype, b.dtype):
-            return False
-        if _is_object(a.dtype) and not _same_missing(a.to_numpy(), b.to_numpy()):
-            return False
-    return bool(left.equals(right))
-
-
-def _dtype_identical(left: Any, right: Any) -> bool:
-    if left != right or type(left) is not type(right):
-        return False
-    if isinstance(left, pd.CategoricalDtype):
-        # Unordered categoricals compare equal whatever their categories' order.
-        return bool(
-            left.categories.equals(right.categories)
-            and _dtype_identical(left.categories.dtype, right.categories.dtype)
-        )
-    return True
-
-
-def _same_missing(left: np.ndarray, right: np.ndarray) -> bool:
-    """Whether two object arrays have the same kind of missing value at each position."""
-    return [type(v) for v in left[pd.isna(left)]] == [type(v) for v in right[pd.isna(right)]]
-
-
-def _dictionaries(table: pa.Table) -> dict[int, pa.Array]:
-    """The dictionary (pandas categories) of each dictionary-typed column, by position."""
-    out = {}
-    for i, column in enumerate(table.columns):
-        if pa.types.is_dictionary(column.type):
-            if column.num_chunks > 1:  # from_pandas makes one chunk; others may not
-                column = pa.table({"c": column}).unify_dictionaries().column(0)
-            out[i] = (
-                column.chunk(0).dictionary
-                if column.num_chunks
-                else pa.array([], column.type.value_type)
-            )
-    return out
-
-
-def ipc_buffer(table: pa.Table, options: pa.ipc.IpcWriteOptions | None = None) -> pa.Buffer:
-    """``table`` as an Arrow IPC stream, in one Arrow buffer (no copy to Python bytes)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
-def _ipc_bytes(table: pa.Table) -> bytes:
-    return ipc_buffer(table).to_pybytes()
-
-
-def _array_to_b64(array: pa.Array) -> str:
-    return base64.b64encode(_ipc_bytes(pa.table({"values": array}))).decode("ascii")
-
-
-def _array_from_b64(text: str) -> pa.Array:
-    table = pa.ipc.open_stream(pa.py_buffer(base64.b64decode(text))).read_all()
-    return table.column(0).combine_chunks()

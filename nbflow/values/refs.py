@@ -6,12 +6,13 @@ store layer re-exports them from :mod:`nbflow.store.records`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Codec", "ValueRef", "value_ref_argument"]
+__all__ = ["Codec", "ValueRef", "type_name", "value_ref_argument"]
 
 
 class Codec(StrEnum):
@@ -74,6 +75,18 @@ class ValueRef:
             type_name=data.get("type", ""),
             inline=data.get("inline"),
         )
+
+
+def type_name(tp: type) -> str:
+    """``module.qualname`` of a type, with pandas/numpy/pyarrow types under their public
+    module (``pandas.DataFrame`` rather than ``pandas.core.frame.DataFrame``)."""
+    module, qualname = tp.__module__, tp.__qualname__
+    root = module.partition(".")[0]
+    if root in ("pandas", "numpy", "pyarrow") and module != root:
+        public = sys.modules.get(root)
+        if public is not None and getattr(public, qualname, None) is tp:
+            module = root
+    return f"{module}.{qualname}"
 
 
 def value_ref_argument(value: object) -> ValueRef:

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from nbflow.values.codecs import _array_from_b64, _dumps
 from nbflow.values.duckdb_tables import restore_table
 from nbflow.values.hashing import hash_arrow_table, hash_bytes, hash_numpy
+from nbflow.values.json_codec import compact_json
+from nbflow.values.pandas_codec import array_from_b64
 from nbflow.values.refs import Codec
 
 __all__ = ["stored_hash"]
@@ -51,7 +52,7 @@ def stored_hash(
         if "schema" not in meta:
             raise ValueError("the value's meta has no schema to restore its table with")
         schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(meta["schema"])))
-        dictionaries = {int(i): _array_from_b64(d) for i, d in meta.get("dictionaries", {}).items()}
+        dictionaries = {int(i): array_from_b64(d) for i, d in meta.get("dictionaries", {}).items()}
         restored = restore_table(table, schema, dictionaries)
         return hash_arrow_table(codec.value, restored, _meta_bytes(meta))
     if data is None:
@@ -62,7 +63,7 @@ def stored_hash(
         return hash_bytes("pickle", data)
     if codec is Codec.JSON_BLOB:
         value = json.loads(data)
-        return hash_bytes("json", _dumps(value, sort_keys=True).encode("utf-8"))
+        return hash_bytes("json", compact_json(value, sort_keys=True).encode("utf-8"))
     if codec is Codec.NUMPY:
         kind = meta.get("kind", "array")
         array = np.load(io.BytesIO(data), allow_pickle=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nbflow.api import display
+from nbflow.api import display as api_display
 from nbflow.api.progress import in_notebook
 
 if TYPE_CHECKING:
@@ -50,7 +50,8 @@ def browse(target: Flow | Run | Store | str | None = None, *, page_size: int = 2
     """
     from nbflow import arguments
     from nbflow.store.open import check_store_like
-    from nbflow.widgets.browser import Browser, browse_store
+    from nbflow.widgets.browse_target import browse_store
+    from nbflow.widgets.browser import Browser
 
     arguments.count(page_size, "page_size", minimum=1)
     if not _browsable(target):
@@ -106,4 +107,4 @@ def __getattr__(name: str) -> Any:
 
 
 # How Flows and Runs display, and the live view of runs: the facades ask the registry.
-display.register(bundle=repr_bundle, flow_widget=_flow_widget, live=_live_view)
+api_display.register(bundle=repr_bundle, flow_widget=_flow_widget, live=_live_view)

@@ -23,33 +23,22 @@ from nbflow.errors import NbflowError, UntrustedStoreError
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
 from nbflow.store.records import Event, RunRecord, RunStatus, StepExecution
+from nbflow.widgets.browser_tables import (
+    count_runs,
+    event_rows,
+    events_table,
+    flow_names,
+    lineage_rows,
+    lineage_table,
+    run_rows,
+    runs_table,
+)
 from nbflow.widgets.dag import DagWidget
 from nbflow.widgets.fork import ForkPanel, ForkRequest, param_types
 from nbflow.widgets.live import Follower, close_all
-from nbflow.widgets.preview import (
-    message,
-    params_text,
-    run_header,
-    short_time,
-    step_details,
-    value_preview,
-)
-from nbflow.widgets.rows import (
-    changed_params,
-    event_detail,
-    fork_point,
-    lineage_tree,
-    version_rows,
-)
-from nbflow.widgets.states import (
-    DagSpec,
-    format_duration,
-    infos_from_rows,
-    mark_stale,
-    run_spec,
-    stale_steps,
-)
-from nbflow.widgets.table import Row, Table
+from nbflow.widgets.preview import message, run_header, step_details, value_preview
+from nbflow.widgets.rows import version_rows
+from nbflow.widgets.states import DagSpec, infos_from_rows, mark_stale, run_spec, stale_steps
 
 if TYPE_CHECKING:
     from nbflow.api.flow import Flow
@@ -98,13 +87,7 @@ class Browser(w.VBox):
         statuses = [("any", "")] + [(s.value, s.value) for s in RunStatus]
         self.status_filter = w.Dropdown(description="status", options=statuses)
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
-        self.runs = Table(
-            columns=["run", "flow", "status", "created (UTC)", "took", "parameters", "forked from"],
-            status_column=2,
-            caption="Runs, newest first",
-            empty_text="no runs match these filters",
-        )
-        self.runs.add_class("nbflow-runs")
+        self.runs = runs_table()
         self.header = w.HTML()
         self.dag = DagWidget()
         self.version = w.SelectionSlider(
@@ -117,18 +100,9 @@ class Browser(w.VBox):
         self.version_label = w.HTML()
         self.step_panel = w.HTML(message("Click a step in the DAG to see its output."))
         self.step_panel.add_class("nbflow-step-panel")
-        self.events = Table(
-            columns=["seq", "time (UTC)", "type", "step", "attempt", "detail"],
-            selectable=False,
-            empty_text="no events",
-        )
+        self.events = events_table()
         self.fork = ForkPanel(self._fork)
-        self.lineage = Table(
-            columns=["run", "status", "forked", "parameters changed", "created (UTC)"],
-            status_column=1,
-            caption="The run's thread: the run it started from and every fork of it",
-        )
-        self.lineage.add_class("nbflow-lineage")
+        self.lineage = lineage_table()
         self.tabs = w.Tab(
             children=[self.step_panel, self.events, self.fork, self.lineage],
             titles=("Step", "Events", "Fork", "Lineage"),
@@ -176,63 +150,25 @@ class Browser(w.VBox):
                 self._quiet = False
 
     def _load_flows(self, current: str | None = None) -> None:
-        flows = self._flow_names()
+        flows = flow_names(self.store)
         if current and current not in flows:
             flows.append(current)
         value = current if current is not None else self.flow_filter.value
         self.flow_filter.options = [("all flows", "")] + [(f, f) for f in sorted(flows)]
         self.flow_filter.value = value if value in flows else ""
 
-    def _flow_names(self) -> list[str]:
-        try:
-            frame = self.store.sql("SELECT DISTINCT flow FROM runs")
-            return [str(f) for f in frame["flow"]]
-        except Exception:  # a backend without SQL: one pass over the runs
-            return sorted({r.flow for r in self.store.list_runs()})
-
-    def _count(self, flow: str | None, status: str | None) -> int:
-        where, params = [], []
-        if flow:
-            where.append("flow = ?")
-            params.append(flow)
-        if status:
-            where.append("status = ?")
-            params.append(status)
-        query = "SELECT count(*) AS n FROM runs" + (
-            f" WHERE {' AND '.join(where)}" if where else ""
-        )
-        try:
-            return int(self.store.sql(query, params)["n"].iloc[0])
-        except Exception:
-            return len(self.store.list_runs(flow=flow, status=status))
-
     def reload_runs(self) -> None:
         """Read the current page of runs (with the filters) from the store."""
         with self._lock:
             flow = self.flow_filter.value or None
             status = self.status_filter.value or None
-            total = self._count(flow, status)
+            total = count_runs(self.store, flow, status)
             pages = max(1, -(-total // self._page_size))
             page = min(self.runs.page, pages - 1)
             records = self.store.list_runs(
                 flow=flow, status=status, limit=(page + 1) * self._page_size
             )[page * self._page_size :]
-            rows = [
-                Row(
-                    r.run_id,
-                    [
-                        r.run_id,
-                        r.flow,
-                        r.status.value,
-                        short_time(r.created_at),
-                        format_duration(r.duration_s * 1000) if r.duration_s is not None else "",
-                        params_text(r.params),
-                        fork_point(r),
-                    ],
-                    status=r.status.value,
-                )
-                for r in records
-            ]
+            rows = run_rows(records)
             with self.runs.hold_sync():
                 self.runs.page = page
                 self.runs.set_rows(rows, total=total, page_size=self._page_size)
@@ -388,43 +324,11 @@ class Browser(w.VBox):
         version = self.version.value if self._run is not None else 0
         page = self.events.page
         chunk = self._events[page * EVENTS_PAGE_SIZE : (page + 1) * EVENTS_PAGE_SIZE]
-        rows = [
-            Row(
-                str(e.seq),
-                [
-                    str(e.seq),
-                    short_time(e.ts),
-                    e.type.value,
-                    e.step or "",
-                    "" if e.attempt is None else str(e.attempt),
-                    event_detail(e),
-                ],
-                dim=e.seq > version,
-            )
-            for e in chunk
-        ]
+        rows = event_rows(chunk, version)
         self.events.set_rows(rows, total=len(self._events), page_size=EVENTS_PAGE_SIZE)
 
     def _show_lineage(self, record: RunRecord) -> None:
-        thread = record.thread_id or record.run_id
-        runs = self.store.list_runs(thread_id=thread)
-        if not any(r.run_id == record.run_id for r in runs):
-            runs.append(record)
-        rows = [
-            Row(
-                r.run_id,
-                [
-                    r.run_id,
-                    r.status.value,
-                    fork_point(r),
-                    params_text(changed_params(r, parent)),
-                    short_time(r.created_at),
-                ],
-                status=r.status.value,
-                depth=depth,
-            )
-            for r, parent, depth in lineage_tree(runs)
-        ]
+        rows = lineage_rows(self.store, record)
         self.lineage.set_rows(rows)
         self.lineage.selected = record.run_id
 
@@ -503,32 +407,3 @@ class Browser(w.VBox):
         if self._owns_store:
             self.store.close()
         super().close()
-
-
-def browse_store(target: Any = None) -> tuple[Store, bool, str | None, str | None]:
-    """What to browse: (store, whether the browser owns it, flow filter, run to select)."""
-    from nbflow.api.flow import Flow
-
-    if isinstance(target, Flow):
-        latest = target.latest_run()
-        return target.store, False, target.name, latest.id if latest else None
-    if isinstance(target, Run):
-        return target.store, False, target.flow_name, target.id
-    if isinstance(target, Store):
-        return target, False, None, None
-    return _private_store(target), True, None, None
-
-
-def _private_store(location: Any) -> Store:
-    """A connection of the browser's own to a store file, closed with the browser.
-
-    A flow in this process may use the same file: DuckDB shares the database between
-    connections of one process, so both see each other's commits.
-    """
-    from nbflow.store.open import open_own
-
-    return open_own(
-        location,
-        missing="run a flow first, or browse one with nf.browse(flow) or "
-        "nf.browse('path/to/store.duckdb').",
-    )

@@ -1,4 +1,5 @@
-"""What the parts of the DuckDB store (values, gc/check hooks, frames) use of it."""
+"""What the parts of the DuckDB store (runs, events, values, gc/check hooks, frames) use
+of it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from nbflow.store.duckdb.file_guard import FileGuard
+    from nbflow.store.fold import RunState
     from nbflow.store.records import RunRecord, StepExecution
 
 
@@ -20,6 +22,9 @@ class DuckDBPart:
 
     if TYPE_CHECKING:
         _lock: threading.RLock
+        _states: dict[str, RunState]
+        _leases: dict[str, float]
+        _token: str
         _known_blobs: dict[str, int]
         _known_generation: int
         _guard: FileGuard | None
@@ -57,6 +62,9 @@ class DuckDBPart:
         def _materialize_compact(self, query: str) -> None: ...
 
         def executions(self, run_id: str) -> list[StepExecution]:  # noqa: D102
+            ...
+
+        def state_at(self, run_id: str, version: int | None = None) -> RunState:  # noqa: D102
             ...
 
         def reap_interrupted(  # noqa: D102

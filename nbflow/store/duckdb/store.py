@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 
-from nbflow import arguments
 from nbflow.arguments import env_seconds
 from nbflow.errors import (
     CorruptStoreError,
-    DuplicateRunError,
     NbflowError,
     NotAStoreError,
-    StaleVersionError,
     StoreBusyError,
     StoreError,
-    StoreFullError,
-    UnknownRunError,
 )
 from nbflow.store.base import Store
 from nbflow.store.duckdb import schema
@@ -41,71 +35,20 @@ from nbflow.store.duckdb.connection import (
     is_disk_full,
     is_lock_error,
     raise_if_corrupt,
-    rollback,
     someone_waits,
 )
-from nbflow.store.duckdb.disk_reserve import keep_reserve, use_reserve
+from nbflow.store.duckdb.disk_reserve import keep_reserve
+from nbflow.store.duckdb.events import DuckDBEvents
 from nbflow.store.duckdb.exit import close_at_exit
 from nbflow.store.duckdb.file_guard import guard_for
 from nbflow.store.duckdb.maintenance import DuckDBMaintenance
 from nbflow.store.duckdb.read_only import raise_if_read_only, write_refusal
-from nbflow.store.duckdb.rows import (
-    CACHE_HITS,
-    CANDIDATE_ROWS,
-    EVENT_TYPES,
-    EXEC_TYPES,
-    IN_LIST,
-    INSERT_RUN_RECORD,
-    UPDATE_RUN_STATUS,
-    VALUES_ROWS,
-    LazyHits,
-    StaleWrite,
-    event_values,
-    execution_params,
-    executions_params,
-    insert_executions,
-    run_status_params,
-)
+from nbflow.store.duckdb.runs import DuckDBRuns
 from nbflow.store.duckdb.sql import DuckDBFrames
 from nbflow.store.duckdb.trust import DuckDBTrust
 from nbflow.store.duckdb.values import DuckDBValues
-from nbflow.store.fold import RunState
-from nbflow.store.records import (
-    CacheHit,
-    Event,
-    EventType,
-    FlowRecord,
-    Lease,
-    NewEvent,
-    RunRecord,
-    RunStatus,
-    StepDefinition,
-    StepExecution,
-)
+from nbflow.store.records import EventType, NewEvent, RunStatus
 from nbflow.store.sql_guard import sandbox
-from nbflow.store.sql_rows import (
-    EVENT_COLS,
-    EXEC_COLS,
-    EXEC_INSERT_COLS,
-    LEASE_COLS,
-    LEASE_SETS,
-    RUN_COLS,
-    UPSERT_EXECUTIONS,
-    dumps,
-    event_filters,
-    event_from_row,
-    execution_from_row,
-    finished_rows,
-    lease_from_row,
-    lease_values,
-    run_from_row,
-    run_row,
-    runs_query,
-)
-
-if TYPE_CHECKING:
-    pass
-
 
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 
@@ -113,7 +56,15 @@ _DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 _PARALLEL_BYTES = 4 * 1024 * 1024
 
 
-class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, Store):
+class DuckDBStore(
+    DuckDBRuns,
+    DuckDBEvents,
+    DuckDBValues,
+    DuckDBMaintenance,
+    DuckDBFrames,
+    DuckDBTrust,
+    Store,
+):
     """A store in one DuckDB file (or ``:memory:``), the embedded default.
 
     The connection stays open while the store is in use (opening one costs ~20 ms) and
@@ -397,288 +348,7 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
             if self._conn is not None:
                 self._conn.execute("SET threads = 1")
 
-    # -- flows ------------------------------------------------------------------------
-
-    def put_flow(self, flow: FlowRecord) -> None:
-        """Record a flow definition unless it is already stored."""
-        definition = [s.to_json() for s in flow.steps]
-        self._execute(
-            "INSERT INTO flows VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [flow.name, flow.fingerprint, dumps(definition), flow.created_at],
-        )
-
-    def get_flow(self, name: str, fingerprint: str) -> FlowRecord | None:
-        """The stored definition, or None."""
-        arguments.flow_key(name, fingerprint)
-        rows = self._execute(
-            "SELECT definition, created_at FROM flows WHERE name = ? AND fingerprint = ?",
-            [name, fingerprint],
-        )
-        if not rows:
-            return None
-        steps = tuple(StepDefinition.from_json(s) for s in json.loads(rows[0][0]))
-        return FlowRecord(name, fingerprint, steps, rows[0][1])
-
-    # -- runs -------------------------------------------------------------------------
-
-    def create_run(self, run: RunRecord) -> None:
-        """Add a new run (pending, version 0)."""
-        from nbflow.store.fold import initial_state
-
-        state = initial_state(run)
-        try:
-            self._execute(INSERT_RUN_RECORD, run_row(state.run, version=False))
-        except duckdb.ConstraintException:
-            raise DuplicateRunError(run.run_id) from None
-        with self._lock:
-            self._states[run.run_id] = state
-
-    def _get_run(self, run_id: str) -> RunRecord:
-        """The run's row; UnknownRunError if absent."""
-        arguments.run_id(run_id)
-        rows = self._execute(f"SELECT {RUN_COLS} FROM runs WHERE run_id = ?", [run_id])
-        if not rows:
-            raise UnknownRunError(run_id, self)
-        return run_from_row(rows[0])
-
-    def _list_runs(
-        self,
-        *,
-        flow: str | None = None,
-        status: str | Collection[str] | None = None,
-        thread_id: str | None = None,
-        limit: int | None = None,
-    ) -> list[RunRecord]:
-        """Run rows matching the filters, newest first."""
-        query, params = runs_query(
-            RUN_COLS, flow, status, thread_id, limit, mark="?", in_list=IN_LIST
-        )
-        return [run_from_row(r) for r in self._execute(query, params)]
-
-    # -- leases -----------------------------------------------------------------------
-
-    def _read_leases(self, run_ids: Collection[str]) -> dict[str, Lease]:
-        ids = sorted(set(run_ids))
-        if not ids:
-            return {}
-        rows = self._execute(
-            f"SELECT {LEASE_COLS} FROM leases WHERE run_id IN (SELECT unnest(?::VARCHAR[]))",
-            [ids],
-        )
-        return {r[0]: lease_from_row(r) for r in rows}
-
-    def _swap_lease(self, run_id: str, expected_token: str | None, new: Lease | None) -> bool:
-        # One statement each way, so each is atomic on its own: the (run_id) key refuses
-        # a second lease, and the token guard makes a renewal or release by a holder that
-        # lost the lease change no row.
-        values = None if new is None else lease_values(new)
-        if expected_token is None and values is not None:
-            query = f"INSERT INTO leases ({LEASE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-            params = values
-        elif expected_token is None:  # from no lease to no lease: nothing to change
-            return not self._read_leases([run_id])
-        elif values is None:
-            query = "DELETE FROM leases WHERE run_id = ? AND token = ?"
-            params = [run_id, expected_token]
-        else:
-            query = f"UPDATE leases SET {LEASE_SETS.format(m='?')} WHERE run_id = ? AND token = ?"
-            params = [*values[1:], run_id, expected_token]
-        try:
-            rows = self._execute(query, params)
-        except (duckdb.ConstraintException, duckdb.TransactionException):
-            # Someone holds it, or another connection changed the row under us.
-            return False
-        return bool(rows and rows[0][0] == 1)
-
-    # -- events -----------------------------------------------------------------------
-
-    def _write_events(
-        self,
-        run: RunRecord,
-        events: Sequence[Event],
-        changed: Sequence[StepExecution],
-        expected_version: int,
-        *,
-        previous: RunState,
-        create: bool = False,
-    ) -> None:
-        try:
-            self._write_events_once(run, events, changed, expected_version, previous, create)
-        except StoreFullError:
-            # Events are small: with the space kept aside for it, the run can still
-            # record what happened (that a checkpoint did not fit, say).
-            if self.path == ":memory:" or not use_reserve(self.path):
-                raise
-            self._write_events_once(run, events, changed, expected_version, previous, create)
-
-    def _write_events_once(
-        self,
-        run: RunRecord,
-        events: Sequence[Event],
-        changed: Sequence[StepExecution],
-        expected_version: int,
-        previous: RunState,
-        create: bool,
-    ) -> None:
-        con = self._con
-        fresh, again = finished_rows(changed, previous)
-        before = previous.run
-        status_changed = (before.status, before.started_at, before.finished_at, before.error) != (
-            run.status,
-            run.started_at,
-            run.finished_at,
-            run.error,
-        )
-        con.execute("BEGIN TRANSACTION")
-        try:
-            if create:
-                # A new run's row, as it stands after these events (its version is derived).
-                try:
-                    con.execute(INSERT_RUN_RECORD, run_row(run, version=False))
-                except duckdb.ConstraintException:
-                    raise DuplicateRunError(run.run_id) from None  # rolled back below
-                status_changed = False
-            # The (run_id, seq) key is the optimistic-concurrency check: a writer that
-            # read an older version appends a seq someone else already holds. A run's
-            # version is the seq of its last event, so no row changes per step.
-            self._insert("events", EVENT_COLS, [event_values(e) for e in events], EVENT_TYPES)
-            if fresh:
-                self._insert(
-                    "step_executions",
-                    EXEC_INSERT_COLS,
-                    [execution_params(x, run.flow) for x in fresh],
-                    EXEC_TYPES,
-                )
-            if again:
-                con.execute(
-                    insert_executions(len(again)) + UPSERT_EXECUTIONS,
-                    executions_params(again, run.flow),
-                )
-            if status_changed:
-                # (Guarded by the status it read: a concurrent change fails the write.)
-                updated = con.execute(
-                    UPDATE_RUN_STATUS + " AND status = ?",
-                    [*run_status_params(run), before.status.value],
-                ).fetchall()
-                if updated[0][0] != 1:
-                    raise StaleWrite
-            # A run that ends gives its lease back in the same commit (no extra one).
-            release = run.status.finished and run.run_id in self._leases
-            if release:
-                con.execute(
-                    "DELETE FROM leases WHERE run_id = ? AND token = ?", [run.run_id, self._token]
-                )
-            con.execute("COMMIT")
-            if release:
-                self._leases.pop(run.run_id, None)
-        except BaseException as exc:
-            rollback(con)
-            if is_disk_full(exc):
-                raise disk_full_error(self.uri) from None
-            if not isinstance(
-                exc, duckdb.ConstraintException | duckdb.TransactionException | StaleWrite
-            ):
-                raise
-            # Someone appended first (or changed the run under us).
-            actual = self._execute("SELECT version FROM runs WHERE run_id = ?", [run.run_id])
-            raise StaleVersionError(
-                run.run_id, expected_version, actual[0][0] if actual else None
-            ) from None
-
-    def _insert(
-        self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]
-    ) -> None:
-        """Insert rows in one statement: a VALUES list for a few rows, and an Arrow
-        table for many (binding thousands of parameters costs ~10x as much).
-
-        ``table`` and ``columns`` are this module's constants (identifiers cannot be
-        parameters); every value goes in as a parameter or through the Arrow table.
-        """
-        if len(rows) <= VALUES_ROWS:
-            marks = "(" + ", ".join(["?"] * len(types)) + ")"
-            self._con.execute(
-                f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([marks] * len(rows)),
-                [v for row in rows for v in row],
-            )
-            return
-        import pyarrow as pa
-
-        names = [c.strip() for c in columns.split(",")]
-        values = zip(*rows, strict=True)
-        batch = pa.table(
-            {n: pa.array(v, type=t) for n, v, t in zip(names, values, types, strict=True)}
-        )
-        # A relation over the Arrow table, inserted by position (``columns`` are all of
-        # the table's, in its order): as cheap as a replacement scan, which the sandbox
-        # turns off, and half the cost of registering the table as a view.
-        self._con.from_arrow(batch).insert_into(table)
-
-    def read_events(self, run_id: str | None = None, *, upto: int | None = None) -> list[Event]:
-        """Events of one run (or all), in order."""
-        if run_id is not None:
-            self._get_run(run_id)
-        where, params = event_filters(run_id, upto, mark="?")
-        rows = self._execute(f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params)
-        return [event_from_row(r) for r in rows]
-
-    def executions(self, run_id: str) -> list[StepExecution]:
-        """The run's execution rows in the order they last changed (running ones too)."""
-        self._get_run(run_id)
-        if self._has_running_attempts(run_id):
-            return sorted(
-                self.state_at(run_id).executions.values(), key=lambda x: (x.seq, x.attempt, x.step)
-            )
-        rows = self._execute(
-            f"SELECT {EXEC_COLS} FROM step_executions WHERE run_id = ? ORDER BY seq, attempt, step",
-            [run_id],
-        )
-        return [execution_from_row(r) for r in rows]
-
-    def _has_running_attempts(self, run_id: str) -> bool:
-        """Whether an attempt has started and not ended (so has no table row yet)."""
-        return bool(
-            self._execute(
-                "SELECT 1 FROM events e WHERE e.run_id = ? AND e.type = 'step_started' "
-                "AND NOT EXISTS (SELECT 1 FROM step_executions x WHERE x.run_id = e.run_id "
-                "AND x.step = e.step AND x.attempt = e.attempt) LIMIT 1",
-                [run_id],
-            )
-        )
-
-    def cache_candidates(
-        self, flow: str, fingerprints: Collection[str]
-    ) -> dict[str, StepExecution]:
-        """Executions with an output in ``flow``'s runs, by cache key, for these fingerprints."""
-        wanted = list(set(fingerprints))
-        if not wanted:
-            return {}
-        rows = self._execute(
-            f"SELECT DISTINCT ON (cache_key) {EXEC_COLS} FROM step_executions "
-            f"WHERE {CANDIDATE_ROWS} ORDER BY cache_key, seq",
-            [flow, wanted],
-        )
-        found: dict[str, StepExecution] = {}
-        for r in rows:
-            x = execution_from_row(r)
-            assert x.cache_key is not None
-            found.setdefault(x.cache_key, x)
-        return found
-
-    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> Mapping[str, CacheHit]:
-        """The earliest usable output per cache key, built only for the keys looked up
-        (:class:`~nbflow.store.duckdb.rows.LazyHits`): four columns, not whole rows."""
-        wanted = list(set(fingerprints))
-        if not wanted:
-            return {}
-        with self._lock:
-            if self._closed:
-                raise StoreError(f"{self} is closed; open it again with nf.open_store().")
-            try:
-                table = self._con.sql(CACHE_HITS, params=[flow, wanted]).to_arrow_table()
-            except duckdb.Error as exc:
-                raise_if_corrupt(exc, self.uri)
-                raise
-        return LazyHits(table)
+    # -- storage ----------------------------------------------------------------------
 
     def storage_bytes(self) -> int | None:
         """The size of the store file (and its write-ahead log), or None in memory."""

@@ -1,4 +1,4 @@
-"""What the parts of the PostgreSQL store (values, gc/check hooks) use of it."""
+"""What the parts of the PostgreSQL store (runs, events, values, gc/check hooks) use of it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from nbflow.store.postgres.rows import T
 if TYPE_CHECKING:
     import psycopg
 
+    from nbflow.store.fold import RunState
+    from nbflow.store.records import RunRecord
+
 
 class PostgresPart:
     """Base of :class:`~nbflow.store.postgres.store.PostgresStore`'s parts: the members
@@ -18,6 +21,7 @@ class PostgresPart:
 
     if TYPE_CHECKING:
         _lock: threading.RLock
+        _states: dict[str, RunState]
         _known_blobs: dict[str, int]
         _con: psycopg.Connection[Any] | None
         trust: bool
@@ -29,5 +33,10 @@ class PostgresPart:
         ) -> T: ...
 
         def _rows(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]: ...
+
+        def _get_run(self, run_id: str) -> RunRecord: ...
+
+        def state_at(self, run_id: str, version: int | None = None) -> RunState:  # noqa: D102
+            ...
 
         def _read_blob(self, hash: str) -> tuple[str, int, dict[str, Any], bytearray] | None: ...
