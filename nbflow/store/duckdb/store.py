@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +71,7 @@ from nbflow.store.duckdb.trust import DuckDBTrust
 from nbflow.store.duckdb.values import DuckDBValues
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
-    CacheHit,
+    CacheHits,
     Event,
     EventType,
     FlowRecord,
@@ -664,12 +664,12 @@ class DuckDBStore(DuckDBValues, DuckDBMaintenance, DuckDBFrames, DuckDBTrust, St
             found.setdefault(x.cache_key, x)
         return found
 
-    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> Mapping[str, CacheHit]:
+    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> CacheHits:
         """The earliest usable output per cache key, built only for the keys looked up
         (:class:`~nbflow.store.duckdb.rows.LazyHits`): four columns, not whole rows."""
         wanted = list(set(fingerprints))
         if not wanted:
-            return {}
+            return CacheHits()
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self} is closed; open it again with nf.open_store().")
