@@ -17,7 +17,9 @@ benchmarks.file_reads MODE REPEATS FOLDER``, a few repetitions each, round after
 * *cache-hit check*: before reusing the step's output, a later run hashes the 1,000
   recorded files again (warm: a ``stat`` each).
 
-The variants of the hooked processes are measured interleaved, repetition by repetition.
+The variants of the hooked processes are measured interleaved, repetition by repetition,
+and the no-hook processes make the same pattern of calls. Times are the process's CPU time
+(user + system), so that other work on the machine does not blur a 5% difference.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ class FileReadsResult:
         reps = len(self.seconds["no_hook"])
         return (
             f"file reads: a step json.loading {self.files:,} files of ~1 KB (page cache), run "
-            f"as a StepTask; median of {reps}, in processes without the hook alternating with "
-            "processes with it"
+            f"as a StepTask; CPU time, median of {reps}, in processes without the hook "
+            "alternating with processes with it"
         )
 
 
@@ -125,9 +127,11 @@ def measure_child(mode: str, repeats: int, folder: Path) -> dict[str, list[float
         "hit_check": hit_check,
     }
     seconds: dict[str, list[float]] = {}
-    step()  # warm the page cache and the json module
+    for _ in range(3):  # the same warm-up in both kinds of process
+        plain()
     if mode == "plain":
-        seconds["no_hook"] = [_time(plain) for _ in range(repeats)]
+        # The same pattern of calls as the hooked process makes, each one the plain step.
+        seconds["no_hook"] = [_time(plain) for _ in range(repeats * (1 + len(runs)))]
         assert not reads._INSTALLED, "the hook was installed in the no-hook process"
         return seconds
     seconds = {name: [] for name in runs}
@@ -139,9 +143,11 @@ def measure_child(mode: str, repeats: int, folder: Path) -> dict[str, list[float
 
 
 def _time(call: Callable[[], Any]) -> float:
-    began = time.perf_counter()
+    # CPU time of this process (user + system): what the hook and the hashing cost,
+    # unaffected by other processes that share the machine's cores.
+    began = time.process_time()
     call()
-    return time.perf_counter() - began
+    return time.process_time() - began
 
 
 # -- in the benchmark run ---------------------------------------------------------------------
