@@ -25,6 +25,7 @@ from benchmarks import report
 from benchmarks.dag_svg import DagResult, dag_rows, run_dag_svg
 from benchmarks.dataframes import FrameResult, run_dataframes
 from benchmarks.executors import ExecutorResult, executor_rows, run_executors
+from benchmarks.file_reads import FileReadsResult, file_reads_rows, run_file_reads
 from benchmarks.fork import ForkResult, fork_rows, run_fork, setup_note
 from benchmarks.memory import MemoryResult, memory_rows, run_memory
 from benchmarks.overhead import STEPS, TopologyResult, run_overhead
@@ -50,6 +51,7 @@ class Settings:
     writer_runs: int = 10  # runs of each of the 4 concurrent writer processes
     memory_bytes: int = 1_000_000_000  # the output checkpointed in the memory stage
     storage_runs: int = 2_000  # runs of the small flow in the storage stage
+    file_read_rounds: int = 5  # process pairs (without / with the audit hook)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
@@ -66,6 +68,7 @@ class Settings:
             writer_runs=5 if quick else 10,
             memory_bytes=300_000_000 if quick else 1_000_000_000,
             storage_runs=200 if quick else 2_000,
+            file_read_rounds=2 if quick else 5,
         )
 
 
@@ -131,6 +134,7 @@ class Measurements:
     postgres: PostgresResult | None = None
     memory: MemoryResult | None = None
     storage: StorageResult | None = None
+    file_reads: FileReadsResult | None = None
 
 
 def measure(settings: Settings) -> Measurements:
@@ -165,6 +169,8 @@ def measure(settings: Settings) -> Measurements:
         memory = run_memory(workdir, settings.memory_bytes, log=log)
         log(f"storage: small frames, and {settings.storage_runs:,} runs of a small flow")
         storage = run_storage(workdir, settings.storage_runs, log=log)
+        log("file reads: a step opening 1,000 files, with and without the audit hook")
+        file_reads = run_file_reads(workdir, settings.file_read_rounds, log=log)
     log("DAG SVG of a 500-step flow")
     dag = run_dag_svg(settings.frame_repeats, log=log)
     elapsed = time.perf_counter() - started
@@ -181,6 +187,7 @@ def measure(settings: Settings) -> Measurements:
         executors=executors,
         memory=memory,
         storage=storage,
+        file_reads=file_reads,
     )
 
 
@@ -194,6 +201,7 @@ def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> li
     rows += postgres_rows(m.postgres) if m.postgres is not None else []
     rows += memory_rows(m.memory) if m.memory is not None else []
     rows += storage_rows(m.storage) if m.storage is not None else []
+    rows += file_reads_rows(m.file_reads) if m.file_reads is not None else []
     print(" | ".join(f"{k} {v}" for k, v in env.items()))
     print(
         f"per-step: median of {settings.step_repeats} runs each; "
@@ -209,7 +217,7 @@ def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> li
         print(f"{m.executors.description}.")
     if m.postgres is not None:
         print(postgres_note(m.postgres))
-    for stage in (m.memory, m.storage):
+    for stage in (m.memory, m.storage, m.file_reads):
         if stage is not None:
             print(f"{stage.description}.")
     print("ratio = nbflow / reference in the row's unit (time per step, or GB/s).")
@@ -247,6 +255,7 @@ def run(settings: Settings, json_path: Path | None) -> None:
             postgres=m.postgres,
             memory=m.memory,
             storage=m.storage,
+            file_reads=m.file_reads,
         )
         log(f"wrote {json_path}")
 

@@ -14,6 +14,7 @@ from benchmarks.timing import format_seconds, median
 
 if TYPE_CHECKING:
     from benchmarks.executors import ExecutorResult  # likewise
+    from benchmarks.file_reads import FileReadsResult  # likewise
     from benchmarks.fork import ForkResult  # it builds its rows with this module's Row
     from benchmarks.memory import MemoryResult  # likewise
     from benchmarks.postgres import PostgresResult  # likewise
@@ -214,6 +215,7 @@ def to_json(
     postgres: PostgresResult | None = None,
     memory: MemoryResult | None = None,
     storage: StorageResult | None = None,
+    file_reads: FileReadsResult | None = None,
 ) -> None:
     """Write the settings, the table's numbers and every raw sample (seconds) to ``path``."""
     data = {
@@ -228,6 +230,7 @@ def to_json(
             "postgres": asdict(postgres) if postgres is not None else None,
             "memory": asdict(memory) if memory is not None else None,
             "storage": asdict(storage) if storage is not None else None,
+            "file_reads": asdict(file_reads) if file_reads is not None else None,
         },
     }
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -202,6 +202,28 @@ def test_steps_of_a_module_no_worker_can_import_are_shipped_by_value(client):
     assert flow.run(executor=client, n=3, progress=False)["shifted"] == [100, 101, 102]
 
 
+def test_the_files_a_step_reads_on_a_worker_are_shipped_back_with_its_outcome(
+    client, tmp_path: Path
+):
+    """The worker records and hashes what the step opened; a changed file recomputes it."""
+    data = tmp_path / "config.json"
+    data.write_text('{"k": 1}')
+    module = types.ModuleType("nbflow_dynamic_reads")
+    exec(
+        f"import json\ndef config():\n    with open({str(data)!r}) as f:\n"
+        "        return json.load(f)['k']\n",
+        module.__dict__,
+    )
+    flow = nf.Flow("reads", store="memory://")
+    flow.step(module.config)
+    first = flow.run(executor=client, progress=False)
+    (execution,) = flow.store.executions(first.id)
+    assert execution.files is not None and list(execution.files.read) == [str(data)]
+    assert list(flow.run(executor=client, progress=False).steps["status"]) == ["cached"]
+    data.write_text('{"k": 2}')
+    assert flow.run(executor=client, progress=False)["config"] == 2
+
+
 # -- failures, retries, timeouts -------------------------------------------------------------
 
 

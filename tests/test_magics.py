@@ -267,3 +267,30 @@ def test_a_failing_step_shows_its_own_traceback(nb: Kernel) -> None:
 def test_the_store_is_the_one_the_environment_names(nb: Kernel, tmp_path: Path) -> None:
     out = nb.ok('import os\nprint(json.dumps(nf.Flow("m_store").store.uri))')
     assert out.json().endswith("store.duckdb")
+
+
+def test_files_a_cell_reads_or_declares_make_it_stale_when_they_change(nb: Kernel) -> None:
+    """In a notebook: a %%step cell reading a CSV with pandas (recorded) and one reading
+    a file through DuckDB, declared with --inputs; changing either file makes its step
+    stale, naming the file, and the next run recomputes it."""
+    nb.ok(
+        'flow = nf.Flow("m_files")\nfrom pathlib import Path\n'
+        'Path("m_read.csv").write_text("a\\n1\\n2\\n")\nPath("m_native.csv").write_text("a\\n5\\n")'
+    )
+    nb.ok("%%step table\ntable = int(pd.read_csv('m_read.csv')['a'].sum())")
+    nb.ok(
+        "%%step native --inputs m_native.csv\nimport duckdb\n"
+        "native = int(duckdb.sql(\"SELECT sum(a) FROM 'm_native.csv'\").fetchall()[0][0])"
+    )
+    first = nb.ok("r = flow.run(progress=False)\nprint(json.dumps([r['table'], r['native']]))")
+    assert first.json() == [3, 5]
+    nb.ok(
+        'Path("m_read.csv").write_text("a\\n1\\n9\\n")\nPath("m_native.csv").write_text("a\\n7\\n")'
+    )
+    status = nb.ok("print(json.dumps(flow.status()[['state', 'why']].values.tolist()))")
+    (table_state, table_why), (native_state, native_why) = status.json()
+    assert (table_state, native_state) == ("stale", "stale")
+    assert table_why.endswith("m_read.csv changed)") and "files changed" in table_why
+    assert native_why == "files changed (m_native.csv changed)"
+    again = nb.ok("r = flow.run(progress=False)\nprint(json.dumps([r['table'], r['native']]))")
+    assert again.json() == [10, 7]

@@ -194,8 +194,10 @@ def test_opening_twice_does_not_migrate_again(path: Path) -> None:
 
 
 def _downgrade(path: Path, version: int) -> None:
-    """Make ``path`` the file an nbflow of schema ``version`` (1 to 4) wrote."""
+    """Make ``path`` the file an nbflow of schema ``version`` (1 to 5) wrote."""
     con = duckdb.connect(str(path))
+    if version < 6:
+        con.execute("ALTER TABLE step_executions DROP COLUMN files")  # schema 6
     if version < 4:
         con.execute("DROP TABLE untrusted_runs")  # schema 4
     if version < 3:
@@ -211,7 +213,7 @@ def _downgrade(path: Path, version: int) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) -> None:
     with DuckDBStore(path) as first:
         run_id = populate(first)[0]
@@ -265,7 +267,7 @@ def test_a_file_from_before_run_marks_marks_the_runs_its_imported_pickles_name(
         assert migrated.cache_hits("flow", ["load-fp"])["ck-load"].run_id == "mine"
         assert migrated.check() == []
         versions = migrated.sql("SELECT version FROM schema_migrations ORDER BY version")
-        assert list(versions["version"]) == [1, 2, 3, 4, 5]
+        assert list(versions["version"]) == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.parametrize("version", [3, 4])

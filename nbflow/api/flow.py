@@ -14,6 +14,8 @@ from nbflow.store.base import Store
 from nbflow.store.open import StoreLike, check_store_like, open_store
 
 if TYPE_CHECKING:
+    import os
+
     import networkx as nx
     import pandas as pd
     from distributed import Client
@@ -104,6 +106,8 @@ class Flow:
         timeout: float | None = None,
         cache: bool = True,
         version: str | None = None,
+        inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] = (),
+        track_reads: bool = True,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -118,15 +122,28 @@ class Flow:
         timeout: float | None = None,
         cache: bool = True,
         version: str | None = None,
+        inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] = (),
+        track_reads: bool = True,
     ) -> F | Callable[[F], F]:
         """Register a function as a step (``@flow.step`` or ``@flow.step(...)``).
 
         Parameters named like other steps are its inputs; parameters with a default are
         run parameters. Defining a step with an existing name replaces it. The function
         is returned unchanged, so it can still be called directly.
+
+        ``inputs``: files the step reads (paths, folders, globs such as
+        ``"data/*.parquet"``), hashed by content into its cache key. Files it opens
+        through Python while it runs are recorded without being declared (unless
+        ``track_reads=False``); see docs/invalidation.md.
         """
         options = StepOptions(
-            retries=retries, retry_delay=retry_delay, timeout=timeout, cache=cache, version=version
+            retries=retries,
+            retry_delay=retry_delay,
+            timeout=timeout,
+            cache=cache,
+            version=version,
+            inputs=inputs,  # type: ignore[arg-type]  # StepOptions checks and normalizes it
+            track_reads=track_reads,
         )
 
         def register(f: F) -> F:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -112,8 +112,11 @@ def flow_status(
         ]
         if changed_upstream or set(execution.inputs) != set(upstream):
             reasons.append(_upstream_reason(changed_upstream, rows))
-        fresh = not reasons and execution.cache_key == cache_key(
-            plans[name].fingerprint, execution.inputs, values
+        expected, changed_files = _files_now(step, execution)
+        if changed_files:
+            reasons.append(f"files changed ({', '.join(changed_files)})")
+        fresh = not reasons and execution.cache_key == expected(
+            cache_key(plans[name].fingerprint, execution.inputs, values, _declared(step))
         )
         if not fresh and not reasons:
             reasons.append("its cache key changed")
@@ -288,6 +291,26 @@ def _without_defaults(source: str) -> str:
                 None if d is None else ast.Constant(value=...) for d in args.kw_defaults
             ]
     return ast.unparse(tree)
+
+
+def _declared(step: Step) -> dict[str, str | None]:
+    from nbflow.engine.files import declared_snapshot
+
+    return declared_snapshot(step.options.inputs)
+
+
+def _files_now(step: Step, execution: StepExecution) -> tuple[Callable[[str], str], list[str]]:
+    """The execution's key from a key made now (with the files it read hashed now), and
+    how its declared and read files differ from now (one phrase per file)."""
+    from nbflow.engine.files import changed_files, file_hashes, reads_key
+
+    files = execution.files
+    if files is None:  # it declared and read none (a new declaration changed its code)
+        return (lambda key: key), []
+    read_now = file_hashes(files.read)
+    changes = changed_files(files.declared, _declared(step)) if step.options.inputs else []
+    changes += changed_files(files.read, read_now)
+    return (lambda key: reads_key(key, read_now)), changes
 
 
 def _upstream_reason(changed: list[str], rows: Mapping[str, StepFreshness]) -> str:

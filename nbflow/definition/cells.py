@@ -34,11 +34,12 @@ __all__ = [
 
 USAGE = (
     "%%step NAME [--flow FLOW] [--needs a,b] [--params window=30,limit=5] [--run] "
-    "[--retries N] [--retry-delay S] [--timeout S] [--no-cache] [--version V]"
+    "[--retries N] [--retry-delay S] [--timeout S] [--no-cache] [--version V] "
+    "[--inputs data/raw.csv 'data/*.parquet'] [--no-track-reads]"
 )
 
-_FLAGS = ("--run", "--no-cache")
-_LISTS = ("--needs", "--params")
+_FLAGS = ("--run", "--no-cache", "--no-track-reads")
+_LISTS = ("--needs", "--params", "--inputs")
 _SINGLE = ("--flow", "--retries", "--retry-delay", "--timeout", "--version")
 _OPTIONS = _FLAGS + _LISTS + _SINGLE
 
@@ -119,6 +120,8 @@ def parse_step_line(line: str) -> StepSpec:
             timeout=_number(values, "--timeout", float, None),
             cache="--no-cache" not in flags,
             version=_unquote(values["--version"]) if "--version" in values else None,
+            inputs=_paths(values.get("--inputs", "")),
+            track_reads="--no-track-reads" not in flags,
         )
     except CellError:
         raise
@@ -139,6 +142,18 @@ def _unquote(text: str) -> str:
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
         return text[1:-1]
     return text
+
+
+def _paths(text: str) -> tuple[str, ...]:
+    """The paths of ``--inputs``: separated by spaces or commas, quoted when they hold
+    either."""
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace += ","
+    lexer.whitespace_split = True
+    try:
+        return tuple(lexer)
+    except ValueError as exc:
+        raise CellError(f"cannot read --inputs {text!r}: {exc}") from None
 
 
 def _number(values: Mapping[str, str], option: str, kind: type, default: Any) -> Any:

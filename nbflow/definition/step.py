@@ -31,6 +31,8 @@ class StepOptions:
     timeout: float | None = None
     cache: bool = True
     version: str | None = None
+    inputs: tuple[str, ...] = ()  # files it reads: paths, folders or globs, hashed by content
+    track_reads: bool = True  # record the files it opens through Python while it runs
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
@@ -43,16 +45,55 @@ class StepOptions:
             raise DefinitionError(f"timeout must be seconds > 0 or None, not {self.timeout!r}")
         if self.version is not None and not isinstance(self.version, str):
             raise DefinitionError(f"version must be a string or None, not {self.version!r}")
+        object.__setattr__(self, "inputs", input_files(self.inputs))
+        if not isinstance(self.track_reads, bool):
+            raise DefinitionError(f"track_reads must be True or False, not {self.track_reads!r}")
 
     def to_json(self) -> dict[str, Any]:
-        """The options as a JSON-able dict (part of the code fingerprint)."""
-        return {
+        """The options as a JSON-able dict (part of the code fingerprint).
+
+        ``inputs`` and ``track_reads`` appear only when set, so the fingerprint of a step
+        that uses neither is what it was before they existed."""
+        options: dict[str, Any] = {
             "retries": self.retries,
             "retry_delay": self.retry_delay,
             "timeout": self.timeout,
             "cache": self.cache,
             "version": self.version,
         }
+        if self.inputs:
+            options["inputs"] = list(self.inputs)
+        if not self.track_reads:
+            options["track_reads"] = False
+        return options
+
+
+def input_files(value: object) -> tuple[str, ...]:
+    """A step's ``inputs=`` as a tuple of path texts: one path (str or ``os.PathLike``) or
+    a sequence of them; DefinitionError for anything else."""
+    import os
+
+    if isinstance(value, str | os.PathLike):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        raise DefinitionError(
+            f"inputs must be a path or a list of paths (globs like 'data/*.csv' allowed), "
+            f"not {type(value).__name__}"
+        )
+    paths = []
+    for item in value:
+        if not isinstance(item, str | os.PathLike):
+            raise DefinitionError(
+                f"inputs entry {item!r} is not a path: give file paths, folders or globs "
+                "as strings, e.g. inputs=['data/raw.csv', 'data/*.parquet']"
+            )
+        text = os.fspath(item)
+        if isinstance(text, bytes):
+            raise DefinitionError(f"inputs entry {item!r} is bytes: give the path as a string")
+        if not text.strip():
+            raise DefinitionError("an inputs entry is empty: give a file path, folder or glob")
+        paths.append(text)
+    return tuple(paths)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ and encode its result, so a slow step never holds the store.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import traceback
@@ -15,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from nbflow.engine.reads import ReadSpec, recording
 from nbflow.errors import StepTimeout
 
 EXECUTORS = ("inline", "threads", "processes", "dask")
@@ -38,7 +40,11 @@ def call_with_timeout(
         except BaseException as exc:
             box["error"] = exc
 
-    thread = threading.Thread(target=target, name=f"nbflow-step-{name}", daemon=True)
+    # The thread runs in a copy of this context, so the files it opens count for the step.
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(target,), name=f"nbflow-step-{name}", daemon=True
+    )
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
@@ -57,6 +63,7 @@ class Outcome:
     error: BaseException | None = None
     trace: str = ""
     seconds: float = 0.0
+    files_read: dict[str, str | None] | None = None  # files opened for reading -> hash
 
 
 @dataclass
@@ -71,22 +78,33 @@ class StepTask:
     func: Callable[..., Any]
     kwargs: dict[str, Any]
     timeout: float | None
+    reads: ReadSpec | None = None  # record the files it opens (None: do not)
 
     def __call__(self) -> Outcome:
-        """Run the step; never raises for an error of the step itself."""
+        """Run the step; never raises for an error of the step itself.
+
+        With ``reads``, the files the step opened for reading are hashed where it ran
+        (in the worker, for processes and Dask) and travel back in the Outcome."""
         from nbflow.values import encode
 
         began = time.perf_counter()
+        files_read = None
         try:
-            value = call_with_timeout(self.name, self.func, self.kwargs, self.timeout)
+            if self.reads is None:
+                value = call_with_timeout(self.name, self.func, self.kwargs, self.timeout)
+            else:
+                with recording(self.reads) as seen:
+                    value = call_with_timeout(self.name, self.func, self.kwargs, self.timeout)
         except Exception as exc:
             return Outcome(error=exc, trace=traceback.format_exc(), seconds=_since(began))
         seconds = _since(began)
+        if self.reads is not None:
+            files_read = seen.files()
         try:
             encoded = encode(value, step=self.name)
         except Exception as exc:
             return Outcome(error=exc, trace=traceback.format_exc(), seconds=seconds)
-        return Outcome(value=value, encoded=encoded, seconds=seconds)
+        return Outcome(value=value, encoded=encoded, seconds=seconds, files_read=files_read)
 
 
 def _since(began: float) -> float:

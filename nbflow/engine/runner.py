@@ -20,14 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbflow.definition.step import Step
-from nbflow.engine.cache import cache_key
+from nbflow.engine.cache import cache_key, files_payload, find_hit
 from nbflow.engine.executors import Executor, Outcome, StepTask
+from nbflow.engine.files import declared_snapshot
+from nbflow.engine.reads import spec_for
 from nbflow.errors import StepFailed, StoreFullError, UntrustedStoreError
 from nbflow.graph.dag import FlowGraph
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
     CacheHit,
+    CacheHits,
     EventType,
     NewEvent,
     RunRecord,
@@ -97,6 +100,8 @@ class Runner:
         self._buffer: list[NewEvent] = []
         self._unscheduled: list[str] = []  # steps to run whose step_scheduled is not out yet
         self._planned_keys: dict[str, str] = {}  # cache keys worked out before the run began
+        self._declared: dict[str, dict[str, str | None]] = {}  # files in each step's last key
+        self._basis: dict[str, str] = {}  # the key each running step was looked up under
         self._outputs: dict[str, ValueRef] = {}  # step -> output usable downstream
         self._values: dict[str, Any] = {}  # values in memory, until no consumer is left
         self._consumers = {n: set(graph.dag.successors(n)) for n in graph.order}
@@ -211,7 +216,7 @@ class Runner:
             if not self.plans[name].step.options.cache or self._forced(name):
                 return False
             key = self._key(name, outputs)
-            hit = candidates.get(key)
+            hit = find_hit(candidates, key)
             if hit is None:
                 return False
             keys[name] = key
@@ -272,7 +277,7 @@ class Runner:
             if self.plans[n].step.options.cache and not self._forced(n)
         ]
         if not fingerprints:
-            return {}
+            return CacheHits()
         return self.store.cache_hits(self.run.flow, fingerprints)
 
     def _forced(self, name: str) -> bool:
@@ -298,7 +303,7 @@ class Runner:
                     continue
                 del waiting[name]
                 key = self._planned_keys.pop(name, None) or self._key(name)
-                hit = candidates.get(key)
+                hit = find_hit(candidates, key)
                 if hit is not None:
                     self._cached(name, key, hit)
                     continue
@@ -334,14 +339,17 @@ class Runner:
     def _key(self, name: str, outputs: Mapping[str, ValueRef] | None = None) -> str:
         """The step's cache key, from the outputs recorded so far (or ``outputs``)."""
         plan = self.plans[name]
-        return cache_key(plan.fingerprint, self._inputs(name, outputs), plan.params)
+        declared = self._declared[name] = declared_snapshot(plan.step.options.inputs)
+        return cache_key(plan.fingerprint, self._inputs(name, outputs), plan.params, declared)
 
     def _cached(self, name: str, key: str, hit: CacheHit) -> None:
+        files = {"files": hit.files.to_json()} if hit.files is not None else {}
         self._emit(
             EventType.STEP_CACHED,
             name,
             0,
-            cache_key=key,
+            cache_key=hit.cache_key,  # the key itself, or that of the files it read
+            **files,
             fingerprint=self.plans[name].fingerprint,
             output=hit.output.to_json(),
             inputs=self._inputs(name),
@@ -353,11 +361,13 @@ class Runner:
     def _take_over(self, name: str, row: StepExecution) -> None:
         """Record an output reused from the parent run: a reference, no bytes."""
         assert row.output is not None
+        files = {"files": row.files.to_json()} if row.files is not None else {}
         self._emit(
             EventType.STEP_CACHED,
             name,
             0,
             cache_key=row.cache_key,
+            **files,
             fingerprint=row.fingerprint,
             output=row.output.to_json(),
             inputs=dict(row.inputs),
@@ -409,7 +419,12 @@ class Runner:
             return refused
         kwargs.update(plan.params)
         self.flush()  # upstream completions and this start are durable before it runs
-        task = StepTask(name, plan.step.func, kwargs, plan.step.options.timeout)
+        options = plan.step.options
+        reads = spec_for(getattr(self.store, "path", None), self._declared.get(name, {}))
+        task = StepTask(
+            name, plan.step.func, kwargs, options.timeout, reads if options.track_reads else None
+        )
+        self._basis[name] = key
         return self.executor.submit(task, delay)
 
     def _finish(self, name: str, attempt: int, future: Future[Any]) -> Future[Any] | None:
@@ -422,7 +437,12 @@ class Runner:
             except Exception as exc:
                 outcome = Outcome(error=exc, trace=tb.format_exc(), seconds=outcome.seconds)
             else:
-                self._emit(EventType.STEP_OUTPUT_RECORDED, name, attempt, output=ref.to_json())
+                files = files_payload(
+                    self._basis[name], self._declared.get(name, {}), outcome.files_read
+                )
+                self._emit(
+                    EventType.STEP_OUTPUT_RECORDED, name, attempt, output=ref.to_json(), **files
+                )
                 self._emit(
                     EventType.STEP_COMPLETED,
                     name,

@@ -18,6 +18,7 @@ from nbflow.store.fold import RunState, apply, fold
 from nbflow.store.records import (
     BlobRecord,
     CacheHit,
+    CacheHits,
     Event,
     FlowRecord,
     Lease,
@@ -317,14 +318,15 @@ class StoreCore(RunMarks, ABC):
         The engine fetches these once per run and decides cache hits in memory, so a fully
         cached re-run touches the database a constant number of times."""
 
-    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> Mapping[str, CacheHit]:
-        """:meth:`cache_candidates` in the lean form the engine uses, by cache key.
+    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> CacheHits:
+        """:meth:`cache_candidates` in the lean form the engine uses, by cache key, with
+        the files that executions read (``CacheHits.reads``).
 
         Backends may override it to read only these columns (a re-run of a large flow
         fetches one per step).
         """
         rows = self.cache_candidates(flow, fingerprints)
-        return {key: CacheHit.of(row) for key, row in rows.items()}
+        return CacheHits({key: CacheHit.of(row) for key, row in rows.items()})
 
     def state_at(self, run_id: str, version: int | None = None) -> RunState:
         """The run as it stood at ``version`` (default: now), by folding its events."""

@@ -16,6 +16,7 @@ from nbflow.errors import InvalidTransitionError
 from nbflow.store.records import (
     Event,
     EventType,
+    FilesRead,
     RunRecord,
     RunStatus,
     StepExecution,
@@ -240,6 +241,7 @@ def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
                 duration_ms=0.0,
                 source_run_id=payload.get("source_run_id"),
                 seq=event.seq,
+                files=FilesRead.from_json(payload.get("files")),
             )
         return StepExecution(
             run_id=event.run_id,
@@ -261,7 +263,15 @@ def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
     if event.type is EventType.STEP_INPUT_RECORDED:
         return dataclasses.replace(row, inputs=dict(payload.get("inputs") or {}))
     if event.type is EventType.STEP_OUTPUT_RECORDED:
-        return dataclasses.replace(row, output=_ref(payload.get("output")))
+        if "files" not in payload:
+            return dataclasses.replace(row, output=_ref(payload.get("output")))
+        # The files it read give the execution a key of its own (see FilesRead).
+        return dataclasses.replace(
+            row,
+            output=_ref(payload.get("output")),
+            files=FilesRead.from_json(payload["files"]),
+            cache_key=payload.get("cache_key", row.cache_key),
+        )
     target = _ATTEMPT_TRANSITIONS[event.type]
     assert target is not None
     if target is StepStatus.COMPLETED and row.output is None:

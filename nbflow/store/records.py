@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -220,6 +220,33 @@ class Event:
 
 
 @dataclass(frozen=True)
+class FilesRead:
+    """The files one execution of a step depended on, each with its content hash (None:
+    missing): those it declared (``inputs=``, part of ``key``) and those it opened
+    through Python while it ran (absolute paths).
+
+    An execution that read files is recorded under a cache key of its own, made from
+    ``key`` and ``read`` (``nbflow.engine.files.reads_key``): a later lookup under
+    ``key`` hashes those files again and finds it only if they still match.
+    """
+
+    key: str  # the cache key the step was looked up under
+    read: Mapping[str, str | None] = field(default_factory=dict)
+    declared: Mapping[str, str | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """As a JSON-able dict (event payloads, the ``files`` column)."""
+        return {"key": self.key, "read": dict(self.read), "declared": dict(self.declared)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> FilesRead | None:
+        """Rebuild from :meth:`to_json` output (None stays None)."""
+        if not data:
+            return None
+        return cls(data["key"], dict(data.get("read") or {}), dict(data.get("declared") or {}))
+
+
+@dataclass(frozen=True)
 class StepExecution:
     """One attempt of one step in one run (attempt 0: a cached or skipped step)."""
 
@@ -238,6 +265,7 @@ class StepExecution:
     traceback: str | None = None
     source_run_id: str | None = None  # where a cached or reused output came from
     seq: int = 0  # seq of the event that last changed this row (orders rows as they happened)
+    files: FilesRead | None = None  # the files it declared or read, when there were any
 
 
 @dataclass(frozen=True)
@@ -252,6 +280,7 @@ class CacheHit:
     output: ValueRef
     run_id: str  # the run whose execution row holds the output
     source_run_id: str | None = None  # where that row's output was computed, if elsewhere
+    files: FilesRead | None = None  # the files that execution declared or read
 
     @property
     def origin(self) -> str:
@@ -263,4 +292,39 @@ class CacheHit:
         """The hit an execution row with an output and a cache key offers."""
         if row.cache_key is None or row.output is None:
             raise ValueError(f"execution {row.run_id}/{row.step} has no cached output to offer")
-        return cls(row.cache_key, row.output, row.run_id, row.source_run_id)
+        return cls(row.cache_key, row.output, row.run_id, row.source_run_id, row.files)
+
+
+class CacheHits(Mapping[str, CacheHit]):
+    """Cache hits by cache key (what ``Store.cache_hits`` returns), and for each lookup
+    key whose executions read files, which files (:meth:`reads`)."""
+
+    def __init__(self, hits: Mapping[str, CacheHit] | None = None) -> None:
+        self._by_key = dict(hits or {})
+        self._reads = reads_index(self._by_key.values())
+
+    def __getitem__(self, key: str) -> CacheHit:
+        return self._by_key[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_key)
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def reads(self, key: str) -> Sequence[tuple[str, ...]]:
+        """The sets of files that executions looked up under ``key`` read while they ran
+        (each set sorted); empty when none read any."""
+        return self._reads.get(key, ())
+
+
+def reads_index(hits: Iterable[CacheHit]) -> dict[str, list[tuple[str, ...]]]:
+    """For :meth:`CacheHits.reads`: lookup key -> the distinct sets of files read."""
+    index: dict[str, list[tuple[str, ...]]] = {}
+    for hit in hits:
+        if hit.files is not None and hit.files.read:
+            paths = tuple(sorted(hit.files.read))
+            known = index.setdefault(hit.files.key, [])
+            if paths not in known:
+                known.append(paths)
+    return index

@@ -18,6 +18,7 @@ from nbflow.store.fold import RunState
 from nbflow.store.records import (
     Event,
     EventType,
+    FilesRead,
     Lease,
     RunRecord,
     RunStatus,
@@ -40,14 +41,15 @@ RUN_COLS = (
 RUN_RECORD_COLS = RUN_COLS.replace(" version,", "")
 EXEC_COLS = (
     "run_id, step, attempt, status, cache_key, output, inputs, started_at, finished_at, "
-    "duration_ms, error, traceback, source_run_id, seq, fingerprint"
+    "duration_ms, error, traceback, source_run_id, seq, fingerprint, files"
 )
 EVENT_COLS = "run_id, seq, ts, type, step, attempt, payload"
 LEASE_COLS = "run_id, token, pid, host, acquired_at, expires_at, proc_start"
 #: The columns an execution row is inserted with (``flow`` and ``output_hash`` too).
 EXEC_INSERT_COLS = (
     "run_id, step, attempt, flow, status, cache_key, output, output_hash, inputs, "
-    "started_at, finished_at, duration_ms, error, traceback, source_run_id, seq, fingerprint"
+    "started_at, finished_at, duration_ms, error, traceback, source_run_id, seq, fingerprint, "
+    "files"
 )
 
 #: Parses a JSON column as the driver returns it (text for DuckDB, parsed for psycopg).
@@ -196,6 +198,7 @@ def _execution_from_row(r: Sequence[Any], read_json: JsonReader) -> StepExecutio
         source_run_id=r[12],
         seq=r[13],
         fingerprint=r[14],
+        files=FilesRead.from_json(read_json(r[15]) if r[15] else None),
     )
 
 
@@ -246,7 +249,7 @@ UPSERT_EXECUTIONS = (
     "finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, "
     "error = excluded.error, traceback = excluded.traceback, "
     "source_run_id = excluded.source_run_id, seq = excluded.seq, "
-    "fingerprint = excluded.fingerprint"
+    "fingerprint = excluded.fingerprint, files = excluded.files"
 )
 
 

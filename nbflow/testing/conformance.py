@@ -24,6 +24,7 @@ from nbflow.testing import builders
 from nbflow.testing.builders import *  # noqa: F403 - re-exported, as before the split
 from nbflow.testing.conformance_check import CheckConformance
 from nbflow.testing.conformance_executions import ExecutionConformance
+from nbflow.testing.conformance_files import FilesConformance
 from nbflow.testing.conformance_leases import LeaseConformance
 from nbflow.testing.conformance_records import RecordConformance
 from nbflow.testing.conformance_sql import SqlConformance
@@ -36,6 +37,7 @@ __all__ = ["StoreConformance", *builders.__all__]
 class StoreConformance(
     RecordConformance,
     ExecutionConformance,
+    FilesConformance,
     ValueConformance,
     LeaseConformance,
     CheckConformance,

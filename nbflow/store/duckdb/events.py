@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import duckdb
@@ -28,7 +28,7 @@ from nbflow.store.duckdb.rows import (
     run_status_params,
 )
 from nbflow.store.fold import RunState
-from nbflow.store.records import CacheHit, Event, RunRecord, StepExecution
+from nbflow.store.records import CacheHits, Event, RunRecord, StepExecution
 from nbflow.store.sql_rows import (
     EVENT_COLS,
     EXEC_COLS,
@@ -219,12 +219,12 @@ class DuckDBEvents(DuckDBPart):
             found.setdefault(x.cache_key, x)
         return found
 
-    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> Mapping[str, CacheHit]:
+    def cache_hits(self, flow: str, fingerprints: Collection[str]) -> CacheHits:
         """The earliest usable output per cache key, built only for the keys looked up
         (:class:`~nbflow.store.duckdb.rows.LazyHits`): four columns, not whole rows."""
         wanted = list(set(fingerprints))
         if not wanted:
-            return {}
+            return CacheHits()
         with self._lock:
             if self._closed:
                 raise StoreError(f"{self} is closed; open it again with nf.open_store().")

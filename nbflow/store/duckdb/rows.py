@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from nbflow.store.records import CacheHit, Codec, Event, RunRecord, StepExecution, ValueRef
+from nbflow.store.records import (
+    CacheHit,
+    CacheHits,
+    Codec,
+    Event,
+    FilesRead,
+    RunRecord,
+    StepExecution,
+    ValueRef,
+    reads_index,
+)
 from nbflow.store.sql_rows import RUN_RECORD_COLS, dumps
 
 #: A column tested against a list parameter.
@@ -24,8 +34,9 @@ CANDIDATE_ROWS = (
 #: The earliest usable output per cache key (the row of the lowest seq, as one struct so
 #: its columns come from one row: a grouping costs less than DISTINCT ON's sort).
 CACHE_HITS = (
-    "SELECT cache_key, h.output, h.run_id, h.source FROM (SELECT cache_key, "
-    "arg_min({'output': output::VARCHAR, 'run_id': run_id, 'source': source_run_id}, seq) AS h "
+    "SELECT cache_key, h.output, h.run_id, h.source, h.files FROM (SELECT cache_key, "
+    "arg_min({'output': output::VARCHAR, 'run_id': run_id, 'source': source_run_id, "
+    "'files': files::VARCHAR}, seq) AS h "
     f"FROM step_executions WHERE {CANDIDATE_ROWS} GROUP BY cache_key)"
 )
 
@@ -33,7 +44,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
-class LazyHits(Mapping[str, CacheHit]):
+class LazyHits(CacheHits):
     """Cache hits by key (the rows of :data:`CACHE_HITS`), each built from its row only
     when it is first looked up.
 
@@ -42,14 +53,16 @@ class LazyHits(Mapping[str, CacheHit]):
     ~10 us a row (~80 ms a run after 2,000 runs of a 4-step flow), keeping the rows as
     Arrow columns and only their keys in a dict ~1 us. A small result (a cached re-run
     looks up every row) is turned into Python lists at once: ~0.7 us a row against ~3.4
-    for reading single Arrow values.
+    for reading single Arrow values. The rows of executions that read files are read at
+    once, for :meth:`reads` (only steps that read files have them).
     """
 
     _EAGER_ROWS = 1_000
 
     def __init__(self, table: pa.Table) -> None:
-        self._index = {key: i for i, key in enumerate(table.column(0).to_pylist())}
-        columns = [table.column(c) for c in (1, 2, 3)]
+        keys = table.column(0).to_pylist()
+        self._index = {key: i for i, key in enumerate(keys)}
+        columns = [table.column(c) for c in (1, 2, 3, 4)]
         self._columns: list[Any] = (
             [c.to_pylist() for c in columns]
             if table.num_rows <= self._EAGER_ROWS
@@ -57,16 +70,19 @@ class LazyHits(Mapping[str, CacheHit]):
         )
         self._lists = table.num_rows <= self._EAGER_ROWS
         self._hits: dict[str, CacheHit] = {}
+        with_files = table.filter(table.column(4).is_valid()).column(0).to_pylist()
+        self._reads = reads_index(self[key] for key in with_files)
 
     def __getitem__(self, key: str) -> CacheHit:
         hit = self._hits.get(key)
         if hit is None:
             i = self._index[key]
             if self._lists:
-                output, run_id, source = (c[i] for c in self._columns)
+                output, run_id, source, files = (c[i] for c in self._columns)
             else:
-                output, run_id, source = (c[i].as_py() for c in self._columns)
-            hit = CacheHit(key, ValueRef.from_json(json.loads(output)), run_id, source)
+                output, run_id, source, files = (c[i].as_py() for c in self._columns)
+            read = FilesRead.from_json(json.loads(files)) if files else None
+            hit = CacheHit(key, ValueRef.from_json(json.loads(output)), run_id, source, read)
             self._hits[key] = hit
         return hit
 
@@ -112,7 +128,7 @@ def arrow_types() -> tuple[list[Any], list[Any]]:
     text, whole = pa.string(), pa.int64()
     events = [text, whole, ts, text, text, pa.int32(), text]
     executions = [text, text, pa.int32(), text, text, text, text, text, text, ts, ts]
-    executions += [pa.float64(), text, text, text, whole, text]
+    executions += [pa.float64(), text, text, text, whole, text, text]
     return events, executions
 
 
@@ -158,8 +174,8 @@ def insert_executions(rows: int) -> str:
     return (
         "INSERT INTO step_executions (run_id, step, attempt, flow, status, cache_key, output, "
         "output_hash, inputs, started_at, finished_at, duration_ms, error, traceback, "
-        "source_run_id, seq, fingerprint) VALUES "
-        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+        "source_run_id, seq, fingerprint, files) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     )
 
 
@@ -191,4 +207,5 @@ def execution_params(x: StepExecution, flow: str) -> list[Any]:
         x.source_run_id,
         x.seq,
         x.fingerprint,
+        dumps(x.files.to_json()) if x.files is not None else None,
     ]

@@ -9,7 +9,7 @@ from nbflow.store.duckdb.read_only import is_read_only
 from nbflow.store.migrations import FORMAT, parse_version, recording, refuse_newer, require_tables
 
 #: The schema this version of nbflow writes. Files from a newer schema are refused.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Where DataFrame values live as native tables (``nbflow_values.v_<hash>``).
 VALUES_SCHEMA = "nbflow_values"
@@ -166,6 +166,10 @@ VALUE_LAYOUTS_V5 = (
     "small Arrow IPC in data (store.sql shows it as that table).'"
 )
 
+#: Version 6: the files each execution declared or read, with their content hashes (see
+#: ``nbflow.store.records.FilesRead``); NULL for executions that had none.
+FILES_READ_V6 = "ALTER TABLE step_executions ADD COLUMN files JSON;"
+
 #: Numbered migrations: (version, name, DDL). Version 1 creates the schema.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema", SCHEMA_V1),
@@ -173,6 +177,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (3, "run versions from the events", RUNS_VIEW_V3),
     (4, "untrusted runs", UNTRUSTED_RUNS_V4),
     (5, "large values in tables of words, small frames in their rows", VALUE_LAYOUTS_V5),
+    (6, "files read by each execution", FILES_READ_V6),
 ]
 
 

@@ -14,7 +14,7 @@ from nbflow.errors import NotAStoreError
 from nbflow.store.migrations import FORMAT, parse_version, recording, refuse_newer, require_tables
 
 #: The schema this version of nbflow writes. Newer ones are refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Bytes per row of ``blob_chunks``: large values are split so no single row (or
 #: statement parameter) grows past a few MB.
@@ -137,6 +137,10 @@ SELECT run_id, min(source), now(), NULL FROM (
 GROUP BY run_id;
 """
 
+#: Version 3: the files each execution declared or read, with their content hashes (see
+#: ``nbflow.store.records.FilesRead``); NULL for executions that had none.
+FILES_READ_V3 = "ALTER TABLE step_executions ADD COLUMN files JSON;"
+
 #: The tables of the current schema.
 TABLES = (
     "nbflow_meta",
@@ -155,6 +159,7 @@ TABLES = (
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema", SCHEMA_V1),
     (2, "untrusted runs", UNTRUSTED_RUNS_V2),
+    (3, "files read by each execution", FILES_READ_V3),
 ]
 
 #: Serialises first opens (and migrations) of one schema by several processes.
