@@ -40,14 +40,15 @@ RUN_COLS = (
 RUN_RECORD_COLS = RUN_COLS.replace(" version,", "")
 EXEC_COLS = (
     "run_id, step, attempt, status, cache_key, output, inputs, started_at, finished_at, "
-    "duration_ms, error, traceback, source_run_id, seq, fingerprint"
+    "duration_ms, error, traceback, source_run_id, seq, fingerprint, params"
 )
 EVENT_COLS = "run_id, seq, ts, type, step, attempt, payload"
 LEASE_COLS = "run_id, token, pid, host, acquired_at, expires_at, proc_start"
 #: The columns an execution row is inserted with (``flow`` and ``output_hash`` too).
 EXEC_INSERT_COLS = (
     "run_id, step, attempt, flow, status, cache_key, output, output_hash, inputs, "
-    "started_at, finished_at, duration_ms, error, traceback, source_run_id, seq, fingerprint"
+    "started_at, finished_at, duration_ms, error, traceback, source_run_id, seq, fingerprint, "
+    "params"
 )
 
 #: Parses a JSON column as the driver returns it (text for DuckDB, parsed for psycopg).
@@ -196,6 +197,7 @@ def _execution_from_row(r: Sequence[Any], read_json: JsonReader) -> StepExecutio
         source_run_id=r[12],
         seq=r[13],
         fingerprint=r[14],
+        params=read_json(r[15]) if r[15] is not None else None,
     )
 
 
@@ -246,7 +248,7 @@ UPSERT_EXECUTIONS = (
     "finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, "
     "error = excluded.error, traceback = excluded.traceback, "
     "source_run_id = excluded.source_run_id, seq = excluded.seq, "
-    "fingerprint = excluded.fingerprint"
+    "fingerprint = excluded.fingerprint, params = excluded.params"
 )
 
 

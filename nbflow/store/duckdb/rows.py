@@ -112,7 +112,7 @@ def arrow_types() -> tuple[list[Any], list[Any]]:
     text, whole = pa.string(), pa.int64()
     events = [text, whole, ts, text, text, pa.int32(), text]
     executions = [text, text, pa.int32(), text, text, text, text, text, text, ts, ts]
-    executions += [pa.float64(), text, text, text, whole, text]
+    executions += [pa.float64(), text, text, text, whole, text, text]
     return events, executions
 
 
@@ -158,8 +158,8 @@ def insert_executions(rows: int) -> str:
     return (
         "INSERT INTO step_executions (run_id, step, attempt, flow, status, cache_key, output, "
         "output_hash, inputs, started_at, finished_at, duration_ms, error, traceback, "
-        "source_run_id, seq, fingerprint) VALUES "
-        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+        "source_run_id, seq, fingerprint, params) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     )
 
 
@@ -191,4 +191,5 @@ def execution_params(x: StepExecution, flow: str) -> list[Any]:
         x.source_run_id,
         x.seq,
         x.fingerprint,
+        None if x.params is None else dumps(dict(x.params)),
     ]

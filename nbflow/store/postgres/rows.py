@@ -40,6 +40,7 @@ EXEC_ARRAYS = (
     ("source_run_id", "text"),
     ("seq", "bigint"),
     ("fingerprint", "text"),
+    ("params", "text"),
 )
 
 
@@ -50,7 +51,8 @@ def executions_from_arrays(prefix: str) -> str:
     return (
         "SELECT %(run_id)s, x.step, x.attempt, %(flow)s, x.status, x.cache_key, "
         "x.output::json, x.output_hash, x.inputs::json, x.started_at, x.finished_at, "
-        "x.duration_ms, x.error, x.traceback, x.source_run_id, x.seq, x.fingerprint "
+        "x.duration_ms, x.error, x.traceback, x.source_run_id, x.seq, x.fingerprint, "
+        "x.params::json "
         f"FROM unnest({arrays}) AS x({names})"
     )
 
@@ -97,6 +99,7 @@ def execution_arrays(prefix: str, rows: Sequence[StepExecution]) -> dict[str, li
             ("source_run_id", x.source_run_id),
             ("seq", x.seq),
             ("fingerprint", x.fingerprint),
+            ("params", None if x.params is None else dumps(dict(x.params))),
         ):
             columns[f"{prefix}_{name}"].append(value)
     return columns
