@@ -173,12 +173,19 @@ def test_preview_fork_tells_what_a_fork_would_recompute_and_writes_nothing(store
     version = store.get_run(parent.id).version
     runs = len(store.list_runs())
     plan = preview_fork(flow, parent, from_step="daily", params={"min_amount": 60.0})
-    assert list(plan.recomputed) == ["cleaned", "count"]
-    assert plan.recomputed["cleaned"].describe() == "parameter min_amount: 40.0 -> 60.0"
-    assert set(plan.reused) == {"raw"}
-    assert plan.executes == ["cleaned", "daily", "count"]
+    assert plan.recomputed == {
+        "cleaned": "parameter min_amount: 40.0 -> 60.0",
+        "count": "it reads 'cleaned', which is recomputed",
+    }
+    assert (plan.reused, plan.executes) == (("raw",), ("cleaned", "daily", "count"))
+    assert plan.describe() == [
+        "reuses raw",
+        "runs daily",
+        "also recomputes cleaned: parameter min_amount: 40.0 -> 60.0",
+        "also recomputes count: it reads 'cleaned', which is recomputed",
+    ]
     unchanged = preview_fork(flow, parent, from_step="daily")
-    assert unchanged.recomputed == {} and set(unchanged.reused) == {"raw", "cleaned", "count"}
+    assert unchanged.recomputed == {} and unchanged.reused == ("raw", "cleaned", "count")
     assert len(store.list_runs()) == runs
     assert store.get_run(parent.id).version == version
     with pytest.raises(UnknownStepError, match="nope"):

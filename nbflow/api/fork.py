@@ -9,6 +9,7 @@ it unless ``run=False``. :func:`preview_fork` gives the same plan without forkin
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nbflow.api.hooks import hook_listener
@@ -87,20 +88,44 @@ def fork_run(
     )
 
 
+@dataclass(frozen=True)
+class ForkPreview:
+    """What a fork would do, told before it is made (:func:`preview_fork`)."""
+
+    reused: tuple[str, ...]  # the steps it takes over from its parent, by reference
+    executes: tuple[str, ...]  # the steps it runs, in order
+    # step -> why it runs although the fork point alone would have reused it (its
+    # parameters or code changed, or it reads such a step)
+    recomputed: Mapping[str, str]
+
+    def describe(self) -> list[str]:
+        """The preview as sentences, the recomputed steps one per line with why."""
+        lines = [f"reuses {', '.join(self.reused)}" if self.reused else "reuses nothing"]
+        point = [s for s in self.executes if s not in self.recomputed]
+        if point:
+            lines.append(f"runs {', '.join(point)}")
+        lines += [f"also recomputes {step}: {why}" for step, why in self.recomputed.items()]
+        return lines
+
+
 def preview_fork(
     flow: FlowDefinition,
     parent: Run,
     *,
     from_step: str | None = None,
     at_version: int | None = None,
-    cache: bool = False,
     params: Mapping[str, Any] | None = None,
-) -> ForkPlan:
-    """What ``parent.fork(from_step=..., at_version=..., **params)`` would reuse, execute
-    and recompute (``.recomputed``: the steps outside the fork point that the changed
-    parameters or code make it recompute, and why), without forking. Refuses what the
-    fork would refuse, with the same errors."""
-    return _plan(flow, parent, from_step, at_version, cache, params or {})[3]
+) -> ForkPreview:
+    """What ``parent.fork(from_step=..., at_version=..., **params)`` would reuse, run and
+    recompute (the steps outside the fork point that changed parameters or code make it
+    recompute, and why), without forking. Refuses what the fork would refuse, with the
+    same errors."""
+    plan = _plan(flow, parent, from_step, at_version, False, params or {})[3]
+    return ForkPreview(
+        tuple(plan.reused),
+        tuple(plan.executes),
+        {step: why.describe() for step, why in plan.recomputed.items()},
+    )
 
 
 def _plan(

@@ -24,7 +24,7 @@ from nbflow.store.base import Store
 from nbflow.store.fold import RunState
 from nbflow.store.records import Event, RunRecord, RunStatus, StepExecution
 from nbflow.widgets.dag import DagWidget
-from nbflow.widgets.fork import ForkPanel, ForkRequest, param_types
+from nbflow.widgets.fork import ForkPanel, ForkRequest, fork_plan, param_types
 from nbflow.widgets.live import Follower, close_all
 from nbflow.widgets.preview import (
     message,
@@ -122,7 +122,7 @@ class Browser(w.VBox):
             selectable=False,
             empty_text="no events",
         )
-        self.fork = ForkPanel(self._fork)
+        self.fork = ForkPanel(self._fork, lambda request: fork_plan(self._run, self._flow, request))
         self.lineage = Table(
             columns=["run", "status", "forked", "parameters changed", "created (UTC)"],
             status_column=1,
