@@ -190,3 +190,28 @@ def test_preview_fork_tells_what_a_fork_would_recompute_and_writes_nothing(store
     assert store.get_run(parent.id).version == version
     with pytest.raises(UnknownStepError, match="nope"):
         preview_fork(flow, parent, from_step="nope")
+
+
+def test_a_record_from_before_steps_kept_their_parameters_is_compared_by_its_run_s(store):
+    """A cached row written before executions kept their parameters (a migrated store)
+    is compared with the parameters its run's record claims for the step."""
+    from nbflow.engine.fork import plan_fork
+    from nbflow.engine.launch import plan_steps
+    from nbflow.store.records import EventType, NewEvent
+    from nbflow.testing import make_run
+    from nbflow.testing.builders import cached_event
+
+    graph = sales(store, Calls()).graph()
+    plans = plan_steps(graph, {"min_amount": 60.0})
+    store.create_run(make_run("old", flow="sales", params={"min_amount": 40.0}, steps=graph.order))
+    events = [NewEvent(EventType.RUN_STARTED)]
+    events += [cached_event(n, fingerprint=plans[n].fingerprint) for n in graph.order]
+    events.append(NewEvent(EventType.RUN_COMPLETED))
+    parent = store.append("old", 0, events)
+    assert {r.params for r in store.executions("old")} == {None}
+    plan = plan_fork(
+        store, parent, graph, from_step="daily", at_version=None, cache=False, plans=plans
+    )
+    assert plan.recomputed["cleaned"].params == {"min_amount": (40.0, 60.0)}
+    assert plan.reused["raw"].params == {}  # what the record tells, now said
+    assert set(plan.reused) == {"raw"}
