@@ -1,7 +1,14 @@
-"""What differs between two runs: per step, and row by row for one step's DataFrames."""
+"""What differs between two runs: per step, and row by row for one step's DataFrames.
+
+Per step, the diff also says why the step's cache key changed, as far as the two
+executions' records tell: each component of the key that :data:`KEY_COMPONENTS` lists
+compares the two records and names what changed in it (:class:`KeyChange`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,7 +17,7 @@ import pandas as pd
 from nbflow import arguments
 from nbflow.api.run import Run
 from nbflow.errors import ParameterError, UnknownStepError, UntrustedStoreError
-from nbflow.store.records import StepExecution
+from nbflow.store.records import FlowRecord, RunRecord, StepDefinition, StepExecution
 
 #: Columns of ``nf.diff(run_a, run_b)``.
 DIFF_COLUMNS = [
@@ -25,6 +32,9 @@ DIFF_COLUMNS = [
     "columns_added",
     "columns_removed",
     "rows_changed",
+    "params_changed",
+    "key_changed",
+    "why",
 ]
 
 _FRAME = "pandas.DataFrame"
@@ -33,27 +43,196 @@ _FRAME = "pandas.DataFrame"
 def diff(run_a: Run | str, run_b: Run | str, step: str | None = None) -> pd.DataFrame:
     """Compare two runs (Runs, or one Run and the id of a run in its store).
 
-    Without ``step``: one row per step of either run — its status in each, and whether
-    its code, inputs or output changed (NA where a step is missing from one run). For
-    DataFrame outputs that changed, a summary: shapes, columns added or removed, rows
-    changed (NA for a pickled frame of a store opened with ``trust=False``). Parameters
-    that differ are in ``.attrs["params"]`` as ``{name: (a, b)}``.
+    Without ``step``: one row per step of either run (NA where a step is missing from
+    one run), with the columns :data:`DIFF_COLUMNS`:
 
-    With ``step``: the row-level difference of that step's two outputs.
+    - ``status_a``, ``status_b``: the step's status in each run;
+    - ``code_changed``: its code fingerprint differs (its source, or a helper, class,
+      constant or option it uses); ``inputs_changed``: an upstream output it read
+      differs; ``output_changed``: its output's content differs;
+    - for DataFrame outputs, ``shape_a``, ``shape_b``, ``columns_added``,
+      ``columns_removed`` (B against A) and ``rows_changed`` (how many rows
+      :func:`frame_changes` reports; NA for a pickled frame of a store opened with
+      ``trust=False``);
+    - ``params_changed``: the run parameters the step read whose values differ (the
+      values each execution really used: a reused step's are those of its source);
+    - ``key_changed``: its cache keys differ; ``why``: what changed in the key, one
+      text per change, each starting with its kind (:data:`KEY_COMPONENTS`): ``code``
+      (its own source), ``options``, ``helper`` (a function, class or constant it uses:
+      the fingerprint changed while its source did not), ``parameter``, ``input``.
+
+    ``.attrs["params"]`` holds the run parameters that differ, ``{name: (a, b)}``;
+    ``.attrs["why"]`` the changes per step as :class:`KeyChange` records.
+
+    With ``step``: the row-level difference of that step's two outputs
+    (:func:`diff_outputs`).
     """
     run_a, run_b = _runs(run_a, run_b)
     if step is not None:
         arguments.text(step, "diff's step", example="'features'")
         return diff_outputs(run_a, run_b, step)
     rows_a, rows_b = run_a._latest_rows(), run_b._latest_rows()
-    order = list(run_a.step_names) + [s for s in run_b.step_names if s not in run_a.step_names]
-    records = [_compare(run_a, run_b, name, rows_a.get(name), rows_b.get(name)) for name in order]
+    record_a, record_b = run_a.record, run_b.record
+    order = list(record_a.steps) + [s for s in record_b.steps if s not in record_a.steps]
+    records, why = [], {}
+    flow_a = run_a.store.get_flow(record_a.flow, record_a.flow_fingerprint)
+    flow_b = run_b.store.get_flow(record_b.flow, record_b.flow_fingerprint)
+    for name in order:
+        row = _compare(run_a, run_b, name, rows_a.get(name), rows_b.get(name))
+        a, b = _side(record_a, flow_a, rows_a, name), _side(record_b, flow_b, rows_b, name)
+        if a is not None and b is not None:
+            changes = key_changes(a, b)
+            row["params_changed"] = _params_changed(a, b)
+            row["key_changed"] = _key_changed(a, b)
+            row["why"] = [c.text for c in changes]
+            why[name] = changes
+        records.append(row)
     frame = pd.DataFrame(records, columns=DIFF_COLUMNS)
-    for column in ("code_changed", "inputs_changed", "output_changed"):
+    for column in ("code_changed", "inputs_changed", "output_changed", "key_changed"):
         frame[column] = frame[column].astype("boolean")
     frame["rows_changed"] = frame["rows_changed"].astype("Int64")
-    frame.attrs["params"] = _param_changes(run_a.params, run_b.params)
+    frame.attrs["params"] = _param_changes(record_a.params, record_b.params)
+    frame.attrs["why"] = why
     return frame
+
+
+# -- why a step's key changed -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepSide:
+    """One run's side of a step's comparison: what its records hold of the step."""
+
+    run: RunRecord
+    row: StepExecution  # its latest execution in that run
+    definition: StepDefinition | None  # the step as that run's stored flow defines it
+    params: Mapping[str, Any] | None  # the run parameters it read; None: not known
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    """One thing that changed in a step's cache key between two runs."""
+
+    kind: str  # the component (a key of KEY_COMPONENTS)
+    name: str | None = None  # what changed within it: a parameter, an upstream step, ...
+    a: Any = None  # its value in run A, when it has one worth showing
+    b: Any = None  # ... and in run B
+
+    @property
+    def text(self) -> str:
+        """``kind``, then what changed: ``parameter min_amount: 40.0 -> 60.0``."""
+        if self.name is None:
+            return self.kind
+        if self.a is None and self.b is None:
+            return f"{self.kind} {self.name}"
+        return f"{self.kind} {self.name}: {self.a!r} -> {self.b!r}"
+
+
+#: A component of the cache key: the changes it finds between two sides (none: same).
+KeyComponent = Callable[[StepSide, StepSide], list[KeyChange]]
+
+
+def _code(a: StepSide, b: StepSide) -> list[KeyChange]:
+    """The step's own (normalized) source."""
+    if a.definition is None or b.definition is None or a.row.fingerprint == b.row.fingerprint:
+        return []
+    return [KeyChange("code")] if a.definition.source != b.definition.source else []
+
+
+def _options(a: StepSide, b: StepSide) -> list[KeyChange]:
+    """Its options (retries, timeout, cache, version: all in the fingerprint)."""
+    if a.definition is None or b.definition is None or a.row.fingerprint == b.row.fingerprint:
+        return []
+    before, after = a.definition.options, b.definition.options
+    names = list(before) + [n for n in after if n not in before]
+    return [
+        KeyChange("options", n, before.get(n), after.get(n))
+        for n in names
+        if before.get(n) != after.get(n)
+    ]
+
+
+def _helpers(a: StepSide, b: StepSide) -> list[KeyChange]:
+    """What else the fingerprint covers (helpers, classes, constants it uses): blamed
+    when it changed and nothing above explains it (the records keep no finer parts)."""
+    if a.row.fingerprint is None or b.row.fingerprint is None:
+        return []
+    if a.row.fingerprint == b.row.fingerprint or _code(a, b) or _options(a, b):
+        return []
+    if a.definition is None or b.definition is None:
+        return [KeyChange("code")]  # a definition is missing: cannot tell which part
+    return [KeyChange("helper")]
+
+
+def _parameters(a: StepSide, b: StepSide) -> list[KeyChange]:
+    """The run parameters it read."""
+    if a.params is None or b.params is None:
+        return []
+    names = list(a.params) + [n for n in b.params if n not in a.params]
+    return [
+        KeyChange("parameter", n, a.params.get(n), b.params.get(n))
+        for n in names
+        if not _same(a.params.get(n), b.params.get(n))
+    ]
+
+
+def _inputs(a: StepSide, b: StepSide) -> list[KeyChange]:
+    """The content of the upstream outputs it read."""
+    x, y = dict(a.row.inputs), dict(b.row.inputs)
+    names = list(x) + [n for n in y if n not in x]
+    return [KeyChange("input", n) for n in names if x.get(n) != y.get(n)]
+
+
+#: The components of a step's cache key that a diff tells apart, in the order ``why``
+#: lists them. A new component of the key (a data global, a module, a file, an installed
+#: package) is one more entry: a function of the two sides that reads what the
+#: executions record of it and returns a KeyChange per thing that differs.
+KEY_COMPONENTS: dict[str, KeyComponent] = {
+    "code": _code,
+    "options": _options,
+    "helper": _helpers,
+    "parameter": _parameters,
+    "input": _inputs,
+}
+
+
+def key_changes(a: StepSide, b: StepSide) -> list[KeyChange]:
+    """What changed in the step's cache key from ``a`` to ``b``, component by component;
+    when the keys differ and no component can say why, one ``key`` change saying so."""
+    changes = [change for component in KEY_COMPONENTS.values() for change in component(a, b)]
+    if not changes and _key_changed(a, b):
+        changes = [KeyChange("key", "(the records say no more)")]
+    return changes
+
+
+def _key_changed(a: StepSide, b: StepSide) -> bool | None:
+    if a.row.cache_key is None or b.row.cache_key is None:
+        return None
+    return a.row.cache_key != b.row.cache_key
+
+
+def _params_changed(a: StepSide, b: StepSide) -> list[str] | None:
+    if a.params is None or b.params is None:
+        return None
+    return [c.name for c in _parameters(a, b) if c.name is not None]
+
+
+def _side(
+    record: RunRecord, stored: FlowRecord | None, rows: Mapping[str, StepExecution], name: str
+) -> StepSide | None:
+    row = rows.get(name)
+    if row is None:
+        return None
+    definition = stored.step(name) if stored is not None else None
+    params = row.params
+    if params is None and definition is not None:
+        # Recorded before executions kept their parameters: what the run claims.
+        params = {p: record.params[p] for p in definition.params if p in record.params}
+    return StepSide(record, row, definition, params)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b and type(a) is type(b)
 
 
 def _runs(run_a: object, run_b: object) -> tuple[Run, Run]:
@@ -96,6 +275,9 @@ def _compare(
         "columns_added": None,
         "columns_removed": None,
         "rows_changed": None,
+        "params_changed": None,
+        "key_changed": None,
+        "why": None,
     }
     if a is None or b is None:
         return row
@@ -124,7 +306,7 @@ def _compare(
     return row
 
 
-def _param_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+def _param_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     names = list(a) + [n for n in b if n not in a]
     return {n: (a.get(n), b.get(n)) for n in names if a.get(n) != b.get(n)}
 
@@ -132,10 +314,20 @@ def _param_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any,
 def diff_outputs(run_a: Run, run_b: Run, step: str) -> pd.DataFrame:
     """The difference between the outputs of ``step`` in two runs.
 
-    DataFrames: the rows that were removed, added or changed (aligned on the index when
-    it is unique in both, else by position), with a ``_change`` column; for changed rows,
-    ``<column>_a`` holds the value in run A of each column that changed. Arrays and other
-    values: one row with both values (or shapes) and whether they are equal.
+    DataFrames (:func:`frame_changes`): the rows that were removed, added or changed,
+    aligned on the index when it is unique in both (else by position), with these
+    columns:
+
+    - ``_change``: ``"changed"``, ``"added"`` (in B only) or ``"removed"`` (in A only);
+    - every column of the frame as it is in B (for removed rows: A's frame, so a column
+      only one side has is NaN on the other side's rows);
+    - ``<column>_a``, for each shared column that changed in some row: that column's
+      value in run A, on the changed rows where it differs (NaN elsewhere; the column
+      of the same name holds B's value).
+
+    Arrays: one row with ``step``, ``shape_a``, ``shape_b``, ``dtype_a``, ``dtype_b``,
+    ``elements_changed`` (NA when the shapes differ) and ``equal``. Other values: one
+    row with ``step``, ``value_a``, ``value_b`` and ``equal`` (same content hash).
     """
     for run in (run_a, run_b):
         if step not in run.step_names:

@@ -26,7 +26,7 @@ from nbflow.store.open import open_store
 from nbflow.store.records import Codec, EventType, NewEvent, RunStatus
 from nbflow.store.untrusted import marked
 from nbflow.testing import make_flow, make_run, populate, start_run, typical_events
-from nbflow.testing.builders import Opaque
+from nbflow.testing.builders import Opaque, attempt_events, cached_event
 from nbflow.values import encode
 
 FRAME = pd.DataFrame({"x": [1, 2, 3], "label": ["a", "b", "c"], "y": [0.5, 1.5, 2.5]})
@@ -194,8 +194,10 @@ def test_opening_twice_does_not_migrate_again(path: Path) -> None:
 
 
 def _downgrade(path: Path, version: int) -> None:
-    """Make ``path`` the file an nbflow of schema ``version`` (1 to 5) wrote."""
+    """Make ``path`` the file an nbflow of schema ``version`` (1 to 6) wrote."""
     con = duckdb.connect(str(path))
+    if version < 7:
+        con.execute("ALTER TABLE step_executions DROP COLUMN params")  # schema 7
     if version < 6:
         con.execute("ALTER TABLE step_executions DROP COLUMN files")  # schema 6
     if version < 4:
@@ -213,7 +215,7 @@ def _downgrade(path: Path, version: int) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
 def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) -> None:
     with DuckDBStore(path) as first:
         run_id = populate(first)[0]
@@ -235,6 +237,26 @@ def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) ->
             assert (problem.kind.value, problem.run_id) == ("run_without_lease", "r-fork")
         lease = migrated.claim(run_id)
         assert lease.run_id == run_id
+
+
+def test_a_file_from_before_step_parameters_gets_them_from_its_events(path: Path) -> None:
+    """Schema 6 kept the parameters a step read in its step_started event only: migrating
+    to 7 fills the rows from them (a cached row never had them), and check agrees."""
+    with DuckDBStore(path) as first:
+        first.put_flow(make_flow())
+        first.create_run(make_run("r"))
+        events = [
+            NewEvent(EventType.RUN_STARTED),
+            *attempt_events("load", params={"n": 5, "min_amount": 60.0}),
+            cached_event("clean"),
+            NewEvent(EventType.RUN_COMPLETED),
+        ]
+        first.append("r", 0, events)
+    _downgrade(path, 6)
+    with DuckDBStore(path) as migrated:
+        rows = {r.step: r.params for r in migrated.executions("r")}
+        assert rows == {"load": {"n": 5, "min_amount": 60.0}, "clean": None}
+        assert migrated.check() == []
 
 
 def test_a_file_from_before_run_marks_marks_the_runs_its_imported_pickles_name(
@@ -267,7 +289,7 @@ def test_a_file_from_before_run_marks_marks_the_runs_its_imported_pickles_name(
         assert migrated.cache_hits("flow", ["load-fp"])["ck-load"].run_id == "mine"
         assert migrated.check() == []
         versions = migrated.sql("SELECT version FROM schema_migrations ORDER BY version")
-        assert list(versions["version"]) == [1, 2, 3, 4, 5, 6]
+        assert list(versions["version"]) == [n for n, _, _ in schema.MIGRATIONS]
 
 
 @pytest.mark.parametrize("version", [3, 4])

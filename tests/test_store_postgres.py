@@ -33,7 +33,7 @@ from nbflow.store.postgres.store import PostgresStore
 from nbflow.store.records import EventType, NewEvent, RunStatus
 from nbflow.store.untrusted import marked
 from nbflow.testing import make_flow, make_run, start_run, typical_events
-from nbflow.testing.builders import Opaque
+from nbflow.testing.builders import Opaque, attempt_events, cached_event
 from nbflow.testing.postgres import PostgresServer
 from nbflow.values import encode
 
@@ -370,6 +370,7 @@ def test_a_schema_from_before_run_marks_is_migrated_marking_imported_runs(
     with psycopg.connect(server.uri(), autocommit=True) as con:
         con.execute(f"DROP TABLE {schema}.untrusted_runs")
         con.execute(f"ALTER TABLE {schema}.step_executions DROP COLUMN files")  # schema 3
+        con.execute(f"ALTER TABLE {schema}.step_executions DROP COLUMN params")  # schema 4
         con.execute(f"DELETE FROM {schema}.schema_migrations WHERE version > 1")
         con.execute(f"UPDATE {schema}.nbflow_meta SET value = '1' WHERE key = 'schema_version'")
     with PostgresStore(uri) as migrated:
@@ -379,8 +380,34 @@ def test_a_schema_from_before_run_marks_is_migrated_marking_imported_runs(
         }
         assert migrated.cache_hits("flow", ["load-fp"])["ck-load"].run_id == "mine"
         versions = migrated.sql("SELECT version FROM schema_migrations ORDER BY version")
-        assert list(versions["version"]) == [1, 2, 3]
-        assert [n for n, _, _ in postgres_schema.MIGRATIONS] == [1, 2, 3]
+        assert list(versions["version"]) == [n for n, _, _ in postgres_schema.MIGRATIONS]
+        assert [n for n, _, _ in postgres_schema.MIGRATIONS] == [1, 2, 3, 4]
+        assert migrated.check() == []
+
+
+def test_a_schema_from_before_step_parameters_gets_them_from_its_events(
+    pg: PostgresStore, uri: str, server: PostgresServer
+) -> None:
+    """Schema 3 kept the parameters a step read in its step_started event only: migrating
+    to 4 fills the rows from them (a cached row never had them), and check agrees."""
+    pg.put_flow(make_flow())
+    pg.create_run(make_run("r"))
+    events = [
+        NewEvent(EventType.RUN_STARTED),
+        *attempt_events("load", params={"n": 5, "min_amount": 60.0}),
+        cached_event("clean"),
+        NewEvent(EventType.RUN_COMPLETED),
+    ]
+    pg.append("r", 0, events)
+    pg.close()
+    schema = uri.split("schema=")[1]
+    with psycopg.connect(server.uri(), autocommit=True) as con:
+        con.execute(f"ALTER TABLE {schema}.step_executions DROP COLUMN params")
+        con.execute(f"DELETE FROM {schema}.schema_migrations WHERE version > 3")
+        con.execute(f"UPDATE {schema}.nbflow_meta SET value = '3' WHERE key = 'schema_version'")
+    with PostgresStore(uri) as migrated:
+        rows = {r.step: r.params for r in migrated.executions("r")}
+        assert rows == {"load": {"n": 5, "min_amount": 60.0}, "clean": None}
         assert migrated.check() == []
 
 

@@ -4,6 +4,7 @@ step previews, events, forks, lineage, and closing."""
 from __future__ import annotations
 
 import gc
+import html
 import re
 import threading
 from dataclasses import dataclass
@@ -236,6 +237,30 @@ def test_fork_from_a_step_with_new_parameters_runs_live_and_is_selected(browsed)
     assert browser.lineage.rows[1]["cells"][3] == 'min_amount=15.0, label="forked"'
 
 
+def test_the_fork_panel_says_what_a_fork_would_recompute_before_fork_is_pressed(browsed):
+    browser, flow = browsed.browser, browsed.flow
+    runs = len(flow.runs())
+    frontend_update(browser.dag, selected="report")
+    plan = html.unescape(browser.fork.plan.value)
+    assert "reuses orders, cleaned, weights" in plan and "runs report" in plan
+    assert "also recomputes" not in plan
+    browser.fork.form.inputs["min_amount"].value = 15.0  # read by `cleaned`, upstream
+    plan = html.unescape(browser.fork.plan.value)
+    assert "reuses orders" in plan and "runs report" in plan
+    assert "also recomputes cleaned: parameter min_amount: 10.0 -> 15.0" in plan
+    assert "also recomputes weights: it reads 'cleaned', which is recomputed" in plan
+    browser.fork.mode.value = "version"
+    assert "also recomputes cleaned" in html.unescape(browser.fork.plan.value)
+    assert len(flow.runs()) == runs  # telling forked nothing
+    browser.fork.mode.value = "step"
+    browser.fork.button.click()
+    forked = browser.run
+    assert forked is not None and forked.id != browsed.second.id
+    wait_until_shown_finished(browser, forked.id)
+    assert forked["report"]["rows"] == 5  # amounts 15 to 19: the parameter was applied
+    assert set(forked.events["payload"].iloc[0]["recomputed"]) == {"cleaned", "weights"}
+
+
 def test_a_fork_that_ends_before_the_panel_hears_of_it_still_says_how_it_ended(
     browsed, monkeypatch
 ):
@@ -286,6 +311,7 @@ def test_parameters_of_other_types_are_edited_as_json(store, comms):
         assert type(inputs["strict"]).__name__ == "Checkbox"
         runs_before = len(flow.runs())
         inputs["columns"].value = '["a",'
+        assert "is not JSON" in browser.fork.plan.value  # said before Fork is pressed
         browser.fork.press()
         assert "parameter &#x27;columns&#x27;" in browser.fork.status.value
         assert "is not JSON" in browser.fork.status.value

@@ -215,8 +215,10 @@ class Run:
 
         ``from_step``: recompute that step and everything downstream of it, reuse the
         others. ``at_version``: reuse what was completed at that version, run the rest.
-        Keyword arguments that are not options override run parameters. Recomputed steps
-        execute even if a cached result exists, unless ``cache=True``. ``run=False``
+        Keyword arguments that are not options override run parameters. A step it would
+        reuse whose parameters or code it changes is recomputed too, with what reads it
+        (its ``run_forked`` event lists them under ``recomputed``, with why). Recomputed
+        steps execute even if a cached result exists, unless ``cache=True``. ``run=False``
         creates the fork without executing it (``.resume()`` runs it).
         """
         from nbflow.engine.launch import RunOptions

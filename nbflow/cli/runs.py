@@ -198,6 +198,9 @@ def diff_command(
 ) -> int:
     """What differs between runs A and B (per step, or one step's rows with --step).
 
+    Per step, the columns of nf.diff: statuses, what changed (code, inputs, output,
+    the parameters it read: params_changed) and why its cache key changed (why). The
+    table format first lists the run parameters that differ and each step's reasons.
     Loads the steps' outputs: a pickled one only from a trusted store (--trust/--no-trust).
     """
     from nbflow.api.lookups import get_run
@@ -210,5 +213,9 @@ def diff_command(
     if fmt == "table" and changed:
         for name, (a, b) in changed.items():
             echo(f"param {printable(name)}: {a!r} -> {b!r}")
+    if fmt == "table" and step is None:
+        for name, reasons in zip(frame["step"], frame["why"], strict=True):
+            if isinstance(reasons, list) and reasons:
+                echo(f"why {printable(name)}: {printable('; '.join(reasons))}")
     echo(render(frame.reset_index(drop=step is None), fmt))
     return EXIT_OK

@@ -5,12 +5,18 @@ downstream of it; ``run.fork(at_version=v)`` reuses what was completed at versio
 Reused outputs are recorded as references (``step_cached`` events naming their source),
 so forking writes no value bytes and costs the same whatever the outputs weigh. The rest
 executes with the flow's current definitions and the fork's parameters.
+
+A fork never takes over a step that its parameters or code change: a step it could reuse
+whose parameters differ from those the parent's execution read, or whose code
+fingerprint differs from that execution's, is recomputed too, with what depends on it;
+the plan says which and why (:class:`Recompute`), and so does the fork's first event.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from nbflow.errors import RunError, UnknownStepError
@@ -28,8 +34,41 @@ from nbflow.store.records import (
 from nbflow.store.untrusted import UntrustedRun
 
 if TYPE_CHECKING:
+    from nbflow.engine.runner import StepPlan
     from nbflow.graph.dag import FlowGraph
     from nbflow.store.base import Store
+
+
+@dataclass(frozen=True)
+class Recompute:
+    """Why a fork recomputes a step whose output its parent has (outside the fork point).
+
+    Each field is one reason; any number of them may hold.
+    """
+
+    step: str
+    # parameter -> (the value the parent's execution read, the fork's value)
+    params: Mapping[str, tuple[Any, Any]] = field(default_factory=dict)
+    code: bool = False  # its code fingerprint differs from the parent's execution's
+    upstream: str | None = None  # a step it reads that the fork recomputes
+
+    def describe(self) -> str:
+        """The reasons, as a sentence fragment: ``parameter min_amount: 40.0 -> 60.0``."""
+        parts = [f"parameter {n}: {a!r} -> {b!r}" for n, (a, b) in self.params.items()]
+        if self.code:
+            parts.append("its code changed")
+        if self.upstream is not None:
+            parts.append(f"it reads {self.upstream!r}, which is recomputed")
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """How the ``run_forked`` event records it."""
+        return {
+            "reason": self.describe(),
+            "params": {n: [a, b] for n, (a, b) in self.params.items()},
+            "code": self.code,
+            "upstream": self.upstream,
+        }
 
 
 @dataclass(frozen=True)
@@ -41,6 +80,8 @@ class ForkPlan:
     force: list[str]  # the steps it runs even if a cached result exists
     version: int  # the parent's version it forks at
     state: RunState  # the parent's state at that version
+    # The steps it recomputes although the fork point alone would have reused them.
+    recomputed: dict[str, Recompute] = field(default_factory=dict)
 
 
 def check_fork_point(parent: RunRecord, from_step: str | None, at_version: int | None) -> None:
@@ -65,10 +106,17 @@ def plan_fork(
     from_step: str | None,
     at_version: int | None,
     cache: bool,
+    plans: Mapping[str, StepPlan] | None = None,
 ) -> ForkPlan:
     """What a fork of ``parent`` (whose steps ``graph`` defines) reuses and executes:
     everything but ``from_step`` and its descendants, or what was completed at
-    ``at_version`` (:func:`check_fork_point` first)."""
+    ``at_version`` (:func:`check_fork_point` first).
+
+    With ``plans`` (the fork's steps as it would run them: code fingerprints and
+    parameter values), a step it would reuse is recomputed instead when the parameters
+    it reads or its code differ from its execution in the parent, and so is every step
+    that reads one it recomputes (:attr:`ForkPlan.recomputed` says which and why).
+    """
     if from_step is not None:
         if from_step not in graph.steps:
             raise UnknownStepError(from_step, graph.steps, where=f"run {parent.run_id}")
@@ -87,12 +135,47 @@ def plan_fork(
         version = at_version
 
     reused: dict[str, StepExecution] = {}
+    recomputed: dict[str, Recompute] = {}
     for name in graph.order:
         row = state.latest(name)
-        if name not in recompute and row is not None and row.status.has_output and row.output:
+        if name in recompute or row is None or not row.status.has_output or not row.output:
+            continue
+        if row.params is None:  # a record from before executions kept their parameters
+            row = dataclasses.replace(row, params=_claimed_params(parent, graph, name))
+        why = None if plans is None else _why_recompute(graph, name, row, plans[name], recomputed)
+        if why is not None:
+            recomputed[name] = why
+        else:
             reused[name] = row
     executes = [n for n in graph.order if n not in reused]
-    return ForkPlan(reused, executes, [] if cache else executes, version, state)
+    return ForkPlan(reused, executes, [] if cache else executes, version, state, recomputed)
+
+
+def _claimed_params(parent: RunRecord, graph: FlowGraph, name: str) -> dict[str, Any]:
+    """The parameters of ``name`` as ``parent``'s record states them (all an older
+    record tells of what the step read)."""
+    return {p: parent.params[p] for p in graph.steps[name].params if p in parent.params}
+
+
+def _why_recompute(
+    graph: FlowGraph,
+    name: str,
+    row: StepExecution,
+    plan: StepPlan,
+    recomputed: Mapping[str, Recompute],
+) -> Recompute | None:
+    """Why the fork cannot take ``row`` over for step ``name``, or None if it can."""
+    used = dict(row.params or {})
+    params = {
+        p: (used.get(p), value)
+        for p, value in plan.params.items()
+        if p not in used or used[p] != value or type(used[p]) is not type(value)
+    }
+    code = row.fingerprint is not None and row.fingerprint != plan.fingerprint
+    upstream = next((u for u in graph.steps[name].upstream if u in recomputed), None)
+    if not params and not code and upstream is None:
+        return None
+    return Recompute(name, params, code, upstream)
 
 
 def fork_event(
@@ -109,6 +192,7 @@ def fork_event(
             "executes": plan.executes,
             "force": plan.force,
             "params": dict(params),
+            "recomputed": {n: r.to_json() for n, r in plan.recomputed.items()},
         },
     )
 
@@ -143,6 +227,7 @@ def _row_json(row: StepExecution) -> dict[str, Any]:
         "fingerprint": row.fingerprint,
         "inputs": dict(row.inputs),
         "source_run_id": row.source_run_id or row.run_id,
+        "params": None if row.params is None else dict(row.params),
     }
 
 
@@ -157,4 +242,5 @@ def _row_from_json(parent_id: str, step: str, data: Mapping[str, Any]) -> StepEx
         output=ValueRef.from_json(data["output"]),
         inputs=dict(data.get("inputs") or {}),
         source_run_id=data.get("source_run_id"),
+        params=data.get("params"),
     )

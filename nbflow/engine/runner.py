@@ -354,6 +354,7 @@ class Runner:
             output=hit.output.to_json(),
             inputs=self._inputs(name),
             source_run_id=hit.origin,
+            params=dict(self.plans[name].params),  # in the key: what the hit's source read
         )
         self._outputs[name] = hit.output
         self._release_inputs(name)
@@ -373,6 +374,7 @@ class Runner:
             inputs=dict(row.inputs),
             source_run_id=row.source_run_id or row.run_id,
             reused_from=row.run_id,
+            **({} if row.params is None else {"params": dict(row.params)}),
         )
         self._outputs[name] = row.output
 

@@ -221,6 +221,7 @@ def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
             fingerprint=payload.get("fingerprint"),
             started_at=event.ts,
             seq=event.seq,
+            params=_params(payload),
         )
 
     if event.type in (EventType.STEP_CACHED, EventType.STEP_SKIPPED):
@@ -242,6 +243,7 @@ def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
                 source_run_id=payload.get("source_run_id"),
                 seq=event.seq,
                 files=FilesRead.from_json(payload.get("files")),
+                params=_params(payload),
             )
         return StepExecution(
             run_id=event.run_id,
@@ -287,6 +289,11 @@ def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
         error=payload.get("error") if target is StepStatus.FAILED else None,
         traceback=payload.get("traceback") if target is StepStatus.FAILED else None,
     )
+
+
+def _params(payload: Mapping[str, Any]) -> dict[str, Any] | None:
+    params = payload.get("params")
+    return dict(params) if isinstance(params, Mapping) else None
 
 
 def _ref(data: Mapping[str, Any] | None) -> ValueRef | None:

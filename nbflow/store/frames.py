@@ -63,6 +63,7 @@ STEP_COLUMNS: dict[str, str] = {
     "output_size": "Int64",
     "source_run_id": "str",
     "seq": "int64",
+    "params": "object",
 }
 
 
@@ -90,6 +91,8 @@ def conform(frame: pd.DataFrame, columns: Mapping[str, str]) -> pd.DataFrame:
 def _parse_json(value: Any) -> Any:
     if isinstance(value, str | bytes):
         return json.loads(value)
+    if isinstance(value, float) and value != value:  # a SQL NULL, through Arrow
+        return None
     return value
 
 
@@ -154,6 +157,7 @@ def steps_frame(executions: Iterable[StepExecution]) -> pd.DataFrame:
             "output_size": x.output.size if x.output else None,
             "source_run_id": x.source_run_id,
             "seq": x.seq,
+            "params": None if x.params is None else dict(x.params),
         }
         for x in sorted(executions, key=lambda x: (x.seq, x.attempt, x.step))
     ]

@@ -266,6 +266,10 @@ class StepExecution:
     source_run_id: str | None = None  # where a cached or reused output came from
     seq: int = 0  # seq of the event that last changed this row (orders rows as they happened)
     files: FilesRead | None = None  # the files it declared or read, when there were any
+    # The run parameters the step read, as this attempt used them; for a cached or reused
+    # step, those the execution it takes its output from used. None: not recorded (a
+    # store written by nbflow before they were).
+    params: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

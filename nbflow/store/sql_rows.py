@@ -41,7 +41,7 @@ RUN_COLS = (
 RUN_RECORD_COLS = RUN_COLS.replace(" version,", "")
 EXEC_COLS = (
     "run_id, step, attempt, status, cache_key, output, inputs, started_at, finished_at, "
-    "duration_ms, error, traceback, source_run_id, seq, fingerprint, files"
+    "duration_ms, error, traceback, source_run_id, seq, fingerprint, files, params"
 )
 EVENT_COLS = "run_id, seq, ts, type, step, attempt, payload"
 LEASE_COLS = "run_id, token, pid, host, acquired_at, expires_at, proc_start"
@@ -49,7 +49,7 @@ LEASE_COLS = "run_id, token, pid, host, acquired_at, expires_at, proc_start"
 EXEC_INSERT_COLS = (
     "run_id, step, attempt, flow, status, cache_key, output, output_hash, inputs, "
     "started_at, finished_at, duration_ms, error, traceback, source_run_id, seq, fingerprint, "
-    "files"
+    "files, params"
 )
 
 #: Parses a JSON column as the driver returns it (text for DuckDB, parsed for psycopg).
@@ -199,6 +199,7 @@ def _execution_from_row(r: Sequence[Any], read_json: JsonReader) -> StepExecutio
         seq=r[13],
         fingerprint=r[14],
         files=FilesRead.from_json(read_json(r[15]) if r[15] else None),
+        params=read_json(r[16]) if r[16] is not None else None,
     )
 
 
@@ -249,7 +250,7 @@ UPSERT_EXECUTIONS = (
     "finished_at = excluded.finished_at, duration_ms = excluded.duration_ms, "
     "error = excluded.error, traceback = excluded.traceback, "
     "source_run_id = excluded.source_run_id, seq = excluded.seq, "
-    "fingerprint = excluded.fingerprint, files = excluded.files"
+    "fingerprint = excluded.fingerprint, files = excluded.files, params = excluded.params"
 )
 
 

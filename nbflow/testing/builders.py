@@ -149,20 +149,19 @@ def attempt_events(
     fingerprint: str | None = None,
     cache_key: str | None = None,
     inputs: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> list[NewEvent]:
-    """One successful attempt of ``step``: started, input, output, completed."""
+    """One successful attempt of ``step``: started (reading ``params``, if given), input,
+    output, completed."""
     clock = clock or Clock()
+    started: dict[str, Any] = {
+        "cache_key": cache_key if cache_key is not None else f"ck-{step}",
+        "fingerprint": fingerprint if fingerprint is not None else f"{step}-fp",
+    }
+    if params is not None:
+        started["params"] = dict(params)
     return [
-        NewEvent(
-            EventType.STEP_STARTED,
-            step,
-            attempt,
-            {
-                "cache_key": cache_key if cache_key is not None else f"ck-{step}",
-                "fingerprint": fingerprint if fingerprint is not None else f"{step}-fp",
-            },
-            clock(),
-        ),
+        NewEvent(EventType.STEP_STARTED, step, attempt, started, clock()),
         NewEvent(
             EventType.STEP_INPUT_RECORDED,
             step,
@@ -207,22 +206,21 @@ def cached_event(
     output: Any = 42,
     fingerprint: str | None = None,
     cache_key: str | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> NewEvent:
-    """``step`` is answered from the cache (an execution row with attempt 0)."""
+    """``step`` is answered from the cache (an execution row with attempt 0), its source
+    having read ``params`` (if given)."""
     clock = clock or Clock()
-    return NewEvent(
-        EventType.STEP_CACHED,
-        step,
-        None,
-        {
-            "cache_key": cache_key if cache_key is not None else f"ck-{step}",
-            "fingerprint": fingerprint if fingerprint is not None else f"{step}-fp",
-            "output": output_ref(output),
-            "inputs": {"n": "hash-n"},
-            "source_run_id": source_run_id,
-        },
-        clock(),
-    )
+    payload: dict[str, Any] = {
+        "cache_key": cache_key if cache_key is not None else f"ck-{step}",
+        "fingerprint": fingerprint if fingerprint is not None else f"{step}-fp",
+        "output": output_ref(output),
+        "inputs": {"n": "hash-n"},
+        "source_run_id": source_run_id,
+    }
+    if params is not None:
+        payload["params"] = dict(params)
+    return NewEvent(EventType.STEP_CACHED, step, None, payload, clock())
 
 
 def skipped_event(

@@ -329,6 +329,27 @@ class RecordConformance:
         assert row.step == TRICKY_STEP
         assert row.output is not None and row.output.inline == TRICKY_PAYLOAD["unicode"]
 
+    def test_an_execution_keeps_the_parameters_it_read(self, store: Store) -> None:
+        """A step's row holds the parameters its step_started (or step_cached) event
+        names, typed as given, in every view; None when the event names none."""
+        run = start_run(store)
+        clock = Clock()
+        read = {"min_amount": 60.0, "n": 5, "name": "ü", "ids": [1, 2], "on": True}
+        events = [
+            *attempt_events("load", clock=clock, params=read),
+            cached_event("clean", clock=clock, params={"n": 5}),
+            cached_event("other", clock=clock),
+        ]
+        last = store.append(run.run_id, run.version, events)
+        want = {"load": read, "clean": {"n": 5}, "other": None}
+        at = store.state_at(run.run_id, last.version)
+        for rows in (store.executions(run.run_id), list(at.executions.values())):
+            assert {r.step: r.params for r in rows} == want
+        (load,) = [r for r in store.executions(run.run_id) if r.step == "load"]
+        assert load.params is not None and type(load.params["min_amount"]) is float
+        frame = store.steps_frame(run.run_id)
+        assert dict(zip(frame["step"], frame["params"], strict=True)) == want
+
     def test_read_events_upto_stops_at_that_version(self, store: Store) -> None:
         """``upto=v`` returns the events with seq <= v."""
         store.create_run(make_run("r1"))

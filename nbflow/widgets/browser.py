@@ -34,7 +34,7 @@ from nbflow.widgets.browser_tables import (
     runs_table,
 )
 from nbflow.widgets.dag import DagWidget
-from nbflow.widgets.fork import ForkPanel, ForkRequest, param_types
+from nbflow.widgets.fork import ForkPanel, ForkRequest, fork_plan, param_types
 from nbflow.widgets.live import Follower, close_all
 from nbflow.widgets.preview import message, run_header, step_details, value_preview
 from nbflow.widgets.rows import version_rows
@@ -101,7 +101,7 @@ class Browser(w.VBox):
         self.step_panel = w.HTML(message("Click a step in the DAG to see its output."))
         self.step_panel.add_class("nbflow-step-panel")
         self.events = events_table()
-        self.fork = ForkPanel(self._fork)
+        self.fork = ForkPanel(self._fork, lambda request: fork_plan(self._run, self._flow, request))
         self.lineage = lineage_table()
         self.tabs = w.Tab(
             children=[self.step_panel, self.events, self.fork, self.lineage],

@@ -4,6 +4,12 @@ The form is generated from the flow's stored definition: each run parameter gets
 input that fits its type (a number box for ``int`` and ``float``, a checkbox for
 ``bool``, a text box for ``str``, JSON for anything else), filled with the selected
 run's values. Pressing Fork calls back the browser with what was chosen.
+
+Before Fork is pressed, the panel says what the fork would do (its ``plan`` callback, the
+browser's :func:`nbflow.api.fork.preview_fork`): what it reuses, what it runs, and each
+step outside the fork point that it recomputes because the chosen parameters (or the
+code) changed what that step read — redrawn whenever the step, the version or a
+parameter changes.
 """
 
 from __future__ import annotations
@@ -11,12 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from nbflow.errors import NbflowError
 from nbflow.store.records import FlowRecord, RunRecord, RunStatus
 from nbflow.widgets.preview import message
+
+if TYPE_CHECKING:
+    from nbflow.api.protocols import FlowDefinition
+    from nbflow.api.run import Run
 
 FROM_STEP = "step"
 AT_VERSION = "version"
@@ -47,9 +58,10 @@ def param_types(record: FlowRecord | None, steps: tuple[str, ...] = ()) -> dict[
 class ParamForm(w.VBox):
     """Inputs for run parameters, one per parameter, typed from the flow's definition."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[], None] = lambda: None) -> None:
         super().__init__()
         self.add_class("nbflow-param-form")
+        self._on_change = on_change
         self._inputs: dict[str, w.ValueWidget] = {}
         self._types: dict[str, str] = {}
         self._initial: dict[str, Any] = {}
@@ -61,6 +73,8 @@ class ParamForm(w.VBox):
         self._types = dict(types)
         self._initial = {name: values.get(name) for name in types}
         self._inputs = {name: _input(name, t, values.get(name)) for name, t in types.items()}
+        for box in self._inputs.values():
+            box.observe(lambda _: self._on_change(), names="value")
         self.children = list(self._inputs.values()) or [
             w.HTML(message("this flow has no run parameters"))
         ]
@@ -108,11 +122,38 @@ def _input(name: str, type_name: str, value: Any) -> w.ValueWidget:
     return w.Text(value=json.dumps(value), description=f"{name} (JSON)", style=style, layout=layout)
 
 
-class ForkPanel(w.VBox):
-    """Choose a step (or the selected version), edit the parameters, press Fork."""
+def fork_plan(run: Run | None, flow: FlowDefinition | None, request: ForkRequest) -> list[str]:
+    """What forking ``run`` (of ``flow``, as defined now) as ``request`` asks would do, as
+    lines (nothing without a run, or when its flow is not defined in this session)."""
+    if run is None or flow is None:
+        return []
+    from nbflow.api.fork import preview_fork
 
-    def __init__(self, on_fork: Callable[[ForkRequest], None]) -> None:
+    preview = preview_fork(
+        flow,
+        run,
+        from_step=request.from_step,
+        at_version=request.at_version,
+        params=request.params,
+    )
+    return preview.describe()
+
+
+#: What the panel asks of its owner to preview a fork: the lines saying what it would
+#: do (``ForkPreview.describe``); an NbflowError or ValueError says why it cannot.
+PlanFork = Callable[[ForkRequest], list[str]]
+
+
+class ForkPanel(w.VBox):
+    """Choose a step (or the selected version), edit the parameters, see what the fork
+    would do, press Fork."""
+
+    def __init__(
+        self, on_fork: Callable[[ForkRequest], None], plan: PlanFork | None = None
+    ) -> None:
         self._on_fork = on_fork
+        self._plan = plan
+        self._loading = False
         self._version: int | None = None
         self.mode = w.ToggleButtons(
             options=[("from a step", FROM_STEP), ("at the selected version", AT_VERSION)],
@@ -123,7 +164,9 @@ class ForkPanel(w.VBox):
             description="step", options=[], style={"description_width": "initial"}
         )
         self.where = w.HTML()
-        self.form = ParamForm()
+        self.form = ParamForm(self._show_plan)
+        self.plan = w.HTML()
+        self.plan.add_class("nbflow-fork-plan")
         self.button = w.Button(description="Fork", button_style="primary", icon="code-branch")
         self.button.add_class("nbflow-fork-button")
         self.status = w.HTML()
@@ -140,12 +183,14 @@ class ForkPanel(w.VBox):
                 self.where,
                 w.HTML('<div class="nbflow-subhead">run parameters</div>'),
                 self.form,
+                self.plan,
                 self.button,
                 self.status,
             ]
         )
         self.add_class("nbflow-fork")
         self.mode.observe(lambda _: self._describe(), names="value")
+        self.step.observe(lambda _: self._show_plan(), names="value")
         self.button.on_click(lambda _: self.press())
 
     def load(
@@ -157,9 +202,13 @@ class ForkPanel(w.VBox):
         step: str = "",
     ) -> None:
         """Fill the panel for a newly selected run."""
-        self.step.options = list(steps)
-        self.step.value = step if step in steps else (steps[0] if steps else None)
-        self.form.load(types, values)
+        self._loading = True  # one plan for the new run, not one per input filled
+        try:
+            self.step.options = list(steps)
+            self.step.value = step if step in steps else (steps[0] if steps else None)
+            self.form.load(types, values)
+        finally:
+            self._loading = False
         self.set_version(version)
 
     def set_step(self, step: str) -> None:
@@ -180,6 +229,18 @@ class ForkPanel(w.VBox):
             if at
             else ""
         )
+        self._show_plan()
+
+    def _show_plan(self) -> None:
+        """Say what pressing Fork would do now: reused, run, and recomputed with why."""
+        if self._plan is None or self._loading:
+            return
+        try:
+            lines = self._plan(self.request())
+        except (NbflowError, ValueError) as exc:
+            self.plan.value = message(f"cannot fork so: {exc}", "error")
+            return
+        self.plan.value = "".join(message(line) for line in lines)
 
     def request(self) -> ForkRequest:
         """What pressing Fork would ask for (ValueError if a parameter is invalid)."""

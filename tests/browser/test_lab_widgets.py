@@ -131,6 +131,9 @@ def test_pressing_fork_creates_a_run_that_appears_in_the_runs_table(page):
     box = field.locator("input")
     box.fill("40")
     box.press("Enter")
+    # Before Fork is pressed, the panel says what the fork would reuse and run.
+    plan = page.locator(f"{BROWSER} .nbflow-fork-plan")
+    plan.get_by_text("reuses", exact=False).first.wait_for(timeout=WAIT_MS)
     page.locator(f"{BROWSER} .nbflow-fork-button").click()
     page.wait_for_function(
         """([sel, n]) => document.querySelectorAll(sel).length > n""",

@@ -174,8 +174,8 @@ def insert_executions(rows: int) -> str:
     return (
         "INSERT INTO step_executions (run_id, step, attempt, flow, status, cache_key, output, "
         "output_hash, inputs, started_at, finished_at, duration_ms, error, traceback, "
-        "source_run_id, seq, fingerprint, files) VALUES "
-        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+        "source_run_id, seq, fingerprint, files, params) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     )
 
 
@@ -208,4 +208,5 @@ def execution_params(x: StepExecution, flow: str) -> list[Any]:
         x.seq,
         x.fingerprint,
         dumps(x.files.to_json()) if x.files is not None else None,
+        None if x.params is None else dumps(dict(x.params)),
     ]

@@ -9,7 +9,7 @@ from nbflow.store.duckdb.read_only import is_read_only
 from nbflow.store.migrations import FORMAT, parse_version, recording, refuse_newer, require_tables
 
 #: The schema this version of nbflow writes. Files from a newer schema are refused.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: Where DataFrame values live as native tables (``nbflow_values.v_<hash>``).
 VALUES_SCHEMA = "nbflow_values"
@@ -169,6 +169,17 @@ VALUE_LAYOUTS_V5 = (
 #: Version 6: the files each execution declared or read, with their content hashes (see
 #: ``nbflow.store.records.FilesRead``); NULL for executions that had none.
 FILES_READ_V6 = "ALTER TABLE step_executions ADD COLUMN files JSON;"
+#: Version 7: the run parameters each step execution read (a cached or reused one: those
+#: of the execution it takes its output from), so a run's record says what each step used.
+#: Older rows get them from their step_started event; older cached rows never had them.
+STEP_PARAMS_V7 = """
+ALTER TABLE step_executions ADD COLUMN params JSON;
+UPDATE step_executions SET params = (
+    SELECT json_extract(e.payload, '$.params') FROM events e
+    WHERE e.run_id = step_executions.run_id AND e.step = step_executions.step
+      AND e.attempt = step_executions.attempt AND e.type = 'step_started'
+) WHERE attempt > 0;
+"""
 
 #: Numbered migrations: (version, name, DDL). Version 1 creates the schema.
 MIGRATIONS: list[tuple[int, str, str]] = [
@@ -178,6 +189,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (4, "untrusted runs", UNTRUSTED_RUNS_V4),
     (5, "large values in tables of words, small frames in their rows", VALUE_LAYOUTS_V5),
     (6, "files read by each execution", FILES_READ_V6),
+    (7, "the parameters each step read", STEP_PARAMS_V7),
 ]
 
 

@@ -64,7 +64,7 @@ def query_frames(
         for name, frame in tables.items():
             for col in ("params", "payload"):
                 if col in frame:
-                    frame = frame.assign(**{col: frame[col].map(json.dumps)})
+                    frame = frame.assign(**{col: frame[col].map(_json_or_null)})
             con.register(name, frame)
         check_read_only(con, query)
         try:
@@ -74,3 +74,7 @@ def query_frames(
     finally:
         con.close()
     return table.to_pandas()
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)

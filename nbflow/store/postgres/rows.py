@@ -41,6 +41,7 @@ EXEC_ARRAYS = (
     ("seq", "bigint"),
     ("fingerprint", "text"),
     ("files", "text"),
+    ("params", "text"),
 )
 
 
@@ -52,7 +53,7 @@ def executions_from_arrays(prefix: str) -> str:
         "SELECT %(run_id)s, x.step, x.attempt, %(flow)s, x.status, x.cache_key, "
         "x.output::json, x.output_hash, x.inputs::json, x.started_at, x.finished_at, "
         "x.duration_ms, x.error, x.traceback, x.source_run_id, x.seq, x.fingerprint, "
-        "x.files::json "
+        "x.files::json, x.params::json "
         f"FROM unnest({arrays}) AS x({names})"
     )
 
@@ -100,6 +101,7 @@ def execution_arrays(prefix: str, rows: Sequence[StepExecution]) -> dict[str, li
             ("seq", x.seq),
             ("fingerprint", x.fingerprint),
             ("files", dumps(x.files.to_json()) if x.files is not None else None),
+            ("params", None if x.params is None else dumps(dict(x.params))),
         ):
             columns[f"{prefix}_{name}"].append(value)
     return columns

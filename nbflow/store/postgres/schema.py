@@ -14,7 +14,7 @@ from nbflow.errors import NotAStoreError
 from nbflow.store.migrations import FORMAT, parse_version, recording, refuse_newer, require_tables
 
 #: The schema this version of nbflow writes. Newer ones are refused.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Bytes per row of ``blob_chunks``: large values are split so no single row (or
 #: statement parameter) grows past a few MB.
@@ -140,6 +140,15 @@ GROUP BY run_id;
 #: Version 3: the files each execution declared or read, with their content hashes (see
 #: ``nbflow.store.records.FilesRead``); NULL for executions that had none.
 FILES_READ_V3 = "ALTER TABLE step_executions ADD COLUMN files JSON;"
+#: Version 4: the run parameters each step execution read (a cached or reused one: those
+#: of the execution it takes its output from), so a run's record says what each step used.
+#: Older rows get them from their step_started event; older cached rows never had them.
+STEP_PARAMS_V4 = """
+ALTER TABLE step_executions ADD COLUMN params JSON;
+UPDATE step_executions AS x SET params = e.payload -> 'params' FROM events e
+WHERE x.attempt > 0 AND e.run_id = x.run_id AND e.step = x.step AND e.attempt = x.attempt
+  AND e.type = 'step_started';
+"""
 
 #: The tables of the current schema.
 TABLES = (
@@ -160,6 +169,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema", SCHEMA_V1),
     (2, "untrusted runs", UNTRUSTED_RUNS_V2),
     (3, "files read by each execution", FILES_READ_V3),
+    (4, "the parameters each step read", STEP_PARAMS_V4),
 ]
 
 #: Serialises first opens (and migrations) of one schema by several processes.
