@@ -128,7 +128,7 @@ def arrow_types() -> tuple[list[Any], list[Any]]:
     text, whole = pa.string(), pa.int64()
     events = [text, whole, ts, text, text, pa.int32(), text]
     executions = [text, text, pa.int32(), text, text, text, text, text, text, ts, ts]
-    executions += [pa.float64(), text, text, text, whole, text, text]
+    executions += [pa.float64(), text, text, text, whole, text, text, text]  # ..., files, params
     return events, executions
 
 
