@@ -25,6 +25,7 @@ from nbflow.testing.builders import *  # noqa: F403 - re-exported, as before the
 from nbflow.testing.conformance_check import CheckConformance
 from nbflow.testing.conformance_executions import ExecutionConformance
 from nbflow.testing.conformance_leases import LeaseConformance
+from nbflow.testing.conformance_queued import QueuedConformance
 from nbflow.testing.conformance_records import RecordConformance
 from nbflow.testing.conformance_sql import SqlConformance
 from nbflow.testing.conformance_trust import TrustConformance
@@ -36,6 +37,7 @@ __all__ = ["StoreConformance", *builders.__all__]
 class StoreConformance(
     RecordConformance,
     ExecutionConformance,
+    QueuedConformance,
     ValueConformance,
     LeaseConformance,
     CheckConformance,
