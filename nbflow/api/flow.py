@@ -104,6 +104,7 @@ class Flow:
         timeout: float | None = None,
         cache: bool = True,
         version: str | None = None,
+        copy_inputs: bool = False,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -118,15 +119,23 @@ class Flow:
         timeout: float | None = None,
         cache: bool = True,
         version: str | None = None,
+        copy_inputs: bool = False,
     ) -> F | Callable[[F], F]:
         """Register a function as a step (``@flow.step`` or ``@flow.step(...)``).
 
         Parameters named like other steps are its inputs; parameters with a default are
         run parameters. Defining a step with an existing name replaces it. The function
-        is returned unchanged, so it can still be called directly.
+        is returned unchanged, so it can still be called directly. An ``async def`` step
+        is awaited; a generator function is refused. A step may not change its inputs in
+        place (InputMutatedError); ``copy_inputs=True`` gives it deep copies of them.
         """
         options = StepOptions(
-            retries=retries, retry_delay=retry_delay, timeout=timeout, cache=cache, version=version
+            retries=retries,
+            retry_delay=retry_delay,
+            timeout=timeout,
+            cache=cache,
+            version=version,
+            copy_inputs=copy_inputs,
         )
 
         def register(f: F) -> F:

@@ -12,6 +12,7 @@ recorded by their ``step_cached`` event alone.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import time
 import traceback as tb
 from collections.abc import Callable, Collection, Mapping
@@ -22,7 +23,9 @@ from typing import Any
 from nbflow.definition.step import Step
 from nbflow.engine.cache import cache_key
 from nbflow.engine.executors import Executor, Outcome, StepTask
-from nbflow.errors import StepFailed, StoreFullError, UntrustedStoreError
+from nbflow.engine.inputs import InputGuard
+from nbflow.engine.starts import StartSignals
+from nbflow.errors import InputMutatedError, StepFailed, StoreFullError, UntrustedStoreError
 from nbflow.graph.dag import FlowGraph
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
@@ -34,6 +37,7 @@ from nbflow.store.records import (
     RunStatus,
     StepExecution,
     ValueRef,
+    utcnow,
 )
 
 Listener = Callable[[RunRecord, list[NewEvent]], None]
@@ -104,6 +108,9 @@ class Runner:
         self._failed: dict[str, tuple[str, BaseException | None, str]] = {}
         self._skipped: set[str] = set()
         self._skipped_because: dict[str, str] = {}  # skipped step -> the failed step behind it
+        parallel, shared = executor.parallel, executor.shares_memory
+        self._starts = StartSignals(parallel=parallel)  # queued steps, until they start
+        self._guard = InputGuard(shares_memory=shared, parallel=parallel)  # no step changes one
         if state is not None:
             for name in graph.order:
                 row = state.latest(name)
@@ -124,9 +131,11 @@ class Runner:
         type: EventType,
         step: str | None = None,
         attempt: int | None = None,
+        ts: dt.datetime | None = None,
         **payload: Any,
     ) -> None:
-        self._buffer.append(NewEvent(type, step, attempt, payload))
+        # (``ts``: when a step really started or ended where it ran, if not now.)
+        self._buffer.append(NewEvent(type, step, attempt, payload, ts or utcnow()))
 
     def flush(self) -> None:
         """Commit the buffered events (one transaction) and tell the listeners."""
@@ -318,12 +327,21 @@ class Runner:
                 continue
             # Wake up now and then to notice run.cancel() while long steps run (an executor
             # that can stop them, like Dask's, then does so at once).
-            done, _ = wait(list(running), timeout=CANCEL_POLL_S, return_when=FIRST_COMPLETED)
+            done, _ = wait(
+                [*running, self._starts.wake], timeout=CANCEL_POLL_S, return_when=FIRST_COMPLETED
+            )
+            self._record_starts()
             for future in done:
+                if future not in running:
+                    continue  # the news of a start, recorded above
                 name, attempt, _started = running.pop(future)
                 retry = self._finish(name, attempt, future)
                 if retry is not None:
                     running[retry] = (name, self._attempts[name], time.monotonic())
+            if done and running:
+                # Others still run: what just ended is shown as ended now, not at the
+                # next step's start (which may be when the others end).
+                self.flush()
 
     # -- one step -------------------------------------------------------------------------
 
@@ -385,13 +403,28 @@ class Runner:
                 self._emit(EventType.STEP_SCHEDULED, name)
         self._unscheduled = []
 
+    def _record_starts(self) -> None:
+        """Record the queued steps that have really started since last looked (and tell
+        the listeners at once: a live view shows them running)."""
+        started = self._starts.take()
+        for name, attempt, at in started:
+            self._emit(EventType.STEP_STARTED, name, attempt, ts=at)
+        if started:
+            self.flush()
+
     def _start(self, name: str, key: str, delay: float = 0.0) -> Future[Any]:
         self._schedule()
         attempt = self._attempts.get(name, 0) + 1
         self._attempts[name] = attempt
         plan = self.plans[name]
+        parallel = self.executor.parallel
+        if delay and not parallel:
+            time.sleep(delay)  # inline: the retry starts after its delay, not before
+            delay = 0.0
+        # A parallel executor may hold the step back until a worker is free: it is queued
+        # until its task says it started (see nbflow.engine.starts).
         self._emit(
-            EventType.STEP_STARTED,
+            EventType.STEP_QUEUED if parallel else EventType.STEP_STARTED,
             name,
             attempt,
             cache_key=key,
@@ -407,15 +440,31 @@ class Runner:
             refused: Future[Any] = Future()
             refused.set_result(Outcome(error=exc, trace=tb.format_exc()))
             return refused
+        copies = plan.step.options.copy_inputs
+        expected = self._guard.expected(name, kwargs, copies)
         kwargs.update(plan.params)
         self.flush()  # upstream completions and this start are durable before it runs
-        task = StepTask(name, plan.step.func, kwargs, plan.step.options.timeout)
+        task = StepTask(
+            name,
+            plan.step.func,
+            kwargs,
+            plan.step.options.timeout,
+            inputs=plan.step.inputs,
+            expected=expected,
+            copy_inputs=copies,
+            started=self._starts.queued(name, attempt) if parallel else None,
+        )
         return self.executor.submit(task, delay)
 
     def _finish(self, name: str, attempt: int, future: Future[Any]) -> Future[Any] | None:
         """Record a finished attempt; return the future of its retry, if one is due."""
         outcome: Outcome = future.result()
         step = self.plans[name].step
+        self._record_starts()
+        late, end = self._starts.settle(name, attempt, outcome.started_at, outcome.finished_at)
+        if late is not None:  # its news never came: the outcome says when it started
+            self._emit(EventType.STEP_STARTED, name, attempt, ts=late)
+        self._guard.settle(name, step.inputs, outcome, self._values)
         if outcome.error is None:
             try:
                 ref = self.store.put_value(outcome.encoded)
@@ -427,6 +476,7 @@ class Runner:
                     EventType.STEP_COMPLETED,
                     name,
                     attempt,
+                    ts=end,
                     duration_ms=outcome.seconds * 1000.0,
                 )
                 self._outputs[name] = ref
@@ -436,14 +486,17 @@ class Runner:
                 return None
         error = _describe(outcome.error)
         # No retry could load an input this store refuses, nor store an output the full
-        # disk refused.
-        hopeless = isinstance(outcome.error, UntrustedStoreError | StoreFullError)
+        # disk refused, nor undo a step's changing its input (it would do it again).
+        hopeless = isinstance(
+            outcome.error, UntrustedStoreError | StoreFullError | InputMutatedError
+        )
         if attempt <= step.options.retries and not hopeless:
             delay = step.options.retry_delay
             self._emit(
                 EventType.STEP_RETRIED,
                 name,
                 attempt,
+                ts=end,
                 error=error,
                 traceback=valid_text(outcome.trace),
                 next_attempt=attempt + 1,
@@ -455,6 +508,7 @@ class Runner:
             EventType.STEP_FAILED,
             name,
             attempt,
+            ts=end,
             error=error,
             traceback=valid_text(outcome.trace),
             duration_ms=outcome.seconds * 1000.0,
@@ -476,6 +530,7 @@ class Runner:
                 consumers.discard(name)
                 if not consumers:
                     self._values.pop(upstream, None)
+                    self._guard.forget(upstream)
 
 
 def _describe(exc: BaseException | None) -> str:
