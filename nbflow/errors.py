@@ -306,6 +306,41 @@ class StepTimeout(RunError, TimeoutError):
     """A step ran longer than its ``timeout``."""
 
 
+class InputMutatedError(RunError):
+    """A step changed one of its inputs in place (``.step`` and ``.input`` name them).
+
+    The input is another step's output, shared with every step that reads it: changing it
+    would make their results depend on the order steps happen to run in.
+    """
+
+    def __init__(self, step: str, input: str, alongside: Sequence[str] = ()):
+        self.step = step
+        self.input = input
+        self.alongside = tuple(alongside)
+        if self.alongside:
+            others = " or ".join(repr(s) for s in self.alongside)
+            what = (
+                f"step {step!r} found its input {input!r} changed in place after it ran: "
+                f"it, or step {others} reading the same object at the same time (on the "
+                "thread executor), changed it"
+            )
+        else:
+            what = (
+                f"step {step!r} changed its input {input!r} in place (its content differs "
+                "after the step ran)"
+            )
+        super().__init__(
+            f"{what}: {input!r} is the output of step {input!r}, shared with every step "
+            f"that reads it. Work on a copy ({input} = {input}.copy(), or "
+            f"copy.deepcopy({input})), or declare @flow.step(copy_inputs=True) to be given "
+            "copies."
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, tuple[str, ...]]]:
+        # (Raised in worker processes: it must unpickle with its arguments.)
+        return type(self), (self.step, self.input, self.alongside)
+
+
 class WaitTimeout(RunError, TimeoutError):
     """``run.wait(timeout)`` returned before the run finished; the run goes on."""
 
@@ -331,6 +366,7 @@ __all__ = [
     "CycleError",
     "DefinitionError",
     "DuplicateRunError",
+    "InputMutatedError",
     "InvalidTransitionError",
     "MissingDependencyError",
     "NbflowError",

@@ -402,6 +402,21 @@ def a_slow_step(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     return Raised(raising(lambda: flow.run(progress=False)))
 
 
+def a_step_changing_its_input(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    flow = nf.Flow("shared", store=memory())
+
+    @flow.step
+    def frame():
+        return pd.DataFrame({"x": [1, 2, 3]})
+
+    @flow.step
+    def zeroed(frame):
+        frame["x"] = 0
+        return 0
+
+    return Raised(raising(lambda: flow.run(progress=False)))
+
+
 def a_wait_too_short(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     flow = nf.Flow("waits", store=memory())
     release = threading.Event()
@@ -522,6 +537,10 @@ CASES: dict[str, Case] = {
     ),
     "StepTimeout": Case(
         a_slow_step, ("step 'slow' failed", "did not finish within its timeout of 0.05 s")
+    ),
+    "InputMutatedError": Case(
+        a_step_changing_its_input,
+        ("step 'zeroed' changed its input 'frame' in place", "frame.copy()", "copy_inputs=True"),
     ),
     "WaitTimeout": Case(
         a_wait_too_short,

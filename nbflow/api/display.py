@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from nbflow.errors import NbflowError
 
 if TYPE_CHECKING:
-    from nbflow.engine.runner import Listener
+    from nbflow.engine.plans import Listener
     from nbflow.graph.dag import FlowGraph
 
 # (Flows and Runs are typed ``Any`` here: the facades import this module, not the reverse.)

@@ -108,6 +108,7 @@ class Flow:
         version: str | None = None,
         inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] = (),
         track_reads: bool = True,
+        copy_inputs: bool = False,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -124,6 +125,7 @@ class Flow:
         version: str | None = None,
         inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] = (),
         track_reads: bool = True,
+        copy_inputs: bool = False,
     ) -> F | Callable[[F], F]:
         """Register a function as a step (``@flow.step`` or ``@flow.step(...)``).
 
@@ -135,6 +137,10 @@ class Flow:
         ``"data/*.parquet"``), hashed by content into its cache key. Files it opens
         through Python while it runs are recorded without being declared (unless
         ``track_reads=False``); see docs/invalidation.md.
+
+        An ``async def`` step
+        is awaited; a generator function is refused. A step may not change its inputs in
+        place (InputMutatedError); ``copy_inputs=True`` gives it deep copies of them.
         """
         options = StepOptions(
             retries=retries,
@@ -144,6 +150,7 @@ class Flow:
             version=version,
             inputs=inputs,  # type: ignore[arg-type]  # StepOptions checks and normalizes it
             track_reads=track_reads,
+            copy_inputs=copy_inputs,
         )
 
         def register(f: F) -> F:

@@ -34,7 +34,7 @@ from nbflow.errors import RunError
 
 if TYPE_CHECKING:
     from nbflow.api.protocols import FlowDefinition, RunsFlow
-    from nbflow.engine.runner import StepPlan
+    from nbflow.engine.plans import StepPlan
     from nbflow.graph.dag import FlowGraph
 
 

@@ -90,6 +90,7 @@ def output_execution(
         StepStatus.FAILED: f"it failed ({row.error})",
         StepStatus.SKIPPED: f"it was skipped ({row.error})",
         StepStatus.RUNNING: "it was still running",
+        StepStatus.QUEUED: "it was queued, waiting for a worker",
         StepStatus.SCHEDULED: "it had not run",
     }.get(row.status, row.status.value)
     raise OutputNotAvailableError(f"step {step!r} has no output in {where}: {reason}.")

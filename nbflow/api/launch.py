@@ -30,7 +30,7 @@ from nbflow.store.records import RunStatus, StepExecution
 
 if TYPE_CHECKING:
     from nbflow.api.protocols import RunsFlow
-    from nbflow.engine.runner import StepPlan
+    from nbflow.engine.plans import StepPlan
     from nbflow.graph.dag import FlowGraph
 
 

@@ -15,7 +15,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from nbflow.api.display import live_view
-from nbflow.engine.runner import Listener as Listener  # (re-exported for the widgets)
+from nbflow.engine.plans import Listener as Listener  # (re-exported for the widgets)
 from nbflow.store.records import EventType, NewEvent, RunRecord
 
 if TYPE_CHECKING:

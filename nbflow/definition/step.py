@@ -33,6 +33,7 @@ class StepOptions:
     version: str | None = None
     inputs: tuple[str, ...] = ()  # files it reads: paths, folders or globs, hashed by content
     track_reads: bool = True  # record the files it opens through Python while it runs
+    copy_inputs: bool = False  # give the step deep copies of its inputs (it may change them)
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
@@ -48,12 +49,14 @@ class StepOptions:
         object.__setattr__(self, "inputs", input_files(self.inputs))
         if not isinstance(self.track_reads, bool):
             raise DefinitionError(f"track_reads must be True or False, not {self.track_reads!r}")
+        if not isinstance(self.copy_inputs, bool):
+            raise DefinitionError(f"copy_inputs must be True or False, not {self.copy_inputs!r}")
 
     def to_json(self) -> dict[str, Any]:
         """The options as a JSON-able dict (part of the code fingerprint).
 
-        ``inputs`` and ``track_reads`` appear only when set, so the fingerprint of a step
-        that uses neither is what it was before they existed."""
+        ``inputs``, ``track_reads`` and ``copy_inputs`` appear only when set, so the
+        fingerprint of a step that uses none is what it was before they existed."""
         options: dict[str, Any] = {
             "retries": self.retries,
             "retry_delay": self.retry_delay,
@@ -61,6 +64,8 @@ class StepOptions:
             "cache": self.cache,
             "version": self.version,
         }
+        if self.copy_inputs:
+            options["copy_inputs"] = True
         if self.inputs:
             options["inputs"] = list(self.inputs)
         if not self.track_reads:
@@ -132,7 +137,8 @@ class Step:
         """Build a step from a function's signature."""
         if not callable(func):
             raise DefinitionError(f"a step must be a function, not {type(func).__name__}")
-        step_name = check_identifier(name if name is not None else getattr(func, "__name__", ""))
+        step_name = _step_name(func, name)
+        _check_kind(func, step_name)
         if isinstance(depends_on, str):
             depends_on = (depends_on,)
         for dep in depends_on:
@@ -173,6 +179,38 @@ class Step:
             depends_on=tuple(depends_on),
             options=options or StepOptions(),
             source=source,
+        )
+
+
+def _step_name(func: Callable[..., Any], name: str | None) -> str:
+    """The step's name: ``name``, else the function's, which a lambda or a partial lacks."""
+    if name is not None:
+        return check_identifier(name)
+    own = getattr(func, "__name__", None)
+    if own == "<lambda>" or not isinstance(own, str) or not own:
+        what = "a lambda" if own == "<lambda>" else f"a {type(func).__name__}"
+        raise DefinitionError(
+            f"a step made from {what} needs a name: nbflow refers to steps by name. Pass "
+            "one, e.g. flow.step(name='double')(lambda raw: raw * 2), or write a def."
+        )
+    return check_identifier(own)
+
+
+def _check_kind(func: Callable[..., Any], name: str) -> None:
+    """Refuse, at definition, the functions a step cannot be: generators (a step's value
+    is what it returns, and a generator returns before its body runs)."""
+    targets = [func, vars(type(func)).get("__call__")]
+    for target in targets:
+        if inspect.isasyncgenfunction(target):
+            kind = "an async generator function (async def with yield)"
+        elif inspect.isgeneratorfunction(target):
+            kind = "a generator function (it uses yield)"
+        else:
+            continue
+        raise DefinitionError(
+            f"step {name!r} is {kind}: a step's value is what it returns, and calling a "
+            "generator runs none of its body. Return the values instead, e.g. "
+            "`return list(...)` (or `return [x async for x in ...]`)."
         )
 
 

@@ -14,17 +14,19 @@ imports Dask.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import threading
 import traceback
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any
 
-from nbflow.engine.executors import Executor, Outcome
+from nbflow.engine.executors import Executor, Outcome, StartRelay, StepTask
 from nbflow.engine.processes import failure, load_outcome, pickle_task, run_in_worker
 from nbflow.errors import ParameterError, RunError
 
@@ -73,6 +75,7 @@ class DaskExecutor(Executor):
     """
 
     parallel = True
+    shares_memory = False
 
     def __init__(self, client: Any, *, close_client: bool = False, max_workers: int | None = None):
         _check_max_workers(max_workers)
@@ -93,6 +96,9 @@ class DaskExecutor(Executor):
         self._timers: set[threading.Timer] = set()
         self._token = uuid.uuid4().hex[:16]  # task keys: unique to this executor, and
         self._serial = itertools.count(1)  # numbered within it
+        self._topic = f"nbflow-starts-{self._token}"
+        self._waiting: dict[int, Callable[[float], None]] = {}
+        self._subscribed = False
 
     # -- making one -------------------------------------------------------------------------
 
@@ -149,6 +155,8 @@ class DaskExecutor(Executor):
         blocking the driver); the future's result is its Outcome."""
         result: Future[Any] = Future()
         name = getattr(task, "name", "?")
+        if isinstance(task, StepTask) and task.started is not None:
+            task = dataclasses.replace(task, started=self._relay(task.started))
         try:
             payload = pickle_task(task, "a Dask worker")
         except RunError as exc:
@@ -176,6 +184,27 @@ class DaskExecutor(Executor):
         else:
             self._enqueue(job)
         return result
+
+    def _relay(self, callback: Callable[[float], None]) -> StartRelay:
+        """A relay that brings the news of a start on the cluster back to ``callback``
+        (through Dask's events: the worker logs one, the client hears it)."""
+        token = next(self._serial)
+        with self._lock:
+            self._waiting[token] = callback
+            subscribe = not self._subscribed
+            self._subscribed = True
+        if subscribe:
+            with contextlib.suppress(Exception):  # then starts are known from outcomes
+                self.client.subscribe_topic(self._topic, self._heard_start)
+        return _DaskRelay(self._topic, token)
+
+    def _heard_start(self, event: Any) -> None:
+        with contextlib.suppress(Exception):
+            _, (token, when) = event
+            with self._lock:
+                callback = self._waiting.pop(token, None)
+            if callback is not None:
+                callback(when)
 
     def _enqueue(self, job: _Job) -> None:
         """Submit ``job`` now, or queue it while ``max_workers`` steps are on the cluster."""
@@ -282,9 +311,27 @@ class DaskExecutor(Executor):
             timer.cancel()
         for job in jobs:
             job.result.cancel()  # its done callback cancels the Dask task
+        if self._subscribed:
+            with contextlib.suppress(Exception):
+                self.client.unsubscribe_topic(self._topic)
+        self._waiting.clear()
         if self._close_client:
             with contextlib.suppress(Exception):
                 self.client.close()
+
+
+class _DaskRelay(StartRelay):
+    """Tells the driver, from a Dask worker, that a step started (a Dask event)."""
+
+    def __init__(self, topic: str, token: int) -> None:
+        self.topic = topic
+        self.token = token
+
+    def __call__(self, when: float) -> None:
+        """Log the start on the worker; the client that subscribed to the topic hears it."""
+        from distributed import get_worker
+
+        get_worker().log_event(self.topic, (self.token, when))
 
 
 def _deliver(job: _Job, outcome: Outcome) -> None:

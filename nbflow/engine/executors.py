@@ -7,7 +7,9 @@ and encode its result, so a slow step never holds the store.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import inspect
 import threading
 import time
 import traceback
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbflow.engine.reads import ReadSpec, recording
-from nbflow.errors import StepTimeout
+from nbflow.errors import InputMutatedError, StepTimeout
 
 EXECUTORS = ("inline", "threads", "processes", "dask")
 
@@ -30,8 +32,12 @@ def call_with_timeout(
     Python cannot stop a running thread: on timeout the call is abandoned (its result
     ignored) and keeps running in the background until it returns.
     """
+    from nbflow.engine.coroutines import is_async, run_awaitable
+
+    if is_async(func):
+        return run_awaitable(name, lambda: func(**kwargs), timeout)
     if timeout is None:
-        return func(**kwargs)
+        return _awaited(name, func(**kwargs), None)
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -51,12 +57,27 @@ def call_with_timeout(
         raise StepTimeout(f"step {name!r} did not finish within its timeout of {timeout:g} s")
     if "error" in box:
         raise box["error"]
-    return box.get("value")
+    return _awaited(name, box.get("value"), timeout)
+
+
+def _awaited(name: str, value: Any, timeout: float | None) -> Any:
+    """``value``, or its result if it is a coroutine (a plain function that returned one,
+    such as a wrapper of an ``async def`` step)."""
+    if not inspect.iscoroutine(value):
+        return value
+    from nbflow.engine.coroutines import run_awaitable
+
+    return run_awaitable(name, lambda: value, timeout)
 
 
 @dataclass
 class Outcome:
-    """What one attempt of a step produced: its value and encoding, or its error."""
+    """What one attempt of a step produced: its value and encoding, or its error.
+
+    ``started_at`` / ``finished_at``: when the step really started and ended (epoch
+    seconds, where it ran), None if it never started; ``mutated``: inputs the step
+    changed in place.
+    """
 
     value: Any = None
     encoded: Any = None
@@ -64,6 +85,18 @@ class Outcome:
     trace: str = ""
     seconds: float = 0.0
     files_read: dict[str, str | None] | None = None  # files opened for reading -> hash
+    started_at: float | None = None
+    finished_at: float | None = None
+    mutated: tuple[str, ...] = ()
+
+
+class StartRelay:
+    """A picklable ``started`` callback: an executor that runs steps elsewhere replaces
+    the runner's callback by one of these, which carries the news back (see
+    :class:`StepTask`)."""
+
+    def __call__(self, when: float) -> None:
+        """Tell the driver the step started at ``when`` (epoch seconds)."""
 
 
 @dataclass
@@ -78,33 +111,91 @@ class StepTask:
     func: Callable[..., Any]
     kwargs: dict[str, Any]
     timeout: float | None
+    #: Which of ``kwargs`` are other steps' outputs (checked for changes, or copied).
+    inputs: tuple[str, ...] = ()
+    #: Digests of the inputs made by the driver (same objects); None: made here.
+    expected: dict[str, str] | None = None
+    copy_inputs: bool = False
+    #: Told the time (epoch seconds) the step really starts, where it runs. A callback of
+    #: the driver is dropped when the task is pickled; a StartRelay travels.
+    started: Callable[[float], None] | None = None
     reads: ReadSpec | None = None  # record the files it opens (None: do not)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if not isinstance(state.get("started"), StartRelay):
+            state["started"] = None
+        return state
 
     def __call__(self) -> Outcome:
         """Run the step; never raises for an error of the step itself.
 
         With ``reads``, the files the step opened for reading are hashed where it ran
         (in the worker, for processes and Dask) and travel back in the Outcome."""
+        from nbflow.engine.inputs import changed_inputs, prepare_inputs
         from nbflow.values import encode
 
+        try:
+            args, before = prepare_inputs(
+                self.name, self.kwargs, self.inputs, self.expected, self.copy_inputs
+            )
+        except Exception as exc:
+            return Outcome(error=exc, trace=traceback.format_exc())
+        wall = time.time()
+        if self.started is not None:
+            with contextlib.suppress(Exception):  # news of the start must not fail the step
+                self.started(wall)
         began = time.perf_counter()
         files_read = None
         try:
             if self.reads is None:
-                value = call_with_timeout(self.name, self.func, self.kwargs, self.timeout)
+                value = call_with_timeout(self.name, self.func, args, self.timeout)
             else:
                 with recording(self.reads) as seen:
-                    value = call_with_timeout(self.name, self.func, self.kwargs, self.timeout)
+                    value = call_with_timeout(self.name, self.func, args, self.timeout)
         except Exception as exc:
-            return Outcome(error=exc, trace=traceback.format_exc(), seconds=_since(began))
+            trace, seconds = traceback.format_exc(), _since(began)
+            mutated = changed_inputs(args, before)
+            return Outcome(
+                error=exc,
+                trace=trace,
+                seconds=seconds,
+                started_at=wall,
+                finished_at=time.time(),
+                mutated=mutated,
+            )
         seconds = _since(began)
-        if self.reads is not None:
-            files_read = seen.files()
+        files_read = seen.files() if self.reads is not None else None
+        mutated = changed_inputs(args, before)
+        if mutated:
+            error = InputMutatedError(self.name, mutated[0])
+            trace = f"{type(error).__name__}: {error}\n"
+            return Outcome(
+                error=error,
+                trace=trace,
+                seconds=seconds,
+                started_at=wall,
+                finished_at=time.time(),
+                mutated=mutated,
+            )
         try:
             encoded = encode(value, step=self.name)
         except Exception as exc:
-            return Outcome(error=exc, trace=traceback.format_exc(), seconds=seconds)
-        return Outcome(value=value, encoded=encoded, seconds=seconds, files_read=files_read)
+            return Outcome(
+                error=exc,
+                trace=traceback.format_exc(),
+                seconds=seconds,
+                started_at=wall,
+                finished_at=time.time(),
+            )
+        return Outcome(
+            value=value,
+            encoded=encoded,
+            seconds=seconds,
+            started_at=wall,
+            finished_at=time.time(),
+            files_read=files_read,
+        )
 
 
 def _since(began: float) -> float:
@@ -112,9 +203,18 @@ def _since(began: float) -> float:
 
 
 class Executor:
-    """Runs step tasks; ``submit`` returns a Future."""
+    """Runs step tasks; ``submit`` returns a Future.
+
+    A task's ``started`` callback must be called when the step really starts (StepTask
+    does it where it runs); an executor that pickles tasks replaces it by a
+    :class:`StartRelay` that brings the news back, or the start is recorded from the
+    outcome, once the step is over.
+    """
 
     parallel = False
+    #: Whether steps get the driver's own objects (not copies): the driver then digests
+    #: the inputs once for every step that reads them.
+    shares_memory = True
 
     def submit(self, task: Callable[[], Any], delay: float = 0.0) -> Future[Any]:
         """Run ``task`` (after ``delay`` seconds) and return its future."""

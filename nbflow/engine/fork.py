@@ -34,7 +34,7 @@ from nbflow.store.records import (
 from nbflow.store.untrusted import UntrustedRun
 
 if TYPE_CHECKING:
-    from nbflow.engine.runner import StepPlan
+    from nbflow.engine.plans import StepPlan
     from nbflow.graph.dag import FlowGraph
     from nbflow.store.base import Store
 

@@ -19,7 +19,8 @@ from nbflow.engine.cache import canonical_json
 from nbflow.engine.choice import make_executor
 from nbflow.engine.control import RunControl
 from nbflow.engine.executors import Executor
-from nbflow.engine.runner import Listener, Runner, StepPlan
+from nbflow.engine.plans import Listener, StepPlan
+from nbflow.engine.runner import Runner
 from nbflow.errors import ParameterError, suggest
 from nbflow.graph.dag import FlowGraph
 from nbflow.store.fold import RunState

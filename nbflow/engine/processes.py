@@ -12,15 +12,19 @@ forking a process that has threads and an open DuckDB connection is unsafe.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import itertools
 import multiprocessing
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from nbflow.engine.executors import Executor, Outcome, StepTask
+from nbflow.engine.executors import Executor, Outcome, StartRelay, StepTask
 from nbflow.errors import ParameterError, RunError
 
 __all__ = ["ProcessExecutor", "failure", "load_outcome", "run_in_worker"]
@@ -31,20 +35,52 @@ class ProcessExecutor(Executor):
     holds the GIL). Each run starts its own workers, which costs about a second."""
 
     parallel = True
+    shares_memory = False
 
     def __init__(self, max_workers: int | None = None, start_method: str | None = None):
         if max_workers is not None and max_workers < 1:
             raise ParameterError(f"max_workers must be at least 1, not {max_workers}")
         methods = multiprocessing.get_all_start_methods()
         method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
+        context = multiprocessing.get_context(method)
+        # Workers say on this queue when a step really starts (a pool takes tasks in
+        # before a worker is free, so its futures cannot tell).
+        self._starts: Any = context.Queue()
+        self._waiting: dict[int, Callable[[float], None]] = {}
+        self._serial = itertools.count(1)
         self._pool = ProcessPoolExecutor(
-            max_workers=max_workers, mp_context=multiprocessing.get_context(method)
+            max_workers=max_workers,
+            mp_context=context,
+            initializer=_listen_to,
+            initargs=(self._starts,),
         )
+        self._listener = threading.Thread(
+            target=self._hear_starts, name="nbflow-process-starts", daemon=True
+        )
+        self._listener.start()
+
+    def _hear_starts(self) -> None:
+        while True:
+            try:
+                news = self._starts.get()
+            except (EOFError, OSError):
+                return
+            if news is None:
+                return
+            token, when = news
+            callback = self._waiting.pop(token, None)
+            if callback is not None:
+                with contextlib.suppress(Exception):
+                    callback(when)
 
     def submit(self, task: Any, delay: float = 0.0) -> Future[Any]:
         """Send ``task`` (a StepTask) to a worker; the future's result is its Outcome."""
         result: Future[Any] = Future()
         name = getattr(task, "name", "?")
+        if isinstance(task, StepTask) and task.started is not None:
+            token = next(self._serial)
+            self._waiting[token] = task.started
+            task = dataclasses.replace(task, started=_ProcessRelay(token))
         try:
             payload = pickle_task(task, "a worker process")
         except RunError as exc:
@@ -58,6 +94,34 @@ class ProcessExecutor(Executor):
     def shutdown(self) -> None:
         """Wait for running steps and stop the workers."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self._starts.put(None)
+        self._listener.join(5.0)
+        self._waiting.clear()
+        with contextlib.suppress(Exception):
+            self._starts.close()
+
+
+#: In a worker process: the queue its steps' starts are told on.
+_START_QUEUE: Any = None
+
+
+def _listen_to(queue: Any) -> None:
+    """Worker initializer: keep the driver's queue of starts."""
+    global _START_QUEUE
+    _START_QUEUE = queue
+
+
+class _ProcessRelay(StartRelay):
+    """Tells the driver, from the worker, that a step started."""
+
+    def __init__(self, token: int) -> None:
+        self.token = token
+
+    def __call__(self, when: float) -> None:
+        """Put the news on the worker's queue of starts."""
+        if _START_QUEUE is not None:
+            _START_QUEUE.put((self.token, when))
 
 
 def _main_without_spec_is_interactive() -> None:

@@ -12,19 +12,19 @@ recorded by their ``step_cached`` event alone.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import time
-import traceback as tb
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
 from typing import Any
 
-from nbflow.definition.step import Step
-from nbflow.engine.cache import cache_key, files_payload, find_hit
-from nbflow.engine.executors import Executor, Outcome, StepTask
-from nbflow.engine.files import declared_snapshot
-from nbflow.engine.reads import spec_for
-from nbflow.errors import StepFailed, StoreFullError, UntrustedStoreError
+from nbflow.engine.attempts import StepAttempts
+from nbflow.engine.cache import find_hit
+from nbflow.engine.executors import Executor
+from nbflow.engine.inputs import InputGuard
+from nbflow.engine.plans import Cancelled, Listener, StepPlan
+from nbflow.engine.starts import StartSignals
+from nbflow.errors import StepFailed
 from nbflow.graph.dag import FlowGraph
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
@@ -37,31 +37,13 @@ from nbflow.store.records import (
     RunStatus,
     StepExecution,
     ValueRef,
+    utcnow,
 )
 
-Listener = Callable[[RunRecord, list[NewEvent]], None]
 CANCEL_POLL_S = 0.2  # how often a waiting runner checks whether the run was cancelled
 
 
-@dataclass(frozen=True)
-class StepPlan:
-    """What the runner needs to know of one step for this run."""
-
-    step: Step
-    fingerprint: str
-    params: Mapping[str, Any]
-
-    @property
-    def name(self) -> str:
-        """The step's name."""
-        return self.step.name
-
-
-class Cancelled(Exception):
-    """Raised inside the runner when the run was asked to stop."""
-
-
-class Runner:
+class Runner(StepAttempts):
     """Executes (or resumes) one run of a flow against a store."""
 
     def __init__(
@@ -109,6 +91,9 @@ class Runner:
         self._failed: dict[str, tuple[str, BaseException | None, str]] = {}
         self._skipped: set[str] = set()
         self._skipped_because: dict[str, str] = {}  # skipped step -> the failed step behind it
+        parallel, shared = executor.parallel, executor.shares_memory
+        self._starts = StartSignals(parallel=parallel)  # queued steps, until they start
+        self._guard = InputGuard(shares_memory=shared, parallel=parallel)  # no step changes one
         if state is not None:
             for name in graph.order:
                 row = state.latest(name)
@@ -129,9 +114,11 @@ class Runner:
         type: EventType,
         step: str | None = None,
         attempt: int | None = None,
+        ts: dt.datetime | None = None,
         **payload: Any,
     ) -> None:
-        self._buffer.append(NewEvent(type, step, attempt, payload))
+        # (``ts``: when a step really started or ended where it ran, if not now.)
+        self._buffer.append(NewEvent(type, step, attempt, payload, ts or utcnow()))
 
     def flush(self) -> None:
         """Commit the buffered events (one transaction) and tell the listeners."""
@@ -323,195 +310,18 @@ class Runner:
                 continue
             # Wake up now and then to notice run.cancel() while long steps run (an executor
             # that can stop them, like Dask's, then does so at once).
-            done, _ = wait(list(running), timeout=CANCEL_POLL_S, return_when=FIRST_COMPLETED)
+            done, _ = wait(
+                [*running, self._starts.wake], timeout=CANCEL_POLL_S, return_when=FIRST_COMPLETED
+            )
+            self._record_starts()
             for future in done:
+                if future not in running:
+                    continue  # the news of a start, recorded above
                 name, attempt, _started = running.pop(future)
                 retry = self._finish(name, attempt, future)
                 if retry is not None:
                     running[retry] = (name, self._attempts[name], time.monotonic())
-
-    # -- one step -------------------------------------------------------------------------
-
-    def _inputs(self, name: str, outputs: Mapping[str, ValueRef] | None = None) -> dict[str, str]:
-        outputs = self._outputs if outputs is None else outputs
-        return {u: outputs[u].hash for u in self.graph.steps[name].upstream}
-
-    def _key(self, name: str, outputs: Mapping[str, ValueRef] | None = None) -> str:
-        """The step's cache key, from the outputs recorded so far (or ``outputs``)."""
-        plan = self.plans[name]
-        declared = self._declared[name] = declared_snapshot(plan.step.options.inputs)
-        return cache_key(plan.fingerprint, self._inputs(name, outputs), plan.params, declared)
-
-    def _cached(self, name: str, key: str, hit: CacheHit) -> None:
-        files = {"files": hit.files.to_json()} if hit.files is not None else {}
-        self._emit(
-            EventType.STEP_CACHED,
-            name,
-            0,
-            cache_key=hit.cache_key,  # the key itself, or that of the files it read
-            **files,
-            fingerprint=self.plans[name].fingerprint,
-            output=hit.output.to_json(),
-            inputs=self._inputs(name),
-            source_run_id=hit.origin,
-            params=dict(self.plans[name].params),  # in the key: what the hit's source read
-        )
-        self._outputs[name] = hit.output
-        self._release_inputs(name)
-
-    def _take_over(self, name: str, row: StepExecution) -> None:
-        """Record an output reused from the parent run: a reference, no bytes."""
-        assert row.output is not None
-        files = {"files": row.files.to_json()} if row.files is not None else {}
-        self._emit(
-            EventType.STEP_CACHED,
-            name,
-            0,
-            cache_key=row.cache_key,
-            **files,
-            fingerprint=row.fingerprint,
-            output=row.output.to_json(),
-            inputs=dict(row.inputs),
-            source_run_id=row.source_run_id or row.run_id,
-            reused_from=row.run_id,
-            **({} if row.params is None else {"params": dict(row.params)}),
-        )
-        self._outputs[name] = row.output
-
-    def _skip(self, name: str, because: str) -> None:
-        root = self._skipped_because.get(because, because)
-        self._skipped.add(name)
-        self._skipped_because[name] = root
-        self._emit(EventType.STEP_SKIPPED, name, 0, reason=f"upstream step {root!r} failed")
-
-    def _schedule(self) -> None:
-        """Record as scheduled every step still waiting, before the first one starts.
-
-        A step found cached (or skipped) before any step starts is never scheduled: a
-        fully cached re-run records only its ``step_cached`` events.
-        """
-        if not self._unscheduled:
-            return
-        for name in self._unscheduled:
-            if name not in self._outputs and name not in self._skipped:
-                self._emit(EventType.STEP_SCHEDULED, name)
-        self._unscheduled = []
-
-    def _start(self, name: str, key: str, delay: float = 0.0) -> Future[Any]:
-        self._schedule()
-        attempt = self._attempts.get(name, 0) + 1
-        self._attempts[name] = attempt
-        plan = self.plans[name]
-        self._emit(
-            EventType.STEP_STARTED,
-            name,
-            attempt,
-            cache_key=key,
-            fingerprint=plan.fingerprint,
-            params=dict(plan.params),
-        )
-        self._emit(EventType.STEP_INPUT_RECORDED, name, attempt, inputs=self._inputs(name))
-        try:
-            kwargs = {u: self._value(u) for u in plan.step.inputs}
-        except UntrustedStoreError as exc:
-            # An input this store may not unpickle fails the step, with the error naming
-            # the step whose output it is; no retry could load it either.
-            refused: Future[Any] = Future()
-            refused.set_result(Outcome(error=exc, trace=tb.format_exc()))
-            return refused
-        kwargs.update(plan.params)
-        self.flush()  # upstream completions and this start are durable before it runs
-        options = plan.step.options
-        reads = spec_for(getattr(self.store, "path", None), self._declared.get(name, {}))
-        task = StepTask(
-            name, plan.step.func, kwargs, options.timeout, reads if options.track_reads else None
-        )
-        self._basis[name] = key
-        return self.executor.submit(task, delay)
-
-    def _finish(self, name: str, attempt: int, future: Future[Any]) -> Future[Any] | None:
-        """Record a finished attempt; return the future of its retry, if one is due."""
-        outcome: Outcome = future.result()
-        step = self.plans[name].step
-        if outcome.error is None:
-            try:
-                ref = self.store.put_value(outcome.encoded)
-            except Exception as exc:
-                outcome = Outcome(error=exc, trace=tb.format_exc(), seconds=outcome.seconds)
-            else:
-                files = files_payload(
-                    self._basis[name], self._declared.get(name, {}), outcome.files_read
-                )
-                self._emit(
-                    EventType.STEP_OUTPUT_RECORDED, name, attempt, output=ref.to_json(), **files
-                )
-                self._emit(
-                    EventType.STEP_COMPLETED,
-                    name,
-                    attempt,
-                    duration_ms=outcome.seconds * 1000.0,
-                )
-                self._outputs[name] = ref
-                if self._consumers[name]:
-                    self._values[name] = outcome.value
-                self._release_inputs(name)
-                return None
-        error = _describe(outcome.error)
-        # No retry could load an input this store refuses, nor store an output the full
-        # disk refused.
-        hopeless = isinstance(outcome.error, UntrustedStoreError | StoreFullError)
-        if attempt <= step.options.retries and not hopeless:
-            delay = step.options.retry_delay
-            self._emit(
-                EventType.STEP_RETRIED,
-                name,
-                attempt,
-                error=error,
-                traceback=valid_text(outcome.trace),
-                next_attempt=attempt + 1,
-                delay_s=delay,
-                duration_ms=outcome.seconds * 1000.0,
-            )
-            return self._start(name, self._key(name), delay)
-        self._emit(
-            EventType.STEP_FAILED,
-            name,
-            attempt,
-            error=error,
-            traceback=valid_text(outcome.trace),
-            duration_ms=outcome.seconds * 1000.0,
-        )
-        self._failed[name] = (error, outcome.error, valid_text(outcome.trace))
-        return None
-
-    def _value(self, name: str) -> Any:
-        if name not in self._values:
-            ref = self._outputs[name]
-            self._values[name] = self.store.load_output(ref, step=name, run_id=self.run.run_id)
-        return self._values[name]
-
-    def _release_inputs(self, name: str) -> None:
-        """Forget in-memory values that no step still waiting needs."""
-        for upstream in self.graph.steps[name].upstream:
-            consumers = self._consumers.get(upstream)
-            if consumers is not None:
-                consumers.discard(name)
-                if not consumers:
-                    self._values.pop(upstream, None)
-
-
-def _describe(exc: BaseException | None) -> str:
-    if exc is None:
-        return "unknown error"
-    text = str(exc)
-    return valid_text(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
-
-
-def valid_text(text: str) -> str:
-    """``text`` with any lone surrogate written as its escape (``\\udc80``): an error
-    message may hold one, and no store (nor a pandas frame) can hold it as text."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+            if done and running:
+                # Others still run: what just ended is shown as ended now, not at the
+                # next step's start (which may be when the others end).
+                self.flush()

@@ -42,7 +42,6 @@ from nbflow.store.records import (
     RunRecord,
     RunStatus,
     StepExecution,
-    StepStatus,
 )
 
 if TYPE_CHECKING:
@@ -245,7 +244,7 @@ def _check_rows(store: Store, state: RunState, rows: Iterable[StepExecution]) ->
     expected = {
         key: x
         for key, x in state.executions.items()
-        if store._rows_hold_running_attempts or x.status is not StepStatus.RUNNING
+        if store._rows_hold_running_attempts or not x.status.in_progress
     }
     stored = {(x.step, x.attempt): x for x in rows}
     keys = sorted(expected.keys() | stored.keys(), key=lambda k: (expected.get(k) or stored[k]).seq)

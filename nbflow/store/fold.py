@@ -50,6 +50,12 @@ _ATTEMPT_TRANSITIONS: dict[EventType, StepStatus | None] = {
 }
 
 
+# Step events that may follow ``step_queued`` before ``step_started``.
+_QUEUED_MAY = frozenset(
+    {EventType.STEP_INPUT_RECORDED, EventType.STEP_FAILED, EventType.STEP_RETRIED}
+)
+
+
 @dataclass
 class RunState:
     """A run and its step executions as of ``run.version``: the result of the fold."""
@@ -140,12 +146,12 @@ def fold(run: RunRecord, events: Iterable[Event]) -> RunState:
 
 
 def _close_running(state: RunState, event: Event) -> list[StepExecution]:
-    """The attempts still running when the run ended, as failed: a run that is over has
-    no running step (one whose process died never reported back), and a resume retries
+    """The attempts still queued or running when the run ended, as failed: a run that is
+    over has no running step (one whose process died never reported back), and a resume retries
     them as new attempts."""
     closed = []
     for row in state.current.values():
-        if row.status is not StepStatus.RUNNING:
+        if not row.status.in_progress:
             continue
         duration = (event.ts - row.started_at).total_seconds() * 1000 if row.started_at else None
         closed.append(
@@ -154,7 +160,7 @@ def _close_running(state: RunState, event: Event) -> list[StepExecution]:
                 status=StepStatus.FAILED,
                 finished_at=event.ts,
                 duration_ms=duration,
-                error=f"the run ended ({event.type.value}) while this step was running",
+                error=f"the run ended ({event.type.value}) while this step was {row.status.value}",
                 seq=event.seq,
             )
         )
@@ -198,35 +204,52 @@ def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
         raise _refuse(event, f"the run is {state.run.status.value}, not running")
     current = state.latest(event.step)
     running = current is not None and current.status is StepStatus.RUNNING
+    queued = current is not None and current.status is StepStatus.QUEUED
     payload = event.payload
 
     if event.type is EventType.STEP_SCHEDULED:
-        if running:
-            raise _refuse(event, "the step is running")
+        if running or queued:
+            raise _refuse(event, f"the step is {'running' if running else 'queued'}")
         return None
 
-    if event.type is EventType.STEP_STARTED:
-        attempt = event.attempt or 0
-        if running:
-            raise _refuse(event, "the step is already running")
-        last = state.last_attempt(event.step)
-        if attempt <= last:
-            raise _refuse(event, f"attempt {attempt} is not after attempt {last}")
-        return StepExecution(
-            run_id=event.run_id,
-            step=event.step,
-            attempt=attempt,
+    if event.type is EventType.STEP_STARTED and queued and current is not None:
+        # The queued attempt really starts now (an executor had it waiting for a worker).
+        if event.attempt is not None and event.attempt != current.attempt:
+            raise _refuse(event, f"attempt {current.attempt} is queued, not {event.attempt}")
+        return dataclasses.replace(
+            current,
             status=StepStatus.RUNNING,
-            cache_key=payload.get("cache_key"),
-            fingerprint=payload.get("fingerprint"),
+            cache_key=payload.get("cache_key", current.cache_key),
+            fingerprint=payload.get("fingerprint", current.fingerprint),
             started_at=event.ts,
             seq=event.seq,
             params=_params(payload),
         )
 
-    if event.type in (EventType.STEP_CACHED, EventType.STEP_SKIPPED):
+    if event.type in (EventType.STEP_STARTED, EventType.STEP_QUEUED):
+        attempt = event.attempt or 0
         if running:
-            raise _refuse(event, "the step is running")
+            raise _refuse(event, "the step is already running")
+        if queued:
+            raise _refuse(event, "the step is already queued")
+        last = state.last_attempt(event.step)
+        if attempt <= last:
+            raise _refuse(event, f"attempt {attempt} is not after attempt {last}")
+        starts = event.type is EventType.STEP_STARTED
+        return StepExecution(
+            run_id=event.run_id,
+            step=event.step,
+            attempt=attempt,
+            status=StepStatus.RUNNING if starts else StepStatus.QUEUED,
+            cache_key=payload.get("cache_key"),
+            fingerprint=payload.get("fingerprint"),
+            started_at=event.ts if starts else None,
+            seq=event.seq,
+        )
+
+    if event.type in (EventType.STEP_CACHED, EventType.STEP_SKIPPED):
+        if running or queued:
+            raise _refuse(event, f"the step is {'running' if running else 'queued'}")
         if event.type is EventType.STEP_CACHED:
             return StepExecution(
                 run_id=event.run_id,
@@ -256,11 +279,14 @@ def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
             seq=event.seq,
         )
 
-    # The rest change the running attempt.
-    if not running or current is None:
+    # The rest change the running attempt. A queued attempt (never started) may have its
+    # inputs recorded, and may fail (say, its task could not be sent to a worker).
+    if current is None or not (running or (queued and event.type in _QUEUED_MAY)):
         raise _refuse(event, "the step has no running attempt")
     if event.attempt is not None and event.attempt != current.attempt:
-        raise _refuse(event, f"attempt {current.attempt} is running, not {event.attempt}")
+        raise _refuse(
+            event, f"attempt {current.attempt} is {current.status.value}, not {event.attempt}"
+        )
     row = dataclasses.replace(current, seq=event.seq)
     if event.type is EventType.STEP_INPUT_RECORDED:
         return dataclasses.replace(row, inputs=dict(payload.get("inputs") or {}))

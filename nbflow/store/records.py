@@ -44,6 +44,7 @@ class StepStatus(StrEnum):
     """Where one attempt of a step stands."""
 
     SCHEDULED = "scheduled"
+    QUEUED = "queued"  # handed to an executor that has not started it yet
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -54,6 +55,12 @@ class StepStatus(StrEnum):
     def has_output(self) -> bool:
         """True when an attempt in this status holds a usable output."""
         return self in (StepStatus.COMPLETED, StepStatus.CACHED)
+
+    @property
+    def in_progress(self) -> bool:
+        """True for an attempt that has not ended (queued or running): stores keep it in
+        the events, not yet as a ``step_executions`` row."""
+        return self is StepStatus.RUNNING or self is StepStatus.QUEUED
 
 
 class EventType(StrEnum):
@@ -66,6 +73,7 @@ class EventType(StrEnum):
     RUN_CANCELLED = "run_cancelled"
     RUN_INTERRUPTED = "run_interrupted"
     STEP_SCHEDULED = "step_scheduled"
+    STEP_QUEUED = "step_queued"
     STEP_STARTED = "step_started"
     STEP_INPUT_RECORDED = "step_input_recorded"
     STEP_OUTPUT_RECORDED = "step_output_recorded"

@@ -275,8 +275,8 @@ LEASE_SETS = (
 
 
 def unfinished(row: StepExecution | None) -> bool:
-    """Whether an attempt has no finished row yet (none at all, or still running)."""
-    return row is None or row.status is StepStatus.RUNNING
+    """Whether an attempt has no finished row yet (none at all, or still queued or running)."""
+    return row is None or row.status.in_progress
 
 
 def finished_rows(
@@ -289,7 +289,7 @@ def finished_rows(
     attempts live in the events until then. A row already finished is only written
     again for attempt 0 (a skipped step cached on resume), as an upsert.
     """
-    finished = [x for x in changed if x.status is not StepStatus.RUNNING]
+    finished = [x for x in changed if not x.status.in_progress]
     recorded = previous.executions
     fresh = [x for x in finished if unfinished(recorded.get((x.step, x.attempt)))]
     again = [x for x in finished if not unfinished(recorded.get((x.step, x.attempt)))]

@@ -26,6 +26,7 @@ from nbflow.testing.conformance_check import CheckConformance
 from nbflow.testing.conformance_executions import ExecutionConformance
 from nbflow.testing.conformance_files import FilesConformance
 from nbflow.testing.conformance_leases import LeaseConformance
+from nbflow.testing.conformance_queued import QueuedConformance
 from nbflow.testing.conformance_records import RecordConformance
 from nbflow.testing.conformance_sql import SqlConformance
 from nbflow.testing.conformance_trust import TrustConformance
@@ -38,6 +39,7 @@ class StoreConformance(
     RecordConformance,
     ExecutionConformance,
     FilesConformance,
+    QueuedConformance,
     ValueConformance,
     LeaseConformance,
     CheckConformance,

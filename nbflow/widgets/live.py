@@ -137,6 +137,7 @@ class LiveRun:
         rows = [r for n, r in state.current.items() if n in self._nodes]
         done = sum(1 for r in rows if r.status in _DONE)
         running = [r.step for r in rows if r.status is StepStatus.RUNNING]
+        queued = [r.step for r in rows if r.status is StepStatus.QUEUED]
         elapsed = format_duration((time.monotonic() - self._started) * 1000)
         infos = infos_from_rows(rows)
         status = state.run.status.value
@@ -150,6 +151,7 @@ class LiveRun:
             text = f"<b>{status}</b>: {done} of {self.total} steps in {elapsed} ({parts})"
         else:
             now = f" · running {', '.join(running)}" if running else ""
+            now += f" · queued {', '.join(queued)}" if queued else ""
             text = f"{done} of {self.total} steps · {elapsed}{now}"
         self.label.value = f'<span class="nbflow-progress-text">{text}</span>'
         self.dag.show(infos=infos, title=f"{state.run.flow} · run {state.run.run_id} · {status}")

@@ -25,6 +25,7 @@ class NodeState(StrEnum):
     """How a step is drawn."""
 
     NEVER_RUN = "never_run"
+    QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
     CACHED = "cached"
@@ -41,6 +42,7 @@ class NodeState(StrEnum):
 #: state -> (fill, stroke): light fills keep the black labels readable.
 PALETTE: dict[NodeState, tuple[str, str]] = {
     NodeState.NEVER_RUN: ("#f3f4f6", "#9ca3af"),
+    NodeState.QUEUED: ("#e0e7ff", "#818cf8"),
     NodeState.RUNNING: ("#bfdbfe", "#2563eb"),
     NodeState.COMPLETED: ("#bbf7d0", "#16a34a"),
     NodeState.CACHED: ("#ccfbf1", "#0d9488"),
@@ -51,6 +53,7 @@ PALETTE: dict[NodeState, tuple[str, str]] = {
 
 _FROM_STATUS = {
     StepStatus.SCHEDULED: NodeState.NEVER_RUN,
+    StepStatus.QUEUED: NodeState.QUEUED,
     StepStatus.RUNNING: NodeState.RUNNING,
     StepStatus.COMPLETED: NodeState.COMPLETED,
     StepStatus.CACHED: NodeState.CACHED,
@@ -143,8 +146,10 @@ def info_of(row: StepExecution) -> NodeInfo:
     state = _FROM_STATUS[row.status]
     if row.status is StepStatus.SCHEDULED:
         return NodeInfo(state, label="waiting")
-    if row.status is StepStatus.RUNNING:
-        label = f"running (attempt {row.attempt})" if row.attempt > 1 else ""
+    if row.status is StepStatus.RUNNING or row.status is StepStatus.QUEUED:
+        # (Queued: handed to the executor, waiting for a free worker.)
+        word = row.status.value
+        label = f"{word} (attempt {row.attempt})" if row.attempt > 1 else ""
         return NodeInfo(state, label=label)
     if row.status is StepStatus.CACHED:
         source = f"output reused from run {row.source_run_id}" if row.source_run_id else ""

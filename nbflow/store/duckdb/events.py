@@ -190,10 +190,11 @@ class DuckDBEvents(DuckDBPart):
         return [execution_from_row(r) for r in rows]
 
     def _has_running_attempts(self, run_id: str) -> bool:
-        """Whether an attempt has started and not ended (so has no table row yet)."""
+        """Whether an attempt is queued or running (so has no table row yet)."""
         return bool(
             self._execute(
-                "SELECT 1 FROM events e WHERE e.run_id = ? AND e.type = 'step_started' "
+                "SELECT 1 FROM events e WHERE e.run_id = ? "
+                "AND e.type IN ('step_started', 'step_queued') "
                 "AND NOT EXISTS (SELECT 1 FROM step_executions x WHERE x.run_id = e.run_id "
                 "AND x.step = e.step AND x.attempt = e.attempt) LIMIT 1",
                 [run_id],

@@ -19,7 +19,7 @@ from nbflow.store.duckdb.rows import (
     run_status_params,
 )
 from nbflow.store.fold import RunState
-from nbflow.store.records import Codec, StepExecution, StepStatus
+from nbflow.store.records import Codec, StepExecution
 from nbflow.store.sql_rows import (
     EXEC_COLS,
     EXEC_INSERT_COLS,
@@ -171,7 +171,7 @@ class DuckDBMaintenance(DuckDBPart):
 
     def _rebuild_views(self, state: RunState) -> None:
         run = state.run
-        rows = [x for x in state.executions.values() if x.status is not StepStatus.RUNNING]
+        rows = [x for x in state.executions.values() if not x.status.in_progress]
         with self._lock:
             con = self._con
             con.execute("BEGIN TRANSACTION")

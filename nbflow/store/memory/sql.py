@@ -38,8 +38,10 @@ def query_frames(
     tables = {
         "runs": runs,
         "events": store.events_frame(),
-        # Like the DuckDB table: finished attempts (running ones are in the events).
-        "step_executions": steps[steps["status"] != "running"].reset_index(drop=True),
+        # Like the DuckDB table: finished attempts (queued or running ones are in the events).
+        "step_executions": steps[~steps["status"].isin(["queued", "running"])].reset_index(
+            drop=True
+        ),
         "blobs": pd.DataFrame(
             {
                 "hash": [b.hash for b in store.list_blobs()],

@@ -133,7 +133,7 @@ class PostgresEvents(PostgresPart):
                 cur.execute(
                     "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = %(r)s), "
                     "EXISTS (SELECT 1 FROM events e WHERE e.run_id = %(r)s "
-                    "AND e.type = 'step_started' AND NOT EXISTS (SELECT 1 FROM "
+                    "AND e.type IN ('step_started', 'step_queued') AND NOT EXISTS (SELECT 1 FROM "
                     "step_executions x WHERE x.run_id = e.run_id AND x.step = e.step "
                     "AND x.attempt = e.attempt))",
                     {"r": run_id},

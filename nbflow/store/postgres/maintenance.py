@@ -13,7 +13,7 @@ from nbflow.errors import StaleVersionError
 from nbflow.store.fold import RunState
 from nbflow.store.postgres.part import PostgresPart
 from nbflow.store.postgres.rows import execution_arrays, executions_from_arrays, parsed
-from nbflow.store.records import Codec, StepExecution, StepStatus
+from nbflow.store.records import Codec, StepExecution
 from nbflow.store.sql_rows import (
     EXEC_COLS,
     EXEC_INSERT_COLS,
@@ -129,7 +129,7 @@ class PostgresMaintenance(PostgresPart):
 
     def _rebuild_views(self, state: RunState) -> None:
         run = state.run
-        rows = [x for x in state.executions.values() if x.status is not StepStatus.RUNNING]
+        rows = [x for x in state.executions.values() if not x.status.in_progress]
 
         def rebuild(con: psycopg.Connection[Any]) -> int | None:
             with con.transaction():
