@@ -223,7 +223,8 @@ def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
             fingerprint=payload.get("fingerprint", current.fingerprint),
             started_at=event.ts,
             seq=event.seq,
-            params=_params(payload),
+            # (The step_queued event carried what the attempt reads; a start may repeat it.)
+            params=_params(payload) if "params" in payload else current.params,
         )
 
     if event.type in (EventType.STEP_STARTED, EventType.STEP_QUEUED):
@@ -245,6 +246,7 @@ def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
             fingerprint=payload.get("fingerprint"),
             started_at=event.ts if starts else None,
             seq=event.seq,
+            params=_params(payload),
         )
 
     if event.type in (EventType.STEP_CACHED, EventType.STEP_SKIPPED):
