@@ -16,7 +16,7 @@ import time
 import traceback as tb
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nbflow.definition.step import Step
@@ -24,6 +24,7 @@ from nbflow.engine.cache import cache_key
 from nbflow.engine.executors import Executor, Outcome, StepTask
 from nbflow.errors import StepFailed, StoreFullError, UntrustedStoreError
 from nbflow.graph.dag import FlowGraph
+from nbflow.graph.fingerprint import StepReads
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
 from nbflow.store.records import (
@@ -47,11 +48,18 @@ class StepPlan:
     step: Step
     fingerprint: str
     params: Mapping[str, Any]
+    reads: StepReads = field(default_factory=StepReads)  # what it read besides code
 
     @property
     def name(self) -> str:
         """The step's name."""
         return self.step.name
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether a stored output may stand for running it: caching is on, and it reads
+        nothing nbflow cannot hash (an untracked step runs every time)."""
+        return self.step.options.cache and not self.reads.untracked
 
 
 class Cancelled(Exception):
@@ -208,7 +216,7 @@ class Runner:
         outputs = dict(self._outputs)
         keys: dict[str, str] = {}
         for name in todo:
-            if not self.plans[name].step.options.cache or self._forced(name):
+            if not self.plans[name].cacheable or self._forced(name):
                 return False
             key = self._key(name, outputs)
             hit = candidates.get(key)
@@ -269,7 +277,7 @@ class Runner:
         fingerprints = [
             self.plans[n].fingerprint
             for n in todo
-            if self.plans[n].step.options.cache and not self._forced(n)
+            if self.plans[n].cacheable and not self._forced(n)
         ]
         if not fingerprints:
             return {}
@@ -298,7 +306,7 @@ class Runner:
                     continue
                 del waiting[name]
                 key = self._planned_keys.pop(name, None) or self._key(name)
-                hit = candidates.get(key)
+                hit = candidates.get(key) if self.plans[name].cacheable else None
                 if hit is not None:
                     self._cached(name, key, hit)
                     continue
@@ -390,6 +398,8 @@ class Runner:
         attempt = self._attempts.get(name, 0) + 1
         self._attempts[name] = attempt
         plan = self.plans[name]
+        if plan.reads.untracked and attempt == 1:
+            self._warn_untracked(name, plan.reads.untracked)
         self._emit(
             EventType.STEP_STARTED,
             name,
@@ -411,6 +421,23 @@ class Runner:
         self.flush()  # upstream completions and this start are durable before it runs
         task = StepTask(name, plan.step.func, kwargs, plan.step.options.timeout)
         return self.executor.submit(task, delay)
+
+    def _warn_untracked(self, name: str, untracked: Mapping[str, str]) -> None:
+        """Say, in the log and as a Python warning, why ``name`` runs although cached."""
+        import warnings
+
+        from nbflow.errors import UntrackedStepWarning, untracked_message
+
+        message = untracked_message(name, untracked)
+        self._emit(
+            EventType.STEP_WARNING,
+            name,
+            None,
+            kind="untracked",
+            message=message,
+            globals=dict(untracked),
+        )
+        warnings.warn(message, UntrackedStepWarning, stacklevel=2)
 
     def _finish(self, name: str, attempt: int, future: Future[Any]) -> Future[Any] | None:
         """Record a finished attempt; return the future of its retry, if one is due."""

@@ -204,6 +204,9 @@ def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
             raise _refuse(event, "the step is running")
         return None
 
+    if event.type is EventType.STEP_WARNING:
+        return None  # a note in the log: no status changes
+
     if event.type is EventType.STEP_STARTED:
         attempt = event.attempt or 0
         if running:
