@@ -214,6 +214,7 @@ def to_json(
     postgres: PostgresResult | None = None,
     memory: MemoryResult | None = None,
     storage: StorageResult | None = None,
+    data_globals: Any = None,
 ) -> None:
     """Write the settings, the table's numbers and every raw sample (seconds) to ``path``."""
     data = {
@@ -228,6 +229,7 @@ def to_json(
             "postgres": asdict(postgres) if postgres is not None else None,
             "memory": asdict(memory) if memory is not None else None,
             "storage": asdict(storage) if storage is not None else None,
+            "data_globals": asdict(data_globals) if data_globals is not None else None,
         },
     }
     path.write_text(json.dumps(data, indent=2) + "\n")

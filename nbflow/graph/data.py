@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import types
 import weakref
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import xxhash
@@ -32,11 +32,16 @@ from cloudpickle import cloudpickle as _cloudpickle
 
 from nbflow.errors import DefinitionError
 from nbflow.graph.code_text import class_text, constant_hash, function_text
-from nbflow.graph.modules import ModuleKind, module_kind
+from nbflow.graph.modules import ModuleKind, module_kind, package_of
 from nbflow.values.hashing import hash_numpy
 from nbflow.values.pickling import canonical_dump
 
-__all__ = ["DataHashes", "is_untracked", "untracked"]
+__all__ = ["DATA", "IGNORED", "UNTRACKED", "DataHashes", "DataPart", "is_untracked", "untracked"]
+
+# Part values that are not code: how a part says what it stands for.
+DATA = "data:"  # a data global's content hash
+UNTRACKED = "untracked:"  # a global nbflow cannot hash (the step is untracked)
+IGNORED = "ignored:"  # a global marked with nf.untracked(): not part of the key
 
 T = TypeVar("T")
 
@@ -173,6 +178,15 @@ def _data_hash(value: Any) -> tuple[str | None, str]:
     return "pickle:" + sink.hasher.hexdigest(), ""
 
 
+class DataPart(NamedTuple):
+    """What a data value stands for in a fingerprint."""
+
+    text: str  # the part: "data:<hash>", "untracked:<type>" or "ignored:<type>"
+    untracked: str | None  # why it cannot be hashed (None: it can, or it is ignored)
+    user_type: type | None  # its class, when that is the user's code (to be followed)
+    package: tuple[str, str] | None  # the distribution its class comes from, if any
+
+
 class DataHashes:
     """Content hashes of data values, each value hashed once (by identity).
 
@@ -183,6 +197,7 @@ class DataHashes:
 
     def __init__(self) -> None:
         self._memo: dict[int, tuple[Any, str | None, str]] = {}
+        self._parts: dict[int, tuple[Any, DataPart]] = {}
 
     def digest(self, value: Any) -> tuple[str | None, str]:
         """(hash, "") for ``value``, or (None, why it cannot be hashed)."""
@@ -192,3 +207,25 @@ class DataHashes:
         digest, reason = _data_hash(value)
         self._memo[id(value)] = (value, digest, reason)
         return digest, reason
+
+    def part(self, value: Any) -> DataPart:
+        """The fingerprint part of ``value`` and what comes with it (memoized)."""
+        known = self._parts.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        kind = type(value)
+        name = f"{kind.__module__}.{kind.__qualname__}"
+        user = module_kind(kind.__module__) is ModuleKind.USER
+        package = None if user else package_of(kind.__module__)
+        untracked: str | None = None
+        if is_untracked(value):
+            text = IGNORED + name
+        else:
+            digest, reason = self.digest(value)
+            if digest is None:
+                text, untracked = UNTRACKED + name, f"a {name}: {reason}"
+            else:
+                text = DATA + digest
+        part = DataPart(text, untracked, kind if user else None, package)
+        self._parts[id(value)] = (value, part)
+        return part

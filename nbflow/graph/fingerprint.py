@@ -18,6 +18,7 @@ because they can change.
 
 from __future__ import annotations
 
+import enum
 import functools
 import sys
 import types
@@ -37,7 +38,7 @@ from nbflow.graph.code_text import (
     encode_constant,
     function_text,
 )
-from nbflow.graph.data import DataHashes, is_untracked
+from nbflow.graph.data import DATA, IGNORED, UNTRACKED, DataHashes
 from nbflow.graph.modules import ModuleKind, module_kind, package_of
 from nbflow.graph.source import CODE_CACHE, as_function, normalized_source, unwrap
 from nbflow.json_text import compact_encoder
@@ -51,18 +52,31 @@ __all__ = [
 ]
 
 # Bump when the meaning of a fingerprint changes, so old cache entries stop matching.
-_SCHEME = 1
+# 2: data globals, the user's own modules and installed packages are covered.
+_SCHEME = 2
 
 SELF = "<self>"
 
-# Part values that are not code: how a part says what it stands for.
-DATA = "data:"  # a data global's content hash
-UNTRACKED = "untracked:"  # a global nbflow cannot hash (the step is untracked)
-IGNORED = "ignored:"  # a global marked with nf.untracked(): not part of the key
 PACKAGE = "<package "  # part key of an installed package: "<package pandas>" -> version
 
 # Callables implemented in C: code of the module that made them, not data.
 _NATIVE_CODE = (types.BuiltinFunctionType, np.ufunc)
+# The types a constant can have (code_text.encode_constant): anything else is data.
+_CONSTANT_TYPES = (
+    type(None),
+    type(Ellipsis),
+    bool,
+    int,
+    float,
+    str,
+    bytes,
+    enum.Enum,
+    tuple,
+    list,
+    set,
+    frozenset,
+    dict,
+)
 
 
 @dataclass(frozen=True)
@@ -187,7 +201,7 @@ class _Walk:
             module = getattr(obj, "__module__", None)
             self.add_package(module if isinstance(module, str) else type(obj).__module__)
             return
-        digest = constant_hash(value)
+        digest = constant_hash(value) if isinstance(value, _CONSTANT_TYPES) else None
         if digest is not None:
             if self.parts.get(name) != digest:  # else the same constant read elsewhere
                 self.parts[self._key(name, referrer)] = digest
@@ -199,21 +213,15 @@ class _Walk:
         if id(value) in self.seen_values:
             return  # the same object read under another name, or by another function
         self.seen_values.add(id(value))
-        kind = type(value)
-        if self._followed(kind.__module__):
-            self.visit(kind.__name__, kind, referrer)  # its methods run in the step
-        else:
-            self.add_package(kind.__module__)
+        part = self.data.part(value)
+        if part.user_type is not None or type(value).__module__ == self.module:
+            self.visit(type(value).__name__, type(value), referrer)  # its methods run
+        elif part.package is not None:
+            self.parts[f"{PACKAGE}{part.package[0]}>"] = part.package[1]
         key = self._key(name, referrer)
-        if is_untracked(value):
-            self.parts[key] = f"{IGNORED}{_type_name(kind)}"
-            return
-        digest, reason = self.data.digest(value)
-        if digest is None:
-            self.parts[key] = f"{UNTRACKED}{_type_name(kind)}"
-            self.untracked[key] = f"a {_type_name(kind)}: {reason}"
-            return
-        self.parts[key] = DATA + digest
+        self.parts[key] = part.text
+        if part.untracked is not None:
+            self.untracked[key] = part.untracked
 
     def visit_module(
         self,
@@ -273,10 +281,6 @@ class _Walk:
             for name, value, chains in _references(func):
                 self.visit(name, value, referrer, chains)
         return self.parts
-
-
-def _type_name(kind: type) -> str:
-    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _collect(
@@ -356,22 +360,27 @@ def step_fingerprint(
         fingerprint = _digest({"name": name, "version": version, "options": opts})
         return fingerprint, StepReads(code=_digest({"name": name, "version": version}))
     parts, untracked = _collect(func, exclude, source, data)
-    fingerprint = _digest({"parts": parts, "options": opts})
-    code = {k: v for k, v in parts.items() if not _is_read(k, v)}
-    globals_ = {k: v.removeprefix(DATA) for k, v in parts.items() if _is_read(k, v)}
-    packages = {k[len(PACKAGE) : -1]: v for k, v in globals_.items() if k.startswith(PACKAGE)}
-    reads = StepReads(
-        code=_digest({"parts": code}),
-        globals={k: v for k, v in globals_.items() if not k.startswith(PACKAGE)},
-        packages=packages,
-        untracked=untracked,
-    )
-    return fingerprint, reads
+    code: dict[str, str] = {}
+    globals_: dict[str, str] = {}
+    packages: dict[str, str] = {}
+    for key, value in parts.items():
+        if key.startswith(PACKAGE):
+            packages[key[len(PACKAGE) : -1]] = value
+        elif value.startswith(_READ_PREFIXES):
+            globals_[key] = value.removeprefix(DATA)
+        else:
+            code[key] = value
+    # The code's own fingerprint is recorded (so flow.status() can tell a code change from
+    # a data one); the step's covers it, what it reads, and its options.
+    code_print = _digest({"parts": code})
+    payload: dict[str, Any] = {"code": code_print, "options": opts}
+    if globals_ or packages:
+        payload["reads"] = {"globals": globals_, "packages": packages}
+    reads = StepReads(code_print, globals_, packages, untracked)
+    return _digest(payload), reads
 
 
-def _is_read(key: str, value: str) -> bool:
-    """Whether a part is data or a package (not code nor a constant)."""
-    return key.startswith(PACKAGE) or value.startswith((DATA, UNTRACKED, IGNORED))
+_READ_PREFIXES = (DATA, UNTRACKED, IGNORED)
 
 
 def code_fingerprint(
