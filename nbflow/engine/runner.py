@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nbflow.definition.step import Step
-from nbflow.engine.cache import cache_key
+from nbflow.engine.cache import cache_key, untracked_warning
 from nbflow.engine.executors import Executor, Outcome, StepTask
 from nbflow.errors import StepFailed, StoreFullError, UntrustedStoreError
 from nbflow.graph.dag import FlowGraph
@@ -398,8 +398,8 @@ class Runner:
         attempt = self._attempts.get(name, 0) + 1
         self._attempts[name] = attempt
         plan = self.plans[name]
-        if plan.reads.untracked and attempt == 1:
-            self._warn_untracked(name, plan.reads.untracked)
+        if plan.reads.untracked and attempt == 1:  # said in the log, and as a warning
+            self._buffer.append(untracked_warning(name, plan.reads.untracked))
         self._emit(
             EventType.STEP_STARTED,
             name,
@@ -421,23 +421,6 @@ class Runner:
         self.flush()  # upstream completions and this start are durable before it runs
         task = StepTask(name, plan.step.func, kwargs, plan.step.options.timeout)
         return self.executor.submit(task, delay)
-
-    def _warn_untracked(self, name: str, untracked: Mapping[str, str]) -> None:
-        """Say, in the log and as a Python warning, why ``name`` runs although cached."""
-        import warnings
-
-        from nbflow.errors import UntrackedStepWarning, untracked_message
-
-        message = untracked_message(name, untracked)
-        self._emit(
-            EventType.STEP_WARNING,
-            name,
-            None,
-            kind="untracked",
-            message=message,
-            globals=dict(untracked),
-        )
-        warnings.warn(message, UntrackedStepWarning, stacklevel=2)
 
     def _finish(self, name: str, attempt: int, future: Future[Any]) -> Future[Any] | None:
         """Record a finished attempt; return the future of its retry, if one is due."""
