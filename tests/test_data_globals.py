@@ -341,3 +341,25 @@ def test_values_that_cannot_be_pickled_say_why() -> None:
     assert digest is None and "cannot be pickled" in reason and "sqlite3.Connection" in reason
     assert DataHashes().digest(np.arange(3))[0] == DataHashes().digest(np.arange(3))[0]
     assert DataHashes().digest(np.arange(3))[0] != DataHashes().digest(np.arange(4))[0]
+
+
+def test_every_backend_records_the_warning_and_the_definitions_reads(store: nf.Store) -> None:
+    flow = nf.Flow("untracked-everywhere", store=store)
+    lock = sqlite3.connect(":memory:")
+    lookup = pd.DataFrame({"x": [1, 2]})
+
+    @flow.step
+    def reads() -> int:
+        return int(lookup["x"].sum()) + lock.total_changes
+
+    with pytest.warns(UntrackedStepWarning):
+        run = flow.run(progress=False)
+    warned = run.events[run.events["type"] == "step_warning"]
+    assert warned["step"].tolist() == ["reads"]
+    record = store.get_run(run.id)
+    definition = store.get_flow(record.flow, record.flow_fingerprint)
+    assert definition is not None
+    step = definition.step("reads")
+    assert step is not None and step.globals["lookup"].startswith("pickle:")
+    assert step.globals["lock"] == "untracked:sqlite3.Connection"
+    assert step.packages["pandas"] == pd.__version__ and step.code_fingerprint
