@@ -23,6 +23,7 @@ import pyarrow as pa
 import nbflow
 from benchmarks import report
 from benchmarks.dag_svg import DagResult, dag_rows, run_dag_svg
+from benchmarks.data_globals import DataGlobalsResult, data_globals_rows, run_data_globals
 from benchmarks.dataframes import FrameResult, run_dataframes
 from benchmarks.executors import ExecutorResult, executor_rows, run_executors
 from benchmarks.file_reads import FileReadsResult, file_reads_rows, run_file_reads
@@ -135,6 +136,7 @@ class Measurements:
     memory: MemoryResult | None = None
     storage: StorageResult | None = None
     file_reads: FileReadsResult | None = None
+    data_globals: DataGlobalsResult | None = None
 
 
 def measure(settings: Settings) -> Measurements:
@@ -147,6 +149,8 @@ def measure(settings: Settings) -> Measurements:
         topologies, duckdb_floor = run_overhead(
             workdir, settings.step_repeats, settings.steps, log=log
         )
+        log(f"data globals: {settings.steps}-step chain, cached, 10 x 10 MB globals per step")
+        data_globals = run_data_globals(workdir, settings.step_repeats, settings.steps, log=log)
         log(f"DataFrame checkpoint: {settings.rows:,} rows, {settings.frame_repeats} repetitions")
         frame = run_dataframes(workdir, settings.rows, settings.frame_repeats, log=log)
         log(f"fork: {settings.fork_small_bytes:,} vs {settings.fork_big_bytes:,} bytes upstream")
@@ -188,12 +192,14 @@ def measure(settings: Settings) -> Measurements:
         memory=memory,
         storage=storage,
         file_reads=file_reads,
+        data_globals=data_globals,
     )
 
 
 def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> list[report.Row]:
     """Print the header, the table and the notes; return the table's rows."""
     rows = [row for t in m.topologies for row in report.per_step_rows(t, m.duckdb_floor)]
+    rows += data_globals_rows(m.data_globals) if m.data_globals is not None else []
     rows += report.frame_rows(m.frame)
     rows += fork_rows(m.fork)
     rows += dag_rows(m.dag) if m.dag is not None else []
@@ -217,7 +223,7 @@ def print_report(settings: Settings, m: Measurements, env: dict[str, Any]) -> li
         print(f"{m.executors.description}.")
     if m.postgres is not None:
         print(postgres_note(m.postgres))
-    for stage in (m.memory, m.storage, m.file_reads):
+    for stage in (m.data_globals, m.memory, m.storage, m.file_reads):
         if stage is not None:
             print(f"{stage.description}.")
     print("ratio = nbflow / reference in the row's unit (time per step, or GB/s).")
@@ -256,6 +262,7 @@ def run(settings: Settings, json_path: Path | None) -> None:
             memory=m.memory,
             storage=m.storage,
             file_reads=m.file_reads,
+            data_globals=m.data_globals,
         )
         log(f"wrote {json_path}")
 

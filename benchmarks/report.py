@@ -216,6 +216,7 @@ def to_json(
     memory: MemoryResult | None = None,
     storage: StorageResult | None = None,
     file_reads: FileReadsResult | None = None,
+    data_globals: Any = None,
 ) -> None:
     """Write the settings, the table's numbers and every raw sample (seconds) to ``path``."""
     data = {
@@ -231,6 +232,7 @@ def to_json(
             "memory": asdict(memory) if memory is not None else None,
             "storage": asdict(storage) if storage is not None else None,
             "file_reads": asdict(file_reads) if file_reads is not None else None,
+            "data_globals": asdict(data_globals) if data_globals is not None else None,
         },
     }
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -18,6 +18,7 @@ from nbflow.api.notebook import load_notebook
 from nbflow.api.run import Run
 from nbflow.copying import CopyReport, copy_runs
 from nbflow.diff import diff
+from nbflow.graph.data import untracked
 from nbflow.store.base import Store
 from nbflow.store.open import open_store
 from nbflow.transfer import export_run, import_run, mark_trusted
@@ -63,4 +64,5 @@ __all__ = [
     "remove_sink",
     "runs",
     "sink_stats",
+    "untracked",
 ]

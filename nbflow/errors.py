@@ -8,7 +8,7 @@ and what to do about it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 
 def suggest(name: str, candidates: Iterable[str], *, prefix: str = " Did you mean ") -> str:
@@ -390,9 +390,11 @@ __all__ = [
     "TransferError",
     "UnknownRunError",
     "UnknownStepError",
+    "UntrackedStepWarning",
     "UntrustedImportError",
     "UntrustedStoreError",
     "WaitTimeout",
+    "untracked_message",
 ]
 
 
@@ -410,3 +412,22 @@ class NbflowWarning(UserWarning):
 
 class StoreMaintenanceWarning(NbflowWarning):
     """nbflow tidied a store: it removed what an interrupted gc or export left behind."""
+
+
+class UntrackedStepWarning(NbflowWarning):
+    """A step reads a global nbflow cannot hash, so it runs on every run (never reused
+    from the cache): the message names the global and the ways to pin it."""
+
+
+def untracked_message(step: str, untracked: Mapping[str, str]) -> str:
+    """Why ``step`` is untracked (``untracked``: global -> why it cannot be hashed), and
+    what to do about it."""
+    names = ", ".join(f"{name} ({why})" for name, why in untracked.items())
+    first = next(iter(untracked), "value").rpartition(".")[2]
+    return (
+        f"step {step!r} is untracked: it reads {names}, which nbflow cannot hash, so it "
+        "runs on every run instead of being reused from the cache. If its result does not "
+        f"depend on that value, mark it where it is made: {first} = nf.untracked(...); or "
+        'pin the step with @flow.step(version="1") and change the version when its '
+        "result should change."
+    )

@@ -66,10 +66,11 @@ def make_store(tmp_path: Path) -> Iterator[Callable[[str], nf.Store]]:
 
 
 class Calls:
-    """Counts step executions (a plain object: its counts are not part of a fingerprint)."""
+    """Counts step executions (marked untracked: its counts are not part of any key)."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
+        nf.untracked(self)  # instrumentation, not an input: part of no step's key
 
     def hit(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1

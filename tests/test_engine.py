@@ -27,11 +27,12 @@ from nbflow.store.duckdb.store import DuckDBStore
 
 
 class Calls:
-    """Counts step executions (an object, so it is not part of any fingerprint)."""
+    """Counts step executions (marked untracked: not part of any step's key)."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
+        nf.untracked(self)  # instrumentation, not an input: part of no step's key
 
     def hit(self, name: str) -> None:
         with self.lock:

@@ -237,6 +237,7 @@ def _valid(world: World) -> dict[str, dict[str, Any] | str]:
         "nf.mark_trusted": {"store": w.store, "run_id": run_id},
         "nf.copy_runs": {"source": w.store, "target": "memory://", "run_ids": [run_id]},
         "nf.load_notebook": {"path": str(w.tmp / "missing.ipynb")},
+        "nf.untracked": {"value": w.store},
         "nf.browse": {"target": w.store},
         "nf.add_sink": "registers the sink for the whole process; see CASES",
         "nf.remove_sink": {"sink": print},

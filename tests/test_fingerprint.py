@@ -278,7 +278,7 @@ def test_modules_and_foreign_functions_are_not_followed(load: Loader) -> None:
     assert set(parts) == {"<self>"}
 
 
-def test_data_objects_are_not_hashed(load: Loader) -> None:
+def test_data_objects_are_hashed_by_content(load: Loader) -> None:
     src = """
     class Frame:
         def __init__(self, rows):
@@ -292,8 +292,12 @@ def test_data_objects_are_not_hashed(load: Loader) -> None:
     """
     module = load(src)
     parts = fingerprint_parts(module.step)
-    assert "DATA" not in parts and "TABLE" not in parts
-    module.DATA.append(-1)  # data changing does not touch the code fingerprint
+    assert parts["DATA"].startswith("data:") and parts["TABLE"].startswith("data:")
+    assert "Frame" in parts  # the class of a data global is code the step runs
+    module.DATA.append(-1)  # changed in place: both DATA and TABLE (which holds it) change
+    changed = fingerprint_parts(module.step)
+    assert changed["DATA"] != parts["DATA"] and changed["TABLE"] != parts["TABLE"]
+    module.DATA.pop()
     assert fingerprint_parts(module.step) == parts
 
 
@@ -560,7 +564,11 @@ def test_odd_globals_are_left_alone(load: Loader) -> None:
     def step():
         return LAZY()
     """
-    assert set(fingerprint_parts(load(src).step)) == {"<self>"}
+    # Its __getattr__ is never asked (unwrap and the pickler look on the class): it is
+    # data, hashed by content, and its class is code the step runs.
+    parts = fingerprint_parts(load(src).step)
+    assert set(parts) == {"<self>", "LAZY", "Proxy"}
+    assert parts["LAZY"].startswith("data:")
 
 
 _IPYTHON_SCRIPT = """

@@ -17,6 +17,7 @@ from nbflow.store.fold import fold
 class Calls:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
+        nf.untracked(self)  # instrumentation, not an input: part of no step's key
 
     def hit(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1

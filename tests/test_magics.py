@@ -125,8 +125,9 @@ def test_a_step_cell_defines_the_step_and_shows_the_dag(nb: Kernel) -> None:
 
 
 def test_run_binds_the_value_and_shows_it_reusing_cached_upstream(nb: Kernel) -> None:
-    # An object, not a list: a list global would be a constant of the fingerprint.
-    nb.ok('flow = nf.Flow("m_run")\nimport types\ncalls = types.SimpleNamespace(names=[])')
+    # Marked untracked: the step appends to it, and a global's content is part of its key.
+    nb.ok('flow = nf.Flow("m_run")\nimport types')
+    nb.ok("calls = nf.untracked(types.SimpleNamespace(names=[]))")
     nb.ok("%%step raw\ncalls.names.append('raw')\nraw = pd.DataFrame({'x': [1, 2, 3]})")
     out = nb.ok("%%step doubled --run\ndoubled = raw.assign(y=raw['x'] * 2)")
     assert "y" in out.texts("execute_result")[0]  # the value is the cell's result

@@ -140,6 +140,8 @@ def model_apply(run: RunModel, e: NewEvent) -> None:
         if kind == "step_scheduled":
             if running:
                 raise Refused
+        elif kind == "step_warning":
+            pass  # a note in the log, at any time of a running run: no row changes
         elif kind == "step_started":
             number = attempt or 0
             if running or number <= run.max_attempt(step):

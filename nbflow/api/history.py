@@ -23,6 +23,7 @@ _QUIET = {
     EventType.STEP_SCHEDULED,
     EventType.STEP_INPUT_RECORDED,
     EventType.STEP_OUTPUT_RECORDED,
+    EventType.STEP_WARNING,
 }
 
 #: Columns of ``run.versions``.

@@ -2,9 +2,11 @@
 
 Each step of the flow as defined now is compared with its execution in a run: the
 flow's latest run that ran it (or the run given). A step is *fresh* when running it now
-would find that execution's output in the cache: same code fingerprint, same
-parameters, and every upstream step fresh with the output it read then. Otherwise it is
-*stale* (with the reasons), *failed* (its latest attempt there failed) or *never_run*.
+would find that execution's output in the cache: same fingerprint (code, the data
+globals it reads, the packages it uses), same parameters, and every upstream step fresh
+with the output it read then. Otherwise it is *stale* (with the reasons), *failed* (its
+latest attempt there failed), *never_run*, or *untracked*: it reads a global nbflow
+cannot hash, so a run runs it again whatever the store holds (the reason names it).
 
 Parameters are those given to ``status``, else the value the compared run chose for
 them when it chose one, else the current defaults; so a changed default counts as a
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from nbflow.api.protocols import FlowDefinition
     from nbflow.api.run import Run
     from nbflow.definition.step import Step
+    from nbflow.engine.runner import StepPlan
     from nbflow.store.base import Store
 
 __all__ = ["STATUS_COLUMNS", "StepFreshness", "StepState", "flow_status", "status_frame"]
@@ -48,6 +51,7 @@ class StepState(StrEnum):
     STALE = "stale"
     NEVER_RUN = "never_run"
     FAILED = "failed"
+    UNTRACKED = "untracked"
 
 
 @dataclass(frozen=True)
@@ -81,13 +85,15 @@ def flow_status(
         step = graph.steps[name]
         upstream = step.upstream
         found = refs.get(name)
+        untracked = _untracked_reason(plans[name].reads.untracked)
         if found is None:
-            why = _never_run(run, searched)
+            why = _also(_never_run(run, searched), untracked)
             rows[name] = StepFreshness(name, StepState.NEVER_RUN, why, None, upstream)
             continue
         record, execution = found
         if execution.status is StepStatus.FAILED:
             why = f"failed in run {record.run_id}: {execution.error or 'unknown error'}"
+            why = _also(why, untracked)
             rows[name] = StepFreshness(name, StepState.FAILED, why, record.run_id, upstream)
             continue
         if not execution.status.has_output or execution.output is None:
@@ -95,6 +101,7 @@ def flow_status(
                 why = f"skipped in run {record.run_id}: {execution.error}"
             else:
                 why = f"still {execution.status.value} in run {record.run_id}"
+            why = _also(why, untracked)
             rows[name] = StepFreshness(name, StepState.NEVER_RUN, why, record.run_id, upstream)
             continue
         key = (record.flow, record.flow_fingerprint)
@@ -103,7 +110,7 @@ def flow_status(
         stored = definitions[key]
         definition = stored.step(name) if stored is not None else None
         values = _effective_params(step, record, definition, explicit)
-        reasons = _reasons(step, plans[name].fingerprint, execution, record, definition, values)
+        reasons = _reasons(step, plans[name], execution, record, definition, values)
         changed_upstream = [
             u
             for u in upstream
@@ -120,9 +127,12 @@ def flow_status(
         )
         if not fresh and not reasons:
             reasons.append("its cache key changed")
+        state = StepState.FRESH if fresh else StepState.STALE
+        if untracked:
+            state, reasons = StepState.UNTRACKED, [untracked, *reasons]
         rows[name] = StepFreshness(
             name,
-            StepState.FRESH if fresh else StepState.STALE,
+            state,
             "; ".join(reasons),
             record.run_id,
             upstream,
@@ -217,18 +227,35 @@ def _chosen(param: str, record: RunRecord, definition: StepDefinition | None) ->
     return not _same(record.params[param], definition.params[param])
 
 
+def _untracked_reason(untracked: Mapping[str, str]) -> str:
+    """Why a step runs on every run, or "" when it reads nothing nbflow cannot hash."""
+    if not untracked:
+        return ""
+    names = ", ".join(f"{name} ({why})" for name, why in untracked.items())
+    return (
+        f"it reads {names}, which nbflow cannot hash, so every run runs it "
+        "again; mark the value with nf.untracked(...) if the result does not depend on it, "
+        "or pin the step with @flow.step(version=...)"
+    )
+
+
+def _also(why: str, note: str) -> str:
+    return f"{why}; untracked: {note}" if note else why
+
+
 def _reasons(
     step: Step,
-    fingerprint: str,
+    plan: StepPlan,
     execution: StepExecution,
     record: RunRecord,
     definition: StepDefinition | None,
     values: Mapping[str, Any],
 ) -> list[str]:
     reasons: list[str] = []
+    fingerprint = plan.fingerprint
     then = {p: record.params[p] for p in step.params if p in record.params}
     if execution.fingerprint != fingerprint:
-        reasons.extend(_code_reasons(step, definition))
+        reasons.extend(_code_reasons(step, plan, definition))
     changes = [
         f"{p}: {_show(then[p])} → {_show(v)}"
         for p, v in values.items()
@@ -248,8 +275,9 @@ def _reasons(
     return reasons
 
 
-def _code_reasons(step: Step, definition: StepDefinition | None) -> list[str]:
-    """What changed in the step's code, from its definition as the run recorded it."""
+def _code_reasons(step: Step, plan: StepPlan, definition: StepDefinition | None) -> list[str]:
+    """What changed in the step's code, data and packages, from its definition as the
+    run recorded it."""
     if definition is None:
         return ["code changed"]
     from nbflow.graph.fingerprint import normalized_source
@@ -271,8 +299,39 @@ def _code_reasons(step: Step, definition: StepDefinition | None) -> list[str]:
         p not in definition.params or not _same(definition.params[p], _jsonable(d))
         for p, d in step.params.items()
     )
-    if not reasons and not defaults_changed:
+    reads = plan.reads
+    reasons.extend(_read_reasons(reads.globals, reads.packages, definition))
+    known = definition.code_fingerprint is not None
+    if (
+        not any(r.startswith("code changed") for r in reasons)
+        and not defaults_changed
+        and ((known and definition.code_fingerprint != reads.code) or (not known and not reasons))
+    ):
         reasons.append("code changed (a function or constant it uses)")
+    return reasons
+
+
+def _read_reasons(
+    now: Mapping[str, str], packages: Mapping[str, str], definition: StepDefinition
+) -> list[str]:
+    """The data globals and packages that changed since the definition was recorded."""
+    reasons = []
+    if definition.code_fingerprint is None:
+        return []  # recorded before nbflow kept them: nothing to compare with
+    changed = sorted(
+        n for n in {*now, *definition.globals} if now.get(n) != definition.globals.get(n)
+    )
+    if changed:
+        noun = "a global it reads changed" if len(changed) == 1 else "globals it reads changed"
+        reasons.append(f"{noun} ({', '.join(changed)})")
+    moved = []
+    for dist in sorted({*packages, *definition.packages}):
+        before, after = definition.packages.get(dist), packages.get(dist)
+        if before != after:
+            moved.append(f"{dist} {before or 'not used'} → {after or 'not used'}")
+    if moved:
+        noun = "a package changed" if len(moved) == 1 else "packages changed"
+        reasons.append(f"{noun} ({', '.join(moved)})")
     return reasons
 
 
@@ -318,8 +377,15 @@ def _upstream_reason(changed: list[str], rows: Mapping[str, StepFreshness]) -> s
         return "code changed (its dependencies)"
     failed = [u for u in changed if rows[u].state is StepState.FAILED]
     missing = [u for u in changed if rows[u].state is StepState.NEVER_RUN]
-    moved = [u for u in changed if u not in failed and u not in missing]
+    untracked = [u for u in changed if rows[u].state is StepState.UNTRACKED]
+    moved = [u for u in changed if u not in failed and u not in missing and u not in untracked]
     parts = []
+    if untracked:
+        names = ", ".join(untracked)
+        parts.append(
+            f"an upstream step is untracked ({names}): it runs again, and this step is "
+            "reused only if its output comes out the same"
+        )
     if moved:
         parts.append(f"an upstream step changed ({', '.join(moved)})")
     if failed:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from nbflow.engine.cache import cache_key, files_payload
+from nbflow.engine.cache import cache_key, files_payload, untracked_warning
 from nbflow.engine.executors import Outcome, StepTask
 from nbflow.engine.files import declared_snapshot
 from nbflow.engine.plans import describe, valid_text
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from nbflow.engine.starts import StartSignals
     from nbflow.graph.dag import FlowGraph
     from nbflow.store.base import Store
-    from nbflow.store.records import RunRecord
+    from nbflow.store.records import NewEvent, RunRecord
 
 
 class StepAttempts:
@@ -39,6 +39,7 @@ class StepAttempts:
         plans: Mapping[str, StepPlan]
         executor: Executor
         _unscheduled: list[str]
+        _buffer: list[NewEvent]
         _declared: dict[str, dict[str, str | None]]
         _basis: dict[str, str]
         _outputs: dict[str, ValueRef]
@@ -145,6 +146,8 @@ class StepAttempts:
         attempt = self._attempts.get(name, 0) + 1
         self._attempts[name] = attempt
         plan = self.plans[name]
+        if plan.reads.untracked and attempt == 1:  # said in the log, and as a warning
+            self._buffer.append(untracked_warning(name, plan.reads.untracked))
         parallel = self.executor.parallel
         if delay and not parallel:
             time.sleep(delay)  # inline: the retry starts after its delay, not before

@@ -1,15 +1,18 @@
-"""Cache keys: a step's code fingerprint + its inputs' content hashes + its parameters."""
+"""Cache keys: a step's fingerprint + its inputs' content hashes + its parameters; and
+what a run says about a step that cannot be cached (an untracked one)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import xxhash
 
 from nbflow.engine.files import file_hashes, reads_key
+from nbflow.errors import UntrackedStepWarning, untracked_message
 from nbflow.json_text import compact_encoder
-from nbflow.store.records import CacheHit, CacheHits, FilesRead
+from nbflow.store.records import CacheHit, CacheHits, EventType, FilesRead, NewEvent
 
 _CANONICAL = compact_encoder(sort_keys=True, default=repr)
 
@@ -63,3 +66,12 @@ def files_payload(
         return {}
     files = FilesRead(key, read, dict(declared))
     return {"files": files.to_json(), "cache_key": reads_key(key, read)}
+
+
+def untracked_warning(step: str, untracked: Mapping[str, str]) -> NewEvent:
+    """The ``step_warning`` event for a step that reads globals nbflow cannot hash
+    (``untracked``: name -> why), after issuing the same as an UntrackedStepWarning."""
+    message = untracked_message(step, untracked)
+    warnings.warn(message, UntrackedStepWarning, stacklevel=3)
+    payload = {"kind": "untracked", "message": message, "globals": dict(untracked)}
+    return NewEvent(EventType.STEP_WARNING, step, None, payload)

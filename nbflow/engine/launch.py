@@ -76,21 +76,28 @@ def resolve_params(
 
 
 def plan_steps(graph: FlowGraph, params: Mapping[str, Any]) -> dict[str, StepPlan]:
-    """Fingerprint every step of ``graph`` and bind its parameters."""
-    from nbflow.graph.fingerprint import code_fingerprint
+    """Fingerprint every step of ``graph`` and bind its parameters.
+
+    Data globals are hashed once each, however many steps read them (by identity: as
+    they are now, for this run).
+    """
+    from nbflow.graph.data import DataHashes
+    from nbflow.graph.fingerprint import step_fingerprint
 
     exclude = set(graph.steps) | set(graph.params)
+    data = DataHashes()
     plans = {}
     for name in graph.order:
         step = graph.steps[name]
-        fingerprint = code_fingerprint(
+        fingerprint, reads = step_fingerprint(
             step.func,
             options=step.options.to_json(),
             version=step.options.version,
             exclude=exclude,
             source=step.source,
+            data=data,
         )
-        plans[name] = StepPlan(step, fingerprint, {p: params[p] for p in step.params})
+        plans[name] = StepPlan(step, fingerprint, {p: params[p] for p in step.params}, reads)
     return plans
 
 
@@ -134,6 +141,9 @@ def _build_definition(name: str, graph: FlowGraph, plans: Mapping[str, StepPlan]
                 param_types=dict(step.param_types),
                 source=source,
                 options=step.options.to_json(),
+                code_fingerprint=plans[n].reads.code or None,
+                globals=dict(plans[n].reads.globals),
+                packages=dict(plans[n].reads.packages),
             )
         )
     shape = [(s.name, s.fingerprint, list(s.dependencies)) for s in steps]

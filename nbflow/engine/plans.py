@@ -4,10 +4,11 @@ how an error becomes text a store can hold."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nbflow.definition.step import Step
+from nbflow.graph.fingerprint import StepReads
 from nbflow.store.records import NewEvent, RunRecord
 
 #: Called after each commit with the run's record and the events just committed.
@@ -21,11 +22,18 @@ class StepPlan:
     step: Step
     fingerprint: str
     params: Mapping[str, Any]
+    reads: StepReads = field(default_factory=StepReads)  # what it read besides code
 
     @property
     def name(self) -> str:
         """The step's name."""
         return self.step.name
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether a stored output may stand for running it: caching is on, and it reads
+        nothing nbflow cannot hash (an untracked step runs every time)."""
+        return self.step.options.cache and not self.reads.untracked
 
 
 class Cancelled(Exception):

@@ -200,7 +200,7 @@ class Runner(StepAttempts):
         outputs = dict(self._outputs)
         keys: dict[str, str] = {}
         for name in todo:
-            if not self.plans[name].step.options.cache or self._forced(name):
+            if not self.plans[name].cacheable or self._forced(name):
                 return False
             key = self._key(name, outputs)
             hit = find_hit(candidates, key)
@@ -261,7 +261,7 @@ class Runner(StepAttempts):
         fingerprints = [
             self.plans[n].fingerprint
             for n in todo
-            if self.plans[n].step.options.cache and not self._forced(n)
+            if self.plans[n].cacheable and not self._forced(n)
         ]
         if not fingerprints:
             return CacheHits()
@@ -290,7 +290,7 @@ class Runner(StepAttempts):
                     continue
                 del waiting[name]
                 key = self._planned_keys.pop(name, None) or self._key(name)
-                hit = find_hit(candidates, key)
+                hit = find_hit(candidates, key) if self.plans[name].cacheable else None
                 if hit is not None:
                     self._cached(name, key, hit)
                     continue

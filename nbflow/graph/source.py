@@ -20,8 +20,11 @@ from typing import Any
 __all__ = ["CODE_CACHE", "as_function", "code_source", "normalized_source", "unwrap"]
 
 # Opcodes that read a name from the globals (LOAD_NAME: class bodies nested in a function;
-# LOAD_FROM_DICT_OR_GLOBALS: the same on Python >= 3.12). Attribute loads are not followed.
+# LOAD_FROM_DICT_OR_GLOBALS: the same on Python >= 3.12).
 _GLOBAL_READS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
+# Attribute loads right after a global read (``mylib.helper``, ``pkg.sub.f``): how a
+# function reaches into a module it imported (LOAD_METHOD: Python 3.11).
+_ATTRIBUTE_READS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
 
 
 # -- per-code-object cache -------------------------------------------------------------
@@ -30,10 +33,14 @@ _GLOBAL_READS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBAL
 class _CodeInfo:
     """What is cached for one code object (never a reference to the code itself)."""
 
-    __slots__ = ("digest", "global_names", "sources")
+    __slots__ = ("attributes", "digest", "global_names", "sources")
 
-    def __init__(self, global_names: tuple[str, ...]) -> None:
+    def __init__(
+        self, global_names: tuple[str, ...], attributes: dict[str, tuple[tuple[str, ...], ...]]
+    ) -> None:
         self.global_names = global_names
+        # global name -> the attribute chains read from it (``()`` for a bare read)
+        self.attributes = attributes
         self.digest: str | None = None
         self.sources: dict[str | None, str] = {}
 
@@ -54,7 +61,7 @@ class _CodeCache:
         entry = self._entries.get(key)
         if entry is not None and entry[0]() is code:
             return entry[1]
-        info = _CodeInfo(_global_names(code))
+        info = _CodeInfo(*_global_reads(code))
 
         def drop(ref: weakref.ref[types.CodeType]) -> None:
             current = self._entries.get(key)
@@ -71,17 +78,33 @@ class _CodeCache:
 CODE_CACHE = _CodeCache()
 
 
-def _global_names(code: types.CodeType) -> tuple[str, ...]:
-    """The global names ``code`` and the code nested in it read, in first-read order."""
-    names: dict[str, None] = {}
+def _global_reads(
+    code: types.CodeType,
+) -> tuple[tuple[str, ...], dict[str, tuple[tuple[str, ...], ...]]]:
+    """The global names ``code`` and the code nested in it read, in first-read order, and
+    for each the chains of attributes read straight after it (``mylib.sub.f`` gives
+    ``("sub", "f")``; a bare read, such as ``g(mylib)``, gives ``()``)."""
+    names: dict[str, dict[tuple[str, ...], None]] = {}
     stack = [code]
     while stack:
         current = stack.pop(0)
+        chain: list[str] | None = None  # the attributes read after the last global read
+        name = ""
         for instruction in dis.get_instructions(current):
+            if chain is not None:
+                if instruction.opname in _ATTRIBUTE_READS and isinstance(instruction.argval, str):
+                    chain.append(instruction.argval)
+                    continue
+                names[name].setdefault(tuple(chain))
+                chain = None
             if instruction.opname in _GLOBAL_READS and isinstance(instruction.argval, str):
-                names.setdefault(instruction.argval)
+                name = instruction.argval
+                names.setdefault(name, {})
+                chain = []
+        if chain is not None:
+            names[name].setdefault(tuple(chain))
         stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
-    return tuple(names)
+    return tuple(names), {n: tuple(chains) for n, chains in names.items()}
 
 
 # -- normalized source -----------------------------------------------------------------

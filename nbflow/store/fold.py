@@ -212,6 +212,9 @@ def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
             raise _refuse(event, f"the step is {'running' if running else 'queued'}")
         return None
 
+    if event.type is EventType.STEP_WARNING:
+        return None  # a note in the log: no status changes
+
     if event.type is EventType.STEP_STARTED and queued and current is not None:
         # The queued attempt really starts now (an executor had it waiting for a worker).
         if event.attempt is not None and event.attempt != current.attempt:

@@ -82,6 +82,7 @@ class EventType(StrEnum):
     STEP_SKIPPED = "step_skipped"
     STEP_FAILED = "step_failed"
     STEP_RETRIED = "step_retried"
+    STEP_WARNING = "step_warning"  # something the user must know (an untracked global)
 
     @property
     def is_run_event(self) -> bool:
@@ -111,10 +112,16 @@ class StepDefinition:
     param_types: Mapping[str, str]
     source: str
     options: Mapping[str, Any]
+    # What the fingerprint saw besides code (empty in definitions from before they were
+    # recorded): the fingerprint of the code and constants alone, each data global read
+    # -> its content hash, each installed distribution used -> its version.
+    code_fingerprint: str | None = None
+    globals: Mapping[str, str] = field(default_factory=dict)
+    packages: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The definition as a JSON-able dict (how stores and exports keep it)."""
-        return {
+        data = {
             "name": self.name,
             "fingerprint": self.fingerprint,
             "dependencies": list(self.dependencies),
@@ -123,6 +130,13 @@ class StepDefinition:
             "source": self.source,
             "options": dict(self.options),
         }
+        if self.code_fingerprint is not None:
+            data["code_fingerprint"] = self.code_fingerprint
+        if self.globals:
+            data["globals"] = dict(self.globals)
+        if self.packages:
+            data["packages"] = dict(self.packages)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StepDefinition:
@@ -135,6 +149,9 @@ class StepDefinition:
             param_types=data["param_types"],
             source=data["source"],
             options=data["options"],
+            code_fingerprint=data.get("code_fingerprint"),
+            globals=data.get("globals") or {},
+            packages=data.get("packages") or {},
         )
 
 

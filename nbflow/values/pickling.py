@@ -56,13 +56,31 @@ class _SetSpotter(cloudpickle.Pickler):
             raise _SetFound
         return None
 
+    replace: Callable[[Any], Any] | None = None  # see canonical_dump
+
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, _SETS):  # a subclass (exact sets never get here)
             raise _SetFound
+        if self.replace is not None:
+            replaced = self.replace(obj)
+            if replaced is not None:
+                return replaced
         return super().reducer_override(obj)
 
 
 _CLOUDPICKLE = cloudpickle.Pickler
+
+
+class _Replacing(cloudpickle.Pickler):
+    """cloudpickle's (C) pickler, asking ``replace`` first (sets in their own order)."""
+
+    def __init__(self, file: _Writable, protocol: int, replace: Callable[[Any], Any]) -> None:
+        super().__init__(file, protocol=protocol)
+        self.replace = replace
+
+    def reducer_override(self, obj: Any) -> Any:
+        replaced = self.replace(obj)
+        return replaced if replaced is not None else super().reducer_override(obj)
 
 
 class _OrderedPickler(pickle._Pickler):
@@ -76,43 +94,62 @@ class _OrderedPickler(pickle._Pickler):
     _function_getnewargs = _CLOUDPICKLE._function_getnewargs
     _cloudpickle_reduce = _CLOUDPICKLE.reducer_override
 
-    def __init__(self, file: _Writable, protocol: int) -> None:
+    def __init__(
+        self, file: _Writable, protocol: int, replace: Callable[[Any], Any] | None = None
+    ) -> None:
         super().__init__(file, protocol=protocol)
         self.proto = protocol
         self.globals_ref: dict[int, dict[str, Any]] = {}
+        self.replace = replace
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, _SETS):
             reduced = _ordered_reduce(obj, self.proto)
             if reduced is not None:
                 return reduced
+        if self.replace is not None:
+            replaced = self.replace(obj)
+            if replaced is not None:
+                return replaced
         return self._cloudpickle_reduce(obj)
 
 
 def canonical_dump(
-    value: Any, new_file: Callable[[], F], protocol: int = pickle.HIGHEST_PROTOCOL
+    value: Any,
+    new_file: Callable[[], F],
+    protocol: int = pickle.HIGHEST_PROTOCOL,
+    *,
+    replace: Callable[[Any], Any] | None = None,
 ) -> F:
     """Pickle ``value`` (as cloudpickle does, sets in canonical order) into a file made
     by ``new_file()``, and return that file.
 
     A value holding a set is written twice, to a second ``new_file()``: the first is
-    dropped. Raises whatever pickling the value raises.
+    dropped. Raises whatever pickling the value raises. ``replace(obj)``, if given, is
+    asked first about every object the pickler would reduce (not the builtin scalars and
+    containers): a reduce tuple it returns is used instead (for hashing: a stream that
+    is never loaded may stand a class in for a text of its code).
     """
     first = new_file()
     try:
-        _SetSpotter(first, protocol=protocol).dump(value)
+        spotter = _SetSpotter(first, protocol=protocol)
+        spotter.replace = replace
+        spotter.dump(value)
         return first
     except _SetFound:
         pass
     del first
     ordered = new_file()
     try:
-        _OrderedPickler(ordered, protocol).dump(value)
+        _OrderedPickler(ordered, protocol, replace).dump(value)
     except RecursionError:
         # Too deep for the pure-Python pickler (it nests several frames per level, the C
         # one fewer): store the value with its sets in their own order.
         ordered = new_file()
-        _CLOUDPICKLE(ordered, protocol=protocol).dump(value)
+        if replace is None:
+            _CLOUDPICKLE(ordered, protocol=protocol).dump(value)
+        else:
+            _Replacing(ordered, protocol, replace).dump(value)
     return ordered
 
 
