@@ -375,6 +375,7 @@ __all__ = [
     "NotebookError",
     "OutputNotAvailableError",
     "ParameterError",
+    "PickledOutputWarning",
     "ReadOnlyStoreError",
     "RunError",
     "RunLockedError",
@@ -431,3 +432,21 @@ def untracked_message(step: str, untracked: Mapping[str, str]) -> str:
         'pin the step with @flow.step(version="1") and change the version when its '
         "result should change."
     )
+
+
+class PickledOutputWarning(NbflowWarning):
+    """A step's DataFrame or Series could not be stored as a table, so it was pickled.
+
+    ``.step`` names the step; ``.because`` is the refusal as recorded in its
+    ``step_output_recorded`` event (``column``, ``where``, ``reason``, ``fix``).
+    """
+
+    def __init__(self, step: str, type_name: str, because: dict[str, object]):
+        self.step = step
+        self.because = because
+        super().__init__(
+            f"the output of step {step!r} (a {type_name}) was pickled, not stored as a "
+            f"table, because of {because.get('where')}: {because.get('reason')}. It loads "
+            "back as it was, but cannot be queried with store.sql and needs a trusted store "
+            f"to load. The cheapest fix, before the step returns it: `{because.get('fix')}`"
+        )

@@ -1,4 +1,5 @@
-"""nf.load_notebook: a notebook's %%step cells as a Flow, without a kernel or running anything."""
+"""nf.load_notebook: a notebook's %%step cells as a Flow, without a kernel or running a step
+(the other cells run as a kernel runs them; tests/test_notebook_cells_run.py has more)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def analysis(tmp_path: Path) -> Path:
         raw = list(range(n))
         """,
         """
-        print("plain cells are not run")
+        print("plain cells run, as in a kernel")
         open("side-effect.txt", "w").write("ran")
         computed = sum(range(10))
         """,
@@ -83,14 +84,15 @@ def analysis(tmp_path: Path) -> Path:
     )
 
 
-def test_steps_come_from_step_cells_and_nothing_runs(analysis: Path, monkeypatch) -> None:
+def test_steps_come_from_step_cells_and_no_step_runs(analysis: Path, monkeypatch) -> None:
     monkeypatch.chdir(analysis.parent)
     flow = nf.load_notebook(analysis)
     assert flow.name == "analysis"
     assert list(flow.steps) == ["raw", "features", "report"]
     assert flow.params == {"n": 5, "window": 2}
     assert flow.steps["features"].inputs == ("raw",)
-    assert not (analysis.parent / "side-effect.txt").exists()  # plain statements: not run
+    # Plain statements run, as a kernel runs them, from the notebook's folder.
+    assert (analysis.parent / "side-effect.txt").read_text() == "ran"
     assert not (analysis.parent / "step-ran.txt").exists()  # steps: not run
     assert flow.store.list_runs() == []
 
@@ -142,7 +144,7 @@ def test_ipython_syntax_in_plain_cells_is_skipped(tmp_path: Path) -> None:
     assert nf.load_notebook(path).run()["capped"] == 3
 
 
-def test_literal_constants_follow_the_notebook_order(tmp_path: Path) -> None:
+def test_constants_follow_the_notebook_order(tmp_path: Path) -> None:
     path = write_notebook(
         tmp_path / "order.ipynb",
         HEADER,
@@ -153,13 +155,16 @@ def test_literal_constants_follow_the_notebook_order(tmp_path: Path) -> None:
     )
     flow = nf.load_notebook(path)
     assert flow.run()["uses_a"] == 2  # globals are read when the step runs: the last A
-    bad = write_notebook(tmp_path / "bad.ipynb", HEADER, "B = 1", "B = len('x')", "%%step b\nB")
+    bad = write_notebook(
+        tmp_path / "bad.ipynb", HEADER, "B = 1", "B = len(undefined_x)", "%%step b\nB"
+    )
     with pytest.raises(CellError) as info:
         nf.load_notebook(bad)
     message = str(info.value)
     assert message.startswith("bad.ipynb, cell 5: %%step cell 'b' reads 'B' (line 2)")
-    assert "assigns 'B' in cell 4 (line 1)" in message
-    assert "only runs the imports, function and class definitions and literal constants" in message
+    assert "assigns in cell 4 (line 1), in a statement nbflow could not run (running it " in message
+    assert "failed: NameError: name 'undefined_x' is not defined)" in message
+    assert "not defined anywhere" not in message
 
 
 def test_modules_next_to_the_notebook_can_be_imported(tmp_path: Path) -> None:
@@ -205,7 +210,9 @@ def test_flow_arguments_must_be_literals_unless_the_store_is_given(tmp_path: Pat
         'import os\nimport nbflow as nf\nflow = nf.Flow("dyn", store=os.environ["WHERE"])',
         "%%step one\n1",
     )
-    with pytest.raises(NotebookError, match="cell 2, line 3: the store= of nf.Flow.*not a literal"):
+    with pytest.raises(
+        NotebookError, match="cell 2, line 3: the store= of nf.Flow.*not a literal.*KeyError"
+    ):
         nf.load_notebook(path)
     assert nf.load_notebook(path, store="memory://").run()["one"] == 1
 

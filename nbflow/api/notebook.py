@@ -1,9 +1,14 @@
 """Notebooks as flows: ``nf.load_notebook("analysis.ipynb")``, without a kernel.
 
-The notebook is read top to bottom, as running it would. ``%%step`` cells become steps
-(exactly as the magic makes them); from the other cells only the import statements,
-function and class definitions, assignments of literal constants and ``nf.Flow(...)``
-with literal arguments are executed. Nothing else runs, and no step runs.
+The notebook is read top to bottom, as running it in a kernel would, from its folder.
+``%%step`` cells become steps (exactly as the magic makes them); the other cells run
+statement by statement, as a kernel runs them (so ``SCALE = 2 * 3`` or
+``DATA = Path("data")`` hold what they hold in Jupyter), except what only a kernel or a
+run can do, which is skipped and remembered with why (:class:`_Loader`): IPython syntax
+(magics, ``!cmd``), statements that read a step's value, statements that use a flow other
+than to add steps to it (``flow.run()``, ``nf.browse(flow)``), statements that read what
+a skipped statement assigns, and statements that fail (a step that reads what they
+assign is refused with the reason). No step runs.
 """
 
 from __future__ import annotations
@@ -48,16 +53,17 @@ def load_notebook(
     check_store_like(store)
     cells = _read_cells(notebook)
     loader = _Loader(notebook, store)
-    for index, cell in enumerate(cells, start=1):
-        if cell.get("cell_type") != "code":
-            continue
-        source = cell.get("source", "")
-        if isinstance(source, list):
-            source = "".join(source)
-        if is_step_cell(source):
-            loader.step_cell(index, source)
-        else:
-            loader.plain_cell(index, source)
+    with _in_folder(loader.folder):  # the notebook's code runs where its kernel would
+        for index, cell in enumerate(cells, start=1):
+            if cell.get("cell_type") != "code":
+                continue
+            source = cell.get("source", "")
+            if isinstance(source, list):
+                source = "".join(source)
+            if is_step_cell(source):
+                loader.step_cell(index, source)
+            else:
+                loader.plain_cell(index, source)
     return loader.chosen(flow)
 
 
@@ -98,7 +104,9 @@ class _Loader:
         self.folder = notebook.resolve().parent
         self.store = store
         self.namespace: dict[str, Any] = {"__name__": "__main__"}
-        self.unexecuted: dict[str, str] = {}  # name -> where a skipped statement assigns it
+        # name -> where a skipped statement assigns it, and why it was skipped
+        self.unexecuted: dict[str, str] = {}
+        self._skipped_at: dict[str, str] = {}  # name -> where only
 
     def _where(self, index: int, line: int | None = None) -> str:
         at = f", line {line}" if line is not None else ""
@@ -130,7 +138,7 @@ class _Loader:
     # -- plain cells -------------------------------------------------------------------
 
     def plain_cell(self, index: int, source: str) -> None:
-        code = _python_of(source)
+        code = _python_of(_timed_body(source))
         filename = f"<{self.notebook.name} cell {index}>"
         try:
             tree = ast.parse(code, filename=filename)
@@ -148,13 +156,45 @@ class _Loader:
                 self._execute(statement, index, filename, f"defining {statement.name!r}")
             elif self._is_flow(statement):
                 self._make_flow(statement, index)
-            elif _is_literal_assignment(statement):
-                self._execute(statement, index, filename, "the assignment")
             else:
-                self._skip(statement, index)
-                continue
+                why = self._needs_more_than_a_load(statement) or self._run(statement, filename)
+                if why is not None:
+                    self._skip(statement, index, why)
+                    continue
             for name in _assigned_names(statement):
                 self.unexecuted.pop(name, None)
+
+    def _needs_more_than_a_load(self, statement: ast.stmt) -> str | None:
+        """Why a plain statement cannot run while loading (None: it can), from what it reads."""
+        reads = _read_names(statement)
+        if "get_ipython" in reads:
+            return "it is IPython syntax (a magic or a shell command), which only a kernel runs"
+        flows = find_flows(self.namespace)
+        steps = {step for flow in flows.values() for step in flow.steps}
+        for name in reads:
+            if name in steps:
+                return f"it reads step {name!r}, whose value only a run computes"
+        for name in reads:
+            if name in self.unexecuted:
+                at = self._skipped_at.get(name, "an earlier statement")
+                return f"it reads {name!r}, which {at} assigns and nbflow did not run either"
+        for name in set(reads) & set(flows):
+            if not _only_adds_steps(statement, name):
+                return f"it uses flow {name!r} (to run or show it, say), which loading never does"
+        return None
+
+    def _run(self, statement: ast.stmt, filename: str) -> str | None:
+        """Run a plain statement in the notebook's namespace; why it failed, if it did."""
+        module = ast.Module(body=[statement], type_ignores=[])
+        try:
+            code = compile(module, filename, "exec", dont_inherit=True)
+        except SyntaxError as exc:  # e.g. a top-level await, which only IPython runs
+            return f"only a kernel runs it ({exc.msg})"
+        try:
+            exec(code, self.namespace)
+        except Exception as exc:
+            return f"running it failed: {type(exc).__name__}: {exc}"[:300]
+        return None
 
     def _execute(self, statement: ast.stmt, index: int, filename: str, what: str) -> None:
         module = ast.Module(body=[statement], type_ignores=[])
@@ -166,11 +206,15 @@ class _Loader:
                 f"{type(exc).__name__}: {exc}"
             ) from None
 
-    def _skip(self, statement: ast.stmt, index: int) -> None:
+    def _skip(self, statement: ast.stmt, index: int, why: str) -> None:
         """Not executed: what it assigns is unknown here (and no stale value may stay)."""
         for name in _assigned_names(statement):
             self.namespace.pop(name, None)
-            self.unexecuted[name] = f"cell {index} (line {statement.lineno})"
+            self._skipped_at[name] = f"cell {index} (line {statement.lineno})"
+            self.unexecuted[name] = (
+                f"cell {index} (line {statement.lineno}), in a statement nbflow could not run "
+                f"({why})"
+            )
 
     # -- nf.Flow(...) ------------------------------------------------------------------
 
@@ -228,18 +272,25 @@ class _Loader:
             raise NotebookError(f"{where}: {exc}") from None
 
     def _constant(self, node: ast.expr, where: str, what: str) -> Any:
-        if isinstance(node, ast.Name) and node.id in self.namespace:
-            value = self.namespace[node.id]
-            if _is_plain_literal(value):
-                return value
         try:
             return ast.literal_eval(node)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            raise NotebookError(
-                f"{where}: the {what} of nf.Flow(...) ({ast.unparse(node)}) is not a literal, "
-                "and nbflow does not run the notebook's code to work it out. Use a literal "
-                "(or a constant assigned a literal), or give the store with --store."
-            ) from None
+            pass
+        # As the kernel would: evaluated in the notebook's namespace (STORE, DATA / "x").
+        skipped = [n for n in _read_names(node) if n in self.unexecuted]
+        if skipped:
+            name = skipped[0]
+            why = f"it reads {name!r}, which the notebook assigns in {self.unexecuted[name]}"
+        else:
+            try:
+                expression = ast.Expression(body=node)
+                return eval(compile(expression, "<nf.Flow argument>", "eval"), self.namespace)
+            except Exception as exc:
+                why = f"working it out failed: {type(exc).__name__}: {exc}"
+        raise NotebookError(
+            f"{where}: the {what} of nf.Flow(...) ({ast.unparse(node)}) is not a literal, and "
+            f"{why}. Fix it so that the cell runs, or give the store with --store."
+        ) from None
 
     def _store_path(self, store: Any) -> Any:
         """A relative store path in the notebook is relative to the notebook's folder."""
@@ -289,35 +340,60 @@ def _python_of(source: str) -> str:
     return str(TransformerManager().transform_cell(source))
 
 
-def _is_literal_assignment(statement: ast.stmt) -> bool:
-    if isinstance(statement, ast.Assign):
-        targets, value = statement.targets, statement.value
-    elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
-        targets, value = [statement.target], statement.value
-    else:
-        return False
-    if not all(_names_only(t) for t in targets):
-        return False
+def _timed_body(source: str) -> str:
+    """A ``%%time`` or ``%%capture`` cell as the Python it runs in the kernel's namespace
+    (its magic line blanked, so line numbers stay), any other cell as it is."""
+    lines = source.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        return source
+    magic = lines[first].split(maxsplit=1)[0]
+    if magic not in _RUNS_ITS_BODY:
+        return source
+    return "\n".join([*lines[:first], "", *lines[first + 1 :]])
+
+
+# Cell magics whose body the kernel runs once, as Python, in the notebook's namespace.
+_RUNS_ITS_BODY = frozenset({"%%time", "%%capture"})
+
+
+def _read_names(node: ast.AST) -> list[str]:
+    """The names a statement or expression reads (in nested scopes too), first read first."""
+    seen: dict[str, None] = {}
+    for child in ast.walk(node):
+        if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load):
+            seen.setdefault(child.id, None)
+    return list(seen)
+
+
+def _only_adds_steps(statement: ast.stmt, flow: str) -> bool:
+    """Whether ``statement`` uses the flow variable ``flow`` only as ``flow.step`` or
+    ``flow.gate`` (adding steps, as a kernel running the cell would)."""
+    allowed: set[int] = set()
+    for node in ast.walk(statement):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == flow
+            and node.attr in ("step", "gate")
+        ):
+            allowed.add(id(node.value))
+    return all(
+        id(node) in allowed
+        for node in ast.walk(statement)
+        if isinstance(node, ast.Name) and node.id == flow and isinstance(node.ctx, ast.Load)
+    )
+
+
+@contextmanager
+def _in_folder(folder: Path) -> Iterator[None]:
+    """Run the notebook's cells from its folder, as a kernel started there would."""
+    before = os.getcwd()
+    os.chdir(folder)
     try:
-        ast.literal_eval(value)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return False
-    return True
-
-
-def _names_only(target: ast.expr) -> bool:
-    if isinstance(target, ast.Name):
-        return True
-    if isinstance(target, ast.Tuple | ast.List):
-        return all(_names_only(t) for t in target.elts)
-    return False
-
-
-def _is_plain_literal(value: Any) -> bool:
-    try:
-        return ast.literal_eval(repr(value)) == value
-    except Exception:
-        return False
+        yield
+    finally:
+        os.chdir(before)
 
 
 def _assigned_names(statement: ast.stmt) -> list[str]:

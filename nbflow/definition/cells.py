@@ -367,17 +367,18 @@ def _undefined(
     unexecuted: Mapping[str, str] | None,
 ) -> str:
     flow = f" of flow {flow_name!r}" if flow_name else ""
-    message = (
-        f"{where} reads {read!r} {at}, which is not defined anywhere: it is not a step{flow}, "
-        "a run parameter (--params), a builtin, or a name defined in the notebook."
-    )
     if unexecuted and read in unexecuted:
-        message += (
-            f" The notebook assigns {read!r} in {unexecuted[read]}, but without a kernel nbflow "
-            "only runs the imports, function and class definitions and literal constants of "
-            f"plain cells: make {read!r} a step (%%step {read}) or a literal constant."
+        # Assigned, but by a statement nbflow could not run: say which, and why.
+        message = (
+            f"{where} reads {read!r} {at}, which the notebook assigns in {unexecuted[read]}. "
+            f"Make {read!r} a step (%%step {read}) if it needs a step's value, or compute it "
+            "from what the notebook defines without running the flow."
         )
     else:
-        message += " Define it in an earlier cell, or make it a step."
+        message = (
+            f"{where} reads {read!r} {at}, which is not defined anywhere: it is not a "
+            f"step{flow}, a run parameter (--params), a builtin, or a name defined in the "
+            "notebook. Define it in an earlier cell, or make it a step."
+        )
     candidates = [*steps, *(k for k in namespace if not k.startswith("_"))]
     return message + suggest(read, candidates)

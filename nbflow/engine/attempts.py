@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import traceback as tb
+import warnings
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
@@ -14,8 +15,14 @@ from nbflow.engine.executors import Outcome, StepTask
 from nbflow.engine.files import declared_snapshot
 from nbflow.engine.plans import describe, valid_text
 from nbflow.engine.reads import spec_for
-from nbflow.errors import InputMutatedError, StoreFullError, UntrustedStoreError
+from nbflow.errors import (
+    InputMutatedError,
+    PickledOutputWarning,
+    StoreFullError,
+    UntrustedStoreError,
+)
 from nbflow.store.records import CacheHit, EventType, StepExecution, ValueRef
+from nbflow.values.frame_refusal import PICKLED_BECAUSE
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -209,6 +216,12 @@ class StepAttempts:
                 files = files_payload(
                     self._basis[name], self._declared.get(name, {}), outcome.files_read
                 )
+                # A frame that had to be pickled says why, in its record and out loud.
+                because = outcome.encoded.meta.get(PICKLED_BECAUSE)
+                if because is not None:
+                    files[PICKLED_BECAUSE] = because
+                    warning = PickledOutputWarning(name, ref.type_name, because)
+                    warnings.warn(warning, stacklevel=2)
                 self._emit(
                     EventType.STEP_OUTPUT_RECORDED, name, attempt, output=ref.to_json(), **files
                 )

@@ -136,8 +136,9 @@ _IGNORED: tuple[str, ...] | None = None
 
 def ignored_prefixes() -> tuple[str, ...]:
     """Folders whose files are never recorded: the interpreter's (``sys.prefix``, the
-    standard library, site-packages), the user's cache folder, and ``/dev``, ``/proc``,
-    ``/sys``, ``/run``."""
+    standard library, site-packages), nbflow's own (an editable install lives outside
+    site-packages, and a step may import a part of nbflow lazily), the user's cache
+    folder, and ``/dev``, ``/proc``, ``/sys``, ``/run``."""
     global _IGNORED
     if _IGNORED is None:
         folders: set[str] = {
@@ -145,6 +146,7 @@ def ignored_prefixes() -> tuple[str, ...]:
             sys.base_prefix,
             sys.exec_prefix,
             sys.base_exec_prefix,
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),  # nbflow/
         }
         for name in ("stdlib", "platstdlib", "purelib", "platlib"):
             with _suppress():

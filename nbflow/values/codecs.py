@@ -6,9 +6,10 @@
   ``list`` / ``dict`` with ``str`` keys of those) -> ``JSON`` inline in the ref when small,
   else ``JSON_BLOB``;
 * pandas DataFrames and Series -> ``ARROW`` (a native DuckDB table), ``ARROW_IPC`` when
-  DuckDB cannot hold their types, ``PICKLE`` when Arrow cannot hold them exactly;
+  DuckDB cannot hold their types, ``PICKLE`` when Arrow cannot hold them exactly (with
+  why in the value's meta, ``pickled_because``: see :mod:`nbflow.values.frame_refusal`);
 * numpy arrays and scalars -> ``NUMPY`` (``.npy`` bytes), object arrays -> ``PICKLE``;
-* anything else -> ``PICKLE`` (cloudpickle).
+* anything else -> ``PICKLE`` (cloudpickle), but for open files, which are refused.
 
 :func:`decode` is its inverse; only ``PICKLE`` ever runs pickle, so stores opened with
 ``trust=False`` can still load every other value. The JSON codecs live in
@@ -29,11 +30,12 @@ import pyarrow as pa
 from nbflow.errors import SerializationError, UntrustedStoreError
 from nbflow.values.duckdb_tables import restore_table
 from nbflow.values.encoded import Buffer, ChunkWriter, EncodedValue
+from nbflow.values.frame_refusal import PICKLED_BECAUSE, TableRefusal
 from nbflow.values.hashing import hash_chunks, hash_numpy
 from nbflow.values.json_codec import encode_json
 from nbflow.values.npy import load_npy, npy_chunks
 from nbflow.values.pandas_codec import array_from_b64, encode_pandas, from_table
-from nbflow.values.pickling import canonical_dump
+from nbflow.values.pickling import OpenFileError, canonical_dump, open_file_name
 from nbflow.values.refs import Codec, ValueRef, type_name
 
 __all__ = ["EncodedValue", "content_hash", "decode", "encode", "type_name"]
@@ -43,15 +45,18 @@ def encode(value: Any, *, step: str, inline_limit: int = 4096) -> EncodedValue:
     """Encode the output of ``step`` for storage, choosing the codec by the value's type.
 
     Raises :class:`~nbflow.errors.SerializationError` when the value can only be pickled
-    and pickling fails.
+    and pickling fails, and when it is or holds an open file.
     """
     encoded = encode_json(value, inline_limit)
     if encoded is not None:
         return encoded
     tp = type(value)
     if tp is pd.DataFrame or tp is pd.Series:
-        encoded = encode_pandas(value)
-    elif tp is np.ndarray and not value.dtype.hasobject:
+        stored = encode_pandas(value)
+        if isinstance(stored, TableRefusal):
+            return _encode_pickle(value, step, stored)
+        return stored
+    if tp is np.ndarray and not value.dtype.hasobject:
         encoded = _encode_numpy(value, value, "array")
     elif isinstance(value, np.generic) and not value.dtype.hasobject:
         encoded = _encode_numpy(value, np.asarray(value), "scalar")
@@ -132,16 +137,33 @@ def _encode_numpy(value: Any, array: np.ndarray, kind: str) -> EncodedValue | No
 # -- pickle ----------------------------------------------------------------------------
 
 
-def _encode_pickle(value: Any, step: str) -> EncodedValue:
+def _encode_pickle(value: Any, step: str, refusal: TableRefusal | None = None) -> EncodedValue:
     # Pickled into chunks: the large payloads (bytes, array buffers) stay where they are,
     # and the stream is byte for byte what cloudpickle.dumps would return (but for the
     # elements of sets, written in a canonical order: see nbflow.values.pickling).
+    name = open_file_name(value)
+    if name is not None:
+        raise SerializationError(step, value, _OPEN_FILE.format(name=name, where="it is"))
+    # A frame that could not be a table says why first: that is what the user can fix.
+    first = "" if refusal is None else f"it cannot be stored as a table ({refusal.sentence()}), "
     try:
         out = canonical_dump(value, ChunkWriter, protocol=pickle.HIGHEST_PROTOCOL)
+    except OpenFileError as exc:
+        reason = first + _OPEN_FILE.format(name=exc.name, where="it holds")
+        raise SerializationError(step, value, reason) from None
     except Exception as exc:  # pickling runs arbitrary __reduce__ code: anything can fail
         raise SerializationError(
-            step, value, f"it cannot be pickled ({type(exc).__name__}: {exc})"
+            step, value, f"{first}it cannot be pickled ({type(exc).__name__}: {exc})"
         ) from exc
     digest = hash_chunks("pickle", out.chunks)
     ref = ValueRef(Codec.PICKLE, digest, out.nbytes, type_name(type(value)))
-    return EncodedValue(ref=ref, chunks=out.chunks)
+    meta = {} if refusal is None else {PICKLED_BECAUSE: refusal.to_json()}
+    return EncodedValue(ref=ref, chunks=out.chunks, meta=meta)
+
+
+# cloudpickle would store a text file as a StringIO of what is left to read: a different
+# object, read at the moment the step ended, which no later step could write to.
+_OPEN_FILE = (
+    "{where} an open file ({name}), which cannot be stored as the file it is; return "
+    "what the step read from it (f.read(), a DataFrame) or its path instead"
+)

@@ -1,9 +1,10 @@
 """The frame codecs: ``ARROW`` (a native DuckDB table) and ``ARROW_IPC`` for pandas
 DataFrames and Series that Arrow holds exactly, and rebuilding them from their table.
 
-:func:`encode_pandas` returns None for a frame that would not come back identical (it
-is then pickled); what Arrow's pandas metadata cannot rebuild (object columns, column
-labels, index frequencies) travels in the value's meta.
+:func:`encode_pandas` returns a :class:`~nbflow.values.frame_refusal.TableRefusal` for
+a frame that would not come back identical (it is then pickled, and the refusal says
+why); what Arrow's pandas metadata cannot rebuild (object columns, column labels, index
+frequencies) travels in the value's meta.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 
 from nbflow.values.duckdb_tables import duckdb_can_hold, restore_table, storage_table
 from nbflow.values.encoded import EncodedValue
+from nbflow.values.frame_refusal import TableRefusal, label_text, object_refusal
 from nbflow.values.hashing import hash_arrow_table
 from nbflow.values.json_codec import json_exact
 from nbflow.values.refs import Codec, ValueRef, type_name
@@ -34,20 +36,25 @@ __all__ = ["array_from_b64", "encode_pandas", "from_table", "ipc_buffer"]
 _SAMPLE_ROWS = 3  # rows of a frame decoded at encode time to prove the round trip
 
 
-def encode_pandas(value: pd.DataFrame | pd.Series) -> EncodedValue | None:
-    """ARROW or ARROW_IPC for a frame Arrow holds exactly, else None (to be pickled)."""
+def encode_pandas(value: pd.DataFrame | pd.Series) -> EncodedValue | TableRefusal:
+    """ARROW or ARROW_IPC for a frame Arrow holds exactly, else why not (to be pickled)."""
     series = isinstance(value, pd.Series)
     frame: pd.DataFrame = value.to_frame() if isinstance(value, pd.Series) else value
+    owner = "s" if series else "df"  # how a fix names the value
     labels = None
     if not frame.columns.is_unique:
         # from_pandas refuses duplicate column names: store under positions, keep the names.
         labels = _plain_labels(frame.columns)
         if labels is None:
-            return None
+            return TableRefusal(
+                "the column labels",
+                "repeated labels that are not all str or int (a table keeps repeats only of those)",
+                "df = df.loc[:, ~df.columns.duplicated()]",
+            )
         frame = frame.set_axis(pd.RangeIndex(frame.shape[1]), axis=1)
-    meta = _pandas_meta(frame)
-    if meta is None:
-        return None
+    meta = _pandas_meta(frame, owner)
+    if isinstance(meta, TableRefusal):
+        return meta
     if labels is not None:
         meta["labels"] = labels
     meta["kind"] = "series" if series else "frame"
@@ -59,11 +66,11 @@ def encode_pandas(value: pd.DataFrame | pd.Series) -> EncodedValue | None:
             meta["name"] = [name]
     try:
         table = pa.Table.from_pandas(frame)
-    except (pa.ArrowException, TypeError, ValueError, NotImplementedError):
-        return None
+    except (pa.ArrowException, TypeError, ValueError, NotImplementedError) as exc:
+        return _conversion_refusal(frame, owner, exc)
     in_duckdb = duckdb_can_hold(table)
     if not _sample_round_trips(value, frame, meta, in_duckdb):
-        return None
+        return _round_trip_refusal(value, frame, owner, in_duckdb)
 
     codec = Codec.ARROW if in_duckdb else Codec.ARROW_IPC
     extra = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
@@ -95,22 +102,32 @@ def _plain_labels(labels: pd.Index) -> dict[str, Any] | None:
     return {"values": values, "dtype": str(labels.dtype), "name": labels.name}
 
 
-def _pandas_meta(frame: pd.DataFrame) -> dict[str, Any] | None:
-    """What decoding needs beyond Arrow's pandas metadata, or None if Arrow cannot do it.
+def _pandas_meta(frame: pd.DataFrame, owner: str = "df") -> dict[str, Any] | TableRefusal:
+    """What decoding needs beyond Arrow's pandas metadata, or why Arrow cannot do it
+    (``owner`` names the frame in the fix: ``df``, or ``s`` for a series).
 
     Arrow drops an index's ``freq``, and pandas 3 reads strings back as ``str`` even
     from object columns; object columns must hold only ``str`` (or only ``bytes``) with
     one kind of missing value (None or NaN) to come back exactly.
     """
-    if not frame.columns.is_unique or not frame.flags.allows_duplicate_labels:
-        return None  # from_pandas refuses duplicate names; Arrow has no place for flags
+    if not frame.columns.is_unique:  # from_pandas refuses duplicate names
+        return TableRefusal(
+            "the column labels", "repeated labels", "df = df.loc[:, ~df.columns.duplicated()]"
+        )
+    if not frame.flags.allows_duplicate_labels:  # Arrow has no place for flags
+        return TableRefusal(
+            "the frame",
+            "flags.allows_duplicate_labels=False, which a table does not keep",
+            f"{owner} = {owner}.set_flags(allows_duplicate_labels=True)",
+        )
     meta: dict[str, Any] = {}
     objects, python_strings = [], []
     for position, dtype in enumerate(frame.dtypes):
         if _is_object(dtype):
-            na = _object_missing(frame.iloc[:, position].to_numpy())
+            cells = frame.iloc[:, position].to_numpy()
+            na = _object_missing(cells)
             if na is None:
-                return None
+                return object_refusal(cells, *_column_words(frame, position, owner))
             objects.append([position, na])
         elif isinstance(dtype, pd.StringDtype) and dtype.storage == "python":
             # Arrow reads every string column back with pyarrow storage.
@@ -130,7 +147,8 @@ def _pandas_meta(frame: pd.DataFrame) -> dict[str, Any] | None:
             if _is_object(values.dtype):
                 na = _object_missing(values.to_numpy())
                 if na is None:
-                    return None
+                    where, target = _axis_words(key, index, level, owner)
+                    return object_refusal(values.to_numpy(), where, target, None)
                 levels.append([level, na])
         if levels:
             meta[f"object_{key}"] = levels
@@ -138,6 +156,67 @@ def _pandas_meta(frame: pd.DataFrame) -> dict[str, Any] | None:
         if freq is not None:
             meta[f"{key}_freq"] = freq
     return meta
+
+
+def _column_words(frame: pd.DataFrame, position: int, owner: str) -> tuple[str, str, Any]:
+    """How a refusal names column ``position``: in words, in code, and as JSON."""
+    if owner == "s":
+        return "the series", "s", None
+    label = frame.columns[position]
+    return f"column {label!r}", f"df[{label!r}]", label_text(label)
+
+
+def _axis_words(key: str, index: pd.Index, level: int, owner: str) -> tuple[str, str]:
+    """How a refusal names level ``level`` of the index or the column labels."""
+    if key == "labels":
+        return "the column labels", "df.columns"
+    where = "the index" if index.nlevels == 1 else f"level {level} of the index"
+    return where, f"{owner}.index"
+
+
+def _conversion_refusal(frame: pd.DataFrame, owner: str, exc: Exception) -> TableRefusal:
+    """Why Arrow could not convert ``frame``: the first column it cannot convert alone."""
+    for position in range(frame.shape[1]):
+        try:
+            pa.Table.from_pandas(frame.iloc[:, [position]], preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError, NotImplementedError) as one:
+            where, target, column = _column_words(frame, position, owner)
+            reason = f"values Arrow cannot convert ({_short(one)})"
+            return TableRefusal(where, reason, f"{target} = {target}.astype(str)", column)
+    reason = f"values Arrow cannot convert ({_short(exc)})"
+    return TableRefusal("the index", reason, f"{owner} = {owner}.reset_index()")
+
+
+def _round_trip_refusal(
+    value: pd.DataFrame | pd.Series, frame: pd.DataFrame, owner: str, in_duckdb: bool
+) -> TableRefusal:
+    """Why the sample rows did not come back identical: the first column that does not
+    come back alone, else the frame as a whole (its index, attrs or flags)."""
+    if isinstance(value, pd.DataFrame) and frame.shape[1] > 1:
+        for position in range(frame.shape[1]):
+            part = value.iloc[:, [position]]
+            meta = _pandas_meta(part, owner)
+            if isinstance(meta, TableRefusal):
+                continue
+            meta["kind"] = "frame"
+            if not _sample_round_trips(part, part, meta, in_duckdb):
+                where, target, column = _column_words(frame, position, owner)
+                dtype = frame.dtypes.iloc[position]
+                reason = f"values of dtype {dtype}, which do not come back identical from a table"
+                return TableRefusal(where, reason, f"{target} = {target}.astype(str)", column)
+    if value.attrs:
+        reason = f".attrs ({', '.join(map(repr, value.attrs))}), which a table does not keep"
+        return TableRefusal("the frame", reason, f"{owner}.attrs = {{}}")
+    return TableRefusal(
+        "the frame",
+        "an index or a dtype that does not come back identical from a table",
+        f"{owner} = {owner}.reset_index()",
+    )
+
+
+def _short(exc: Exception, limit: int = 160) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_object(dtype: Any) -> bool:

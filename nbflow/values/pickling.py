@@ -15,6 +15,9 @@ sets there and is the result when the value holds none (most values). A value th
 one is pickled again by the pure-Python pickler, which does ask ``reducer_override``
 about every object, with cloudpickle's reducers and the sets in order (slower: only
 values with sets pay for it).
+
+Open files are refused (:class:`OpenFileError`): cloudpickle would write a text file as a
+``StringIO`` of what was left to read, another object than the one pickled.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from __future__ import annotations
 import io
 import math
 import pickle
+from collections import ChainMap
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar, cast
 
 import cloudpickle
 
-__all__ = ["canonical_dump", "canonical_dumps"]
+__all__ = ["OpenFileError", "canonical_dump", "canonical_dumps", "open_file_name"]
 
 _SETS = (set, frozenset)
 _EXACT_SETS = frozenset(_SETS)
@@ -46,8 +50,43 @@ class _SetFound(Exception):
     """The value holds a set: pickle it again, in order."""
 
 
+class OpenFileError(TypeError):
+    """The value holds an open file, which is not pickled (``.name``: which file)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        super().__init__(f"cannot pickle an open file ({name})")
+
+
+# The file objects open() returns (text, buffered, raw); in-memory StringIO and BytesIO
+# pickle as themselves and stay allowed.
+_FILE_TYPES = (io.TextIOWrapper, io.BufferedReader, io.BufferedWriter, io.BufferedRandom, io.FileIO)
+
+
+def open_file_name(value: Any) -> str | None:
+    """How to name ``value`` if it is a file object open() returns (its name, mode, or
+    that it is closed), else None."""
+    if not isinstance(value, _FILE_TYPES):
+        return None
+    name = getattr(value, "name", None)
+    label = repr(name) if isinstance(name, str | bytes) else f"descriptor {name!r}"
+    if value.closed:
+        return f"{label}, closed"
+    mode = getattr(value, "mode", None)
+    return f"{label}, mode {mode!r}" if isinstance(mode, str) else label
+
+
+def _refuse_file(value: Any) -> Any:
+    raise OpenFileError(open_file_name(value) or type(value).__name__)
+
+
+_DISPATCH = ChainMap(dict.fromkeys(_FILE_TYPES, _refuse_file), cloudpickle.Pickler.dispatch_table)
+
+
 class _SetSpotter(cloudpickle.Pickler):
     """cloudpickle's (C) pickler, stopping at the first set or frozenset it meets."""
+
+    dispatch_table = _DISPATCH
 
     # Called for every object pickled, so kept to a type lookup: pickling many small
     # objects takes ~25 % longer with it (~75 % with an isinstance check).
@@ -88,7 +127,7 @@ class _OrderedPickler(pickle._Pickler):
 
     # cloudpickle's reducers (functions and classes by value, its dispatch table) only
     # need ``globals_ref`` and ``proto`` from the pickler they run in.
-    dispatch_table = _CLOUDPICKLE.dispatch_table
+    dispatch_table = _DISPATCH
     _dynamic_function_reduce = _CLOUDPICKLE._dynamic_function_reduce
     _function_reduce = _CLOUDPICKLE._function_reduce
     _function_getnewargs = _CLOUDPICKLE._function_getnewargs
@@ -146,10 +185,13 @@ def canonical_dump(
         # Too deep for the pure-Python pickler (it nests several frames per level, the C
         # one fewer): store the value with its sets in their own order.
         ordered = new_file()
-        if replace is None:
-            _CLOUDPICKLE(ordered, protocol=protocol).dump(value)
-        else:
-            _Replacing(ordered, protocol, replace).dump(value)
+        pickler = (
+            _CLOUDPICKLE(ordered, protocol=protocol)
+            if replace is None
+            else _Replacing(ordered, protocol, replace)
+        )
+        pickler.dispatch_table = _DISPATCH
+        pickler.dump(value)
     return ordered
 
 
