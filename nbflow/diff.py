@@ -58,8 +58,10 @@ def diff(run_a: Run | str, run_b: Run | str, step: str | None = None) -> pd.Data
       values each execution really used: a reused step's are those of its source);
     - ``key_changed``: its cache keys differ; ``why``: what changed in the key, one
       text per change, each starting with its kind (:data:`KEY_COMPONENTS`): ``code``
-      (its own source), ``options``, ``helper`` (a function, class or constant it uses:
-      the fingerprint changed while its source did not), ``parameter``, ``input``.
+      (its own source), ``options``, ``helper`` (a function, class or constant it uses,
+      from the notebook or your own modules), ``global`` (a data global it reads),
+      ``package`` (an installed package's version), ``file`` (a file it declared or
+      read), ``parameter``, ``input`` (an upstream output).
 
     ``.attrs["params"]`` holds the run parameters that differ, ``{name: (a, b)}``;
     ``.attrs["why"]`` the changes per step as :class:`KeyChange` records.
@@ -153,15 +155,53 @@ def _options(a: StepSide, b: StepSide) -> list[KeyChange]:
 
 
 def _helpers(a: StepSide, b: StepSide) -> list[KeyChange]:
-    """What else the fingerprint covers (helpers, classes, constants it uses): blamed
-    when it changed and nothing above explains it (the records keep no finer parts)."""
+    """What else the fingerprint covers of code (helpers, classes, constants it uses, in
+    the notebook or your own modules): blamed when it changed and nothing above explains
+    it. Definitions that record the code's own fingerprint tell it from data and
+    packages; older ones cannot, and blame a helper for any change."""
     if a.row.fingerprint is None or b.row.fingerprint is None:
         return []
     if a.row.fingerprint == b.row.fingerprint or _code(a, b) or _options(a, b):
         return []
     if a.definition is None or b.definition is None:
         return [KeyChange("code")]  # a definition is missing: cannot tell which part
+    code_a, code_b = a.definition.code_fingerprint, b.definition.code_fingerprint
+    if code_a is not None and code_b is not None:
+        return [KeyChange("helper")] if code_a != code_b else []
+    if _globals(a, b) or _packages(a, b):
+        return []
     return [KeyChange("helper")]
+
+
+def _globals(a: StepSide, b: StepSide) -> list[KeyChange]:
+    """The data globals it reads, by content hash (``LOOKUP``, a list of ids)."""
+    if a.definition is None or b.definition is None:
+        return []
+    x, y = a.definition.globals, b.definition.globals
+    names = list(x) + [n for n in y if n not in x]
+    return [KeyChange("global", n) for n in names if x.get(n) != y.get(n)]
+
+
+def _packages(a: StepSide, b: StepSide) -> list[KeyChange]:
+    """The installed packages it uses, by distribution name and version."""
+    if a.definition is None or b.definition is None:
+        return []
+    x, y = a.definition.packages, b.definition.packages
+    names = list(x) + [n for n in y if n not in x]
+    return [KeyChange("package", n, x.get(n), y.get(n)) for n in names if x.get(n) != y.get(n)]
+
+
+def _files(a: StepSide, b: StepSide) -> list[KeyChange]:
+    """The files it declared or read, by content hash."""
+    x, y = _file_hashes(a.row), _file_hashes(b.row)
+    names = list(x) + [n for n in y if n not in x]
+    return [KeyChange("file", n) for n in names if x.get(n, "absent") != y.get(n, "absent")]
+
+
+def _file_hashes(row: StepExecution) -> dict[str, str | None]:
+    if row.files is None:
+        return {}
+    return {**row.files.declared, **row.files.read}
 
 
 def _parameters(a: StepSide, b: StepSide) -> list[KeyChange]:
@@ -191,6 +231,9 @@ KEY_COMPONENTS: dict[str, KeyComponent] = {
     "code": _code,
     "options": _options,
     "helper": _helpers,
+    "global": _globals,
+    "package": _packages,
+    "file": _files,
     "parameter": _parameters,
     "input": _inputs,
 }

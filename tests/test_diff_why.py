@@ -98,8 +98,72 @@ def test_diff_names_the_options_that_changed(store):
     assert column(nf.diff(a, b), "why")["daily"] == ["options retries: 0 -> 2"]
 
 
+def test_diff_says_global_when_a_data_global_the_step_reads_changed(store):
+    flow = nf.Flow("lookup", store=store)
+    table = {"frame": pd.DataFrame({"k": [1, 2], "rate": [0.5, 2.0]})}
+
+    @flow.step
+    def priced():
+        return float(table["frame"]["rate"].sum())
+
+    a = flow.run()
+    table["frame"] = pd.DataFrame({"k": [1, 2], "rate": [0.5, 3.0]})  # the global rebound
+    b = flow.run()
+    assert b["priced"] == 3.5
+    why = column(nf.diff(a, b), "why")
+    assert why["priced"] == ["global table"]  # not "helper": the code is the same
+
+
+def test_diff_says_package_when_an_installed_package_it_uses_changed(store):
+    import dataclasses
+
+    from nbflow.diff import StepSide, key_changes
+
+    a = sales(store).run()
+    stored = store.get_flow(a.record.flow, a.record.flow_fingerprint)
+    definition = stored.step("daily")
+    row = a._latest_rows()["daily"]
+    # Two runs of the same code whose definitions record another pandas (an upgrade),
+    # their keys apart: what `why` says of them.
+    before = StepSide(
+        a.record, row, dataclasses.replace(definition, packages={"pandas": "2.2"}), {}
+    )
+    after = StepSide(
+        a.record,
+        dataclasses.replace(row, fingerprint="other", cache_key="other"),
+        dataclasses.replace(definition, packages={"pandas": "3.1"}),
+        {},
+    )
+    assert key_changes(before, after) == [KeyChange("package", "pandas", "2.2", "3.1")]
+
+
+def test_diff_says_file_when_a_file_the_step_read_changed(store, tmp_path: Path):
+    data = tmp_path / "raw.csv"
+    data.write_text("amount\n10\n")
+    flow = nf.Flow("files", store=store)
+
+    @flow.step
+    def total():
+        return float(pd.read_csv(data)["amount"].sum())
+
+    a = flow.run()
+    data.write_text("amount\n10\n20\n")
+    b = flow.run()
+    assert b["total"] == 30.0
+    assert column(nf.diff(a, b), "why")["total"] == [f"file {data}"]
+
+
 def test_each_key_component_is_one_entry():
-    assert list(KEY_COMPONENTS) == ["code", "options", "helper", "parameter", "input"]
+    assert list(KEY_COMPONENTS) == [
+        "code",
+        "options",
+        "helper",
+        "global",
+        "package",
+        "file",
+        "parameter",
+        "input",
+    ]
 
 
 def test_the_command_line_and_nf_diff_agree(tmp_path: Path):
