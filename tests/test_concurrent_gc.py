@@ -318,3 +318,93 @@ def test_the_lock_file_is_shared_while_a_store_is_open(tmp_path: Path):
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # given back with the file
         fcntl.flock(fh, fcntl.LOCK_UN)
     store.close()
+
+
+class _CopyThatMisses:
+    """A DuckDB connection whose ``COPY FROM DATABASE`` loses the ``kept`` flow's run
+    (as a copy made from a state that lacks a commit would), or whose file gets one more
+    run as it closes (as a commit reaching the file beside the copy would)."""
+
+    def __init__(self, con, *, lose: bool):
+        self._con, self._lose = con, lose
+
+    def execute(self, query, params=None):
+        result = self._con.execute(query, params)
+        if self._lose and query.startswith("COPY FROM DATABASE"):
+            self._con.execute("DELETE FROM nbflow_compact.run_records WHERE flow = 'kept'")
+        return result
+
+    def close(self):
+        if not self._lose:
+            self._con.execute(
+                "INSERT INTO run_records SELECT * REPLACE ('late-' || run_id AS run_id) "
+                "FROM run_records WHERE flow = 'kept'"
+            )
+        self._con.close()
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+@pytest.mark.parametrize(
+    ("lose", "reason"),
+    [(True, "the copy did not hold every row"), (False, "the store changed on disk")],
+)
+def test_gc_never_swaps_in_a_copy_that_lacks_a_committed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lose: bool, reason: str
+):
+    path = tmp_path / "store.duckdb"
+    store, held = _two_runs(path)
+    kept_flow = nf.Flow("kept", store=store)
+
+    @kept_flow.step(cache=False)
+    def one():
+        return 1
+
+    kept = kept_flow.run(progress=False)
+    inode = path.stat().st_ino
+    connect = store._connect
+    monkeypatch.setattr(store, "_connect", lambda: _CopyThatMisses(connect(), lose=lose))
+    report = store.gc(keep_last=1, flow="held")
+    monkeypatch.undo()
+    assert len(report.runs) == 1  # the deletion is committed all the same
+    assert reason in report.details["compaction_skipped"], report.details
+    assert path.stat().st_ino == inode  # the store was not replaced
+    assert store.get_run(kept.id).status is RunStatus.COMPLETED
+    late = [r.run_id for r in store.list_runs(flow="kept") if r.run_id.startswith("late-")]
+    assert late == ([] if lose else ["late-" + kept.id])
+    assert not any(tmp_path.glob("store.duckdb.compact*"))
+    # Once the copy is whole, the next gc compacts.
+    held.run(i=3, progress=False)
+    assert "compaction_skipped" not in store.gc(keep_last=1, flow="held").details
+    assert path.stat().st_ino != inode
+    assert store.get_run(kept.id).status is RunStatus.COMPLETED
+    store.close()
+
+
+PROBE = textwrap.dedent(
+    """
+    import sys, duckdb
+    try:
+        duckdb.connect(sys.argv[1]).close()
+    except duckdb.IOException as exc:
+        print("refused" if "lock" in str(exc).lower() else f"other: {exc}")
+    else:
+        print("opened")
+    """
+)
+
+
+def test_opening_a_second_store_object_keeps_other_processes_out_of_the_file(tmp_path: Path):
+    """DuckDB's lock on its file is a POSIX lock, which the process loses when it closes
+    any descriptor of the file: a second store object reading the file's header would
+    let another process open it beside the first (two writers of one file)."""
+    path = tmp_path / "store.duckdb"
+    first = DuckDBStore(path, idle_release=3600)  # holds the file throughout
+    second = DuckDBStore(path, idle_release=3600)
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert probe.stdout.strip() == "refused", probe.stdout + probe.stderr
+    second.close()
+    first.close()

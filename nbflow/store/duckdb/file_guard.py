@@ -88,6 +88,19 @@ class FileGuard:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def unopened_here(self) -> Iterator[bool]:
+        """Whether no store of this process has the file open, kept true for the block.
+
+        DuckDB locks its file with a POSIX lock, which belongs to the process and is
+        dropped when the process closes ANY descriptor of the file: reading the file
+        while DuckDB has it open (say, its header) would let another process open it
+        beside this one, two writers of one file. So the file is read only when this
+        yields True.
+        """
+        with self._cond:
+            yield self._holders == 0 and not self._exclusive
+
     # -- using the file -----------------------------------------------------------------
 
     def watch(self, store: Releasable) -> None:

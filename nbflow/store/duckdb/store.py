@@ -105,10 +105,11 @@ class DuckDBStore(
             if idle_release is None
             else idle_release
         )
-        if not in_memory:
-            _check_file(Path(self.path))
         # Shared by this process's stores of the file; None in memory (nothing to share).
         self._guard = None if in_memory else guard_for(self.uri)
+        if self._guard is not None:
+            with self._guard.unopened_here() as unopened:
+                _check_file(Path(self.path), read_header=unopened)
         self._known_blobs: dict[str, int] = {}  # hash -> stored size
         self._known_generation = 0  # the guard's generation _known_blobs was filled at
         self._threads = 1  # DuckDB's own thread count, read when connecting
@@ -375,8 +376,10 @@ class DuckDBStore(
 # -- opening --------------------------------------------------------------------------------
 
 
-def _check_file(path: Path) -> None:
-    """Refuse paths that cannot be a store before DuckDB touches them."""
+def _check_file(path: Path, *, read_header: bool = True) -> None:
+    """Refuse paths that cannot be a store before DuckDB touches them. The header is
+    read only with ``read_header`` (never while this process has the file open in
+    DuckDB: see :meth:`FileGuard.unopened_here`; it was checked when first opened)."""
     if path.is_dir():
         raise NotAStoreError(
             f"{str(path)!r} is a directory, not a store file. Give a file path such as "
@@ -392,6 +395,8 @@ def _check_file(path: Path) -> None:
     size = path.stat().st_size
     if size == 0:
         raise NotAStoreError(f"{str(path)!r} is an empty file, not a DuckDB store.")
+    if not read_header:
+        return
     with path.open("rb") as fh:
         header = fh.read(16)
     if header[8:12] != _DUCKDB_MAGIC:
