@@ -146,7 +146,17 @@ class StepTask:
             with contextlib.suppress(Exception):  # news of the start must not fail the step
                 self.started(wall)
         began = time.perf_counter()
-        files_read = None
+
+        def ended(**outcome: Any) -> Outcome:
+            # (Every outcome of a step that ran says how long it took and when it ran.)
+            seconds = outcome.pop("seconds", None)
+            return Outcome(
+                seconds=_since(began) if seconds is None else seconds,
+                started_at=wall,
+                finished_at=time.time(),
+                **outcome,
+            )
+
         try:
             if self.reads is None:
                 value = call_with_timeout(self.name, self.func, args, self.timeout)
@@ -154,48 +164,20 @@ class StepTask:
                 with recording(self.reads) as seen:
                     value = call_with_timeout(self.name, self.func, args, self.timeout)
         except Exception as exc:
-            trace, seconds = traceback.format_exc(), _since(began)
-            mutated = changed_inputs(args, before)
-            return Outcome(
-                error=exc,
-                trace=trace,
-                seconds=seconds,
-                started_at=wall,
-                finished_at=time.time(),
-                mutated=mutated,
-            )
+            trace = traceback.format_exc()
+            return ended(error=exc, trace=trace, mutated=changed_inputs(args, before))
         seconds = _since(began)
         files_read = seen.files() if self.reads is not None else None
         mutated = changed_inputs(args, before)
         if mutated:
             error = InputMutatedError(self.name, mutated[0])
             trace = f"{type(error).__name__}: {error}\n"
-            return Outcome(
-                error=error,
-                trace=trace,
-                seconds=seconds,
-                started_at=wall,
-                finished_at=time.time(),
-                mutated=mutated,
-            )
+            return ended(error=error, trace=trace, seconds=seconds, mutated=mutated)
         try:
             encoded = encode(value, step=self.name)
         except Exception as exc:
-            return Outcome(
-                error=exc,
-                trace=traceback.format_exc(),
-                seconds=seconds,
-                started_at=wall,
-                finished_at=time.time(),
-            )
-        return Outcome(
-            value=value,
-            encoded=encoded,
-            seconds=seconds,
-            started_at=wall,
-            finished_at=time.time(),
-            files_read=files_read,
-        )
+            return ended(error=exc, trace=traceback.format_exc(), seconds=seconds)
+        return ended(value=value, encoded=encoded, seconds=seconds, files_read=files_read)
 
 
 def _since(began: float) -> float:
