@@ -21,6 +21,7 @@ class Calls:
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        nf.untracked(self)  # instrumentation, not an input: part of no step's key
 
     def append(self, name: str) -> None:
         self.names.append(name)
