@@ -197,7 +197,7 @@ def test_cell_steps_run_in_worker_processes(nb: Kernel) -> None:
 
 
 def test_a_background_run_leaves_the_notebook_usable(nb: Kernel) -> None:
-    nb.ok('flow = nf.Flow("m_bg")\nimport threading\ngate = threading.Event()')
+    nb.ok('flow = nf.Flow("m_bg")\nimport threading\ngate = nf.untracked(threading.Event())')
     nb.ok("%%step waits\ngate.wait(120)\nwaits = 42")
     nb.ok("run = flow.run(background=True)")
     out = nb.ok(  # the kernel answers this cell while the run is still going
