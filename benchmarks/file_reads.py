@@ -96,7 +96,7 @@ def measure_child(mode: str, repeats: int, folder: Path) -> dict[str, list[float
 
     spec = reads.ReadSpec()
     plain = StepTask("records", step, {}, None)
-    recorded = StepTask("records", step, {}, None, spec)
+    recorded = StepTask("records", step, {}, None, reads=spec)
 
     def hook_only() -> None:
         with reads.recording(spec) as seen:
