@@ -103,7 +103,8 @@ BACKGROUND_AT_EXIT = """
 
     if __name__ == "__main__":
         run = flow.run(background=True, progress=False)
-        while not Path("started").exists():
+        deadline = time.monotonic() + 120  # wait for the state, generously
+        while not Path("started").exists() and time.monotonic() < deadline:
             time.sleep(0.01)
         print(run.id, flush=True)
         # the script ends here, its background run still in the slow step

@@ -86,7 +86,8 @@ WORKER = textwrap.dedent(
 
     _ = flow.store  # open (and create the schema) before the start line
     print("ready", flush=True)
-    while not go.exists():
+    deadline = time.monotonic() + 120  # wait for the state, generously
+    while not go.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     for i in range(runs):
         k = proc * 100 + i + 2  # never 1: base * 1 is base itself
