@@ -413,14 +413,16 @@ def test_exit_commits_once_at_the_end(store: Store) -> None:
 
     @flow.step
     def e(c, d):
-        run_id = reader.list_runs(limit=1)[0].run_id
-        seen.update(statuses(reader, run_id))
+        record = reader.list_runs(limit=1)[0]
+        seen.update(statuses(reader, record.run_id), run=record.status.value)
         return c + d
 
     appends = patch(store, "append", lambda *a: None)
     run = flow.run(progress=False, durability="exit")
-    assert seen == {}  # nothing of the run was committed while it ran
-    assert len(appends) == 1
+    # While it ran, the run was seen running (so a crash reads interrupted), with no steps.
+    assert seen == {"run": "running"}
+    assert len(appends) == 2  # its start, then all of it at the end
+    assert [e.type for e in appends[0][2]] == [EventType.RUN_STARTED]
     assert statuses(store, run.id) == dict.fromkeys("abcde", "completed")
     assert run["e"] == 5002
 

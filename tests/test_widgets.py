@@ -355,7 +355,7 @@ def test_throttled_redraws_still_show_the_last_state_and_leave_no_thread(store):
         return Follower(run.store, run.id, update, interval=600.0)  # longer than any run
 
     with progress.progress_view(factory):
-        flow.run()
+        flow.run(durability="sync")  # (a commit per step; async would join them)
     assert len(calls) == 2  # the first commit, then the end (20 commits in between)
     assert calls[-1] == ({f"s{i}": "completed" for i in range(20)}, True)
     assert not [t for t in threading.enumerate() if t.name.startswith("nbflow-redraw")]

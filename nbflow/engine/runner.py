@@ -348,6 +348,10 @@ class Runner(StepAttempts):
         for name in self.graph.order:
             if name in self._reused:
                 self._take_over(name, self._reused[name])
+        if self._commits is not None and self._writer is None and not self._commits.new:
+            # Exit: the run is seen running (and, if its process dies, interrupted) at once;
+            # its steps are committed at the end.
+            self.flush(final=True)
         self._unscheduled = list(todo)
         try:
             self._loop(todo, candidates)
