@@ -65,6 +65,7 @@ class Row:
     error: str | None = None
     traceback: str | None = None
     source_run_id: str | None = None
+    params: dict[str, Any] | None = None
 
 
 @dataclass
@@ -86,6 +87,11 @@ class RunModel:
         row = self.current(step)
         return row if row is not None and row.status == "running" else None
 
+    def open(self, step: str) -> Row | None:
+        """The attempt of ``step`` that has not ended (queued or running), if any."""
+        row = self.current(step)
+        return row if row is not None and row.status in OPEN else None
+
     def max_attempt(self, step: str) -> int:
         return max([a for (s, a) in self.rows if s == step], default=0)
 
@@ -99,6 +105,16 @@ RUN_RULES: dict[str, tuple[set[str], str | None]] = {
     "run_interrupted": ({"running"}, "interrupted"),
     "run_cancelled": ({"pending", "running"}, "cancelled"),
 }
+
+# Attempts that have not ended: queued (an executor holds the step back) or running.
+OPEN = ("queued", "running")
+# What a queued attempt (never started) may record besides its start.
+QUEUED_MAY = ("step_input_recorded", "step_failed", "step_retried")
+
+
+def _params(p: dict[str, Any]) -> dict[str, Any] | None:
+    params = p.get("params")
+    return dict(params) if isinstance(params, dict) else None
 
 
 def model_apply(run: RunModel, e: NewEvent) -> None:
@@ -122,35 +138,56 @@ def model_apply(run: RunModel, e: NewEvent) -> None:
         if target is not None:
             run.status = target
         if target not in (None, "running"):
-            # A run that is over has no running step: those attempts end as failed.
+            # A run that is over has no queued or running step: those attempts end as
+            # failed (a queued one never started, so has no duration).
             for name in list(run.latest):
-                row = run.running(name)
+                row = run.open(name)
                 if row is None:
                     continue
+                if row.status == "queued":
+                    note("model: a run end failed a queued attempt")
                 row = copy.copy(row)
+                row.error = f"the run ended ({kind}) while this step was {row.status}"
                 row.status, row.seq, row.finished_at = "failed", seq, ts
-                row.error = f"the run ended ({kind}) while this step was running"
+                row.duration_ms = None
                 if row.started_at is not None:
                     row.duration_ms = (ts - row.started_at).total_seconds() * 1000.0
                 _put(run, row)
     else:
         if step is None or run.status != "running":
             raise Refused
-        running = run.running(step)
+        live = run.open(step)  # its queued or running attempt
+        queued = live is not None and live.status == "queued"
         if kind == "step_scheduled":
-            if running:
+            if live:
                 raise Refused
         elif kind == "step_warning":
             pass  # a note in the log, at any time of a running run: no row changes
-        elif kind == "step_started":
-            number = attempt or 0
-            if running or number <= run.max_attempt(step):
+        elif kind == "step_started" and live is not None and queued:
+            # The queued attempt starts: its start time is now; what the start does not
+            # repeat is kept from step_queued.
+            if attempt is not None and attempt != live.attempt:
                 raise Refused
-            row = Row(step, number, "running", seq, p.get("cache_key"), p.get("fingerprint"))
-            row.started_at = ts
+            note("model: a queued attempt started")
+            row = copy.copy(live)
+            row.status, row.seq, row.started_at = "running", seq, ts
+            row.cache_key = p.get("cache_key", row.cache_key)
+            row.fingerprint = p.get("fingerprint", row.fingerprint)
+            if "params" in p:
+                row.params = _params(p)
+            _put(run, row)
+        elif kind in ("step_started", "step_queued"):
+            number = attempt or 0
+            if live or number <= run.max_attempt(step):
+                raise Refused
+            starts = kind == "step_started"
+            status = "running" if starts else "queued"
+            row = Row(step, number, status, seq, p.get("cache_key"), p.get("fingerprint"))
+            row.started_at = ts if starts else None
+            row.params = _params(p)
             _put(run, row)
         elif kind == "step_cached":
-            if running:
+            if live:
                 raise Refused
             row = Row(step, 0, "cached", seq, p.get("cache_key"), p.get("fingerprint"))
             row.output = p.get("output") or None
@@ -158,19 +195,22 @@ def model_apply(run: RunModel, e: NewEvent) -> None:
             row.started_at = row.finished_at = ts
             row.duration_ms = 0.0
             row.source_run_id = p.get("source_run_id")
+            row.params = _params(p)
             _put(run, row)
         elif kind == "step_skipped":
-            if running:
+            if live:
                 raise Refused
             row = Row(step, 0, "skipped", seq, error=p.get("reason"))
             row.started_at = row.finished_at = ts
             _put(run, row)
-        else:  # events of the running attempt
-            if running is None:
+        else:  # events of the attempt that runs (some, of one still queued)
+            if live is None or (queued and kind not in QUEUED_MAY):
                 raise Refused
-            if attempt is not None and attempt != running.attempt:
+            if attempt is not None and attempt != live.attempt:
                 raise Refused
-            row = copy.copy(running)
+            if queued:
+                note(f"model: queued attempt, {kind}")
+            row = copy.copy(live)
             row.seq = seq
             if kind == "step_input_recorded":
                 row.inputs = dict(p.get("inputs") or {})
@@ -202,7 +242,16 @@ def _payload(kind: str, step: str | None, n: int) -> dict[str, Any]:
     """A payload like the engine's for ``kind``; ``n`` varies the values."""
     output = {"codec": "json", "hash": f"h{n}", "size": n, "type": "int", "inline": n}
     if kind == "step_started":
-        return {"cache_key": f"ck-{step}-{n % 3}", "fingerprint": f"fp-{n % 2}"}
+        if n == 5:
+            return {}  # as the engine starts a queued attempt: what it queued holds
+        started = {"cache_key": f"ck-{step}-{n % 3}", "fingerprint": f"fp-{n % 2}"}
+        return {**started, "params": {"p": n}} if n % 2 else started
+    if kind == "step_queued":
+        return {
+            "cache_key": f"ck-{step}-q{n % 3}",
+            "fingerprint": f"fp-q{n % 2}",
+            "params": {"p": n, "ü": "'«q»\""},
+        }
     if kind == "step_input_recorded":
         return {"inputs": {"x": f"h{n}", "ü": "h'\""}}
     if kind == "step_output_recorded":
@@ -350,6 +399,30 @@ class StoreMachine(RuleBasedStateMachine):
             event = self._event(kind, step, attempt, data.draw(st.integers(0, 5)))
             self._append(run_id, self.model[run_id].version, [event], must_succeed=True)
 
+    @rule(run_id=runs, data=st.data())
+    def queue_a_step(self, run_id: str, data: st.DataObject) -> None:
+        """A step handed to a parallel executor, as the engine records it: queued with its
+        inputs, then (maybe in a later batch) started or failed without starting."""
+        run = self.model[run_id]
+        free = [s for s in STEPS if run.open(s) is None]
+        if run.status != "running" or not free:
+            return
+        step = data.draw(st.sampled_from(free))
+        attempt = run.max_attempt(step) + 1
+        n = data.draw(st.integers(0, 5))
+        events = [
+            self._event(EventType.STEP_QUEUED, step, attempt, n),
+            self._event(EventType.STEP_INPUT_RECORDED, step, attempt, n),
+        ]
+        then = data.draw(st.sampled_from([None, EventType.STEP_STARTED, EventType.STEP_FAILED]))
+        later = data.draw(st.booleans())
+        if then is not None and not later:
+            events.append(self._event(then, step, data.draw(st.sampled_from([None, attempt])), n))
+        self._append(run_id, run.version, events, must_succeed=True)
+        if then is not None and later:
+            event = self._event(then, step, data.draw(st.sampled_from([None, attempt])), n)
+            self._append(run_id, self.model[run_id].version, [event], must_succeed=True)
+
     @precondition(lambda self: len(self.model) > 0 and self.since_reopen >= 6)
     @rule()
     def reopen(self) -> None:
@@ -385,18 +458,29 @@ class StoreMachine(RuleBasedStateMachine):
         if run.status != "running":
             return options
         for step in STEPS:
-            running = run.running(step)
-            if running is None:
+            live = run.open(step)
+            if live is None:
                 nxt = run.max_attempt(step) + 1
                 options += [
                     (EventType.STEP_SCHEDULED, step, None),
                     (EventType.STEP_STARTED, step, nxt),
                     (EventType.STEP_STARTED, step, nxt + 1),
+                    (EventType.STEP_QUEUED, step, nxt),
+                    (EventType.STEP_QUEUED, step, nxt + 1),
                     (EventType.STEP_CACHED, step, None),
                     (EventType.STEP_SKIPPED, step, None),
                 ]
                 continue
-            attempts = [None, running.attempt]
+            attempts = [None, live.attempt]
+            if live.status == "queued":
+                for kind in (
+                    EventType.STEP_STARTED,
+                    EventType.STEP_INPUT_RECORDED,
+                    EventType.STEP_FAILED,
+                    EventType.STEP_RETRIED,
+                ):
+                    options += [(kind, step, a) for a in attempts]
+                continue
             for kind in (
                 EventType.STEP_INPUT_RECORDED,
                 EventType.STEP_OUTPUT_RECORDED,
@@ -404,7 +488,7 @@ class StoreMachine(RuleBasedStateMachine):
                 EventType.STEP_RETRIED,
             ):
                 options += [(kind, step, a) for a in attempts]
-            if running.output is not None:
+            if live.output is not None:
                 options += [(EventType.STEP_COMPLETED, step, a) for a in attempts]
         return options
 
@@ -481,6 +565,7 @@ class StoreMachine(RuleBasedStateMachine):
                     x.error,
                     x.traceback,
                     x.source_run_id,
+                    dict(x.params) if x.params is not None else None,
                 )
                 for x in self.store.executions(run_id)
             ]
