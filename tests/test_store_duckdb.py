@@ -194,8 +194,17 @@ def test_opening_twice_does_not_migrate_again(path: Path) -> None:
 
 
 def _downgrade(path: Path, version: int) -> None:
-    """Make ``path`` the file an nbflow of schema ``version`` (1 to 6) wrote."""
+    """Make ``path`` the file an nbflow of schema ``version`` (1 to 7) wrote."""
     con = duckdb.connect(str(path))
+    if version < 8:
+        # Schema 7: the events and step_executions tables; every row in the second.
+        con.execute("INSERT INTO execution_rows SELECT * FROM pending_executions")
+        con.execute("DROP VIEW step_executions")
+        con.execute("DROP VIEW pending_executions")
+        con.execute("DROP VIEW events")
+        con.execute("ALTER TABLE event_log DROP COLUMN pending_execution")
+        con.execute("ALTER TABLE event_log RENAME TO events")
+        con.execute("ALTER TABLE execution_rows RENAME TO step_executions")
     if version < 7:
         con.execute("ALTER TABLE step_executions DROP COLUMN params")  # schema 7
     if version < 6:
@@ -215,7 +224,7 @@ def _downgrade(path: Path, version: int) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7])
 def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) -> None:
     with DuckDBStore(path) as first:
         run_id = populate(first)[0]
