@@ -23,7 +23,7 @@ from nbflow.store.duckdb import schema
 from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.memory.store import MemoryStore
 from nbflow.store.open import open_store
-from nbflow.store.records import Codec, EventType, NewEvent, RunStatus
+from nbflow.store.records import Codec, EventType, NewEvent, RunStatus, StepStatus
 from nbflow.store.untrusted import marked
 from nbflow.testing import make_flow, make_run, populate, start_run, typical_events
 from nbflow.testing.builders import Opaque, attempt_events, cached_event
@@ -246,6 +246,32 @@ def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) ->
             assert (problem.kind.value, problem.run_id) == ("run_without_lease", "r-fork")
         lease = migrated.claim(run_id)
         assert lease.run_id == run_id
+
+
+def test_a_run_under_way_in_a_schema_7_file_goes_on_after_the_migration(path: Path) -> None:
+    """Schema 7 wrote each finished row to step_executions at once: after migrating to 8,
+    the run's next steps ride in their events and its end files them beside the old."""
+    with DuckDBStore(path) as first:
+        first.put_flow(make_flow())
+        run = start_run(first)
+        version = first.append(run.run_id, run.version, attempt_events("load")).version
+    _downgrade(path, 7)
+    with DuckDBStore(path) as migrated:
+        for event in attempt_events("clean"):
+            version = migrated.append(run.run_id, version, [event]).version
+        rows = migrated.executions(run.run_id)
+        migrated.append(run.run_id, version, [NewEvent(EventType.RUN_COMPLETED)])
+        assert migrated.executions(run.run_id) == rows
+        assert [(x.step, x.status) for x in rows] == [
+            ("load", StepStatus.COMPLETED),
+            ("clean", StepStatus.COMPLETED),
+        ]
+        stored = migrated.sql(
+            "SELECT count(*) AS n, count(pending_execution) AS pending FROM event_log"
+        )
+        assert (stored["n"].iloc[0], stored["pending"].iloc[0]) == (version + 1, 0)
+        assert len(migrated.sql("SELECT * FROM execution_rows")) == 2
+        assert migrated.check() == []
 
 
 def test_a_file_from_before_step_parameters_gets_them_from_its_events(path: Path) -> None:

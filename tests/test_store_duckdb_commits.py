@@ -43,6 +43,10 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> Statements:
             seen.sent.append(" ".join(query.split()))
             return self._con.execute(query, *args, **kwargs)
 
+        def from_arrow(self, table: Any) -> Any:  # (a relation inserted into a table)
+            seen.sent.append(f"from_arrow ({table.num_rows} rows)")
+            return self._con.from_arrow(table)
+
         def __getattr__(self, name: str) -> Any:
             return getattr(self._con, name)
 
@@ -105,6 +109,22 @@ def test_a_finished_row_reads_the_same_before_and_after_it_is_filed(
     assert load.params == {"n": 5, "label": "ü"} and load.inputs == {"x": "h-x"}
     assert load.started_at == dt.datetime(2026, 1, 1, 12, 0, 0, 123_456, tzinfo=dt.UTC)
     assert load.duration_ms == 3000.0
+
+
+def test_many_steps_in_one_commit_are_one_statement_too(
+    store: DuckDBStore, statements: Statements
+) -> None:
+    """A commit of more events than a VALUES list takes (an Arrow table) is one too."""
+    run = start_run(store)
+    clock = Clock(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    events = [e for step in ("load", "clean", "more") for e in attempt_events(step, clock=clock)]
+    del statements.sent[:]
+    store.append(run.run_id, run.version, events)
+    assert statements.sent == ["from_arrow (12 rows)"]
+    assert pending(store, run.run_id) == 3
+    rows = [(x.step, x.attempt, x.status.value) for x in store.executions(run.run_id)]
+    assert rows == [(s, 1, "completed") for s in ("load", "clean", "more")]
+    assert store.check() == []
 
 
 def test_a_stale_writer_of_one_statement_writes_nothing(tmp_path: Path) -> None:

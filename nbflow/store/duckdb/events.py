@@ -106,7 +106,9 @@ class DuckDBEvents(DuckDBPart):
         file = (again or run.status.finished) and not filed
         update = status_changed and not create
         self._commit(run, events, fresh, again, expected_version, before, create, update, file)
-        if create or file:
+        if run.status.finished:
+            self._filed.discard(run_id)  # (known to hold none, but kept only for live runs)
+        elif create or file:
             self._filed.add(run_id)
 
     def _commit_alone(self, rows: list[list[Any]], run_id: str, expected_version: int) -> None:
