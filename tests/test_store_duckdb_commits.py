@@ -111,19 +111,22 @@ def test_a_finished_row_reads_the_same_before_and_after_it_is_filed(
     assert load.duration_ms == 3000.0
 
 
+@pytest.mark.parametrize("steps", [3, 20])
 def test_many_steps_in_one_commit_are_one_statement_too(
-    store: DuckDBStore, statements: Statements
+    store: DuckDBStore, statements: Statements, steps: int
 ) -> None:
-    """A commit of more events than a VALUES list takes (an Arrow table) is one too."""
+    """A commit of many events (a list a column; an Arrow table from 64) is one too."""
     run = start_run(store)
     clock = Clock(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
-    events = [e for step in ("load", "clean", "more") for e in attempt_events(step, clock=clock)]
+    names = [f"step{i}" for i in range(steps)]
+    events = [e for step in names for e in attempt_events(step, clock=clock)]
     del statements.sent[:]
     store.append(run.run_id, run.version, events)
-    assert statements.sent == ["from_arrow (12 rows)"]
-    assert pending(store, run.run_id) == 3
+    (sent,) = statements.sent
+    assert sent.startswith("INSERT INTO event_log") or sent == f"from_arrow ({4 * steps} rows)"
+    assert pending(store, run.run_id) == steps
     rows = [(x.step, x.attempt, x.status.value) for x in store.executions(run.run_id)]
-    assert rows == [(s, 1, "completed") for s in ("load", "clean", "more")]
+    assert rows == [(s, 1, "completed") for s in names]
     assert store.check() == []
 
 

@@ -118,8 +118,8 @@ def run_status_params(run: RunRecord) -> list[Any]:
     return [run.status._value_, run.started_at, run.finished_at, run.error, run.run_id]
 
 
-#: At most this many rows go in as a VALUES list; more go in as an Arrow table.
-VALUES_ROWS = 8
+#: At most this many rows go in as one list a column; more go in as an Arrow table.
+LIST_ROWS = 64
 
 
 def arrow_types() -> tuple[list[Any], list[Any]]:
