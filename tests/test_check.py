@@ -84,24 +84,24 @@ class Damage:
 K = ProblemKind
 DAMAGE: dict[str, Damage] = {
     "event deleted mid-log": Damage(
-        ("DELETE FROM events WHERE run_id = 'r-done' AND seq = 3",), {K.EVENT_GAP}, False
+        ("DELETE FROM event_log WHERE run_id = 'r-done' AND seq = 3",), {K.EVENT_GAP}, False
     ),
     "last event deleted": Damage(
         (
-            "DELETE FROM events WHERE run_id = 'r-done' AND seq = (SELECT max(seq) FROM events "
+            "DELETE FROM event_log WHERE run_id = 'r-done' AND seq = (SELECT max(seq) FROM events "
             "WHERE run_id = 'r-done')",
         ),
         {K.RUN_ROW_MISMATCH, K.RUN_WITHOUT_LEASE},  # it reads running now, held by nobody
         True,
     ),
     "event changed type": Damage(
-        ("UPDATE events SET type = 'step_completed' WHERE run_id = 'r-done' AND seq = 1",),
+        ("UPDATE event_log SET type = 'step_completed' WHERE run_id = 'r-done' AND seq = 1",),
         {K.EVENT_INVALID},
         False,
     ),
     "event payload unreadable": Damage(
         (
-            'UPDATE events SET payload = \'{"output": {"codec": "nope"}}\' '
+            'UPDATE event_log SET payload = \'{"output": {"codec": "nope"}}\' '
             "WHERE run_id = 'r-done' AND type = 'step_output_recorded'",
         ),
         {K.EVENT_INVALID},
@@ -126,13 +126,13 @@ DAMAGE: dict[str, Damage] = {
         True,
     ),
     "execution row deleted": Damage(
-        ("DELETE FROM step_executions WHERE run_id = 'r-retried' AND attempt = 1",),
+        ("DELETE FROM execution_rows WHERE run_id = 'r-retried' AND attempt = 1",),
         {K.EXECUTION_ROW_MISSING},
         True,
     ),
     "execution row added": Damage(
         (
-            "INSERT INTO step_executions SELECT * REPLACE (9 AS attempt) FROM step_executions "
+            "INSERT INTO execution_rows SELECT * REPLACE (9 AS attempt) FROM execution_rows "
             "WHERE run_id = 'r-done' AND step = 'load'",
         ),
         {K.EXECUTION_ROW_EXTRA},
@@ -140,16 +140,16 @@ DAMAGE: dict[str, Damage] = {
     ),
     "row for a running attempt": Damage(
         (
-            "INSERT INTO step_executions SELECT * REPLACE ('r-fork' AS run_id, 'running' AS "
+            "INSERT INTO execution_rows SELECT * REPLACE ('r-fork' AS run_id, 'running' AS "
             "status, (SELECT step FROM events WHERE run_id = 'r-fork' AND type = 'step_started') "
-            "AS step) FROM step_executions WHERE run_id = 'r-done' AND step = 'load'",
+            "AS step) FROM execution_rows WHERE run_id = 'r-done' AND step = 'load'",
         ),
         {K.EXECUTION_ROW_EXTRA},
         True,
     ),
     "execution row changed": Damage(
         (
-            "UPDATE step_executions SET error = 'made up', duration_ms = 1 "
+            "UPDATE execution_rows SET error = 'made up', duration_ms = 1 "
             "WHERE run_id = 'r-cached' AND step = 'clean'",
         ),
         {K.EXECUTION_ROW_MISMATCH},
@@ -163,7 +163,7 @@ DAMAGE: dict[str, Damage] = {
     "run and events deleted, rows left": Damage(
         (
             "DELETE FROM run_records WHERE run_id = 'r-done'",
-            "DELETE FROM events WHERE run_id = 'r-done'",
+            "DELETE FROM event_log WHERE run_id = 'r-done'",
         ),
         {K.EXECUTION_ROW_EXTRA},
         True,
@@ -288,7 +288,7 @@ def test_damage_to_a_duckdb_file_is_found(path: Path, case: str) -> None:
 @pytest.mark.parametrize(
     ("statement", "what"),
     [
-        ("UPDATE events SET type = 'bogus' WHERE run_id = 'r-done' AND seq = 2", "'bogus'"),
+        ("UPDATE event_log SET type = 'bogus' WHERE run_id = 'r-done' AND seq = 2", "'bogus'"),
         ("UPDATE run_records SET status = 'weird' WHERE run_id = 'r-done'", "'weird'"),
     ],
 )
@@ -309,7 +309,7 @@ def test_a_repaired_run_reads_as_its_events_say(path: Path) -> None:
     corrupt(
         path,
         "UPDATE run_records SET status = 'failed', error = 'made up' WHERE run_id = 'r-values'",
-        "DELETE FROM step_executions WHERE run_id = 'r-values' AND step = 'frame'",
+        "DELETE FROM execution_rows WHERE run_id = 'r-values' AND step = 'frame'",
     )
     with DuckDBStore(path) as store:
         assert store.get_run("r-values").status is RunStatus.FAILED
@@ -613,7 +613,7 @@ def test_cli_reports_one_problem_per_line_and_fails(path: Path) -> None:
 
 
 def test_cli_repair(path: Path) -> None:
-    corrupt(path, "DELETE FROM step_executions WHERE run_id = 'r-values'")
+    corrupt(path, "DELETE FROM execution_rows WHERE run_id = 'r-values'")
     result = invoke("check", "--store", str(path))
     assert result.exit_code == 1
     assert result.stdout.splitlines()[-1].endswith("3 remain (nbflow check --repair fixes them)")
@@ -628,7 +628,7 @@ def test_cli_repair(path: Path) -> None:
 def test_cli_repair_leaves_what_it_cannot_fix(path: Path) -> None:
     corrupt(
         path,
-        "DELETE FROM step_executions WHERE run_id = 'r-values' AND step = 'array'",
+        "DELETE FROM execution_rows WHERE run_id = 'r-values' AND step = 'array'",
         "UPDATE blobs SET data = 'xx'::BLOB || data[3:] WHERE codec = 'pickle'",
     )
     result = invoke("check", "--repair", "--store", str(path))

@@ -110,10 +110,13 @@ def test_a_newer_schema_is_still_refused_as_newer(stored: Stored, tmp_path: Path
 @pytest.mark.parametrize(
     ("statement", "table"),
     [
-        ("DROP TABLE events", "events"),
+        ("DROP TABLE event_log", "event_log"),
+        ("DROP VIEW events", "events"),
         ("DROP TABLE blobs", "blobs"),
         ("DROP VIEW runs", "runs"),
-        ("DROP TABLE step_executions", "step_executions"),
+        ("DROP TABLE execution_rows", "execution_rows"),
+        ("DROP VIEW step_executions", "step_executions"),
+        ("DROP VIEW pending_executions", "pending_executions"),
     ],
 )
 def test_a_missing_table_is_found_when_the_store_opens(
@@ -229,7 +232,7 @@ def test_an_unknown_codec_in_an_execution_row_names_the_step(
     path = damaged(
         stored,
         tmp_path,
-        "UPDATE step_executions SET output = json_object('codec', 'zstd9', 'hash', '{array}', "
+        "UPDATE execution_rows SET output = json_object('codec', 'zstd9', 'hash', '{array}', "
         "'size', 1, 'type', 'x') WHERE step = 'array'",
     )
     with DuckDBStore(path) as store, pytest.raises(CorruptStoreError) as caught:
@@ -241,9 +244,9 @@ def test_an_unknown_codec_in_an_execution_row_names_the_step(
 @pytest.mark.parametrize(
     ("statement", "row"),
     [
-        ("UPDATE events SET type = 'bogus' WHERE seq = 1", "event 1 of run"),
+        ("UPDATE event_log SET type = 'bogus' WHERE seq = 1", "event 1 of run"),
         ("UPDATE run_records SET params = '[1, 2]'", "the runs row of run"),
-        ("UPDATE events SET payload = '[1]' WHERE seq = 2", "event 2 of run"),
+        ("UPDATE event_log SET payload = '[1]' WHERE seq = 2", "event 2 of run"),
     ],
 )
 def test_a_row_nbflow_never_writes_is_named(
@@ -319,9 +322,9 @@ def test_an_unchanged_store_reads_and_checks_clean(stored: Stored, tmp_path: Pat
             "runs",
             "schema_version",
         ),
-        (("DROP TABLE events",), "runs", "its table events is missing"),
+        (("DROP VIEW events",), "runs", "its table events is missing"),
         (("UPDATE nbflow_values.v_{frame} SET x = 0",), "export", "with other content"),
-        (("UPDATE events SET type = 'bogus' WHERE seq = 1",), "check", "never writes"),
+        (("UPDATE event_log SET type = 'bogus' WHERE seq = 1",), "check", "never writes"),
     ],
 )
 def test_the_command_line_names_the_damage_in_one_line(

@@ -23,7 +23,7 @@ from nbflow.store.duckdb import schema
 from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.memory.store import MemoryStore
 from nbflow.store.open import open_store
-from nbflow.store.records import Codec, EventType, NewEvent, RunStatus
+from nbflow.store.records import Codec, EventType, NewEvent, RunStatus, StepStatus
 from nbflow.store.untrusted import marked
 from nbflow.testing import make_flow, make_run, populate, start_run, typical_events
 from nbflow.testing.builders import Opaque, attempt_events, cached_event
@@ -194,8 +194,17 @@ def test_opening_twice_does_not_migrate_again(path: Path) -> None:
 
 
 def _downgrade(path: Path, version: int) -> None:
-    """Make ``path`` the file an nbflow of schema ``version`` (1 to 6) wrote."""
+    """Make ``path`` the file an nbflow of schema ``version`` (1 to 7) wrote."""
     con = duckdb.connect(str(path))
+    if version < 8:
+        # Schema 7: the events and step_executions tables; every row in the second.
+        con.execute("INSERT INTO execution_rows SELECT * FROM pending_executions")
+        con.execute("DROP VIEW step_executions")
+        con.execute("DROP VIEW pending_executions")
+        con.execute("DROP VIEW events")
+        con.execute("ALTER TABLE event_log DROP COLUMN pending_execution")
+        con.execute("ALTER TABLE event_log RENAME TO events")
+        con.execute("ALTER TABLE execution_rows RENAME TO step_executions")
     if version < 7:
         con.execute("ALTER TABLE step_executions DROP COLUMN params")  # schema 7
     if version < 6:
@@ -215,7 +224,7 @@ def _downgrade(path: Path, version: int) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7])
 def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) -> None:
     with DuckDBStore(path) as first:
         run_id = populate(first)[0]
@@ -237,6 +246,32 @@ def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) ->
             assert (problem.kind.value, problem.run_id) == ("run_without_lease", "r-fork")
         lease = migrated.claim(run_id)
         assert lease.run_id == run_id
+
+
+def test_a_run_under_way_in_a_schema_7_file_goes_on_after_the_migration(path: Path) -> None:
+    """Schema 7 wrote each finished row to step_executions at once: after migrating to 8,
+    the run's next steps ride in their events and its end files them beside the old."""
+    with DuckDBStore(path) as first:
+        first.put_flow(make_flow())
+        run = start_run(first)
+        version = first.append(run.run_id, run.version, attempt_events("load")).version
+    _downgrade(path, 7)
+    with DuckDBStore(path) as migrated:
+        for event in attempt_events("clean"):
+            version = migrated.append(run.run_id, version, [event]).version
+        rows = migrated.executions(run.run_id)
+        migrated.append(run.run_id, version, [NewEvent(EventType.RUN_COMPLETED)])
+        assert migrated.executions(run.run_id) == rows
+        assert [(x.step, x.status) for x in rows] == [
+            ("load", StepStatus.COMPLETED),
+            ("clean", StepStatus.COMPLETED),
+        ]
+        stored = migrated.sql(
+            "SELECT count(*) AS n, count(pending_execution) AS pending FROM event_log"
+        )
+        assert (stored["n"].iloc[0], stored["pending"].iloc[0]) == (version + 1, 0)
+        assert len(migrated.sql("SELECT * FROM execution_rows")) == 2
+        assert migrated.check() == []
 
 
 def test_a_file_from_before_step_parameters_gets_them_from_its_events(path: Path) -> None:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from nbflow.errors import InvalidTransitionError, StaleVersionError
-from nbflow.store.fold import RunState, apply, fold
+from nbflow.store.fold import RunState, applied, fold
 from nbflow.store.records import (
     BlobRecord,
     CacheHit,
@@ -235,9 +235,8 @@ class StoreCore(RunMarks, ABC):
             Event(run_id, expected_version + i + 1, e.ts, e.type, e.step, e.attempt, e.payload)
             for i, e in enumerate(events)
         ]
-        new_state = state.copy()
         try:
-            changed = apply(new_state, stamped)
+            new_state, changed = applied(state, stamped)
         except InvalidTransitionError:
             if create:
                 raise

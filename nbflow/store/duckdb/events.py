@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import duckdb
 
@@ -14,17 +14,21 @@ from nbflow.store.duckdb.part import DuckDBPart
 from nbflow.store.duckdb.rows import (
     CACHE_HITS,
     CANDIDATE_ROWS,
+    CLEAR_PENDING,
+    EVENT_LOG_COLS,
     EVENT_TYPES,
     EXEC_TYPES,
+    FILE_PENDING,
     INSERT_RUN_RECORD,
+    LIST_ROWS,
     UPDATE_RUN_STATUS,
-    VALUES_ROWS,
     LazyHits,
     StaleWrite,
     event_values,
     execution_params,
     executions_params,
     insert_executions,
+    rows_with_pending,
     run_status_params,
 )
 from nbflow.store.fold import RunState
@@ -75,15 +79,66 @@ class DuckDBEvents(DuckDBPart):
         previous: RunState,
         create: bool,
     ) -> None:
-        con = self._con
+        run_id = run.run_id
         fresh, again = finished_rows(changed, previous)
         before = previous.run
-        status_changed = (before.status, before.started_at, before.finished_at, before.error) != (
-            run.status,
-            run.started_at,
-            run.finished_at,
-            run.error,
-        )
+        status_changed = create or (
+            before.status,
+            before.started_at,
+            before.finished_at,
+            before.error,
+        ) != (run.status, run.started_at, run.finished_at, run.error)
+        # Whether this object knows the run has no pending rows: it filed them itself, and
+        # nobody wrote since (the state it folded onto is the one its last write left).
+        filed = run_id in self._filed and previous is self._states.get(run_id)
+        if not filed:
+            self._filed.discard(run_id)
+        if not status_changed and not again:
+            rows = rows_with_pending(events, fresh, run.flow)
+            if rows is not None:
+                # Only events: one statement, committed on its own (atomic all the same).
+                self._commit_alone(rows, run_id, expected_version)
+                if fresh:
+                    self._filed.discard(run_id)
+                return
+        # The run's pending rows are filed when it ends (so a finished run's rows are all
+        # typed), and before a row already written is written again (it has one place).
+        file = (again or run.status.finished) and not filed
+        update = status_changed and not create
+        self._commit(run, events, fresh, again, expected_version, before, create, update, file)
+        if run.status.finished:
+            self._filed.discard(run_id)  # (known to hold none, but kept only for live runs)
+        elif create or file:
+            self._filed.add(run_id)
+
+    def _commit_alone(self, rows: list[list[Any]], run_id: str, expected_version: int) -> None:
+        """Append the event rows in one autocommitted statement."""
+        try:
+            # The (run_id, seq) key is the optimistic-concurrency check: a writer that
+            # read an older version appends a seq someone else already holds.
+            self._insert("event_log", EVENT_LOG_COLS, rows, EVENT_TYPES)
+        except BaseException as exc:
+            self._failed(exc, run_id, expected_version)
+
+    def _commit(
+        self,
+        run: RunRecord,
+        events: Sequence[Event],
+        fresh: list[StepExecution],
+        again: list[StepExecution],
+        expected_version: int,
+        before: RunRecord,
+        create: bool,
+        update: bool,
+        file: bool,
+    ) -> None:
+        """Append the events with the run's other changes, in one transaction: its new
+        row (``create``) or its status (``update``: it was ``before``), its rows, and its
+        pending rows filed (``file``)."""
+        con = self._con
+        # When the run's pending rows are filed, the new ones ride in their events too
+        # and are filed with them (one INSERT fewer).
+        rows = rows_with_pending(events, fresh, run.flow) if file else None
         con.execute("BEGIN TRANSACTION")
         try:
             if create:
@@ -92,14 +147,18 @@ class DuckDBEvents(DuckDBPart):
                     con.execute(INSERT_RUN_RECORD, run_row(run, version=False))
                 except duckdb.ConstraintException:
                     raise DuplicateRunError(run.run_id) from None  # rolled back below
-                status_changed = False
-            # The (run_id, seq) key is the optimistic-concurrency check: a writer that
-            # read an older version appends a seq someone else already holds. A run's
-            # version is the seq of its last event, so no row changes per step.
-            self._insert("events", EVENT_COLS, [event_values(e) for e in events], EVENT_TYPES)
+            if rows is None:
+                rows = [event_values(e) for e in events]
+            else:
+                fresh = []
+            # A run's version is the seq of its last event, so no row changes per step.
+            self._insert("event_log", EVENT_LOG_COLS, rows, EVENT_TYPES)
+            if file:
+                con.execute(FILE_PENDING, [run.run_id])
+                con.execute(CLEAR_PENDING, [run.run_id])
             if fresh:
                 self._insert(
-                    "step_executions",
+                    "execution_rows",
                     EXEC_INSERT_COLS,
                     [execution_params(x, run.flow) for x in fresh],
                     EXEC_TYPES,
@@ -109,7 +168,7 @@ class DuckDBEvents(DuckDBPart):
                     insert_executions(len(again)) + UPSERT_EXECUTIONS,
                     executions_params(again, run.flow),
                 )
-            if status_changed:
+            if update:
                 # (Guarded by the status it read: a concurrent change fails the write.)
                 updated = con.execute(
                     UPDATE_RUN_STATUS + " AND status = ?",
@@ -128,32 +187,43 @@ class DuckDBEvents(DuckDBPart):
                 self._leases.pop(run.run_id, None)
         except BaseException as exc:
             rollback(con)
-            if is_disk_full(exc):
-                raise disk_full_error(self.uri) from None
-            if not isinstance(
-                exc, duckdb.ConstraintException | duckdb.TransactionException | StaleWrite
-            ):
-                raise
-            # Someone appended first (or changed the run under us).
-            actual = self._execute("SELECT version FROM runs WHERE run_id = ?", [run.run_id])
-            raise StaleVersionError(
-                run.run_id, expected_version, actual[0][0] if actual else None
-            ) from None
+            self._failed(exc, run.run_id, expected_version)
+
+    def _failed(self, exc: BaseException, run_id: str, expected_version: int) -> NoReturn:
+        """Raise what a failed write means: the disk is full, someone appended first
+        (StaleVersionError), or ``exc`` itself. Nothing of the write was committed."""
+        if is_disk_full(exc):
+            raise disk_full_error(self.uri) from None
+        if not isinstance(
+            exc, duckdb.ConstraintException | duckdb.TransactionException | StaleWrite
+        ):
+            raise exc
+        # Someone appended first (or changed the run under us).
+        actual = self._execute("SELECT version FROM runs WHERE run_id = ?", [run_id])
+        raise StaleVersionError(
+            run_id, expected_version, actual[0][0] if actual else None
+        ) from None
 
     def _insert(
         self, table: str, columns: str, rows: list[list[Any]], types: Sequence[Any]
     ) -> None:
-        """Insert rows in one statement: a VALUES list for a few rows, and an Arrow
-        table for many (binding thousands of parameters costs ~10x as much).
+        """Insert rows in one statement: one row as VALUES, a few as one list a column
+        (unnested: binding each value of a VALUES list costs ~10 us, ~10% of a step's
+        commit for its four events), and many as an Arrow table (cheaper from ~64 rows).
 
         ``table`` and ``columns`` are this module's constants (identifiers cannot be
         parameters); every value goes in as a parameter or through the Arrow table.
         """
-        if len(rows) <= VALUES_ROWS:
-            marks = "(" + ", ".join(["?"] * len(types)) + ")"
+        if len(rows) == 1:
+            marks = ", ".join(["?"] * len(types))
+            self._con.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows[0])
+            return
+        if len(rows) <= LIST_ROWS:
+            # (The columns' list types are the values' own; the INSERT casts them.)
+            unnested = ", ".join(f"unnest(${i})" for i in range(1, len(types) + 1))
             self._con.execute(
-                f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([marks] * len(rows)),
-                [v for row in rows for v in row],
+                f"INSERT INTO {table} ({columns}) SELECT {unnested}",
+                [list(column) for column in zip(*rows, strict=True)],
             )
             return
         import pyarrow as pa

@@ -11,6 +11,7 @@ from nbflow.errors import StaleVersionError
 from nbflow.store.duckdb import schema
 from nbflow.store.duckdb.part import DuckDBPart
 from nbflow.store.duckdb.rows import (
+    CLEAR_PENDING,
     EXEC_TYPES,
     UPDATE_RUN_STATUS,
     StaleWrite,
@@ -63,8 +64,8 @@ class DuckDBMaintenance(DuckDBPart):
             con.execute("BEGIN TRANSACTION")
             try:
                 for table in (
-                    "events",
-                    "step_executions",
+                    "event_log",
+                    "execution_rows",
                     "run_records",
                     "leases",
                     "untrusted_runs",
@@ -88,6 +89,7 @@ class DuckDBMaintenance(DuckDBPart):
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+            self._filed.difference_update(runs)
             for hash in hashes:
                 self._known_blobs.pop(hash, None)
             if self._guard is not None and hashes:
@@ -173,6 +175,7 @@ class DuckDBMaintenance(DuckDBPart):
         run = state.run
         rows = [x for x in state.executions.values() if not x.status.in_progress]
         with self._lock:
+            self._filed.discard(run.run_id)
             con = self._con
             con.execute("BEGIN TRANSACTION")
             try:
@@ -182,10 +185,11 @@ class DuckDBMaintenance(DuckDBPart):
                 if last != run.version:
                     raise StaleWrite
                 con.execute(UPDATE_RUN_STATUS, run_status_params(run))
-                con.execute("DELETE FROM step_executions WHERE run_id = ?", [run.run_id])
+                con.execute("DELETE FROM execution_rows WHERE run_id = ?", [run.run_id])
+                con.execute(CLEAR_PENDING, [run.run_id])  # (all its rows are written below)
                 if rows:
                     self._insert(
-                        "step_executions",
+                        "execution_rows",
                         EXEC_INSERT_COLS,
                         [execution_params(x, run.flow) for x in rows],
                         EXEC_TYPES,

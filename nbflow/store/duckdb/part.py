@@ -26,6 +26,7 @@ class DuckDBPart:
         _leases: dict[str, float]
         _token: str
         _known_blobs: dict[str, int]
+        _filed: set[str]
         _known_generation: int
         _guard: FileGuard | None
         _threads: int

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,7 @@ from nbflow.store.records import (
     ValueRef,
     reads_index,
 )
-from nbflow.store.sql_rows import RUN_RECORD_COLS, dumps
+from nbflow.store.sql_rows import EVENT_COLS, EXEC_INSERT_COLS, RUN_RECORD_COLS, dumps
 
 #: A column tested against a list parameter.
 IN_LIST = "{column} IN (SELECT unnest({mark}::VARCHAR[]))"
@@ -116,17 +118,17 @@ def run_status_params(run: RunRecord) -> list[Any]:
     return [run.status._value_, run.started_at, run.finished_at, run.error, run.run_id]
 
 
-#: At most this many rows go in as a VALUES list; more go in as an Arrow table.
-VALUES_ROWS = 8
+#: At most this many rows go in as one list a column; more go in as an Arrow table.
+LIST_ROWS = 64
 
 
 def arrow_types() -> tuple[list[Any], list[Any]]:
-    """The Arrow types of the events and step_executions columns the store writes."""
+    """The Arrow types of the event_log and execution_rows columns the store writes."""
     import pyarrow as pa
 
     ts = pa.timestamp("us", tz="UTC")
     text, whole = pa.string(), pa.int64()
-    events = [text, whole, ts, text, text, pa.int32(), text]
+    events = [text, whole, ts, text, text, pa.int32(), text, text]  # ..., pending_execution
     executions = [text, text, pa.int32(), text, text, text, text, text, text, ts, ts]
     executions += [pa.float64(), text, text, text, whole, text, text, text]  # ..., files, params
     return events, executions
@@ -163,16 +165,95 @@ def codec_or_text(text: str) -> Codec | str:
         return text
 
 
-def event_values(e: Event) -> list[Any]:
-    """An event's row, in ``EVENT_COLS`` order."""
+#: The columns of the ``event_log`` table, in its order: an event's, and the JSON of the
+#: execution row it finished while that row is not filed into ``execution_rows`` (schema 8).
+EVENT_LOG_COLS = EVENT_COLS + ", pending_execution"
+
+
+def event_values(e: Event, pending: str | None = None) -> list[Any]:
+    """An event's row, in :data:`EVENT_LOG_COLS` order (``pending``: the JSON of the
+    execution row riding in it, :func:`pending_execution`)."""
     payload = e.payload if type(e.payload) is dict else dict(e.payload)
-    return [e.run_id, e.seq, e.ts, e.type._value_, e.step, e.attempt, dumps(payload)]
+    return [e.run_id, e.seq, e.ts, e.type._value_, e.step, e.attempt, dumps(payload), pending]
+
+
+def pending_execution(x: StepExecution, flow: str) -> str | None:
+    """The row ``x`` as the JSON that rides in the row of the event that finished it
+    (read back by the ``pending_executions`` view, field by field as in
+    ``schema.PENDING_FIELDS``); None for a row JSON cannot carry exactly (a duration that
+    is not a finite number), which is then written as a row of its own."""
+    duration = x.duration_ms
+    if duration is not None and not math.isfinite(duration):
+        return None
+    started, finished = x.started_at, x.finished_at
+    output = x.output
+    return dumps(
+        {
+            "attempt": x.attempt,
+            "flow": flow,
+            "status": x.status._value_,
+            "cache_key": x.cache_key,
+            "output": None if output is None else output.to_json(),
+            "output_hash": None if output is None else output.hash,
+            "inputs": x.inputs if type(x.inputs) is dict else dict(x.inputs),
+            "started_at": None if started is None else _iso(started),
+            "finished_at": None if finished is None else _iso(finished),
+            "duration_ms": duration,
+            "error": x.error,
+            "traceback": x.traceback,
+            "source_run_id": x.source_run_id,
+            "fingerprint": x.fingerprint,
+            "files": None if x.files is None else x.files.to_json(),
+            "params": None if x.params is None else dict(x.params),
+        }
+    )
+
+
+def rows_with_pending(
+    events: Sequence[Event], fresh: Sequence[StepExecution], flow: str
+) -> list[list[Any]] | None:
+    """The ``event_log`` rows of ``events``, each finished row of ``fresh`` riding in the
+    row of the event that finished it (:func:`pending_execution`); None when one cannot
+    (a run's end closes several attempts in one event, say): they are written as rows."""
+    by_seq = {x.seq: x for x in fresh}
+    if len(by_seq) != len(fresh):
+        return None
+    rows = []
+    for e in events:
+        x = by_seq.pop(e.seq, None)
+        if x is None:
+            rows.append(event_values(e))
+            continue
+        pending = pending_execution(x, flow) if x.step == e.step else None
+        if pending is None:
+            return None
+        rows.append(event_values(e, pending))
+    return None if by_seq else rows
+
+
+#: Files a run's pending execution rows into ``execution_rows`` ...
+FILE_PENDING = (
+    f"INSERT INTO execution_rows ({EXEC_INSERT_COLS}) "
+    f"SELECT {EXEC_INSERT_COLS} FROM pending_executions WHERE run_id = ?"
+)
+#: ... and then takes them off their events, in the same transaction.
+CLEAR_PENDING = (
+    "UPDATE event_log SET pending_execution = NULL "
+    "WHERE run_id = ? AND pending_execution IS NOT NULL"
+)
+
+
+def _iso(t: dt.datetime) -> str:
+    """``t`` as ISO text with its offset, read back the same in any time zone (a naive
+    time is UTC, as the store's connections, set to UTC, take a bound one)."""
+    text = t.isoformat()
+    return text if t.utcoffset() is not None else text + "+00:00"
 
 
 def insert_executions(rows: int) -> str:
-    """An INSERT of ``rows`` step_executions rows as a VALUES list (parameters)."""
+    """An INSERT of ``rows`` execution rows as a VALUES list (parameters)."""
     return (
-        "INSERT INTO step_executions (run_id, step, attempt, flow, status, cache_key, output, "
+        "INSERT INTO execution_rows (run_id, step, attempt, flow, status, cache_key, output, "
         "output_hash, inputs, started_at, finished_at, duration_ms, error, traceback, "
         "source_run_id, seq, fingerprint, files, params) VALUES "
         + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)

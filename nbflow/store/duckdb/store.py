@@ -111,6 +111,7 @@ class DuckDBStore(
             with self._guard.unopened_here() as unopened:
                 _check_file(Path(self.path), read_header=unopened)
         self._known_blobs: dict[str, int] = {}  # hash -> stored size
+        self._filed: set[str] = set()  # runs known to have no pending rows (events.py)
         self._known_generation = 0  # the guard's generation _known_blobs was filled at
         self._threads = 1  # DuckDB's own thread count, read when connecting
         self._sandboxed = False  # whether store.sql's database reaches only the store
