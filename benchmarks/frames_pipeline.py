@@ -11,7 +11,10 @@ to the system between them. In it:
 2. the compute alone: the four functions called directly, in order, each timed, all four
    frames kept (as the run keeps them), then dropped;
 3. ``flow.run(rows=..., durability=M)`` into a fresh DuckDB file opened before the clock;
-   the run returns once everything it did is committed, in every mode.
+   the run returns once everything it did is committed, in every mode;
+4. the compute alone again: the faster of the two passes is the one reported (fresh
+   pages for a 1 GB frame are much of its cost, and how many the allocator gave back to
+   the system in between varies).
 
 The target (issue 16): in ``async`` mode, the run's wall time <= 1.15x the compute alone.
 """
@@ -121,10 +124,14 @@ def measure(mode: str, frame_bytes: int, workdir: Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     rows = max(frame_bytes // (8 * COLUMNS), 1)
     timed_run(workdir / "warm.duckdb", 1_000, options)
-    compute = compute_alone(rows)
+    before = compute_alone(rows)
     wall = timed_run(workdir / "pipeline.duckdb", rows, options)
+    after = compute_alone(rows)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # (KiB on Linux)
-    return {"compute": compute, "wall": wall, "rows": rows, "peak_rss": peak}
+    # The faster pass is the compute: fresh pages of a 1 GB frame cost much of it, and
+    # how many the allocator hands back to the system between passes varies.
+    compute = min(before, after, key=sum)
+    return {"compute": compute, "passes": [before, after], "wall": wall, "peak_rss": peak}
 
 
 def main(argv: list[str] | None = None) -> None:
