@@ -2,8 +2,10 @@
 
 DBOS is configured with a SQLite system database (``system_database_url =
 "sqlite:///FILE"``, DBOS's own default when none is given: no server), a fresh file per
-repetition, launched before the clock and destroyed after it. Each step's output is
-checkpointed into that file before the next step runs. DBOS has no cache: a workflow
+repetition (SQLite's defaults, as DBOS leaves them: a rollback journal and
+``synchronous=FULL``), launched before the clock and destroyed after it. Each step's
+output is checkpointed into that file (its ``operation_outputs`` table) before the next
+step runs. DBOS has no cache: a workflow
 called again runs again (only a workflow re-run under the same id returns what was
 recorded), so there is no cached re-run to set beside the others.
 """

@@ -1,4 +1,5 @@
-"""Apache Hamilton with caching: the steps as a module, a driver ``.with_cache()``.
+"""Apache Hamilton with caching: the steps as a module, a driver ``.with_cache()``
+(1.89 removed Hamilton's telemetry: nothing leaves the machine; hence the extra's pin).
 
 Hamilton's cache (``Builder().with_cache(path)``) keeps its metadata in a SQLite file
 and each result as a pickle file, keyed by the node's source and its inputs' data
