@@ -92,8 +92,11 @@ def _holds(folder: Path) -> list[dict[str, Any]]:
     return sorted(holds, key=lambda h: h["start"])
 
 
-def contended(workdir: Path, runs: int, writers: int) -> list[dict[str, Any]]:
-    """Run ``writers`` writers and the reader on one file; every hold they logged."""
+def contended(
+    workdir: Path, runs: int, writers: int, reader: bool = True
+) -> tuple[float, list[dict[str, Any]]]:
+    """Run ``writers`` writers (and the reader) on one file: the seconds from the start
+    signal until the writers are done, and every hold they logged."""
     import nbflow as nf
 
     store, logs = workdir / "holds.duckdb", workdir / "logs"
@@ -118,19 +121,23 @@ def contended(workdir: Path, runs: int, writers: int) -> list[dict[str, Any]]:
         )
         for p in range(writers)
     ]
-    procs.append(
-        start("reader.py", "reader", [str(store), str(go), str(stop), str(READER_PAUSE_S)])
-    )
+    if reader:
+        procs.append(
+            start("reader.py", "reader", [str(store), str(go), str(stop), str(READER_PAUSE_S)])
+        )
     for proc in procs:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("a process did not start")
+    started = time.monotonic()
     go.write_text("go")
-    for proc in procs[:-1]:
+    for proc in procs[:writers]:
         proc.communicate(timeout=900)
+    elapsed = time.monotonic() - started
     stop.write_text("stop")
-    procs[-1].communicate(timeout=300)
-    return _holds(logs)
+    for proc in procs[writers:]:
+        proc.communicate(timeout=300)
+    return elapsed, _holds(logs)
 
 
 def lock_share(workdir: Path, runs: int = 10) -> tuple[float, float, list[bool]]:
@@ -191,12 +198,14 @@ def lock_share(workdir: Path, runs: int = 10) -> tuple[float, float, list[bool]]
     return held / elapsed, statistics.median(gaps), probes
 
 
-def report(holds: list[dict[str, Any]]) -> list[str]:
-    """The summary and the timeline, as lines."""
+def report(holds: list[dict[str, Any]], timeline: bool) -> list[str]:
+    """The summary (and the timeline), as lines."""
     t0 = min(h["start"] - h["waited"] for h in holds)
     lines = []
     for kind in ("writer", "reader"):
         mine = [h for h in holds if h["role"].startswith(kind)]
+        if not mine:
+            continue
         held = [h["end"] - h["start"] for h in mine]
         waited = [h["waited"] for h in mine]
         lines.append(
@@ -204,6 +213,30 @@ def report(holds: list[dict[str, Any]]) -> list[str]:
             f"max {max(held):.3f} s; waited median {statistics.median(waited):.3f} s, "
             f"max {max(waited):.3f} s"
         )
+    ordered = sorted(holds, key=lambda h: h["start"])
+    idle = [max(b["start"] - a["end"], 0.0) for a, b in itertools.pairwise(ordered)]
+    span = ordered[-1]["end"] - ordered[0]["start"]
+    if idle:
+        lines.append(
+            f"the file held by nobody between two holds: median {statistics.median(idle):.3f} s, "
+            f"max {max(idle):.3f} s, {sum(idle):.2f} s of {span:.2f} s in all"
+        )
+    kept = []  # per hold: how long it kept the file after another process began waiting
+    for h in ordered:
+        asked = [  # the moments within h at which another process (began to) wait
+            max(h["start"], o["start"] - o["waited"])
+            for o in ordered
+            if o is not h and o["start"] - o["waited"] < h["end"] and o["start"] > h["start"]
+        ]
+        if asked:
+            kept.append(h["end"] - min(asked))
+    if kept:
+        lines.append(
+            f"a holder kept the file after another process asked for it: median "
+            f"{statistics.median(kept):.3f} s, max {max(kept):.3f} s ({len(kept)} holds)"
+        )
+    if not timeline:
+        return lines
     lines.append("timeline (seconds from the first wait): who, got the file at, held, waited")
     for h in holds:
         lines.append(
@@ -217,15 +250,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="runs of each writer")
     parser.add_argument("--writers", type=int, default=WRITERS)
+    parser.add_argument("--no-reader", action="store_true", help="the writers alone")
+    parser.add_argument("--timeline", action="store_true", help="also print every hold")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nbflow-holds-") as tmp:
         share, gap, probes = lock_share(Path(tmp))
         print(
             f"one writer alone: the store's lock is held {share:.0%} of its runs' time, "
             f"median gap between two holds {gap * 1e3:.2f} ms; {sum(probes)} of "
-            f"{len(probes)} probes 0.1 s apart found it free"
+            f"{len(probes)} probes 0.1 s apart found it free",
+            flush=True,
         )
-        for line in report(contended(Path(tmp), args.runs, args.writers)):
+        elapsed, holds = contended(Path(tmp), args.runs, args.writers, not args.no_reader)
+        runs = args.runs * args.writers
+        print(f"{runs} runs of {args.writers} writers in {elapsed:.2f} s ({runs / elapsed:.1f}/s)")
+        for line in report(holds, args.timeline):
             print(line)
     print(f"1-min load average {os.getloadavg()[0]:.2f}")
 
