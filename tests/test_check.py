@@ -358,7 +358,7 @@ def test_a_process_killed_mid_step_leaves_a_sound_store(tmp_path: Path) -> None:
             def dies(raw):
                 os._exit(9)  # as a SIGKILL would: nothing flushed, nothing closed
 
-            flow.run(progress=False)
+            flow.run(progress=False, durability="sync")  # (raw is committed before dies)
             """
         )
     )

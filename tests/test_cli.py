@@ -155,6 +155,22 @@ def test_run_a_flow_in_a_module_file(tmp_path: Path) -> None:
     assert nf.get_run(runs["run_id"].iloc[0], str(store))["total"] == 10
 
 
+def test_run_takes_a_durability_mode(tmp_path: Path) -> None:
+    module = tmp_path / "nbflow_cli_durable.py"
+    module.write_text(MODULE)
+    store = tmp_path / "mod.duckdb"
+    for mode in ("sync", "exit", "ASYNC"):
+        result = invoke("run", str(module), "--durability", mode, "--store", str(store))
+        assert result.exit_code == 0, result.stderr
+        run_id = nf.runs(str(store))["run_id"].iloc[0]
+        events = nf.get_run(run_id, str(store)).events
+        started = events[events["type"] == "run_started"]["payload"].iloc[0]
+        assert started["durability"] == mode.lower()
+    bad = invoke("run", str(module), "--durability", "later", "--store", str(store))
+    assert bad.exit_code != 0
+    assert "'later' is not one of 'sync', 'async', 'exit'" in bad.stderr
+
+
 def test_run_a_flow_in_an_importable_module(tmp_path: Path, monkeypatch) -> None:
     package = tmp_path / "nbflow_cli_pkg"
     package.mkdir()

@@ -1,10 +1,12 @@
 """Crash safety: a runner killed with SIGKILL at any instant loses nothing committed.
 
-Each trial runs a flow in a fresh process on a fresh DuckDB file and kills it — at a
-random time, inside a step, while a large DataFrame is being checkpointed, or around a
-commit. Then, in this process: the store opens, ``store.check()`` finds nothing wrong, the
-run reads as interrupted, and ``resume()`` completes it to outputs identical to an
+Each trial runs a flow in a fresh process on a fresh DuckDB file, in one of the three
+durability modes, and kills it — at a random time, inside a step, while a large DataFrame
+is being checkpointed, or around a commit (the background writer's, in the async mode).
+Then, in this process: the store opens, ``store.check()`` finds nothing wrong, the run
+reads as interrupted, and ``resume()`` completes it to outputs identical to an
 uninterrupted run's, without executing again any step whose completion was committed.
+In the exit mode a killed run has committed nothing of its steps, or everything.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ pytestmark = pytest.mark.slow
 
 TRIALS = int(os.environ.get("NBFLOW_CRASH_TRIALS", "60"))
 MODES = ("timer", "step", "frame", "commit")
+DURABILITIES = ("async", "sync", "exit")
 
-#: What each trial found before resuming: (mode, status or "no run", steps committed).
-OUTCOMES: list[tuple[str, str, int]] = []
+#: What each trial found before resuming: (mode, durability, status or "no run", steps
+#: committed).
+OUTCOMES: list[tuple[str, str, str, int]] = []
 
 CRASH_FLOW = textwrap.dedent(
     '''
@@ -137,7 +141,7 @@ CHILD = textwrap.dedent(
         # Timed from the run's start, not the process's: on a busy machine the imports
         # alone may take longer than the whole window.
         die_in(float(os.environ["CRASH_AT"]))
-    flow.run(progress=False)
+    flow.run(progress=False, durability=os.environ["DURABILITY"])
     print("finished")
     """
 )
@@ -193,17 +197,22 @@ def reference(crash_dir: Path) -> dict[str, str]:
         os.environ.pop("MARKS", None)
 
 
-def _plan(trial: int) -> tuple[str, str]:
-    """The kill of one trial: a mode and where in it (seeded by the trial number)."""
+def _plan(trial: int) -> tuple[str, str, str]:
+    """The kill of one trial: a mode, where in it, and the run's durability mode (seeded
+    by the trial number; every pair of modes in turn)."""
     rng = random.Random(trial)
     mode = MODES[trial % len(MODES)]
+    durability = DURABILITIES[(trial // len(MODES)) % len(DURABILITIES)]
     if mode == "timer":
-        return mode, f"{rng.uniform(0.0, 0.6):.3f}"
+        return mode, f"{rng.uniform(0.0, 0.6):.3f}", durability
     if mode == "step":
-        return mode, rng.choice(["load", "summary", "doubled", "counts", "final"])
+        return mode, rng.choice(["load", "summary", "doubled", "counts", "final"]), durability
     if mode == "frame":
-        return mode, str(rng.choice([1, 2]))  # load's or doubled's table
-    return mode, str(rng.randint(1, 7))  # the nth transaction of events
+        return mode, str(rng.choice([1, 2])), durability  # load's or doubled's table
+    # The nth transaction of events: a sync run makes about 7, an async one fewer (its
+    # writer joins steps), an exit one a single one.
+    last = {"sync": 7, "async": 3, "exit": 1}[durability]
+    return mode, str(rng.randint(1, last)), durability
 
 
 @pytest.mark.parametrize("trial", range(TRIALS))
@@ -212,7 +221,7 @@ def test_a_killed_run_resumes_to_the_same_outputs(
 ) -> None:
     import crash_flow
 
-    mode, at = _plan(trial)
+    mode, at, durability = _plan(trial)
     path = tmp_path / "store.duckdb"
     marks = tmp_path / "marks"
     marks.mkdir()
@@ -223,6 +232,7 @@ def test_a_killed_run_resumes_to_the_same_outputs(
         CRASH_MODE=mode,
         CRASH_AT=at,
         CRASH_SEED=str(trial),
+        DURABILITY=durability,
         PYTHONPATH=str(crash_dir) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     )
     child = subprocess.run(
@@ -232,24 +242,26 @@ def test_a_killed_run_resumes_to_the_same_outputs(
     assert killed or (child.returncode == 0 and "finished" in child.stdout), child.stderr
 
     with DuckDBStore(path) as store:
-        assert store.check() == [], f"{mode} at {at}"
+        assert store.check() == [], f"{mode} at {at}, {durability}"
         runs = store.list_runs()
         if not runs:  # killed before the run was recorded: nothing to resume
             assert killed
-            OUTCOMES.append((mode, "no run", 0))
+            OUTCOMES.append((mode, durability, "no run", 0))
             return
         (record,) = runs
         if not killed:
             assert record.status is RunStatus.COMPLETED
             assert _outputs(store, record.run_id) == reference
-            OUTCOMES.append((mode, "not killed", 5))
+            OUTCOMES.append((mode, durability, "not killed", 5))
             return
         assert record.status in (RunStatus.INTERRUPTED, RunStatus.PENDING, RunStatus.COMPLETED)
         if record.status is RunStatus.INTERRUPTED:
             assert "is gone" in (record.error or "")
         committed = _committed(store, record.run_id)
         before = _marks(marks)
-        OUTCOMES.append((mode, record.status.value, len(committed)))
+        OUTCOMES.append((mode, durability, record.status.value, len(committed)))
+        if durability == "exit":  # one commit: all of the steps or none
+            assert len(committed) in (0, 5), committed
 
         os.environ["MARKS"] = str(marks)
         try:
@@ -269,13 +281,18 @@ def test_a_killed_run_resumes_to_the_same_outputs(
 
 def test_the_kills_hit_runs_in_every_phase() -> None:
     """The trials above (when all ran) killed runs mid-way in every mode: not before they
-    began nor after they ended."""
+    began nor after they ended; in the sync and async modes, with some steps committed."""
     if len(OUTCOMES) < TRIALS:
         pytest.skip("runs after the trials, when all of them ran")
-    interrupted = [o for o in OUTCOMES if o[1] == "interrupted"]
-    assert len(interrupted) >= TRIALS // 2, OUTCOMES
+    interrupted = [o for o in OUTCOMES if o[2] == "interrupted"]
+    assert len(interrupted) >= TRIALS // 3, OUTCOMES
+    for durability in DURABILITIES:
+        assert any(d == durability for _, d, _, _ in interrupted), (durability, OUTCOMES)
+    stepwise = [o for o in interrupted if o[1] != "exit"]
     for mode in MODES:
-        assert any(m == mode and 0 < n < 5 for m, _, n in interrupted), (mode, OUTCOMES)
+        assert any(m == mode and 0 < n < 5 for m, _, _, n in stepwise), (mode, OUTCOMES)
+    for durability in ("sync", "async"):
+        assert any(d == durability and 0 < n < 5 for _, d, _, n in stepwise), OUTCOMES
     # Some runs died before any step committed, some with all but the last.
-    assert any(n == 0 for _, _, n in interrupted)
-    assert any(n == 4 for _, _, n in interrupted)
+    assert any(n == 0 for _, _, _, n in interrupted)
+    assert any(n == 4 for _, _, _, n in stepwise)

@@ -700,7 +700,7 @@ def test_a_completion_is_committed_before_a_dependent_starts(store):
         seen.update(rows)
         return first
 
-    flow.run()
+    flow.run(durability="sync")  # (async: see test_durability.py)
     assert seen["first"] == "completed"
     assert seen["second"] == "running"
 

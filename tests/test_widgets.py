@@ -322,7 +322,7 @@ def test_live_view_shows_each_step_running_then_done(store, comms):
         return views[0]
 
     with progress.progress_view(factory):
-        flow.run()
+        flow.run(durability="sync")  # (each start committed, and so shown, before it runs)
     live = views[0]
     assert seen["one"] == {"one": "running", "two": "never_run"}
     assert seen["two"] == {"one": "completed", "two": "running"}

@@ -9,6 +9,7 @@ from nbflow import arguments
 from nbflow.api import run as run_module
 from nbflow.api.run import Run
 from nbflow.definition.step import Step, StepOptions
+from nbflow.engine.durability import durability as durability_mode
 from nbflow.errors import DefinitionError, ParameterError, UnknownStepError
 from nbflow.store.base import Store
 from nbflow.store.open import StoreLike, check_store_like, open_store
@@ -40,7 +41,9 @@ class Flow:
     ``./nbflow.duckdb``; it is opened when first needed.
     """
 
-    def __init__(self, name: str, store: StoreLike = None) -> None:
+    def __init__(
+        self, name: str, store: StoreLike = None, *, durability: str | None = None
+    ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"a flow needs a non-empty name, not {name!r}")
         if not _valid_unicode(name):
@@ -49,6 +52,8 @@ class Flow:
                 "surrogate, which no store can hold)."
             )
         check_store_like(store)
+        mode = durability_mode(durability)
+        self._durability = None if mode is None else mode.value
         self._name = name
         self._store_arg = store
         self._store_obj: Store | None = store if isinstance(store, Store) else None
@@ -63,6 +68,12 @@ class Flow:
     def name(self) -> str:
         """The flow's name (runs are grouped and cached by it)."""
         return self._name
+
+    @property
+    def durability(self) -> str | None:
+        """The durability mode of this flow's runs, if set here (else ``flow.run``'s
+        ``durability=``, ``$NBFLOW_DURABILITY``, or ``"async"``)."""
+        return self._durability
 
     @property
     def store(self) -> Store:
@@ -219,6 +230,7 @@ class Flow:
         background: bool = False,
         raise_on_error: bool = True,
         progress: bool = True,
+        durability: str | None = None,
         **params: Any,
     ) -> Run:
         """Run the flow (or what ``targets`` need) and return the Run.
@@ -232,6 +244,12 @@ class Flow:
         ``executor``: 'inline', 'threads', 'processes', a ``distributed.Client``, a Dask
         scheduler address ('tcp://host:8786'), or 'dask' (the current Dask client, else
         $DASK_SCHEDULER_ADDRESS); ``max_workers`` caps the steps running at once.
+
+        ``durability``: ``"async"`` (the default: checkpoints are committed by the store's
+        background writer while the next steps run; the run returns once all are
+        committed), ``"sync"`` (each step's completion committed before what reads it
+        starts: for steps with side effects outside the store) or ``"exit"`` (one commit
+        at the end). Else the flow's, else ``$NBFLOW_DURABILITY``. See docs/durability.md.
         """
         from nbflow.api.launch import start_run
         from nbflow.engine.launch import RunOptions
@@ -241,7 +259,14 @@ class Flow:
             params=params,
             targets=None if targets is None else arguments.names(targets, "targets"),
             force=force if isinstance(force, bool) else arguments.names(force, "force"),
-            options=RunOptions(executor, max_workers, background, raise_on_error, progress),
+            options=RunOptions(
+                executor,
+                max_workers,
+                background,
+                raise_on_error,
+                progress,
+                self._durability if durability is None else durability,
+            ),
         )
 
     def runs(

@@ -7,6 +7,7 @@ the engine a graph, a store and those listeners (:func:`nbflow.engine.launch.exe
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +116,10 @@ def run_handle(
     **execution: Any,
 ) -> Run:
     """Execute the run behind ``handle`` (:func:`nbflow.engine.launch.execute` takes
-    ``execution``), its event hooks and progress display listening; return ``handle``."""
+    ``execution``), its event hooks and progress display listening; return ``handle``.
+    Without a durability mode in ``options``, the run's flow's applies."""
+    if options.durability is None and handle.flow_durability is not None:
+        options = dataclasses.replace(options, durability=handle.flow_durability)
     execute(
         handle.control,
         handle.store,

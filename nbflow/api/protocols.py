@@ -38,6 +38,11 @@ class FlowDefinition(Protocol):
         """Its ``on_event`` callbacks."""
         ...
 
+    @property
+    def durability(self) -> str | None:
+        """Its runs' durability mode, if it sets one (``$NBFLOW_DURABILITY`` or async)."""
+        ...
+
     def graph(self, targets: Collection[str] | None = None) -> FlowGraph:
         """The validated DAG (only what ``targets`` need, when given)."""
         ...

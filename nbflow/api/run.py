@@ -77,6 +77,11 @@ class Run:
         return self._flow.event_callbacks if self._flow is not None else ()
 
     @property
+    def flow_durability(self) -> str | None:
+        """The durability mode the run's flow sets, when this handle knows the flow."""
+        return getattr(self._flow, "durability", None)
+
+    @property
     def control(self) -> RunControl:
         """What this handle shares with the engine while the run executes here."""
         return self._control
@@ -209,6 +214,7 @@ class Run:
         background: bool = False,
         raise_on_error: bool = True,
         progress: bool = True,
+        durability: str | None = None,
         **params: Any,
     ) -> Run:
         """A new run that reuses part of this one by reference and recomputes the rest.
@@ -219,7 +225,8 @@ class Run:
         reuse whose parameters or code it changes is recomputed too, with what reads it
         (its ``run_forked`` event lists them under ``recomputed``, with why). Recomputed
         steps execute even if a cached result exists, unless ``cache=True``. ``run=False``
-        creates the fork without executing it (``.resume()`` runs it).
+        creates the fork without executing it (``.resume()`` runs it). ``durability``:
+        as for ``flow.run``.
         """
         from nbflow.engine.launch import RunOptions
         from nbflow.errors import UnknownStepError
@@ -234,7 +241,9 @@ class Run:
             run=run,
             cache=cache,
             params=params,
-            options=RunOptions(executor, max_workers, background, raise_on_error, progress),
+            options=RunOptions(
+                executor, max_workers, background, raise_on_error, progress, durability
+            ),
         )
         return result
 

@@ -60,6 +60,14 @@ if TYPE_CHECKING:
     "--target", "targets", multiple=True, metavar="STEP", help="Run only what STEP needs."
 )
 @click.option("--force", is_flag=True, help="Recompute every step (no cache).")
+@click.option(
+    "--durability",
+    type=click.Choice(["sync", "async", "exit"], case_sensitive=False),
+    default=None,
+    help="When checkpoints are committed: async (default: by a background writer while "
+    "the next steps run), sync (each before its dependents start) or exit (once, at the "
+    "end). Default: the flow's, else $NBFLOW_DURABILITY, else async.",
+)
 @trust_option
 @debug_option
 @handle_errors
@@ -71,6 +79,7 @@ def run_command(
     max_workers: int | None,
     targets: tuple[str, ...],
     force: bool,
+    durability: str | None,
     trust: bool | None,
 ) -> int:
     """Run a flow headlessly and record it in the store.
@@ -96,6 +105,7 @@ def run_command(
             targets=list(targets) or None,
             force=force,
             raise_on_error=False,
+            durability=durability,
             **values,
         )
     _summarize(run, flow)

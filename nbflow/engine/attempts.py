@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from nbflow.graph.dag import FlowGraph
     from nbflow.store.base import Store
     from nbflow.store.records import NewEvent, RunRecord
+    from nbflow.values import EncodedValue
 
 
 class StepAttempts:
@@ -70,6 +71,11 @@ class StepAttempts:
 
         def flush(self) -> None:  # noqa: D102 - the runner's
             ...
+
+        def put_value(self, step: str, encoded: EncodedValue) -> ValueRef:  # noqa: D102
+            ...
+
+        def _written_before_read(self, inputs: tuple[str, ...]) -> None: ...
 
     # -- one step -------------------------------------------------------------------------
 
@@ -179,6 +185,8 @@ class StepAttempts:
             refused.set_result(Outcome(error=exc, trace=tb.format_exc()))
             return refused
         copies = plan.step.options.copy_inputs
+        if self.executor.shares_memory and not copies:
+            self._written_before_read(plan.step.inputs)
         expected = self._guard.expected(name, kwargs, copies)
         kwargs.update(plan.params)
         self.flush()  # upstream completions and this start are durable before it runs
@@ -209,7 +217,7 @@ class StepAttempts:
         self._guard.settle(name, step.inputs, outcome, self._values)
         if outcome.error is None:
             try:
-                ref = self.store.put_value(outcome.encoded)
+                ref = self.put_value(name, outcome.encoded)
             except Exception as exc:
                 outcome = Outcome(error=exc, trace=tb.format_exc(), seconds=outcome.seconds)
             else:

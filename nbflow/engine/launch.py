@@ -18,6 +18,7 @@ import xxhash
 from nbflow.engine.cache import canonical_json
 from nbflow.engine.choice import make_executor
 from nbflow.engine.control import RunControl
+from nbflow.engine.durability import resolve
 from nbflow.engine.executors import Executor
 from nbflow.engine.plans import Listener, StepPlan
 from nbflow.engine.runner import Runner
@@ -168,13 +169,16 @@ class RunOptions:
     background: bool = False
     raise_on_error: bool = True
     progress: bool = True
+    durability: str | None = None  # None: the flow's, else $NBFLOW_DURABILITY, else async
 
     def __post_init__(self) -> None:
         from nbflow import arguments
+        from nbflow.engine.durability import durability
 
         arguments.optional_count(self.max_workers, "max_workers", minimum=1)
         for name in ("background", "raise_on_error", "progress"):
             arguments.flag(getattr(self, name), name)
+        durability(self.durability)  # (checked before anything is recorded)
 
 
 @contextlib.contextmanager
@@ -271,6 +275,7 @@ def execute(
     if executor is None:
         executor = make_executor(options.executor, options.max_workers)
     with shutdown_on_error(executor):
+        mode = resolve(options.durability)
         runner = Runner(
             store=store,
             run=state.run if state is not None else record or store.get_run(run_id),
@@ -284,6 +289,7 @@ def execute(
             listeners=list(listeners),
             readers=lambda: readers(done),
             new=new,
+            durability=mode,
         )
     if not options.background:
         runner.execute(resume=resume)

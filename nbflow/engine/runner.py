@@ -14,16 +14,21 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
+import traceback
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbflow.engine.attempts import StepAttempts
 from nbflow.engine.cache import find_hit
+from nbflow.engine.commits import Batch, RunCommits, WriteFailure
+from nbflow.engine.durability import Durability
 from nbflow.engine.executors import Executor
 from nbflow.engine.inputs import InputGuard
 from nbflow.engine.plans import Cancelled, Listener, StepPlan
+from nbflow.engine.recovery import end_after_failure, failure_message
 from nbflow.engine.starts import StartSignals
+from nbflow.engine.writer import Writer, writer_for
 from nbflow.errors import StepFailed
 from nbflow.graph.dag import FlowGraph
 from nbflow.store.base import Store
@@ -40,7 +45,14 @@ from nbflow.store.records import (
     utcnow,
 )
 
+if TYPE_CHECKING:
+    from nbflow.values import EncodedValue
+
 CANCEL_POLL_S = 0.2  # how often a waiting runner checks whether the run was cancelled
+
+
+class WriteFailed(Exception):
+    """Raised inside the runner when the background writer could not commit."""
 
 
 class Runner(StepAttempts):
@@ -61,11 +73,13 @@ class Runner(StepAttempts):
         readers: Callable[[], Collection[Listener]] = lambda: (),
         cancel_requested: Callable[[], bool] = lambda: False,
         new: bool = False,
+        durability: Durability = Durability.SYNC,
     ) -> None:
         """``new``: ``run`` is not in the store yet; the runner records it, with its first
         commit when every step is a cache hit (the run is then written once, finished).
         ``readers`` makes the listeners that read the run from the store (a live view):
-        they are made once the run is there and hear every event from then on."""
+        they are made once the run is there and hear every event from then on.
+        ``durability``: when steps are committed (see :mod:`nbflow.engine.durability`)."""
         self.store = store
         self.run = run
         self.graph = graph
@@ -80,6 +94,20 @@ class Runner(StepAttempts):
             self._add_readers()
         self.cancel_requested = cancel_requested
         self._buffer: list[NewEvent] = []
+        self.durability = durability
+        # Async and exit: values to write with the next batch; the run's commits, made by
+        # the store's writer (async) or at the end (exit, whose batches wait in _held).
+        self._pending: list[tuple[str, EncodedValue]] = []
+        self._held: list[Batch] = []
+        self._unwritten: dict[str, EncodedValue] = {}  # stored values not known written
+        self._commits: RunCommits | None = None
+        self._writer: Writer | None = None
+        self._write_error: BaseException | None = None
+        self._first_commit: list[NewEvent] | None = None  # (a new run's, made by the writer)
+        if durability is not Durability.SYNC:
+            self._commits = RunCommits(store, run, new=new, on_commit=self._committed)
+            if durability is Durability.ASYNC:
+                self._writer = writer_for(store)
         self._unscheduled: list[str] = []  # steps to run whose step_scheduled is not out yet
         self._planned_keys: dict[str, str] = {}  # cache keys worked out before the run began
         self._declared: dict[str, dict[str, str | None]] = {}  # files in each step's last key
@@ -120,8 +148,12 @@ class Runner(StepAttempts):
         # (``ts``: when a step really started or ended where it ran, if not now.)
         self._buffer.append(NewEvent(type, step, attempt, payload, ts or utcnow()))
 
-    def flush(self) -> None:
-        """Commit the buffered events (one transaction) and tell the listeners."""
+    def flush(self, *, final: bool = False) -> None:
+        """Commit the buffered events (one transaction) and tell the listeners; in the
+        async mode, hand them to the writer; in the exit mode, keep them until ``final``."""
+        if self._commits is not None:
+            self._hand_over(self._commits, final)
+            return
         if not self._buffer:
             return
         events, self._buffer = self._buffer, []
@@ -133,6 +165,95 @@ class Runner(StepAttempts):
         for listener in self.listeners:
             with contextlib.suppress(Exception):  # a display problem must never fail a run
                 listener(self.run, events)
+
+    def _hand_over(self, commits: RunCommits, final: bool) -> None:
+        if self._buffer or self._pending:
+            batch = Batch(self._buffer, self._pending)
+            self._buffer, self._pending = [], []
+            if self._writer is not None:
+                self._writer.submit(commits, batch)
+            else:
+                self._held.append(batch)
+        if final and self._held:
+            batches, self._held = self._held, []
+            commits.handed(len(batches))
+            commits.write(batches)
+
+    def _committed(self, run: RunRecord, events: list[NewEvent], created: bool) -> None:
+        """The writer committed ``events`` (in its thread): tell the listeners. The first
+        commit of a new run is told to the readers in the runner's thread, by ``_end``
+        (a live view is made where the run was started)."""
+        if created:
+            self._first_commit = events
+        for listener in list(self.listeners):
+            with contextlib.suppress(Exception):  # a display problem must never fail a run
+                listener(run, events)
+
+    def put_value(self, step: str, encoded: EncodedValue) -> ValueRef:
+        """Store ``step``'s output now (sync), or with the next batch (its ref at once)."""
+        if self._commits is None:
+            return self.store.put_value(encoded)
+        self._pending.append((step, encoded))
+        if not encoded.ref.is_inline:
+            self._unwritten[step] = encoded
+        return encoded.ref
+
+    def _written_before_read(self, inputs: tuple[str, ...]) -> None:
+        """Make sure the checkpoints of ``inputs`` are written before a step that gets
+        the very objects (not copies) starts: their stored bytes may be the objects'
+        own memory (a frame's columns, an array), which that step could change in place
+        (nbflow refuses such a step, but only once it has run). Inline values and
+        copies are never shared, so only these few wait for the writer."""
+        shared = [u for u in inputs if u in self._unwritten]
+        if not shared or self._commits is None:
+            return
+        if self._writer is None:  # exit: these values now, their events still at the end
+            for u in shared:
+                try:
+                    self.store.put_value(self._unwritten.pop(u))
+                except Exception as exc:
+                    trace = "".join(traceback.format_exception(exc))
+                    self._commits.failure = WriteFailure(exc, trace, u, [])
+                    raise WriteFailed() from exc
+            return
+        hashes = {self._unwritten.pop(u).ref.hash for u in shared}
+        self.flush()
+        self._commits.wait_values(hashes)
+        if self._commits.failure is not None:
+            raise WriteFailed()
+
+    def _end(self) -> None:
+        """Commit everything of the run and wait for it; if a write failed, record how
+        the run ends instead (see :mod:`nbflow.engine.recovery`)."""
+        commits = self._commits
+        if commits is None:
+            self.flush()
+            return
+        self.flush(final=True)
+        commits.wait()
+        failure = commits.failure
+        if failure is None:
+            self.run = commits.run
+            if self._first_commit is not None:
+                before = len(self.listeners)
+                self._recorded()
+                for listener in self.listeners[before:]:
+                    with contextlib.suppress(Exception):  # never fail a run for a display
+                        listener(self.run, self._first_commit)
+                self._first_commit = None
+            return
+        if commits.new:  # its first commit failed: there is no run to record the end in
+            raise failure.error
+        self._buffer = []
+        self.run = end_after_failure(self.store, self.run.run_id, self.graph, failure)
+        self._write_error = failure.error
+        if failure.step is not None:
+            self._failed.setdefault(
+                failure.step, (failure_message(failure), failure.error, failure.trace)
+            )
+        for listener in list(self.listeners):  # the display shows how it ended
+            with contextlib.suppress(Exception):
+                listener(self.run, [])
 
     # -- the run ------------------------------------------------------------------------
 
@@ -165,12 +286,16 @@ class Runner(StepAttempts):
                 )
                 if self._new and not at_once:
                     self.store.create_run(self.run)
+                    if self._commits is not None:
+                        self._commits.new = False
                     self._recorded()
                 lease = None if at_once else self.store.claim(run_id)
             except BaseException:
                 self.executor.shutdown()  # its workers (a Dask client nbflow made) go too
                 raise
             if lease is None:
+                # Written in this thread, in its one commit, while the store is held.
+                self._writer = None
                 return self._execute(resume, todo, candidates)
         ttl = (lease.expires_at - lease.acquired_at).total_seconds()
         heartbeat = Heartbeat(lambda: self.store.renew(run_id), ttl, run_id).start()
@@ -214,16 +339,23 @@ class Runner(StepAttempts):
     def _execute(
         self, resume: bool, todo: list[str], candidates: Mapping[str, CacheHit]
     ) -> RunRecord:
-        self._emit(EventType.RUN_STARTED, resume=resume, steps=list(self.graph.order))
+        self._emit(
+            EventType.RUN_STARTED,
+            resume=resume,
+            steps=list(self.graph.order),
+            durability=self.durability.value,
+        )
         for name in self.graph.order:
             if name in self._reused:
                 self._take_over(name, self._reused[name])
         self._unscheduled = list(todo)
         try:
             self._loop(todo, candidates)
+        except WriteFailed:
+            pass  # the run ends below, as the failure decides
         except Cancelled:
             self._emit(EventType.RUN_CANCELLED, error="cancelled by the user")
-            self.flush()
+            self._end()
             return self.run
         except KeyboardInterrupt:
             self._emit(EventType.RUN_INTERRUPTED, error="interrupted (KeyboardInterrupt)")
@@ -241,12 +373,15 @@ class Runner(StepAttempts):
             self._emit(EventType.RUN_FAILED, error=f"step {first!r} failed: {message}")
         else:
             self._emit(EventType.RUN_COMPLETED)
-        self.flush()
+        self._end()
         return self.run
 
     def raise_for_failure(self) -> None:
-        """Raise StepFailed for the first failed step, chained to its exception."""
+        """Raise StepFailed for the first failed step, chained to its exception (or the
+        error of a write that failed for no step)."""
         if not self._failed:
+            if self._write_error is not None:
+                raise self._write_error
             return
         first = next(n for n in self.graph.order if n in self._failed)
         message, exc, trace = self._failed[first]
@@ -255,7 +390,7 @@ class Runner(StepAttempts):
     def _safe_flush(self) -> None:
         # Recording how the run ended must not hide the error that ended it.
         with contextlib.suppress(Exception):
-            self.flush()
+            self._end()
 
     def _cache_candidates(self, todo: list[str]) -> Mapping[str, CacheHit]:
         fingerprints = [
@@ -278,6 +413,10 @@ class Runner(StepAttempts):
                 for future in running:
                     future.cancel()
                 raise Cancelled()
+            if self._commits is not None and self._commits.failure is not None:
+                for future in running:
+                    future.cancel()
+                raise WriteFailed()
             launched = False
             for name in list(waiting):
                 upstream = self.graph.steps[name].upstream
