@@ -140,7 +140,7 @@ def contended(
     return elapsed, _holds(logs)
 
 
-def lock_share(workdir: Path, runs: int = 10) -> tuple[float, float, list[bool]]:
+def lock_share(workdir: Path, runs: int = 50) -> tuple[float, float, list[bool]]:
     """In one writer alone: the share of its runs' time the store's lock is held, the
     median gap between two holds (seconds), and whether each of the background
     check's 0.1 s probes found it free."""
