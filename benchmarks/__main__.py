@@ -51,7 +51,7 @@ class Settings:
     peer_rounds: int = 4  # rounds of the side-by-side stage (every peer once a round)
     peer_repeats: int = 2  # repetitions inside each peer process
     pipeline_bytes: int = 1_000_000_000  # each frame of the 4-step pipeline
-    pipeline_repeats: int = 2
+    pipeline_repeats: int = 1  # a process per mode, ~1 min each at 1 GB
     fork_small_bytes: int = 1_000_000
     fork_big_bytes: int = 1_000_000_000
     fork_repeats: int = 5
@@ -75,7 +75,7 @@ class Settings:
             peer_rounds=1 if quick else 4,
             peer_repeats=1 if quick else 2,
             pipeline_bytes=100_000_000 if quick else 1_000_000_000,
-            pipeline_repeats=1 if quick else 2,
+            pipeline_repeats=1,
             fork_big_bytes=100_000_000 if quick else 1_000_000_000,
             executor_steps=20 if quick else 40,
             executor_repeats=args.repeats or (2 if quick else 5),
