@@ -14,7 +14,8 @@ it; each DuckDB store a fresh file.
   throughput is all their runs over the time from the start signal to the last run's
   end. DuckDB lets one process at a time hold its file, so its writers take turns;
   PostgreSQL's write at once.
-* a reader beside them: the writers again, with a 5th process that, from the start
+* a reader beside them: the writers again (5 times as many runs, so that the reader has
+  time for enough reads), with a 5th process that, from the start
   signal until the writers are done, opens the store, lists its runs and closes it
   (``with nf.open_store(store) as s: s.list_runs(limit=10)``), pausing 50 ms between
   reads; each read's time is a wait for the writers (an uncontended one costs the
@@ -42,6 +43,7 @@ from benchmarks.timing import format_seconds, median, timed
 WRITERS = 4
 WRITER_STEPS = 10
 READER_PAUSE_S = 0.05
+READER_RUNS = 5  # the writers' runs with the reader beside, x the runs without: enough reads
 MAX_READER_WAIT_S = 1.0
 
 
@@ -272,8 +274,9 @@ def run_postgres(
             result.writers_s[name] = seconds
             result.throughput[name] = total / seconds
             log(f"  the same, with a 5th process reading the store: {name}")
-            seconds, waits = writers_throughput(store, workdir, writer_runs, reader=True)
-            result.read_throughput[name] = total / seconds
+            runs = writer_runs * READER_RUNS
+            seconds, waits = writers_throughput(store, workdir, runs, reader=True)
+            result.read_throughput[name] = WRITERS * runs / seconds
             result.reader_waits[name] = waits
     finally:
         server.stop()
