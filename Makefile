@@ -33,8 +33,10 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
-## Benchmarks: medians and ratios, measured side by side in one run.
+## Benchmarks: medians and ratios, measured side by side in one run, with the peers
+## (Hamilton, DBOS, joblib: the bench extra) installed into the venv first.
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks
 
 clean:

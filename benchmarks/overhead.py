@@ -1,12 +1,10 @@
-"""Per-step overhead: a 200-step chain and a 200-step fan-out with tiny (int) outputs.
+"""The per-step benchmarks' flows: a 200-step chain and a 200-step fan-out with tiny
+(int) outputs, and the floors they are judged against.
 
-Every nbflow sample is a first run of a freshly defined flow in a fresh DuckDB file, so
-every step executes and is committed (each step's start rides in its own transaction);
-the cached sample re-runs the same flow, so nothing executes. The store is opened before
-the clock starts (a one-off cost, reported separately); planning, fingerprinting and the
-DAG are inside the timed ``flow.run()``.
-
-The floors run the same functions with the same inputs:
+:mod:`benchmarks.peers` runs them side by side with the peers, each system in its own
+process; :mod:`benchmarks.postgres`, :mod:`benchmarks.executors` and
+:mod:`benchmarks.profiling` reuse them. The floors run the same functions with the same
+inputs:
 
 * plain Python: the step functions called in order, each with its upstream values;
 * raw DuckDB: per step, ``BEGIN`` + one ``INSERT`` of a small row + ``COMMIT`` into a
@@ -15,9 +13,8 @@ The floors run the same functions with the same inputs:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +44,6 @@ class Topology:
     name: str
     description: str
     steps: tuple[StepSpec, ...]
-
-
-@dataclass
-class TopologyResult:
-    """Per-step seconds of each repetition, for one topology."""
-
-    topology: str
-    description: str
-    first_run: list[float] = field(default_factory=list)
-    cached_run: list[float] = field(default_factory=list)
-    store_open: list[float] = field(default_factory=list)  # seconds, not per step
-    plain_python: list[float] = field(default_factory=list)
 
 
 def chain(n: int = STEPS) -> Topology:
@@ -130,33 +115,6 @@ def duckdb_commit_per_step(path: Path, steps: int = STEPS) -> float:
     return seconds / steps
 
 
-def _check_run(run: nf.Run, expected: str, steps: int) -> None:
-    """Fail loudly if a benchmarked run did not do what it was meant to."""
-    if run.status != "completed":
-        raise RuntimeError(f"benchmark run {run.id} ended {run.status}: {run.error}")
-    statuses = run.steps["status"].value_counts().to_dict()
-    if statuses.get(expected) != steps:
-        raise RuntimeError(f"benchmark run {run.id}: expected {steps} {expected}, got {statuses}")
-
-
-def measure_nbflow(topology: Topology, store: Path, result: TopologyResult) -> None:
-    """One repetition: open the store, time a first run and a cached re-run."""
-    steps = len(topology.steps)
-    flow = build_flow(f"bench-{topology.name}-{store.stem}", store, topology.steps)
-    started = time.perf_counter()
-    _ = flow.store
-    result.store_open.append(time.perf_counter() - started)
-    try:
-        first_s, first = timed(lambda: flow.run(progress=False))
-        cached_s, cached = timed(lambda: flow.run(progress=False))
-        _check_run(first, "completed", steps)
-        _check_run(cached, "cached", steps)
-    finally:
-        flow.store.close()
-    result.first_run.append(first_s / steps)
-    result.cached_run.append(cached_s / steps)
-
-
 def warm_up(workdir: Path) -> None:
     """Import and initialise everything a run touches once, outside the timings."""
     for topology in (chain(10), fan_out(10)):
@@ -166,24 +124,3 @@ def warm_up(workdir: Path) -> None:
         flow.run(progress=False)
         flow.store.close()
     duckdb_commit_per_step(workdir / "warm-up-floor.duckdb", steps=10)
-
-
-def run_overhead(
-    workdir: Path, repeats: int, steps: int = STEPS, log: Callable[[str], None] = print
-) -> tuple[list[TopologyResult], list[float]]:
-    """Every per-step measurement, interleaved repetition by repetition.
-
-    Returns one result per topology and the DuckDB floor's per-step seconds (the floor
-    does not depend on the shape of the flow).
-    """
-    warm_up(workdir)
-    topologies = [chain(steps), fan_out(steps)]
-    results = [TopologyResult(t.name, t.description) for t in topologies]
-    duckdb_floor: list[float] = []
-    for rep in range(repeats):
-        log(f"  per-step overhead: repetition {rep + 1}/{repeats}")
-        duckdb_floor.append(duckdb_commit_per_step(workdir / f"floor-{rep}.duckdb", steps))
-        for topology, result in zip(topologies, results, strict=True):
-            measure_nbflow(topology, workdir / f"{topology.name}-{rep}.duckdb", result)
-            result.plain_python.append(plain_python_per_step(topology))
-    return results, duckdb_floor

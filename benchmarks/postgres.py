@@ -14,10 +14,18 @@ it; each DuckDB store a fresh file.
   throughput is all their runs over the time from the start signal to the last run's
   end. DuckDB lets one process at a time hold its file, so its writers take turns;
   PostgreSQL's write at once.
+* a reader beside them: the writers again (5 times as many runs, so that the reader has
+  time for enough reads), with a 5th process that, from the start
+  signal until the writers are done, opens the store, lists its runs and closes it
+  (``with nf.open_store(store) as s: s.list_runs(limit=10)``), pausing 50 ms between
+  reads; each read's time is a wait for the writers (an uncontended one costs the
+  store's open, tens of ms). Target (issue 16): no read waits more than 1 s.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -30,10 +38,13 @@ from pathlib import Path
 import nbflow as nf
 from benchmarks.overhead import STEPS, build_flow, chain, duckdb_commit_per_step
 from benchmarks.report import Quantity, Row
-from benchmarks.timing import median, timed
+from benchmarks.timing import format_seconds, median, timed
 
 WRITERS = 4
 WRITER_STEPS = 10
+READER_PAUSE_S = 0.05
+READER_RUNS = 5  # the writers' runs with the reader beside, x the runs without: enough reads
+MAX_READER_WAIT_S = 1.0
 
 
 @dataclass
@@ -54,6 +65,8 @@ class PostgresResult:
     runs_per_writer: int = 0
     throughput: dict[str, float] = field(default_factory=dict)  # backend -> runs/s
     writers_s: dict[str, float] = field(default_factory=dict)  # backend -> wall seconds
+    reader_waits: dict[str, list[float]] = field(default_factory=dict)  # backend -> each read
+    read_throughput: dict[str, float] = field(default_factory=dict)  # runs/s, reader beside
 
 
 def pg_commit_per_step(uri: str, steps: int = STEPS) -> float:
@@ -113,28 +126,68 @@ WRITER = textwrap.dedent(
     """
 )
 
+READER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    import nbflow as nf
 
-def writers_throughput(
-    store: str, workdir: Path, runs: int, steps: int = WRITER_STEPS, writers: int = WRITERS
-) -> float:
-    """Seconds from the start signal until ``writers`` processes have each run the flow
-    ``runs`` times into ``store``."""
-    script = workdir / "writer.py"
-    script.write_text(WRITER)
-    go = workdir / f"go-{time.monotonic_ns()}"
+    store, go, stop, pause = sys.argv[1:5]
+    go, stop, pause = Path(go), Path(stop), float(pause)
+    with nf.open_store(store) as opened:  # warm: imports, the first connection
+        opened.list_runs(limit=10)
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.002)
+    waits = []
+    while not stop.exists():
+        started = time.perf_counter()
+        with nf.open_store(store) as opened:
+            opened.list_runs(limit=10)
+        waits.append(time.perf_counter() - started)
+        time.sleep(pause)
+    print(json.dumps(waits), flush=True)
+    """
+)
+
+
+def _start(script: Path, args: list[str], workdir: Path) -> subprocess.Popen[str]:
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=workdir,
+    )
+
+
+def writers_throughput(
+    store: str,
+    workdir: Path,
+    runs: int,
+    steps: int = WRITER_STEPS,
+    writers: int = WRITERS,
+    reader: bool = False,
+) -> tuple[float, list[float]]:
+    """Seconds from the start signal until ``writers`` processes have each run the flow
+    ``runs`` times into ``store``; and, with ``reader``, the time of each read a 5th
+    process made meanwhile (else [])."""
+    script, reader_script = workdir / "writer.py", workdir / "reader.py"
+    script.write_text(WRITER)
+    reader_script.write_text(READER)
+    stamp = time.monotonic_ns()
+    go, stop = workdir / f"go-{stamp}", workdir / f"stop-{stamp}"
     procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), store, str(p), str(runs), str(steps), str(go)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=workdir,
-        )
+        _start(script, [store, str(p), str(runs), str(steps), str(go)], workdir)
         for p in range(writers)
     ]
+    if reader:
+        procs.append(
+            _start(reader_script, [store, str(go), str(stop), str(READER_PAUSE_S)], workdir)
+        )
     try:
         for proc in procs:
             assert proc.stdout is not None
@@ -143,16 +196,23 @@ def writers_throughput(
         started = time.time()
         go.write_text("go")
         ends = []
-        for proc in procs:
+        for proc in procs[:writers]:
             out, err = proc.communicate(timeout=900)
             if proc.returncode != 0:
                 raise RuntimeError(f"a writer failed on {store}: {err[-2000:]}")
             ends.append(float(out.strip()))
+        waits: list[float] = []
+        if reader:
+            stop.write_text("stop")
+            out, err = procs[-1].communicate(timeout=300)
+            if procs[-1].returncode != 0:
+                raise RuntimeError(f"the reader failed on {store}: {err[-2000:]}")
+            waits = json.loads(out.strip().splitlines()[-1])
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    return max(ends) - started
+    return max(ends) - started, waits
 
 
 def run_postgres(
@@ -210,9 +270,14 @@ def run_postgres(
         ):
             log(f"  {WRITERS} processes writing {total} runs at once: {name}")
             nf.open_store(store).close()  # created before the start signal
-            seconds = writers_throughput(store, workdir, writer_runs)
+            seconds, _ = writers_throughput(store, workdir, writer_runs)
             result.writers_s[name] = seconds
             result.throughput[name] = total / seconds
+            log(f"  the same, with a 5th process reading the store: {name}")
+            runs = writer_runs * READER_RUNS
+            seconds, waits = writers_throughput(store, workdir, runs, reader=True)
+            result.read_throughput[name] = WRITERS * runs / seconds
+            result.reader_waits[name] = waits
     finally:
         server.stop()
     return result
@@ -263,6 +328,43 @@ def postgres_rows(result: PostgresResult) -> list[Row]:
                 Quantity(result.throughput["duckdb"], "runs/s"),
             )
         )
+    rows += reader_rows(result)
+    return rows
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``samples`` (nearest rank)."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def reader_rows(result: PostgresResult) -> list[Row]:
+    """The reader's longest wait (against its p99) on each backend, and what reading
+    costs the writers."""
+    rows = []
+    label = {"duckdb": "DuckDB", "postgres": "PostgreSQL"}
+    for name in ("duckdb", "postgres"):
+        waits = result.reader_waits.get(name)
+        if not waits:
+            continue
+        rows.append(
+            Row(
+                f"{result.writers} writers + a reader process: longest read, {label[name]}",
+                Quantity(max(waits), "s"),
+                f"p99 of {len(waits)} reads",
+                Quantity(percentile(waits, 0.99), "s"),
+                target=f"<= {MAX_READER_WAIT_S:g} s",
+                met=max(waits) <= MAX_READER_WAIT_S,
+            )
+        )
+        rows.append(
+            Row(
+                f"{result.writers} writers + a reader process: runs/s, {label[name]}",
+                Quantity(result.read_throughput[name], "runs/s"),
+                "without the reader",
+                Quantity(result.throughput[name], "runs/s"),
+            )
+        )
     return rows
 
 
@@ -270,4 +372,11 @@ def postgres_note(result: PostgresResult) -> str:
     """The line printed above the table."""
     if result.skipped:
         return f"PostgreSQL: not measured ({result.skipped})"
-    return f"{result.description}; median of {len(result.pg_first)} repetitions."
+    reads = "; ".join(
+        f"{name}: {len(waits)} reads, median {format_seconds(median(waits))}"
+        for name, waits in result.reader_waits.items()
+        if waits
+    )
+    return f"{result.description}; median of {len(result.pg_first)} repetitions." + (
+        f" Reader beside the writers ({reads})." if reads else ""
+    )

@@ -4,33 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from benchmarks.dataframes import FrameResult
-from benchmarks.overhead import TopologyResult
 from benchmarks.timing import format_seconds, median
 
-if TYPE_CHECKING:
-    from benchmarks.executors import ExecutorResult  # likewise
-    from benchmarks.file_reads import FileReadsResult  # likewise
-    from benchmarks.fork import ForkResult  # it builds its rows with this module's Row
-    from benchmarks.memory import MemoryResult  # likewise
-    from benchmarks.postgres import PostgresResult  # likewise
-    from benchmarks.storage import StorageResult  # likewise
-
-MAX_OVERHEAD_S = 1e-3  # per step, first run, every step durable
-MAX_CACHED_S = 1e-4  # per step, fully cached re-run
 MIN_WRITE_RATIO = 0.9  # of DuckDB's own Arrow ingest (from_pandas included)
-MIN_READ_RATIO = 1.0  # of pickle.load (strictly faster)
-
-# Measured elsewhere, by the issue's author; printed for context, not measured here.
-EXTERNAL_REFERENCES = (
-    "For reference (measured elsewhere, not in this run), a persisted step costs ~3 ms in "
-    "DBOS (SQLite), ~2.1 ms in Hamilton with caching (0.4 ms cached), ~0.6 ms in "
-    "joblib.Memory (0.17 ms cached), 20-45 ms in Prefect."
-)
+MIN_READ_RATIO = 0.9  # of pickle.load from a file of the same frame
 
 
 @dataclass(frozen=True)
@@ -41,9 +23,23 @@ class Quantity:
     value: float
     unit: str
     seconds: float | None = None  # the median time behind a rate
+    note: str = ""  # instead of a value: why there is none ("not installed", ...)
+
+    @classmethod
+    def missing(cls, note: str) -> Quantity:
+        """No value, and why."""
+        return cls(float("nan"), "", note=note)
+
+    def ratio_to(self, other: Quantity | None) -> float | None:
+        """This value over ``other``'s (None if either has none, or ``other`` is 0)."""
+        if other is None or self.note or other.note or other.value == 0:
+            return None
+        return self.value / other.value
 
     def text(self) -> str:
         """The quantity as the table shows it."""
+        if self.note:
+            return self.note
         if self.unit == "s":
             return format_seconds(self.value)
         if self.unit == "B":
@@ -54,7 +50,8 @@ class Quantity:
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table. ``ratio`` is nbflow / reference in the row's unit."""
+    """One line of the table. ``ratio`` is the measured value (``nbflow``: nbflow's, or a
+    peer's in the side-by-side rows) / the reference, in the row's unit."""
 
     metric: str
     nbflow: Quantity
@@ -67,9 +64,7 @@ class Row:
     @property
     def ratio(self) -> float | None:
         """nbflow's value over the reference's (time ratio or rate ratio)."""
-        if not self.show_ratio or self.reference_value is None or self.reference_value.value == 0:
-            return None
-        return self.nbflow.value / self.reference_value.value
+        return self.nbflow.ratio_to(self.reference_value) if self.show_ratio else None
 
     def cells(self) -> list[str]:
         """The row's table cells."""
@@ -81,51 +76,10 @@ class Row:
         return [self.metric, self.nbflow.text(), reference, ratio, self.target, met]
 
 
-HEADER = ["metric", "nbflow", "reference", "ratio", "target", "met"]
+HEADER = ["metric", "measured", "reference", "ratio", "target", "met"]
 
 
 # -- rows ----------------------------------------------------------------------------------
-
-
-def per_step_rows(result: TopologyResult, duckdb_floor: Sequence[float]) -> list[Row]:
-    """First-run cost vs the DuckDB floor (and above it), overhead vs plain Python, and
-    the cached re-run."""
-    name = result.topology
-    first = median(result.first_run)
-    plain = median(result.plain_python)
-    overhead = first - plain
-    cached = median(result.cached_run)
-    floor = median(duckdb_floor)
-    return [
-        Row(
-            f"{name}: per step, first run",
-            Quantity(first, "s"),
-            "DuckDB insert+commit/step",
-            Quantity(floor, "s"),
-        ),
-        Row(
-            f"{name}: per step above the DuckDB floor",
-            Quantity(first - floor, "s"),
-            "(what nbflow adds to one durable commit)",
-        ),
-        Row(
-            f"{name}: overhead per step (nbflow - plain)",
-            Quantity(overhead, "s"),
-            "plain Python call/step",
-            Quantity(plain, "s"),
-            target="< 1 ms",
-            met=overhead < MAX_OVERHEAD_S,
-            show_ratio=False,
-        ),
-        Row(
-            f"{name}: per step, cached re-run",
-            Quantity(cached, "s"),
-            "its first run",
-            Quantity(first, "s"),
-            target="< 0.1 ms",
-            met=cached < MAX_CACHED_S,
-        ),
-    ]
 
 
 def _rate(result: FrameResult, name: str) -> Quantity:
@@ -160,8 +114,8 @@ def frame_rows(result: FrameResult) -> list[Row]:
             read,
             "pickle.load",
             pickle_read,
-            target=f"> {MIN_READ_RATIO:g}x",
-            met=read.value / pickle_read.value > MIN_READ_RATIO,
+            target=f">= {MIN_READ_RATIO:g}x",
+            met=read.value / pickle_read.value >= MIN_READ_RATIO,
         ),
         Row(
             f"DataFrame read, {size}",
@@ -207,32 +161,18 @@ def to_json(
     *,
     settings: dict[str, Any],
     rows: Sequence[Row],
-    topologies: Sequence[TopologyResult],
-    duckdb_floor: Sequence[float],
-    frame: FrameResult | None,
-    fork: ForkResult | None = None,
-    executors: ExecutorResult | None = None,
-    postgres: PostgresResult | None = None,
-    memory: MemoryResult | None = None,
-    storage: StorageResult | None = None,
-    file_reads: FileReadsResult | None = None,
-    data_globals: Any = None,
+    stages: dict[str, Any],
+    failures: dict[str, str],
 ) -> None:
-    """Write the settings, the table's numbers and every raw sample (seconds) to ``path``."""
+    """Write the settings, the table's numbers, every stage's raw samples (seconds; a
+    dataclass each) and the stages that failed to ``path``."""
     data = {
         "settings": settings,
         "rows": [{**asdict(row), "ratio": row.ratio} for row in rows],
         "samples": {
-            "duckdb_floor_per_step": list(duckdb_floor),
-            "topologies": [asdict(t) for t in topologies],
-            "dataframe": asdict(frame) if frame is not None else None,
-            "fork": asdict(fork) if fork is not None else None,
-            "executors": asdict(executors) if executors is not None else None,
-            "postgres": asdict(postgres) if postgres is not None else None,
-            "memory": asdict(memory) if memory is not None else None,
-            "storage": asdict(storage) if storage is not None else None,
-            "file_reads": asdict(file_reads) if file_reads is not None else None,
-            "data_globals": asdict(data_globals) if data_globals is not None else None,
+            name: asdict(result) if is_dataclass(result) else result
+            for name, result in stages.items()
         },
+        "failures": failures,
     }
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
