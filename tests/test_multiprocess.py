@@ -12,15 +12,24 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 from waiting import GENEROUS, wait_for
 
 import nbflow as nf
 from nbflow.errors import RunLockedError, StoreBusyError
-from nbflow.store.duckdb.connection import ask_for_file, someone_waits, stop_asking
+from nbflow.store.duckdb.connection import (
+    ask_for_file,
+    connect_waiting,
+    someone_waits,
+    stop_asking,
+    waiter_ahead,
+)
 from nbflow.store.duckdb.store import DuckDBStore
 from nbflow.store.records import EventType, RunStatus
 
@@ -354,7 +363,7 @@ def test_a_store_in_use_gives_the_file_to_a_process_that_asks(workdir: Path) -> 
     assert writer.returncode == 0, err
     assert out.split() == ["completed", "399"]
     # The writer asked for the file back while the reader had it, and took its ask back.
-    assert not Path(str(path) + ".nbflow-wait").exists()
+    assert not list(workdir.glob("store.duckdb.nbflow-wait*"))
 
 
 def test_asking_for_the_file_marks_it_until_taken_back(workdir: Path) -> None:
@@ -370,5 +379,62 @@ def test_asking_for_the_file_marks_it_until_taken_back(workdir: Path) -> None:
         assert not store.connected  # asked for: given back though not idle
         stop_asking(store.uri)
         assert not someone_waits(store.uri)
-        assert not Path(store.uri + ".nbflow-wait").exists()
+        assert not list(workdir.glob("store.duckdb.nbflow-wait*"))
         assert store.list_runs() == []  # used again: opened again
+
+
+def _wait_marker(path: Path, pid: int, began: float) -> Path:
+    """A marker as another waiting process ``pid`` leaves it (see ask_for_file)."""
+    marker = Path(f"{path}.nbflow-wait.{pid}")
+    marker.write_text(repr(began))
+    return marker
+
+
+def test_waiters_take_the_file_in_the_order_they_began_to_wait(workdir: Path) -> None:
+    path = workdir / "store.duckdb"
+    uri = str(path)
+    assert not waiter_ahead(uri)  # this process does not wait: nobody is ahead of it
+    assert ask_for_file(uri)
+    mine = float(Path(f"{uri}.nbflow-wait.{os.getpid()}").read_text())
+    later = _wait_marker(path, 999_999_1, mine + 5)
+    assert not waiter_ahead(uri)  # one that came later waits behind this one
+    earlier = _wait_marker(path, 999_999_2, mine - 5)
+    assert waiter_ahead(uri)  # one that came first takes the file first
+    # A waiter that stopped touching its marker (killed) no longer holds its place.
+    stale = time.time() - 10
+    os.utime(earlier, (stale, stale))
+    assert not waiter_ahead(uri)
+    earlier.write_text("")  # a marker being written is not a place either
+    assert not waiter_ahead(uri)
+    stop_asking(uri)
+    assert not Path(f"{uri}.nbflow-wait.{os.getpid()}").exists()
+    assert later.exists()  # another process's marker is its own to remove
+
+
+def test_a_newcomer_waits_behind_those_already_waiting(workdir: Path) -> None:
+    path = workdir / "store.duckdb"
+    uri = str(path)
+    ahead = _wait_marker(path, 999_999_3, time.time() - 1)
+    Path(f"{uri}.nbflow-wait").touch()  # the shared marker: someone waits
+    tries: list[int] = []
+
+    def connect() -> duckdb.DuckDBPyConnection:
+        tries.append(1)
+        return duckdb.connect(uri)
+
+    # The file is free, but a process that began to wait earlier goes first: this one
+    # does not even try until that one stops waiting (here: its marker goes away).
+    done: list[duckdb.DuckDBPyConnection] = []
+    thread = threading.Thread(target=lambda: done.append(connect_waiting(connect, uri, GENEROUS)))
+    thread.start()
+    try:
+        _wait_for(Path(f"{uri}.nbflow-wait.{os.getpid()}"))
+        assert not tries and not done
+        ahead.unlink()
+        thread.join(GENEROUS)
+        assert done and len(tries) == 1
+    finally:
+        thread.join(GENEROUS)
+        for con in done:
+            con.close()
+    assert not list(workdir.glob("store.duckdb.nbflow-wait*"))

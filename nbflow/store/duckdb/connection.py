@@ -45,9 +45,10 @@ def holder_pid(exc: BaseException) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def busy_error(path: str, exc: BaseException, waited: float) -> StoreBusyError:
-    """The error for a file still held by another process after ``waited`` seconds."""
-    pid = holder_pid(exc)
+def busy_error(path: str, exc: BaseException | None, waited: float) -> StoreBusyError:
+    """The error for a file still held by another process after ``waited`` seconds
+    (``exc``: DuckDB's last refusal, which may name it)."""
+    pid = None if exc is None else holder_pid(exc)
     who = f"process {pid}" if pid is not None else "another process"
     return StoreBusyError(
         f"the store {path!r} is in use by {who}, which kept it for the {waited:g} s this "
@@ -70,26 +71,31 @@ def connect_waiting(
     """
     began = time.monotonic()
     delay = 0.005
-    asked = False
+    # A newcomer joins the queue of processes already waiting rather than jumping it.
+    asked = someone_waits(path) and ask_for_file(path)
+    refusal: duckdb.IOException | None = None  # DuckDB's last: it may name the holder
     while True:
-        try:
-            con = connect()
-        except duckdb.IOException as exc:
-            if not is_lock_error(exc):
-                raise
-            waited = time.monotonic() - began
-            if waited >= timeout:
+        if not (asked and waiter_ahead(path)):
+            try:
+                con = connect()
+            except duckdb.IOException as exc:
+                if not is_lock_error(exc):
+                    raise
+                refusal = exc
+            else:
                 if asked:
                     stop_asking(path)
-                raise busy_error(path, exc, timeout) from None
-            asked = ask_for_file(path) or asked
-            time.sleep(min(delay * random.uniform(0.5, 1.5), max(timeout - waited, 0.0)))
-            # Having asked, look often: the holder steps aside only for YIELD_S.
-            delay = min(delay * 2, YIELD_S / 4 if asked else 0.2)
-        else:
+                return con
+        waited = time.monotonic() - began
+        if waited >= timeout:
             if asked:
                 stop_asking(path)
-            return con
+            raise busy_error(path, refusal, timeout) from None
+        asked = ask_for_file(path) or asked
+        time.sleep(min(delay * random.uniform(0.5, 1.5), max(timeout - waited, 0.0)))
+        # Having asked, look often: the holder steps aside only for YIELD_S, and every
+        # moment the file lies free between two holders is lost to all the waiters.
+        delay = min(delay * 2, YIELD_S / 10 if asked else 0.2)
 
 
 # -- asking the holder for the file ---------------------------------------------------------
@@ -98,27 +104,44 @@ def connect_waiting(
 # gives the file back as soon as it is between two operations, instead of after its idle
 # time: a run of many quick steps would otherwise keep a reader in another notebook
 # waiting until the run ends. (A holder that needs the file again waits and asks too.)
+# Each waiting process also keeps its own marker, ``<store>.nbflow-wait.<pid>``, holding
+# when it began to wait: waiters take the file in that order, so one that came first is
+# never overtaken again and again by busier processes (4 writers re-taking a file kept a
+# reader waiting 2.5 s; in turn, it waits for at most the holds of those ahead of it).
 WAIT_SUFFIX = ".nbflow-wait"
 ASK_FRESH_S = 2.0  # a marker touched this recently means someone still waits
 YIELD_S = 0.1  # a holder that gave the file to a waiter lets it have it this long first
 
 
+def _own_marker(path: str) -> str:
+    return f"{path}{WAIT_SUFFIX}.{os.getpid()}"
+
+
 def ask_for_file(path: str) -> bool:
-    """Tell the process holding ``path`` that this one waits for it; False if the
-    marker cannot be written (a read-only folder: the holder's idle time then decides)."""
+    """Tell the process holding ``path`` that this one waits for it, and take a place
+    in the queue of waiters; False if the markers cannot be written (a read-only folder:
+    the holder's idle time then decides)."""
+    own = _own_marker(path)
     try:
         with open(path + WAIT_SUFFIX, "a"):
             pass
         os.utime(path + WAIT_SUFFIX)
+        if os.path.exists(own):
+            os.utime(own)
+        else:
+            with open(own, "w") as fh:
+                fh.write(repr(time.time()))
     except OSError:
         return False
     return True
 
 
 def stop_asking(path: str) -> None:
-    """Remove the marker (another waiter touches it again at its next try)."""
-    with contextlib.suppress(OSError):
-        os.unlink(path + WAIT_SUFFIX)
+    """Remove this process's markers (another waiter touches the shared one again at its
+    next try)."""
+    for marker in (_own_marker(path), path + WAIT_SUFFIX):
+        with contextlib.suppress(OSError):
+            os.unlink(marker)
 
 
 def someone_waits(path: str) -> bool:
@@ -127,6 +150,42 @@ def someone_waits(path: str) -> bool:
         return time.time() - os.stat(path + WAIT_SUFFIX).st_mtime < ASK_FRESH_S
     except OSError:
         return False
+
+
+def waiter_ahead(path: str) -> bool:
+    """Whether another process began waiting for ``path`` before this one and still
+    waits (its marker is fresh): then this one lets it take the file first."""
+    folder, name = os.path.split(path)
+    prefix = name + WAIT_SUFFIX + "."
+    now = time.time()
+    own = os.getpid()
+    mine = _began(_own_marker(path), now)
+    if mine is None:
+        return False
+    try:
+        entries = [e for e in os.scandir(folder or ".") if e.name.startswith(prefix)]
+    except OSError:
+        return False
+    for entry in entries:
+        pid = entry.name[len(prefix) :]
+        if not pid.isdigit() or int(pid) == own:
+            continue
+        began = _began(entry.path, now)
+        if began is not None and (began, int(pid)) < (mine, own):
+            return True
+    return False
+
+
+def _began(marker: str, now: float) -> float | None:
+    """When the waiter of ``marker`` began to wait; None if it no longer waits (gone,
+    stale: a killed waiter) or the time cannot be read (being written)."""
+    try:
+        if now - os.stat(marker).st_mtime >= ASK_FRESH_S:
+            return None
+        with open(marker) as fh:
+            return float(fh.read())
+    except (OSError, ValueError):
+        return None
 
 
 class Releasable(Protocol):

@@ -256,12 +256,15 @@ def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {r[0] for r in rows}
 
 
-def stored_version(con: duckdb.DuckDBPyConnection, where: str) -> int | None:
+def stored_version(
+    con: duckdb.DuckDBPyConnection, where: str, tables: set[str] | None = None
+) -> int | None:
     """The schema version of the open database; None for an empty database.
 
     Raises NotAStoreError for a database that holds other tables but no nbflow marker.
+    ``tables``: the database's tables, when the caller has read them already.
     """
-    tables = _tables(con)
+    tables = _tables(con) if tables is None else tables
     if not tables:
         return None
     if "nbflow_meta" not in tables:
@@ -277,12 +280,14 @@ def stored_version(con: duckdb.DuckDBPyConnection, where: str) -> int | None:
 
 def setup(con: duckdb.DuckDBPyConnection, where: str) -> None:
     """Create or migrate the schema; refuse foreign files and newer schemas. Idempotent."""
-    version = stored_version(con, where)
+    # Read once: listing the catalog is most of what opening a current file costs here.
+    tables = _tables(con)
+    version = stored_version(con, where, tables)
     refuse_newer(where, version, SCHEMA_VERSION)
     current = version or 0
     read_only = is_read_only(con)
     if current == SCHEMA_VERSION:
-        require_tables(where, _tables(con), TABLES)
+        require_tables(where, tables, TABLES)
         # A compacted copy of the file loses empty schemas: make sure this one is there.
         if not read_only:
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {VALUES_SCHEMA}")
