@@ -74,28 +74,28 @@ def connect_waiting(
     # A newcomer joins the queue of processes already waiting rather than jumping it.
     asked = someone_waits(path) and ask_for_file(path)
     refusal: duckdb.IOException | None = None  # DuckDB's last: it may name the holder
-    while True:
-        if not (asked and waiter_ahead(path)):
-            try:
-                con = connect()
-            except duckdb.IOException as exc:
-                if not is_lock_error(exc):
-                    raise
-                refusal = exc
-            else:
-                if asked:
-                    stop_asking(path)
-                return con
-        waited = time.monotonic() - began
-        if waited >= timeout:
-            if asked:
-                stop_asking(path)
-            raise busy_error(path, refusal, timeout) from None
-        asked = ask_for_file(path) or asked
-        time.sleep(min(delay * random.uniform(0.5, 1.5), max(timeout - waited, 0.0)))
-        # Having asked, look often: the holder steps aside only for YIELD_S, and every
-        # moment the file lies free between two holders is lost to all the waiters.
-        delay = min(delay * 2, YIELD_S / 10 if asked else 0.2)
+    try:
+        while True:
+            if not (asked and waiter_ahead(path)):
+                try:
+                    return connect()
+                except duckdb.IOException as exc:
+                    if not is_lock_error(exc):
+                        raise
+                    refusal = exc
+            waited = time.monotonic() - began
+            if waited >= timeout:
+                raise busy_error(path, refusal, timeout) from None
+            asked = ask_for_file(path) or asked
+            time.sleep(min(delay * random.uniform(0.5, 1.5), max(timeout - waited, 0.0)))
+            # Having asked, look often: the holder steps aside only for YIELD_S, and every
+            # moment the file lies free between two holders is lost to all the waiters.
+            delay = min(delay * 2, YIELD_S / 10 if asked else 0.2)
+    finally:
+        # However the wait ends (got it, timed out, another error): a marker left behind
+        # would keep this process's old place in the queue for its next wait.
+        if asked:
+            stop_asking(path)
 
 
 # -- asking the holder for the file ---------------------------------------------------------
