@@ -156,12 +156,18 @@ function arrowhead(before, end) {
   return [tip, left, right].map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(" ");
 }
 
+function shapeKey(svg) {
+  const nodes = Array.from(svg.querySelectorAll("g.node"), nodeName);
+  const edges = Array.from(svg.querySelectorAll("g.edge"), (e) => `${e.dataset.tail}>${e.dataset.head}`);
+  return nodes.join("\n") + "|" + edges.join("\n");
+}
+
 // Lay the drawn graph out again with dagre: move each node group, redraw each edge.
+// A shape laid out before (a state change in a live run) is placed at once, from the cache.
 async function relayout(source, svg, current) {
   const nodes = Array.from(svg.querySelectorAll("g.node"));
   const edges = Array.from(svg.querySelectorAll("g.edge"));
-  const key = nodes.map(nodeName).join("\n") + "|" +
-    edges.map((e) => `${e.dataset.tail}>${e.dataset.head}`).join("\n");
+  const key = shapeKey(svg);
   let placed = layoutCache.get(key);
   if (!placed) {
     placed = await layOut(
@@ -172,7 +178,11 @@ async function relayout(source, svg, current) {
     if (layoutCache.size > 50) layoutCache.clear();
     layoutCache.set(key, placed);
   }
-  if (!current()) return false; // a newer drawing arrived meanwhile
+  place(svg, nodes, edges, placed);
+  return current();
+}
+
+function place(svg, nodes, edges, placed) {
   for (const n of nodes) {
     const b = boxOf(n), to = placed.nodes[nodeName(n)];
     if (!to) continue;
@@ -194,6 +204,12 @@ async function relayout(source, svg, current) {
   }
   svg.setAttribute("data-engine", "dagre");
   svg.setAttribute("data-content", `0 0 ${placed.width.toFixed(1)} ${placed.height.toFixed(1)}`);
+}
+
+function placeFromCache(svg) {
+  const placed = layoutCache.get(shapeKey(svg));
+  if (!placed) return false;
+  place(svg, Array.from(svg.querySelectorAll("g.node")), Array.from(svg.querySelectorAll("g.edge")), placed);
   return true;
 }
 
@@ -406,13 +422,16 @@ function render({ model, el }) {
       return;
     }
     view.classList.remove("empty");
+    const wantsDagre = svg.getAttribute("data-engine") === "layered" && model.get("layout_module");
+    if (wantsDagre) placeFromCache(svg);
     show(before);
-    if (svg.getAttribute("data-engine") === "layered" && model.get("layout_module")) {
+    if (wantsDagre && svg.getAttribute("data-engine") !== "dagre") {
       // Shown at once with the Python layout; dagre's arrives from its worker.
       view.classList.add("laying-out");
       try {
         const shown = content;
-        if (await relayout(model.get("layout_module"), svg, () => mine === generation)) {
+        const drawn = svg;
+        if (await relayout(model.get("layout_module"), drawn, () => mine === generation)) {
           show(shown);
         }
       } catch (err) {

@@ -366,3 +366,28 @@ def test_without_dot_the_install_hint_shows_once(page):
     page.locator(f"{second} svg[data-engine='dagre']").wait_for(timeout=WAIT_MS)
     assert page.locator(f"{second} .nbflow-note").inner_text() == ""
     assert page.evaluate(EDGE_CROSSINGS, second)["crossings"] == []
+
+
+def test_the_dag_follows_the_dark_theme(page):
+    first = dag("five")
+    view = f"document.querySelector(`{first} .nbflow-dag-view`)"
+    light = page.evaluate(f"() => getComputedStyle({view}).backgroundColor")
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme',"
+        " {theme: 'JupyterLab Dark'})"
+    )
+    try:
+        page.wait_for_function(
+            f"""() => document.body.dataset.jpThemeLight === 'false' &&
+              getComputedStyle({view}).backgroundColor !== {light!r}""",
+            timeout=WAIT_MS,
+        )
+        docs_image(page, first, "dag-dark.png")
+    finally:
+        page.evaluate(
+            "() => window.jupyterapp.commands.execute('apputils:change-theme',"
+            " {theme: 'JupyterLab Light'})"
+        )
+        page.wait_for_function(
+            "() => document.body.dataset.jpThemeLight === 'true'", timeout=WAIT_MS
+        )
