@@ -12,6 +12,7 @@ its members' most telling state.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -48,8 +49,11 @@ class Group:
         return f"{self.key} ({len(self.members)})"
 
 
+@functools.lru_cache(maxsize=64)
 def find_groups(spec: DagSpec) -> dict[str, Group]:
-    """The spec's foldable groups by key: given groups first, then name patterns."""
+    """The spec's foldable groups by key: given groups first, then name patterns (cached
+    per shape, like the layout: a live run redraws the same shape many times; do not
+    change the dict returned)."""
     dag = nx.DiGraph()
     dag.add_nodes_from(spec.nodes)
     dag.add_edges_from(spec.edges)
