@@ -391,3 +391,22 @@ def test_the_dag_follows_the_dark_theme(page):
         page.wait_for_function(
             "() => document.body.dataset.jpThemeLight === 'true'", timeout=WAIT_MS
         )
+
+
+def test_without_dot_a_redraw_keeps_dagre_s_layout_without_a_flicker(page):
+    second = dag("more")
+    page.locator(f"{second} svg[data-engine='dagre']").wait_for(timeout=WAIT_MS)
+    # Every SVG the kernel sends replaces the old one; record the layout each shows first.
+    page.evaluate(
+        """(sel) => {
+          const stage = document.querySelector(`${sel} .nbflow-dag-stage`);
+          window.nbflowEngines = [];
+          new MutationObserver(() => window.nbflowEngines.push(
+            stage.querySelector('svg')?.dataset.engine)).observe(stage, {childList: true});
+        }""",
+        second,
+    )
+    page.locator(f'{second} g.node[data-step="second"]').click()  # the kernel redraws
+    page.locator(f'{second} g.node.selected[data-step="second"]').wait_for(timeout=WAIT_MS)
+    engines = page.evaluate("() => window.nbflowEngines")
+    assert engines and set(engines) == {"dagre"}, engines
