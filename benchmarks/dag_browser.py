@@ -182,7 +182,9 @@ def run_dag_browser(
 
     from playwright.sync_api import sync_playwright
 
-    source = (WIDGETS / "dag.js").read_text(encoding="utf-8")
+    from nbflow.widgets.dag import DagWidget
+
+    source = str(DagWidget._esm)
     css = (WIDGETS / "widgets.css").read_text(encoding="utf-8")
     html = (
         f"<html><head><style>{css}</style></head>"

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).parent
 DAGRE = HERE / "vendor" / "dagre.esm.js"
+FRONT_END = ("dag_layout.js", "dag.js")  # one ES module, in this order
 #: Above this many steps the widget starts with its groups folded and shows a minimap.
 BIG_DAG = 30
 
@@ -48,7 +49,7 @@ Source = Callable[[], tuple[DagSpec, Mapping[str, NodeInfo], str]]
 class DagWidget(anywidget.AnyWidget):
     """A DAG of steps drawn as SVG (synced as ``svg``); clicking a node selects its step."""
 
-    _esm = HERE / "dag.js"
+    _esm = "\n".join((HERE / name).read_text("utf-8") for name in FRONT_END)
     _css = HERE / "widgets.css"
 
     svg = traitlets.Unicode("").tag(sync=True)
