@@ -23,6 +23,7 @@ import pyarrow as pa
 
 import nbflow
 from benchmarks import report
+from benchmarks.dag_browser import browser_rows, run_dag_browser
 from benchmarks.dag_svg import dag_rows, run_dag_svg
 from benchmarks.data_globals import data_globals_rows, run_data_globals
 from benchmarks.dataframes import run_dataframes
@@ -163,6 +164,12 @@ def stages(settings: Settings, log: Any) -> list[Stage]:
             "DAG SVG of a 500-step flow",
             lambda d: run_dag_svg(s.frame_repeats, log=log),
             dag_rows,
+        ),
+        Stage(
+            "DAG in the browser",
+            "DAG in the browser: 40, 200 and 500 steps in Chromium (skipped without it)",
+            lambda d: run_dag_browser(s.frame_repeats, log=log),
+            browser_rows,
         ),
     ]
 

@@ -277,6 +277,7 @@ def test_clicking_a_node_selects_the_step(comms):
 
 def test_the_widget_carries_the_note_when_dot_is_missing(monkeypatch, tmp_path, comms):
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("nbflow.widgets.dag._hint_shown_by", [])
     widget = DagWidget(DagSpec(("a", "b"), (("a", "b"),)))
     assert widget.engine == "layered"
     assert "Graphviz" in widget.note and widget.svg.count('class="node ') == 2

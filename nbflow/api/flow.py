@@ -120,6 +120,7 @@ class Flow:
         inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] = (),
         track_reads: bool = True,
         copy_inputs: bool = False,
+        group: str | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -137,6 +138,7 @@ class Flow:
         inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] = (),
         track_reads: bool = True,
         copy_inputs: bool = False,
+        group: str | None = None,
     ) -> F | Callable[[F], F]:
         """Register a function as a step (``@flow.step`` or ``@flow.step(...)``).
 
@@ -152,6 +154,8 @@ class Flow:
         An ``async def`` step
         is awaited; a generator function is refused. A step may not change its inputs in
         place (InputMutatedError); ``copy_inputs=True`` gives it deep copies of them.
+        ``group``: a name under which the DAG widget folds steps into one node (display
+        only, not part of the cache key); see docs/dag.md.
         """
         options = StepOptions(
             retries=retries,
@@ -162,6 +166,7 @@ class Flow:
             inputs=inputs,  # type: ignore[arg-type]  # StepOptions checks and normalizes it
             track_reads=track_reads,
             copy_inputs=copy_inputs,
+            group=group,
         )
 
         def register(f: F) -> F:

@@ -34,6 +34,7 @@ class StepOptions:
     inputs: tuple[str, ...] = ()  # files it reads: paths, folders or globs, hashed by content
     track_reads: bool = True  # record the files it opens through Python while it runs
     copy_inputs: bool = False  # give the step deep copies of its inputs (it may change them)
+    group: str | None = None  # shown folded with its group in a big DAG; display only
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
@@ -51,12 +52,18 @@ class StepOptions:
             raise DefinitionError(f"track_reads must be True or False, not {self.track_reads!r}")
         if not isinstance(self.copy_inputs, bool):
             raise DefinitionError(f"copy_inputs must be True or False, not {self.copy_inputs!r}")
+        if self.group is not None and (not isinstance(self.group, str) or not self.group.strip()):
+            raise DefinitionError(
+                f"group must be a non-empty string (a name for the DAG to fold steps under) "
+                f"or None, not {self.group!r}"
+            )
 
     def to_json(self) -> dict[str, Any]:
         """The options as a JSON-able dict (part of the code fingerprint).
 
         ``inputs``, ``track_reads`` and ``copy_inputs`` appear only when set, so the
-        fingerprint of a step that uses none is what it was before they existed."""
+        fingerprint of a step that uses none is what it was before they existed. ``group``
+        only changes how the DAG is drawn, so it is never part of it."""
         options: dict[str, Any] = {
             "retries": self.retries,
             "retry_delay": self.retry_delay,

@@ -1,8 +1,12 @@
 """The DAG widget: the flow's steps colored by state, kept as SVG in the ``svg`` trait.
 
-The front end (``dag.js``) only shows the SVG and reports clicks: clicking a node sets
-``selected`` to the step's name. Everything else (layout, colors, captions) happens here,
-so the widget looks the same in JupyterLab, Notebook 7, VS Code and Voila.
+The SVG (layout, colors, icons, captions) is drawn here, so the widget looks the same in
+JupyterLab, Notebook 7, VS Code and Voila. The front end (``dag.js``) shows it fitted to
+the output's width with zoom, pan, a minimap for big graphs and the highlight of a step's
+upstream and downstream; clicking a node sets ``selected``, clicking a folded group
+expands it (``collapsed``). Without Graphviz's ``dot`` the front end lays the graph out
+again with the vendored dagre (sent in ``layout_module`` only then), and the install hint
+is shown under the first such DAG of the session only.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anywidget
 import traitlets
 
+from nbflow.widgets.groups import Group, find_groups, fold, group_info
 from nbflow.widgets.layout import layout
 from nbflow.widgets.states import (
     PALETTE,
@@ -25,13 +30,17 @@ from nbflow.widgets.states import (
     run_spec,
     stale_steps,
 )
-from nbflow.widgets.svg import draw
+from nbflow.widgets.svg import DASH, ICONS, draw
 
 if TYPE_CHECKING:
     from nbflow.api.flow import Flow
     from nbflow.api.run import Run
 
 HERE = Path(__file__).parent
+DAGRE = HERE / "vendor" / "dagre.esm.js"
+FRONT_END = ("dag_layout.js", "dag.js")  # one ES module, in this order
+#: Above this many steps the widget starts with its groups folded and shows a minimap.
+BIG_DAG = 30
 
 #: What a refreshing DAG widget asks its source for: shape, states and title.
 Source = Callable[[], tuple[DagSpec, Mapping[str, NodeInfo], str]]
@@ -40,7 +49,7 @@ Source = Callable[[], tuple[DagSpec, Mapping[str, NodeInfo], str]]
 class DagWidget(anywidget.AnyWidget):
     """A DAG of steps drawn as SVG (synced as ``svg``); clicking a node selects its step."""
 
-    _esm = HERE / "dag.js"
+    _esm = "\n".join((HERE / name).read_text("utf-8") for name in FRONT_END)
     _css = HERE / "widgets.css"
 
     svg = traitlets.Unicode("").tag(sync=True)
@@ -51,6 +60,9 @@ class DagWidget(anywidget.AnyWidget):
     title = traitlets.Unicode("").tag(sync=True)
     note = traitlets.Unicode("").tag(sync=True)  # e.g. how to get the Graphviz layout
     engine = traitlets.Unicode("").tag(sync=True)  # "dot" or "layered"
+    layout_module = traitlets.Unicode("").tag(sync=True)  # dagre's ES module, without dot
+    groups = traitlets.Dict().tag(sync=True)  # group key -> its steps
+    collapsed = traitlets.List(traitlets.Unicode()).tag(sync=True)  # group keys shown folded
 
     def __init__(
         self,
@@ -61,14 +73,20 @@ class DagWidget(anywidget.AnyWidget):
         source: Source | None = None,
         **kwargs: Any,
     ) -> None:
-        palette = {state.value: list(colors) for state, colors in PALETTE.items()}
+        palette = {
+            state.value: [*colors, DASH.get(state, ""), ICONS[state]]
+            for state, colors in PALETTE.items()
+        }
         super().__init__(title=title, palette=palette, **kwargs)
         self._lock = threading.RLock()
         self._spec = spec or DagSpec((), ())
         self._infos: dict[str, NodeInfo] = dict(infos or {})
         self._source = source
+        self._found: dict[str, Group] = {}
+        self._folded_by_default = True  # until the user folds or unfolds a group
         self.add_class("nbflow-dag-widget")
         self.observe(self._on_selected, names="selected")
+        self.observe(self._on_collapsed, names="collapsed")
         if source is not None and spec is None:
             self.refresh()
         else:
@@ -113,15 +131,59 @@ class DagWidget(anywidget.AnyWidget):
         with self._lock:
             self._redraw()
 
+    def _on_collapsed(self, change: dict[str, Any]) -> None:
+        with self._lock:
+            if not self._redrawing:
+                self._folded_by_default = False
+                self._redraw()
+
+    _redrawing = False
+
     def _redraw(self) -> None:
-        placed = layout(self._spec)
+        self._redrawing = True
+        try:
+            self._draw()
+        finally:
+            self._redrawing = False
+
+    def _draw(self) -> None:
+        found = find_groups(self._spec)
+        if found.keys() != self._found.keys() and self._folded_by_default:
+            collapsed = sorted(found) if len(self._spec.nodes) > BIG_DAG else []
+        else:
+            collapsed = [key for key in self.collapsed if key in found]
+        self._found = found
+        owner = {m: key for key, g in found.items() for m in g.members}
+        if self.selected in owner and owner[self.selected] in collapsed:
+            collapsed.remove(owner[self.selected])  # a selected step is never hidden
+        folded = [found[key] for key in collapsed]
+        shown = fold(self._spec, folded) if folded else self._spec
+        placed = layout(shown)
         infos = {n: self._infos.get(n) or NodeInfo() for n in self._spec.nodes}
+        drawn = dict(infos)
+        drawn.update({g.node: group_info(g, infos) for g in folded})
         with self.hold_sync():
-            self.svg = draw(placed, infos, self.selected)
+            self.collapsed = collapsed
+            self.groups = {key: list(g.members) for key, g in found.items()}
+            self.svg = draw(placed, drawn, self.selected, {g.node: g.key for g in folded})
             self.states = {n: i.state.value for n, i in infos.items()}
             self.details = {n: i.tooltip for n, i in infos.items()}
-            self.note = placed.note
+            self.note = _note_once(self, placed.note)
             self.engine = placed.engine
+            if placed.engine == "layered" and not self.layout_module:
+                self.layout_module = DAGRE.read_text(encoding="utf-8")
+
+
+_hint_shown_by: list[int] = []  # the widget (id) that shows the install hint this session
+
+
+def _note_once(widget: DagWidget, note: str) -> str:
+    """``note`` for the first widget of the session that needs it, '' for every other."""
+    if not note:
+        return ""
+    if not _hint_shown_by:
+        _hint_shown_by.append(id(widget))
+    return note if _hint_shown_by[0] == id(widget) else ""
 
 
 def run_infos(run: Run) -> dict[str, NodeInfo]:

@@ -5,7 +5,10 @@ and a state change only redraws colors and captions (:mod:`nbflow.widgets.svg`).
 have fixed sizes, so captions can change without moving anything.
 
 Graphviz is imported here only, when a layout is first needed. When the ``dot`` binary is
-missing, :func:`layered_layout` places the steps in columns by dependency depth.
+missing, :func:`layered_layout` places the steps in columns by dependency depth; the
+widget's front end then lays the same graph out again with dagre (vendored, see
+``nbflow/widgets/vendor/``), which routes every edge between the boxes. The Python
+layered layout stays what a page without JavaScript (an exported SVG) shows.
 """
 
 from __future__ import annotations
@@ -24,16 +27,18 @@ NAME_FONT = 12.0  # px, bold
 CAPTION_FONT = 10.0  # px
 NODE_HEIGHT = 40.0
 CAPTION_CHARS = 18  # room kept for "completed · 999 ms" so captions never move nodes
+GROUP_CAPTION_CHARS = 24  # "500 steps · 499/500 done"
+ICON_ROOM = 16.0  # the state's icon, left of the name
 RANK_GAP = 44.0  # between columns
 NODE_GAP = 14.0  # between nodes of a column
 MARGIN = 8.0
 ARROW = 9.0  # arrowhead length
 PX_PER_INCH = 72.0
 
-#: Shown once with a layout made without Graphviz.
+#: Shown once per session with a layout made without Graphviz.
 NO_DOT_NOTE = (
-    "Graphviz's `dot` program was not found, so this is a simple layered layout. "
-    "For the Graphviz layout install it: `apt-get install graphviz`, `brew install graphviz` "
+    "Graphviz's `dot` program was not found, so DAGs are laid out in the browser (dagre). "
+    "For Graphviz's layout install it: `apt-get install graphviz`, `brew install graphviz` "
     "or `conda install -c conda-forge graphviz`."
 )
 
@@ -75,8 +80,10 @@ class Layout:
 
 
 def node_width(name: str) -> float:
-    """A node's width: room for its name in bold and the longest caption."""
-    return max(len(name) * NAME_FONT * 0.62, CAPTION_CHARS * CAPTION_FONT * 0.58) + 20.0
+    """A node's width: room for its icon, its name in bold and the longest caption (a
+    folded group's name has a space, which no step's has, and a longer caption)."""
+    caption = GROUP_CAPTION_CHARS if " " in name else CAPTION_CHARS
+    return max(len(name) * NAME_FONT * 0.62, caption * CAPTION_FONT * 0.58) + 20.0 + ICON_ROOM
 
 
 @functools.lru_cache(maxsize=64)

@@ -91,17 +91,19 @@ class NodeInfo:
 
 @dataclass(frozen=True)
 class DagSpec:
-    """The shape of a DAG: steps in run order and dependency edges (upstream, downstream)."""
+    """The shape of a DAG: steps in run order and dependency edges (upstream, downstream);
+    ``groups`` pairs steps with the group the user gave them (``@flow.step(group=...)``)."""
 
     nodes: tuple[str, ...]
     edges: tuple[tuple[str, str], ...]
+    groups: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_graph(cls, graph: FlowGraph) -> DagSpec:
         """The shape of a validated flow graph."""
         order = {n: i for i, n in enumerate(graph.order)}
         edges = sorted(graph.dag.edges, key=lambda e: (order[e[1]], order[e[0]]))
-        return cls(tuple(graph.order), tuple((a, b) for a, b in edges))
+        return cls(tuple(graph.order), tuple((a, b) for a, b in edges), given_groups(graph))
 
     @classmethod
     def from_record(cls, record: FlowRecord, steps: Iterable[str] | None = None) -> DagSpec:
@@ -116,6 +118,16 @@ class DagSpec:
             if dep in keep
         )
         return cls(nodes, edges)
+
+
+def given_groups(graph: FlowGraph) -> tuple[tuple[str, str], ...]:
+    """(step, group) for each step of ``graph`` defined with ``group=``."""
+    pairs = []
+    for name in graph.order:
+        group = getattr(graph.steps[name].options, "group", None)
+        if group:
+            pairs.append((name, group))
+    return tuple(pairs)
 
 
 def format_duration(ms: float) -> str:
@@ -200,7 +212,13 @@ def run_spec(run: Run, flow: Flow | None = None) -> DagSpec:
     record = run.record
     stored = run.store.get_flow(record.flow, record.flow_fingerprint)
     if stored is not None:
-        return DagSpec.from_record(stored, record.steps or None)
+        spec = DagSpec.from_record(stored, record.steps or None)
+        if flow is not None:  # groups are display only, so they live in the session's flow
+            given = dict(given_groups(flow.graph()))
+            spec = DagSpec(
+                spec.nodes, spec.edges, tuple((n, given[n]) for n in spec.nodes if n in given)
+            )
+        return spec
     if flow is not None:  # defined in this session but not recorded (should not happen)
         return DagSpec.from_graph(flow.graph())
     return DagSpec(tuple(record.steps), ())

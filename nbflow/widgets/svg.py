@@ -1,5 +1,10 @@
 """Drawing a laid-out DAG as SVG: nodes colored by state, with name and duration.
 
+Every state differs by more than its color, for readers who cannot tell the colors
+apart: each has its own icon left of the name (:data:`ICONS`), and the states that are
+not results have their own border patterns (dashed never run, dotted skipped, dash-dot
+queued).
+
 Drawing is plain string building over a cached layout, so redrawing a 500-step DAG for a
 state change takes milliseconds. The SVG carries no ``<style>`` and no ids (several
 DAGs share one page); nodes are ``<g class="node state-…" data-step="…">`` so front-end
@@ -11,13 +16,43 @@ from __future__ import annotations
 from collections.abc import Mapping
 from xml.sax.saxutils import escape, quoteattr
 
-from nbflow.widgets.layout import CAPTION_FONT, NAME_FONT, Layout, layout
+from nbflow.widgets.layout import CAPTION_FONT, ICON_ROOM, NAME_FONT, Box, Layout, layout
 from nbflow.widgets.states import PALETTE, DagSpec, NodeInfo, NodeState
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 EDGE_COLOR = "#6b7280"
 SELECTED_COLOR = "#111827"
-_DASH = {NodeState.NEVER_RUN: "4 3", NodeState.SKIPPED: "2 2"}
+#: state -> the border's dash pattern ('' for a solid border).
+DASH: dict[NodeState, str] = {
+    NodeState.NEVER_RUN: "5 3",
+    NodeState.SKIPPED: "1.5 2.5",
+    NodeState.QUEUED: "7 2 1.5 2",
+}
+#: state -> its icon: SVG drawn in a 10 px box centered on (0, 0), in the state's stroke.
+ICONS: dict[NodeState, str] = {
+    NodeState.NEVER_RUN: '<circle r="3.8" fill="none" stroke-width="1.4"/>',
+    NodeState.QUEUED: (
+        '<g stroke="none"><circle cx="-3.4" r="1.3"/><circle r="1.3"/>'
+        '<circle cx="3.4" r="1.3"/></g>'
+    ),
+    NodeState.RUNNING: '<path d="M-2.8,-4 L4,0 L-2.8,4 Z" stroke="none"/>',
+    NodeState.COMPLETED: '<path d="M-4,0.2 L-1.3,3 L4,-3.4" fill="none" stroke-width="1.9"/>',
+    NodeState.CACHED: (
+        '<path d="M3.6,-1.2 A3.8,3.8 0 1 0 3.2,2.2" fill="none" stroke-width="1.5"/>'
+        '<path d="M4.6,-4.4 L4.2,-0.4 L0.6,-1.6 Z" stroke="none"/>'
+    ),
+    NodeState.FAILED: (
+        '<path d="M-3.4,-3.4 L3.4,3.4 M3.4,-3.4 L-3.4,3.4" fill="none" stroke-width="1.9"/>'
+    ),
+    NodeState.SKIPPED: (
+        '<path d="M-4,-3.5 L-0.6,0 L-4,3.5 M0.4,-3.5 L3.8,0 L0.4,3.5" fill="none" '
+        'stroke-width="1.5"/>'
+    ),
+    NodeState.STALE: (
+        '<path d="M0,-4.2 L0,1.2" fill="none" stroke-width="2"/>'
+        '<circle cy="3.4" r="1.1" stroke="none"/>'
+    ),
+}
 # A running node pulses (SMIL needs no stylesheet, and works in every notebook front-end).
 _PULSE = (
     '<animate attributeName="stroke-opacity" values="1;0.25;1" dur="1.2s" '
@@ -32,8 +67,27 @@ def render_svg(
     return draw(layout(spec), infos or {}, selected)
 
 
-def draw(placed: Layout, infos: Mapping[str, NodeInfo], selected: str = "") -> str:
-    """Draw a layout: edges first, then one group per node."""
+def icon(state: NodeState, x: float, y: float) -> str:
+    """``state``'s icon centered on (x, y)."""
+    color = PALETTE[state][1]
+    return (
+        f'<g class="icon" transform="translate({x:.1f},{y:.1f})" fill="{color}" '
+        f'stroke="{color}" stroke-linecap="round" stroke-linejoin="round">{ICONS[state]}</g>'
+    )
+
+
+def draw(
+    placed: Layout,
+    infos: Mapping[str, NodeInfo],
+    selected: str = "",
+    folded: Mapping[str, str] | None = None,
+) -> str:
+    """Draw a layout: edges first, then one group per node.
+
+    ``folded`` maps the nodes that stand for a folded group of steps to the group's key;
+    they are drawn with ``class="node group"`` and ``data-group`` instead of ``data-step``.
+    """
+    folded = folded or {}
     if not placed.nodes:
         return _empty()
     width, height = placed.width, placed.height
@@ -52,30 +106,47 @@ def draw(placed: Layout, infos: Mapping[str, NodeInfo], selected: str = "") -> s
     out.append("</g>")
     for name, box in placed.nodes.items():
         info = infos.get(name) or NodeInfo()
-        fill, stroke = PALETTE[info.state]
-        is_selected = name == selected
-        classes = f"node state-{info.state.value}" + (" selected" if is_selected else "")
-        left, top = box.x - box.width / 2, box.y - box.height / 2
-        dash = _DASH.get(info.state)
-        rect = (
-            f'<rect x="{left:.1f}" y="{top:.1f}" width="{box.width:.1f}" '
-            f'height="{box.height:.1f}" rx="6" fill="{fill}" '
-            f'stroke="{SELECTED_COLOR if is_selected else stroke}" '
-            f'stroke-width="{3 if is_selected else 1.5}"'
-            + (f' stroke-dasharray="{dash}"' if dash and not is_selected else "")
-        )
-        rect += f">{_PULSE}</rect>" if info.state is NodeState.RUNNING else "/>"
-        out.append(
-            f'<g class="{classes}" data-step={quoteattr(name)} '
-            f'data-state="{info.state.value}" cursor="pointer">'
-            f"<title>{escape(name)}: {escape(info.tooltip)}</title>{rect}"
-            f'<text x="{box.x:.1f}" y="{box.y - 3:.1f}" text-anchor="middle" '
-            f'font-size="{NAME_FONT:g}" font-weight="600" fill="#111827">{escape(name)}</text>'
-            f'<text x="{box.x:.1f}" y="{box.y + 12:.1f}" text-anchor="middle" '
-            f'font-size="{CAPTION_FONT:g}" fill="#374151">{escape(info.caption)}</text></g>'
-        )
+        out.append(_node(name, box, info, name == selected, folded.get(name)))
     out.append("</svg>")
     return "".join(out)
+
+
+def _node(name: str, box: Box, info: NodeInfo, is_selected: bool, group: str | None) -> str:
+    fill, stroke = PALETTE[info.state]
+    kind = "node group" if group is not None else "node"
+    classes = f"{kind} state-{info.state.value}" + (" selected" if is_selected else "")
+    ident = (
+        f"data-group={quoteattr(group)}" if group is not None else f"data-step={quoteattr(name)}"
+    )
+    left, top = box.x - box.width / 2, box.y - box.height / 2
+    dash = DASH.get(info.state)
+    rect = (
+        f'<rect x="{left:.1f}" y="{top:.1f}" width="{box.width:.1f}" '
+        f'height="{box.height:.1f}" rx="{12 if group is not None else 6}" fill="{fill}" '
+        f'stroke="{SELECTED_COLOR if is_selected else stroke}" '
+        f'stroke-width="{3 if is_selected else 2.2 if info.state is NodeState.FAILED else 1.5}"'
+        + (f' stroke-dasharray="{dash}"' if dash and not is_selected else "")
+    )
+    rect += f">{_PULSE}</rect>" if info.state is NodeState.RUNNING else "/>"
+    # A folded group gets a second border inside, like a stack of cards.
+    stack = (
+        f'<rect x="{left + 3:.1f}" y="{top + 3:.1f}" width="{box.width - 6:.1f}" '
+        f'height="{box.height - 6:.1f}" rx="9" fill="none" stroke="{stroke}" '
+        'stroke-width="0.8"/>'
+        if group is not None
+        else ""
+    )
+    text_x = box.x + ICON_ROOM / 2
+    return (
+        f'<g class="{classes}" {ident} data-state="{info.state.value}" '
+        f'data-box="{box.x:.1f} {box.y:.1f} {box.width:.1f} {box.height:.1f}" cursor="pointer">'
+        f"<title>{escape(name)}: {escape(info.tooltip)}</title>{rect}{stack}"
+        + icon(info.state, left + 6 + ICON_ROOM / 2, box.y)
+        + f'<text x="{text_x:.1f}" y="{box.y - 3:.1f}" text-anchor="middle" '
+        f'font-size="{NAME_FONT:g}" font-weight="600" fill="#111827">{escape(name)}</text>'
+        f'<text x="{text_x:.1f}" y="{box.y + 12:.1f}" text-anchor="middle" '
+        f'font-size="{CAPTION_FONT:g}" fill="#374151">{escape(info.caption)}</text></g>'
+    )
 
 
 def _empty() -> str:

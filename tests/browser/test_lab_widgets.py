@@ -83,9 +83,7 @@ def test_clicking_a_node_shows_its_output_preview(page):
     text = panel.inner_text()
     assert "cleaned" in text and "dtypes" in text and "amount" in text
     # The DAG redraws the node as selected on its own (a widget of its own).
-    page.locator(f'{BROWSER_NODES}[data-step="cleaned"][class$="selected"]').wait_for(
-        timeout=WAIT_MS
-    )
+    page.locator(f'{BROWSER_NODES}.selected[data-step="cleaned"]').wait_for(timeout=WAIT_MS)
     page.locator(f'{BROWSER_NODES}[data-step="trend"]').click()
     panel.get_by_text("ndarray · shape (2,)").wait_for(timeout=WAIT_MS)
     page.locator(f'{BROWSER_NODES}[data-step="cleaned"]').click()
