@@ -533,7 +533,11 @@ CASES: dict[str, Case] = {
     "DuplicateRunError": Case(a_duplicate_run, ("a run with id 'dup' already exists",)),
     "StepFailed": Case(
         a_failing_step,
-        ("step 'boom' failed in run", "ValueError: no data today", "call `run.resume()`"),
+        (
+            "step 'boom' failed in run",
+            "ValueError: no data today",
+            ".resume()` (this error's `.run`",
+        ),
     ),
     "StepTimeout": Case(
         a_slow_step, ("step 'slow' failed", "did not finish within its timeout of 0.05 s")

@@ -9,10 +9,12 @@ it live through a progress listener (:func:`nbflow.api.progress.progress_view`).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from html import escape
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -392,6 +394,24 @@ class Browser(w.VBox):
                     title=f"{state.run.flow} · run {run_id} · {state.run.status.value}",
                 )
                 self._show_step()
+
+    # -- without widgets ----------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # Where widgets cannot render (a terminal, a static page): what the browser shows.
+        from nbflow.widgets.export import browser_html, browser_text
+        from nbflow.widgets.summary import with_summary
+
+        bundle = super()._repr_mimebundle_(**kwargs)
+        return with_summary(bundle, browser_text(self), browser_html(self))
+
+    def to_html(self, path: str | os.PathLike[str]) -> Path:
+        """Write what the browser shows (the runs, the selected run's DAG and its steps) as a
+        standalone HTML file that opens offline; return its path."""
+        from nbflow.widgets.export import browser_html
+        from nbflow.widgets.summary import write_page
+
+        return write_page(path, f"nbflow checkpoints · {self.store.uri}", browser_html(self))
 
     # -- closing ------------------------------------------------------------------------------
 
