@@ -141,3 +141,11 @@ def test_the_browser_summary_lists_runs_and_steps(two_runs, tmp_path):
     assert "orders" in data["text/plain"] and "cached" in data["text/plain"]
     page = browser.to_html(tmp_path / "runs.html").read_text(encoding="utf-8")
     assert first.id in page and "<td>report</td>" in page and "<svg" in page
+
+
+def test_the_parameter_inputs_share_one_label_width(two_runs):
+    *_, browser = two_runs
+    inputs = browser.fork.form.inputs
+    widths = {box.style.description_width for box in inputs.values()}
+    longest = max(len(box.description) for box in inputs.values())
+    assert widths == {f"{longest + 2}ch"}

@@ -1,6 +1,7 @@
-"""The browser's events table in a real browser (issue 17, point 11): its pager goes to
-earlier and later events, clicking an event moves the version slider to it, and "output
-from run X" is a link that selects run X."""
+"""Details of the browser in a real browser (issue 17, point 11): the events pager goes
+to earlier and later events, clicking an event moves the version slider to it, "output
+from run X" is a link that selects run X, the fork panel's parameter boxes line up, and
+selecting a node leaves the slider where it is."""
 
 from __future__ import annotations
 
@@ -76,3 +77,20 @@ def test_output_from_another_run_is_a_link_that_selects_it(page):
         arg=[f"{BROWSER} .nbflow-dag-title", parent],
         timeout=WAIT_MS,
     )
+
+
+def test_the_parameter_boxes_line_up(page):
+    page.locator(f"{BROWSER} .lm-TabBar-tab", has_text="Fork").click()
+    boxes = page.locator(f"{BROWSER} .nbflow-param-form input")
+    boxes.first.wait_for(timeout=WAIT_MS)
+    lefts = boxes.evaluate_all("els => els.map(e => Math.round(e.getBoundingClientRect().left))")
+    assert len(lefts) >= 2 and len(set(lefts)) == 1, lefts
+    page.locator(f"{BROWSER} .lm-TabBar-tab", has_text="Events").click()
+
+
+def test_selecting_a_node_does_not_move_the_slider(page):
+    slider = page.locator(f"{BROWSER} .nbflow-version")
+    top = slider.evaluate("e => e.getBoundingClientRect().top")
+    page.locator(f'{BROWSER} .nbflow-dag-view g.node[data-step="cleaned"]').click()
+    page.locator(f"{BROWSER} .nbflow-dag-info", has_text="cleaned:").wait_for(timeout=WAIT_MS)
+    assert slider.evaluate("e => e.getBoundingClientRect().top") == top
