@@ -181,3 +181,16 @@ def test_to_html_refuses_a_bad_path(tmp_path: Path, comms: Any) -> None:
     assert (
         widget.to_html(tmp_path / "dag.html").read_text(encoding="utf-8").count("<td>a</td>") == 1
     )
+
+
+def test_every_state_is_drawn_in_its_color() -> None:
+    from nbflow.widgets.states import PALETTE
+    from nbflow.widgets.summary import badge, steps_html
+
+    spec = DagSpec(("a", "b"), ())
+    html = steps_html("t", spec, {"a": NodeInfo(NodeState.NEVER_RUN, label="waiting")})
+    assert f"background:{PALETTE[NodeState.NEVER_RUN][0]}" in html and ">waiting<" in html
+    assert html.count(f"background:{PALETTE[NodeState.NEVER_RUN][0]}") == 2  # b: never run
+    assert PALETTE[NodeState.QUEUED][0] in badge("waiting")  # a run waiting at a gate
+    assert PALETTE[NodeState.FAILED][0] in badge("failed")
+    assert badge("<odd>") == "&lt;odd&gt;"

@@ -94,20 +94,26 @@ def html_table(
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def badge(state: str) -> str:
-    """A state word on its color (run and step states share the palette)."""
-    key = state.split(" ")[0].replace(" ", "_")
-    node_state = {s.value: s for s in NodeState}.get(key)
-    if node_state is None:
-        node_state = {"pending": NodeState.NEVER_RUN, "waiting": NodeState.QUEUED}.get(
-            key, NodeState.SKIPPED if key in ("cancelled", "interrupted") else None
-        )
-    if node_state is None:
-        return escape(state)
-    fill, stroke = PALETTE[node_state]
+# Run statuses that are not step states, drawn in the color of the step state they are like.
+_RUN_STATUS_LOOKS = {
+    "pending": NodeState.NEVER_RUN,
+    "waiting": NodeState.QUEUED,
+    "cancelled": NodeState.SKIPPED,
+    "interrupted": NodeState.SKIPPED,
+}
+
+
+def badge(text: str, state: NodeState | None = None) -> str:
+    """``text`` on the colors of ``state`` (default: the state or run status it names)."""
+    if state is None:
+        key = text.replace(" ", "_")
+        state = {s.value: s for s in NodeState}.get(key) or _RUN_STATUS_LOOKS.get(key)
+    if state is None:
+        return escape(text)
+    fill, stroke = PALETTE[state]
     return (
         f'<span class="nbflow-badge" style="background:{fill};border:1px solid {stroke}">'
-        f"{escape(state)}</span>"
+        f"{escape(text)}</span>"
     )
 
 
@@ -120,11 +126,18 @@ def steps_html(title: str, spec: DagSpec, infos: Mapping[str, NodeInfo], *, svg:
         )
     if svg:
         parts.append(f'<div class="nbflow-dag-svg">{svg}</div>')
-    parts.append(
-        html_table(["step", "state", "took", "detail"], step_rows(spec, infos), status_column=1)
-        if spec.nodes
-        else "<div>(no steps)</div>"
-    )
+    if spec.nodes:
+        head = "".join(f"<th>{c}</th>" for c in ("step", "state", "took", "detail"))
+        body = []
+        for node, (_, word, took, detail) in zip(spec.nodes, step_rows(spec, infos), strict=True):
+            state = (infos.get(node) or NodeInfo()).state
+            body.append(
+                f"<tr><td>{escape(node)}</td><td>{badge(word, state)}</td>"
+                f"<td>{escape(took)}</td><td>{escape(detail)}</td></tr>"
+            )
+        parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+    else:
+        parts.append("<div>(no steps)</div>")
     return section(parts)
 
 
