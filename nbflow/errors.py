@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 
 def suggest(name: str, candidates: Iterable[str], *, prefix: str = " Did you mean ") -> str:
@@ -289,17 +290,36 @@ class DuplicateRunError(RunError, ValueError):
 
 
 class StepFailed(RunError):
-    """A step raised; the run is failed. ``.step``, ``.run_id`` and ``.__cause__`` say more."""
+    """A step raised; the run is failed. ``.step``, ``.run_id`` and ``.__cause__`` say more.
 
-    def __init__(self, step: str, run_id: str, error: str, traceback: str = ""):
+    ``.run`` is the failed :class:`~nbflow.Run` (set when ``flow.run()``, ``run.resume()``
+    or ``run.wait()`` raise it), so ``err.run.resume()`` continues it even though
+    ``run = flow.run()`` never assigned ``run``. ``.traceback`` is the step's own traceback
+    as recorded (cells named ``Cell In[n]``, nbflow's frames left out).
+    """
+
+    def __init__(
+        self, step: str, run_id: str, error: str, traceback: str = "", *, resume: str = ""
+    ):
         self.step = step
         self.run_id = run_id
         self.error = error
         self.traceback = traceback
-        super().__init__(
-            f"step {step!r} failed in run {run_id}: {error.rstrip('.')}. Fix it and call "
-            "`run.resume()` to continue from the checkpoints."
-        )
+        self.run: Any = None
+        super().__init__(_step_failed_message(step, run_id, error, resume))
+
+    def attach_run(self, run: Any, resume: str) -> None:
+        """Attach the failed Run and say ``resume`` (code that resumes it) in the message."""
+        self.run = run
+        self.args = (_step_failed_message(self.step, self.run_id, self.error, resume),)
+
+
+def _step_failed_message(step: str, run_id: str, error: str, resume: str) -> str:
+    resume = resume or f"nf.get_run({run_id!r}).resume()"
+    return (
+        f"step {step!r} failed in run {run_id}: {error.rstrip('.')}. Fix it, then continue "
+        f"from the checkpoints with `{resume}` (this error's `.run` is the failed run)."
+    )
 
 
 class StepTimeout(RunError, TimeoutError):

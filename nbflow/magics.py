@@ -110,7 +110,8 @@ def define_step(namespace: dict[str, Any], line: str, cell: str) -> Any:
     run = flow.run(targets=[spec.name])
     value = run[spec.name]
     namespace[spec.name] = value
-    display(FlowView(flow, focus=spec.name))
+    # The run's live view above already draws the DAG: the table of steps is enough.
+    display(FlowView(flow, focus=spec.name, dag=False))
     return value
 
 
@@ -186,11 +187,13 @@ _COLORS = {"fresh": "#2e7d32", "stale": "#ef6c00", "never_run": "#757575", "fail
 
 class FlowView:
     """The flow's steps in run order, each with what it needs and its state (fresh, stale,
-    never run, failed) and why; ``focus`` marks the step a cell just defined."""
+    never run, failed) and why; ``focus`` marks the step a cell just defined; ``dag`` says
+    whether the flow's DAG widget is shown too."""
 
-    def __init__(self, flow: Flow, focus: str | None = None) -> None:
+    def __init__(self, flow: Flow, focus: str | None = None, *, dag: bool = True) -> None:
         self.flow = flow
         self.focus = focus
+        self.dag = dag
         self.error: str | None = None
         self.rows: list[StepFreshness] = []
         try:
@@ -220,6 +223,8 @@ class FlowView:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """The flow's DAG widget where widgets render, with this table as HTML and text."""
         bundle = {"text/plain": repr(self), "text/html": self._repr_html_()}
+        if not self.dag:
+            return bundle
         try:
             from nbflow.widgets import repr_bundle
 

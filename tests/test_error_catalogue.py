@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from read_only_folder import error_in_read_only_child
+from waiting import wait_for
 
 import nbflow as nf
 from nbflow import errors
@@ -427,6 +428,9 @@ def a_wait_too_short(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
 
     run = flow.run(background=True, progress=False)
     try:
+        # (A loaded machine may not have started the run within the 0.01 s: it would be
+        # "still pending".)
+        wait_for(lambda: run.status == "running", f"run {run.id} to start")
         error = raising(lambda: run.wait(timeout=0.01))
     finally:
         release.set()
@@ -533,7 +537,11 @@ CASES: dict[str, Case] = {
     "DuplicateRunError": Case(a_duplicate_run, ("a run with id 'dup' already exists",)),
     "StepFailed": Case(
         a_failing_step,
-        ("step 'boom' failed in run", "ValueError: no data today", "call `run.resume()`"),
+        (
+            "step 'boom' failed in run",
+            "ValueError: no data today",
+            ".resume()` (this error's `.run`",
+        ),
     ),
     "StepTimeout": Case(
         a_slow_step, ("step 'slow' failed", "did not finish within its timeout of 0.05 s")

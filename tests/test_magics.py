@@ -143,6 +143,19 @@ def test_run_binds_the_value_and_shows_it_reusing_cached_upstream(nb: Kernel) ->
     assert nb.ok("print(json.dumps([total, calls.names]))").json() == [12, ["raw"]]
 
 
+def test_run_draws_the_dag_once(nb: Kernel) -> None:
+    nb.ok('flow = nf.Flow("m_once")')
+    nb.ok("%%step base\nbase = 2")
+    out = nb.ok("%%step twice --run\ntwice = base * 2")
+    views = [
+        o["data"] for o in out.outputs if "application/vnd.jupyter.widget-view+json" in o["data"]
+    ]
+    # The run's live view draws the DAG; the table of steps below it draws none.
+    assert len(views) == 1
+    assert "m_once" in views[0]["text/plain"] and "twice" in views[0]["text/plain"]
+    assert "fresh" in out.texts("display_data")[-1]
+
+
 def test_nbflow_run_and_status_line_magics(nb: Kernel) -> None:
     nb.ok('flow = nf.Flow("m_line")')
     nb.ok("%%step base --params k=2,label=x\n[k] * 3")

@@ -286,7 +286,8 @@ def test_the_widget_carries_the_note_when_dot_is_missing(monkeypatch, tmp_path, 
 def test_a_run_displays_its_dag(store, comms, monkeypatch):
     flow = failing_flow(store)
     run = flow.run(raise_on_error=False, progress=False)
-    assert set(run._repr_mimebundle_()) == {"text/plain"}  # not in a notebook
+    text = run._repr_mimebundle_()  # not in a notebook: the summary
+    assert set(text) == {"text/plain", "text/html"} and "failed" in text["text/plain"]
     monkeypatch.setattr(progress, "in_notebook", lambda: True)
     monkeypatch.setattr("nbflow.widgets.in_notebook", lambda: True)
     bundle = run._repr_mimebundle_()
@@ -296,7 +297,7 @@ def test_a_run_displays_its_dag(store, comms, monkeypatch):
     assert run._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]["model_id"] == model
     flow_bundle = flow._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in flow_bundle
-    assert flow_bundle["text/plain"] == repr(flow)
+    assert flow_bundle["text/plain"].startswith(flow.name) and "failed" in flow_bundle["text/html"]
 
 
 # -- live progress --------------------------------------------------------------------------------
@@ -437,10 +438,10 @@ def test_in_a_notebook_a_run_shows_its_live_view_once(store, comms, monkeypatch)
     shown: list = []
     monkeypatch.setattr(progress, "in_notebook", lambda: True)
     monkeypatch.setattr("nbflow.widgets.in_notebook", lambda: True)
-    monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
+    monkeypatch.setattr("IPython.display.display", lambda obj, **kw: shown.append(obj))
     monkeypatch.setattr(widget_display, "_execution_count", lambda: 7)
     run = chain_flow(store).run()
-    assert len(shown) == 1 and "nbflow-live" in shown[0]._dom_classes
+    assert len(shown) == 1 and "nbflow-live" in shown[0].view._dom_classes
     # `flow.run()` as the cell's last line: the result does not draw the DAG again ...
     assert set(run._repr_mimebundle_()) == {"text/plain"}
     # ... but showing the run in a later cell does.

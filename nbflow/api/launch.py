@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from nbflow.api.failures import attach_run
 from nbflow.api.hooks import hook_listener
 from nbflow.api.progress import make_listeners
 from nbflow.api.run import Run
@@ -26,7 +27,7 @@ from nbflow.engine.launch import (
     resolve_params,
     shutdown_on_error,
 )
-from nbflow.errors import RunError
+from nbflow.errors import RunError, StepFailed
 from nbflow.store.records import RunStatus, StepExecution
 
 if TYPE_CHECKING:
@@ -120,15 +121,18 @@ def run_handle(
     Without a durability mode in ``options``, the run's flow's applies."""
     if options.durability is None and handle.flow_durability is not None:
         options = dataclasses.replace(options, durability=handle.flow_durability)
-    execute(
-        handle.control,
-        handle.store,
-        handle.id,
-        graph,
-        plans,
-        options=options,
-        listeners=[hook_listener(handle.event_callbacks)],
-        readers=lambda done: make_listeners(handle, graph, options.progress, done),
-        **execution,
-    )
+    try:
+        execute(
+            handle.control,
+            handle.store,
+            handle.id,
+            graph,
+            plans,
+            options=options,
+            listeners=[hook_listener(handle.event_callbacks)],
+            readers=lambda done: make_listeners(handle, graph, options.progress, done),
+            **execution,
+        )
+    except StepFailed as exc:
+        raise attach_run(exc, handle) from exc.__cause__
     return handle

@@ -11,7 +11,7 @@ from nbflow import arguments
 from nbflow.api.history import output_execution
 from nbflow.api.protocols import RunsFlow
 from nbflow.engine.control import RunControl
-from nbflow.errors import ParameterError, RunError, WaitTimeout
+from nbflow.errors import ParameterError, RunError, StepFailed, WaitTimeout
 from nbflow.store.base import Store
 from nbflow.store.records import Event, RunRecord, RunStatus, StepExecution, ValueRef
 
@@ -313,6 +313,10 @@ class Run:
             assert timeout is not None
             raise WaitTimeout(self._id, self.status, timeout)
         error = self._control.take_error()
+        if isinstance(error, StepFailed):
+            from nbflow.api.failures import attach_run
+
+            raise attach_run(error, self) from error.__cause__
         if error is not None:
             raise error
         return self

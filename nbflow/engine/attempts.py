@@ -15,6 +15,7 @@ from nbflow.engine.executors import Outcome, StepTask
 from nbflow.engine.files import declared_snapshot
 from nbflow.engine.plans import describe, valid_text
 from nbflow.engine.reads import spec_for
+from nbflow.engine.tracebacks import clean_trace
 from nbflow.errors import (
     InputMutatedError,
     PickledOutputWarning,
@@ -246,6 +247,7 @@ class StepAttempts:
                 self._release_inputs(name)
                 return None
         error = describe(outcome.error)
+        trace = clean_trace(valid_text(outcome.trace))
         # No retry could load an input this store refuses, nor store an output the full
         # disk refused, nor undo a step's changing its input (it would do it again).
         hopeless = isinstance(
@@ -259,7 +261,7 @@ class StepAttempts:
                 attempt,
                 ts=end,
                 error=error,
-                traceback=valid_text(outcome.trace),
+                traceback=trace,
                 next_attempt=attempt + 1,
                 delay_s=delay,
                 duration_ms=outcome.seconds * 1000.0,
@@ -271,10 +273,10 @@ class StepAttempts:
             attempt,
             ts=end,
             error=error,
-            traceback=valid_text(outcome.trace),
+            traceback=trace,
             duration_ms=outcome.seconds * 1000.0,
         )
-        self._failed[name] = (error, outcome.error, valid_text(outcome.trace))
+        self._failed[name] = (error, outcome.error, trace)
         return None
 
     def _value(self, name: str) -> Any:

@@ -81,14 +81,15 @@ def show(target: Flow | Run) -> DagWidget:
 
 
 def repr_bundle(target: Flow | Run) -> dict[str, Any]:
-    """How a Flow or Run displays: its DAG widget in a notebook, its repr elsewhere."""
+    """How a Flow or Run displays: its DAG widget in a notebook (with a summary for static
+    pages), the summary of its steps elsewhere."""
     text = repr(target)
-    if not in_notebook():
-        return {"text/plain": text}
     try:
         from nbflow.api.flow import Flow
-        from nbflow.widgets.display import flow_bundle, run_bundle
+        from nbflow.widgets.display import flow_bundle, run_bundle, summary_bundle
 
+        if not in_notebook():
+            return summary_bundle(target)
         return flow_bundle(target) if isinstance(target, Flow) else run_bundle(target)
     except Exception:  # showing must never fail: fall back to the text
         return {"text/plain": text}

@@ -9,10 +9,12 @@ it live through a progress listener (:func:`nbflow.api.progress.progress_view`).
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from html import escape
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -100,11 +102,19 @@ class Browser(w.VBox):
         self.version_label = w.HTML()
         self.step_panel = w.HTML(message("Click a step in the DAG to see its output."))
         self.step_panel.add_class("nbflow-step-panel")
+        # Where the selected step's output was computed, when another run computed it.
+        self.source_link = w.Button(layout=w.Layout(display="none", width="auto"))
+        self.source_link.add_class("nbflow-source-link")
         self.events = events_table()
         self.fork = ForkPanel(self._fork, lambda request: fork_plan(self._run, self._flow, request))
         self.lineage = lineage_table()
         self.tabs = w.Tab(
-            children=[self.step_panel, self.events, self.fork, self.lineage],
+            children=[
+                w.VBox([self.step_panel, self.source_link]),
+                self.events,
+                self.fork,
+                self.lineage,
+            ],
             titles=("Step", "Events", "Fork", "Lineage"),
         )
         self.run_box = w.VBox(
@@ -129,6 +139,9 @@ class Browser(w.VBox):
         self.runs.observe(lambda _: self._quietly(self.reload_runs), names="page")
         self.lineage.observe(self._on_run_clicked, names="selected")
         self.events.observe(lambda _: self._quietly(self._show_events), names="page")
+        self.events.observe(self._on_event_clicked, names="selected")
+        self.events.on_link(self.follow_link)
+        self.source_link.on_click(lambda _: self.follow_link(self.source_link.tooltip))
         self.version.observe(self._on_version, names="value")
         self.dag.observe(self._on_step, names="selected")
 
@@ -208,8 +221,21 @@ class Browser(w.VBox):
         """The version the DAG shows."""
         return self.version.value if self._run is not None else None
 
-    def select_run(self, run_id: str) -> None:
-        """Show a run: header and parameters, DAG at its latest version, events, lineage."""
+    def follow_link(self, run_id: str) -> None:
+        """Select the run a link names (e.g. the run a cached output came from)."""
+        if self._closed or (self._run is not None and self._run.id == run_id):
+            return
+        with self._lock:
+            self.status_filter.value = ""
+            self.flow_filter.value = ""
+            self._quietly(self.select_run, run_id)
+            self.reload_runs()
+
+    def select_run(self, run_id: str, *, keep_fork_status: bool = False) -> None:
+        """Show a run: header and parameters, DAG at its latest version, events, lineage.
+
+        ``keep_fork_status``: leave the fork panel's status as it is (the browser is showing
+        a fork it just started, and says so next)."""
         from nbflow.api.flow import find_flow
 
         with self._lock:
@@ -232,7 +258,8 @@ class Browser(w.VBox):
                 record.version,
                 self.dag.selected,
             )
-            self.fork.status.value = ""
+            if not keep_fork_status:
+                self.fork.status.value = ""
             self._show_lineage(record)
             self.events.page = 0
             self._show_version(record.version)
@@ -275,6 +302,18 @@ class Browser(w.VBox):
         self.fork.set_version(version)
         self._show_step()
         self._show_events()
+        self.events.selected = str(version)
+
+    def _on_event_clicked(self, change: dict[str, Any]) -> None:
+        """Move the slider to the version of the event clicked (the latest version at or
+        before it: events that change no state have no version of their own)."""
+        if self._quiet or self._closed or self._run is None or not change["new"]:
+            return
+        seq = int(change["new"])
+        versions = [v for _, v in self.version.options]
+        at = max((v for v in versions if v <= seq), default=versions[0])
+        if at != self.version.value:
+            self.version.value = at
 
     # -- the selected step ----------------------------------------------------------------
 
@@ -289,12 +328,18 @@ class Browser(w.VBox):
 
     def _show_step(self) -> None:
         step = self.dag.selected
+        self.source_link.layout.display = "none"
         if not step or self._state is None:
             self.step_panel.value = message("Click a step in the DAG to see its output.")
             return
         rows = [x for x in self._state.executions.values() if x.step == step]
         version = self._state.run.version
         self.step_panel.value = step_details(step, rows, version, self._output_preview(rows))
+        source = max(rows, key=lambda r: r.seq).source_run_id if rows else None
+        if source and source != self._state.run.run_id:
+            self.source_link.description = f"output from run {source}"
+            self.source_link.tooltip = source
+            self.source_link.layout.display = ""
 
     def _output_preview(self, rows: Sequence[StepExecution]) -> str:
         if not rows:
@@ -354,7 +399,7 @@ class Browser(w.VBox):
             self.status_filter.value = ""  # the fork must be visible in the table
             self.runs.page = 0
             self.reload_runs()
-            self.select_run(forked.id)
+            self.select_run(forked.id, keep_fork_status=True)
             self.tabs.selected_index = 2
             if self._record is not None and self._record.status.finished:
                 self.fork.show_ended(self._record)  # it ended while another run was shown
@@ -380,7 +425,7 @@ class Browser(w.VBox):
             if finished:
                 self.reload_runs()
                 if shown:
-                    self.select_run(run_id)
+                    self.select_run(run_id, keep_fork_status=True)
                     self.fork.show_ended(state.run)
                 return
             if shown and self._follow_latest:
@@ -392,6 +437,24 @@ class Browser(w.VBox):
                     title=f"{state.run.flow} · run {run_id} · {state.run.status.value}",
                 )
                 self._show_step()
+
+    # -- without widgets ----------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # Where widgets cannot render (a terminal, a static page): what the browser shows.
+        from nbflow.widgets.export import browser_html, browser_text
+        from nbflow.widgets.summary import with_summary
+
+        bundle = super()._repr_mimebundle_(**kwargs)
+        return with_summary(bundle, browser_text(self), browser_html(self))
+
+    def to_html(self, path: str | os.PathLike[str]) -> Path:
+        """Write what the browser shows (the runs, the selected run's DAG and its steps) as a
+        standalone HTML file that opens offline; return its path."""
+        from nbflow.widgets.export import browser_html
+        from nbflow.widgets.summary import write_page
+
+        return write_page(path, f"nbflow checkpoints · {self.store.uri}", browser_html(self))
 
     # -- closing ------------------------------------------------------------------------------
 

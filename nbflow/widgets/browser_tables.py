@@ -27,11 +27,15 @@ def runs_table() -> Table:
 
 def events_table() -> Table:
     """The table of a run's events."""
-    return Table(
+    # Oldest first, as a log reads: the pager goes to earlier and later events. Clicking an
+    # event shows the run at its version.
+    table = Table(
         columns=["seq", "time (UTC)", "type", "step", "attempt", "detail"],
-        selectable=False,
         empty_text="no events",
+        pager_labels=["\u2039 earlier", "later \u203a"],
     )
+    table.add_class("nbflow-events")
+    return table
 
 
 def lineage_table() -> Table:
@@ -100,10 +104,12 @@ def event_rows(events: Sequence[Event], version: int) -> list[Row]:
                 short_time(e.ts),
                 e.type.value,
                 e.step or "",
-                "" if e.attempt is None else str(e.attempt),
+                # (A cached or skipped step made no attempt: its events say attempt 0.)
+                "" if e.attempt is None or e.attempt < 1 else str(e.attempt),
                 event_detail(e),
             ],
             dim=e.seq > version,
+            link=str(e.payload.get("source_run_id") or ""),
         )
         for e in events
     ]

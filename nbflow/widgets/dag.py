@@ -11,6 +11,7 @@ is shown under the first such DAG of the session only.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -126,6 +127,33 @@ class DagWidget(anywidget.AnyWidget):
             return
         spec, infos, title = self._source()
         self.show(spec, infos, title)
+
+    def summary_text(self) -> str:
+        """The DAG as text: each step, its state and duration (for plain front ends)."""
+        from nbflow.widgets.summary import steps_text
+
+        return steps_text(self.title, self._spec, self._infos)
+
+    def summary_html(self, *, drawing: bool = True) -> str:
+        """The DAG as static HTML: the SVG drawing and a table of the steps."""
+        from nbflow.widgets.summary import steps_html
+
+        return steps_html(self.title, self._spec, self._infos, svg=self.svg if drawing else "")
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # Front ends that cannot show the widget (a terminal, a static page) show these.
+        from nbflow.widgets.summary import with_summary
+
+        return with_summary(
+            super()._repr_mimebundle_(**kwargs), self.summary_text(), self.summary_html()
+        )
+
+    def to_html(self, path: str | os.PathLike[str]) -> Path:
+        """Write the DAG (drawing and table of steps) as a standalone HTML file that opens
+        offline; return its path."""
+        from nbflow.widgets.summary import write_page
+
+        return write_page(path, self.title or "nbflow DAG", self.summary_html())
 
     def _on_selected(self, change: dict[str, Any]) -> None:
         with self._lock:

@@ -75,25 +75,38 @@ def _execution_count() -> int | None:
     return getattr(shell, "execution_count", None)
 
 
-def widget_bundle(widget: DagWidget, text: str) -> dict[str, Any]:
-    """The mime bundle that displays ``widget``, with ``text`` for plain front ends."""
+def widget_bundle(widget: DagWidget) -> dict[str, Any]:
+    """The mime bundle that displays ``widget``, with its summary as ``text/plain`` and
+    ``text/html`` for front ends that cannot show widgets."""
     bundle = widget._repr_mimebundle_()
     data = bundle[0] if isinstance(bundle, tuple) else bundle
-    return {**(data or {}), "text/plain": text}
+    return dict(data or {})
 
 
 def flow_bundle(flow: Flow) -> dict[str, Any]:
-    """A flow's display: its DAG widget in a notebook, else its repr."""
-    return widget_bundle(flow_widget(flow), repr(flow))
+    """A flow's display: its DAG widget, with its summary."""
+    return widget_bundle(flow_widget(flow))
 
 
 def run_bundle(run: Run) -> dict[str, Any]:
     """A run's display: its DAG widget, unless this cell already shows it live."""
-    text = repr(run)
     live = _live.get(run)
     if live is not None and live[1] is not None and live[1] == _execution_count():
-        return {"text/plain": text}
-    return widget_bundle(run_widget(run), text)
+        return {"text/plain": repr(run)}
+    return widget_bundle(run_widget(run))
+
+
+def summary_bundle(target: Flow | Run) -> dict[str, Any]:
+    """A flow's or run's display without a widget (a terminal): its summary."""
+    from nbflow.api.flow import Flow
+    from nbflow.widgets.summary import steps_html, steps_text
+
+    source = flow_source(target) if isinstance(target, Flow) else run_source(target)
+    spec, infos, title = source()
+    return {
+        "text/plain": steps_text(title, spec, infos),
+        "text/html": steps_html(title, spec, infos),
+    }
 
 
 def notebook_progress(run: Run, graph: FlowGraph, done: int = 0) -> LiveRun:
@@ -103,6 +116,8 @@ def notebook_progress(run: Run, graph: FlowGraph, done: int = 0) -> LiveRun:
     from nbflow.widgets.live import LiveRun
 
     live = LiveRun(run, graph, done)
-    display(live.view)
+    handle = display(live, display_id=True)
+    if handle is not None:
+        live.on_finished = lambda: handle.update(live)
     remember_live(run, live)
     return live

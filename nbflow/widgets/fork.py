@@ -72,7 +72,10 @@ class ParamForm(w.VBox):
             old.close()
         self._types = dict(types)
         self._initial = {name: values.get(name) for name in types}
-        self._inputs = {name: _input(name, t, values.get(name)) for name, t in types.items()}
+        # One label width for every input, so that the boxes line up under each other.
+        longest = max((len(_label(n, t, values.get(n))) for n, t in types.items()), default=0)
+        width = f"{longest + 2}ch"
+        self._inputs = {name: _input(name, t, values.get(name), width) for name, t in types.items()}
         for box in self._inputs.values():
             box.observe(lambda _: self._on_change(), names="value")
         self.children = list(self._inputs.values()) or [
@@ -106,20 +109,39 @@ def _is_json_type(type_name: str) -> bool:
     return type_name not in ("str",)
 
 
-def _input(name: str, type_name: str, value: Any) -> w.ValueWidget:
-    style = {"description_width": "initial"}
-    description = f"{name} ({type_name})"
-    layout = w.Layout(width="320px")
+def _editable_as(type_name: str, value: Any) -> str:
+    """The kind of input a parameter gets: bool, int, float, str, or JSON for the rest."""
     if type_name == "bool" and isinstance(value, bool):
-        return w.Checkbox(value=value, description=description, indent=False, style=style)
+        return "bool"
     if type_name == "int" and isinstance(value, int) and not isinstance(value, bool):
-        return w.IntText(value=value, description=description, style=style, layout=layout)
+        return "int"
     if type_name == "float" and isinstance(value, int | float) and not isinstance(value, bool):
-        return w.FloatText(value=float(value), description=description, style=style, layout=layout)
+        return "float"
     if type_name == "str" and isinstance(value, str):
+        return "str"
+    return "JSON"  # lists, dicts, Optional[...], None
+
+
+def _label(name: str, type_name: str, value: Any) -> str:
+    kind = _editable_as(type_name, value)
+    return f"{name} ({type_name if kind != 'JSON' else 'JSON'})"
+
+
+def _input(name: str, type_name: str, value: Any, label_width: str) -> w.ValueWidget:
+    style = {"description_width": label_width}
+    description = _label(name, type_name, value)
+    layout = w.Layout(width=f"calc({label_width} + 220px)")
+    kind = _editable_as(type_name, value)
+    if kind == "bool":
+        # Indented by the label width, the box sits where the other inputs start.
+        return w.Checkbox(value=value, description=description, indent=True, style=style)
+    if kind == "int":
+        return w.IntText(value=value, description=description, style=style, layout=layout)
+    if kind == "float":
+        return w.FloatText(value=float(value), description=description, style=style, layout=layout)
+    if kind == "str":
         return w.Text(value=value, description=description, style=style, layout=layout)
-    # Anything else (lists, dicts, Optional[...], None): edit it as JSON.
-    return w.Text(value=json.dumps(value), description=f"{name} (JSON)", style=style, layout=layout)
+    return w.Text(value=json.dumps(value), description=description, style=style, layout=layout)
 
 
 def fork_plan(run: Run | None, flow: FlowDefinition | None, request: ForkRequest) -> list[str]:

@@ -10,10 +10,12 @@ run.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
@@ -126,8 +128,22 @@ class LiveRun:
         self.dag = DagWidget(self.spec, title=f"{run.flow_name} · run {run.id} · running")
         self.view = w.VBox([w.HBox([self.bar, self.label]), self.dag])
         self.view.add_class("nbflow-live")
+        #: Called once the run has ended and the view shows it (the notebook updates the
+        #: output's text and HTML, so a saved notebook shows how the run ended).
+        self.on_finished: Callable[[], None] | None = None
         self.follower = Follower(run.store, run.id, self._update, interval)
         self._update(self.follower.state, finished=False)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # Where widgets cannot render (a static page, a terminal): the DAG's summary.
+        from nbflow.widgets.summary import with_summary
+
+        progress = re.sub(r"<[^>]+>", "", self.label.value)
+        return with_summary(
+            self.view._repr_mimebundle_(**kwargs),
+            f"{self.dag.summary_text()}\n{progress}",
+            self.dag.summary_html(),
+        )
 
     def __call__(self, run: RunRecord, events: list[NewEvent]) -> None:
         """The progress listener."""
@@ -155,6 +171,9 @@ class LiveRun:
             text = f"{done} of {self.total} steps · {elapsed}{now}"
         self.label.value = f'<span class="nbflow-progress-text">{text}</span>'
         self.dag.show(infos=infos, title=f"{state.run.flow} · run {state.run.run_id} · {status}")
+        if finished and self.on_finished is not None:
+            with contextlib.suppress(Exception):  # the display is not the run's business
+                self.on_finished()
 
     def close(self) -> None:
         """Close the view's widgets."""

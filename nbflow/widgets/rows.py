@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbflow.store.records import Event, RunRecord
 from nbflow.widgets.states import format_duration
+from nbflow.widgets.summary import plural
 
 if TYPE_CHECKING:
     from nbflow.api.run import Run
@@ -29,7 +30,8 @@ def version_rows(run: Run) -> list[tuple[int, str]]:
     for row in run.versions.to_dict("records"):
         words = (str(row["type"]), str(row["step"]))
         what = " ".join(x for x in words if x not in ("", "None", "nan"))
-        out.append((int(row["version"]), f"{what} · {row['steps_completed']} steps done"))
+        done = plural(int(row["steps_completed"]), "step")
+        out.append((int(row["version"]), f"{what} · {done} done"))
     return out
 
 

@@ -56,7 +56,16 @@ function render({ model, el }) {
       row.cells.forEach((text, i) => {
         const td = tr.insertCell();
         if (i === statusColumn && text) td.append(badge(text));
-        else td.textContent = text;
+        else if (row.link && i === row.cells.length - 1 && text.includes(row.link)) {
+          // The run id in the text becomes a link that selects that run.
+          const at = text.indexOf(row.link);
+          const a = document.createElement("a");
+          a.href = "#";
+          a.className = "nbflow-run-link";
+          a.dataset.link = row.link;
+          a.textContent = row.link;
+          td.append(text.slice(0, at), a, text.slice(at + row.link.length));
+        } else td.textContent = text;
         if (i === 0 && row.depth) td.style.paddingLeft = `${8 + 16 * row.depth}px`;
         td.title = text;
       });
@@ -68,9 +77,18 @@ function render({ model, el }) {
     prev.disabled = page <= 0;
     next.disabled = page >= pages - 1;
     where.textContent = model.get("page_text");
+    const [back, forward] = model.get("pager_labels");
+    prev.textContent = back;
+    next.textContent = forward;
   };
 
   const onRow = (event) => {
+    const link = event.target.closest("a.nbflow-run-link");
+    if (link) {
+      event.preventDefault();
+      model.send({ event: "link", link: link.dataset.link });
+      return;
+    }
     if (!model.get("selectable")) return;
     const tr = event.target.closest("tbody tr");
     if (!tr || !tr.dataset.key) return;
@@ -90,7 +108,8 @@ function render({ model, el }) {
   next.addEventListener("click", onNext);
   const names =
     "change:rows change:columns change:selected change:page change:pages " +
-    "change:caption change:page_text change:selectable change:status_column";
+    "change:caption change:page_text change:selectable change:status_column " +
+    "change:pager_labels";
   model.on(names, draw);
   draw();
   return () => {

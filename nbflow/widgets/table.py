@@ -6,7 +6,7 @@ Used for the runs table, a run's events and its lineage tree. Clicking a row set
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ class Row:
     status: str = ""
     depth: int = 0  # indentation, for trees
     dim: bool = False
+    link: str = ""  # a run id the row's last cell names: clicking it follows the link
 
     def to_json(self) -> dict[str, Any]:
         """The row as the front end reads it."""
@@ -34,6 +35,7 @@ class Row:
             "status": self.status,
             "depth": self.depth,
             "dim": self.dim,
+            "link": self.link,
         }
 
 
@@ -53,6 +55,10 @@ class Table(anywidget.AnyWidget):
     page = traitlets.Int(0).tag(sync=True)
     pages = traitlets.Int(1).tag(sync=True)
     page_text = traitlets.Unicode("").tag(sync=True)
+    #: The pager's buttons: to page 0's side, and away from it (runs: newest first).
+    pager_labels = traitlets.List(traitlets.Unicode(), ["\u2039 newer", "older \u203a"]).tag(
+        sync=True
+    )
 
     def set_rows(
         self, rows: Sequence[Row], *, total: int | None = None, page_size: int = 0
@@ -66,6 +72,17 @@ class Table(anywidget.AnyWidget):
             self.pages = pages
             self.rows = [r.to_json() for r in rows]
             self.page_text = f"{first:,}-{last:,} of {total:,}" if rows else f"0 of {total:,}"
+
+    def on_link(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(run_id)`` when a row's link is clicked."""
+
+        def handle(_: Any, content: Any, buffers: Any) -> None:
+            if isinstance(content, dict) and content.get("event") == "link":
+                link = content.get("link")
+                if isinstance(link, str) and link:
+                    callback(link)
+
+        self.on_msg(handle)
 
     @property
     def row_keys(self) -> list[str]:
