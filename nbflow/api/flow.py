@@ -170,6 +170,34 @@ class Flow:
 
         return register(func) if func is not None else register
 
+    def gate(
+        self,
+        func: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        depends_on: Sequence[str] | str = (),
+        timeout: float | None = None,
+        cache: bool = True,
+        version: str | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register a function as a human gate (``@flow.gate`` or ``@flow.gate(...)``).
+
+        A gate is a step whose value is what a reviewer should see (a frame's head, a
+        summary dict, a plot). When a run reaches it, the value is checkpointed and the
+        run waits (status ``waiting``) until a person approves (``run.approve``) or
+        rejects (``run.reject``) it; ``flow.run()`` returns the waiting run. A step with
+        a parameter named like the gate gets the gate's value once it is approved.
+        See docs/gates.md.
+        """
+        options = StepOptions(timeout=timeout, cache=cache, version=version, gate=True)
+
+        def register(f: F) -> F:
+            self.add_step(Step.from_function(f, name=name, depends_on=depends_on, options=options))
+            return f
+
+        return register(func) if func is not None else register
+
     def add_step(self, step: Step) -> Step:
         """Add (or replace) a step built elsewhere, e.g. by the cell magics."""
         self._steps[step.name] = step

@@ -34,6 +34,7 @@ class StepOptions:
     inputs: tuple[str, ...] = ()  # files it reads: paths, folders or globs, hashed by content
     track_reads: bool = True  # record the files it opens through Python while it runs
     copy_inputs: bool = False  # give the step deep copies of its inputs (it may change them)
+    gate: bool = False  # a human gate: its value is shown to a person, who approves or rejects
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
@@ -51,6 +52,8 @@ class StepOptions:
             raise DefinitionError(f"track_reads must be True or False, not {self.track_reads!r}")
         if not isinstance(self.copy_inputs, bool):
             raise DefinitionError(f"copy_inputs must be True or False, not {self.copy_inputs!r}")
+        if not isinstance(self.gate, bool):
+            raise DefinitionError(f"gate must be True or False, not {self.gate!r}")
 
     def to_json(self) -> dict[str, Any]:
         """The options as a JSON-able dict (part of the code fingerprint).
@@ -70,6 +73,8 @@ class StepOptions:
             options["inputs"] = list(self.inputs)
         if not self.track_reads:
             options["track_reads"] = False
+        if self.gate:
+            options["gate"] = True
         return options
 
 
