@@ -130,25 +130,39 @@ def _pending(
     """The open gate ``gate`` of ``run``; GateError naming what is wrong otherwise."""
     if not isinstance(gate, str):
         raise ParameterError(f"a gate is named by a string, not {type(gate).__name__}")
-    if gate not in gates:
+    state = gates.get(gate)
+    if run.status is not RunStatus.WAITING:
+        if state is None:
+            raise GateError(
+                f"run {run.run_id} is {run.status.value}, not waiting at a gate: there is no "
+                f"gate {gate!r} to {action}."
+            )
+        raise GateError(
+            f"run {run.run_id} is {run.status.value}, not waiting at a gate; cannot {action} "
+            f"gate {gate!r}{_decided(state)}. Nothing was recorded."
+        )
+    if state is None:
         known = ", ".join(sorted(gates)) or "none"
         raise GateError(
             f"run {run.run_id} has no gate {gate!r} that opened (its gates: {known}); "
             f"cannot {action} it." + suggest(gate, gates)
         )
-    state = gates[gate]
     if state.status != OPEN:
         raise GateError(
             f"gate {gate!r} of run {run.run_id} was already {state.status} by "
             f"{state.decided_by or 'someone'} at {state.decided_at:%Y-%m-%d %H:%M:%S} UTC; "
             f"cannot {action} it. Nothing was recorded."
         )
-    if run.status is not RunStatus.WAITING:
-        raise GateError(
-            f"run {run.run_id} is {run.status.value}, not waiting at a gate; cannot {action} "
-            f"gate {gate!r}."
-        )
     return state
+
+
+def _decided(state: GateState) -> str:
+    if state.status == OPEN or state.decided_at is None:
+        return ""
+    return (
+        f" (it was {state.status} by {state.decided_by or 'someone'} at "
+        f"{state.decided_at:%Y-%m-%d %H:%M:%S} UTC)"
+    )
 
 
 @dataclass(frozen=True)
@@ -191,13 +205,7 @@ def decide(
     gates = gate_states(events)
     if claims is not None:
         _check_claims(claims, gates, run)
-    action = "approve" if decision.approve else "reject"
-    if run.status is not RunStatus.WAITING and decision.gate not in gates:
-        raise GateError(
-            f"run {run_id} is {run.status.value}, not waiting at a gate: there is no gate "
-            f"{decision.gate!r} to {action}."
-        )
-    state = _pending(run, gates, decision.gate, action)
+    state = _pending(run, gates, decision.gate, "approve" if decision.approve else "reject")
     payload: dict[str, Any] = {
         "by": decision.by,
         "comment": decision.comment,
