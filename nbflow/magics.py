@@ -1,8 +1,9 @@
 """IPython magics: ``%%step`` cells and the ``%nbflow`` line magic.
 
 ``%load_ext nbflow`` registers them. ``%%step NAME [options]`` turns the cell into a step
-of the notebook's flow (``%%gate NAME [options]`` into a human gate) and shows the flow's steps with their state; ``--run`` also runs
-what the step needs and binds its value under the step's name. ``%nbflow run [FLOW]
+of the notebook's flow (``%%gate NAME [options]`` into a human gate) and shows the
+flow's steps with their state; ``--run`` also runs what the step needs and binds its
+value under the step's name. ``%nbflow run [FLOW]
 [k=v ...]`` runs a flow, ``%nbflow status [FLOW]`` shows which steps are stale.
 
 Errors nbflow raises here are shown as one clear message (a failing step with its own

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,7 @@ def test_approve_from_the_cli_then_resume(
     assert (gate.status, gate.decided_by, gate.comment) == ("approved", "ann", "fine")
     monkeypatch.setenv("NBFLOW_STORE", store)
     monkeypatch.syspath_prepend(str(Path(store).parent))
+    monkeypatch.delitem(sys.modules, "flowmod", raising=False)  # (a test before loaded one)
     import flowmod  # the flow, defined here (on that store): the run continues
 
     assert run.resume(progress=False).status == "completed"

@@ -363,6 +363,13 @@ class Flow:
         return f"<Flow {self._name!r}: {len(self._steps)} steps, store {store!r}>"
 
 
+def gate(flow: Flow, func: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
+    """``nf.gate(flow)`` as a decorator (or ``nf.gate(flow, func)``): the same as
+    ``@flow.gate``, for a function defined away from its flow."""
+    arguments.instance(flow, Flow, "nf.gate's flow", hint="nf.gate(flow)(func) adds a gate.")
+    return flow.gate(func, **options) if func is not None else flow.gate(**options)
+
+
 def run_arg(run: object, where: str) -> Run | str:
     """A Run or a run id as ``where`` takes it; ParameterError for anything else."""
 

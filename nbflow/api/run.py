@@ -263,7 +263,7 @@ class Run:
         to hand a reviewer: ``nbflow approve TOKEN`` or ``nf.approve(TOKEN)``."""
         from nbflow.api.gates import token
 
-        return token(self, gate, expires_in)
+        return token(self._store, self._id, gate, expires_in)
 
     def approve(
         self,
@@ -278,9 +278,18 @@ class Run:
         other gate waits and the flow is defined in this process, the run continues from
         the gate here (``resume=False`` leaves that to ``run.resume()``). ``token``: a
         token from :meth:`gate_token`, checked first. Returns this run."""
-        from nbflow.api.gates import decide
+        from nbflow.api.gates import record_decision
 
-        return decide(self, gate, approve=True, by=by, comment=comment, token=token, resume=resume)
+        arguments.flag(resume, "resume")
+        free = record_decision(
+            self._store, self._id, gate, approve=True, by=by, comment=comment, token=token
+        )
+        if free and resume:
+            flow = self._flow or find_flow(self.flow_name, self._store)
+            if flow is not None:
+                self._flow = flow
+                return self.resume()
+        return self
 
     def reject(
         self,
@@ -292,9 +301,12 @@ class Run:
     ) -> Run:
         """Reject the open gate ``gate``: the run is cancelled, and the steps the gate held
         back are recorded as skipped. Returns this run."""
-        from nbflow.api.gates import decide
+        from nbflow.api.gates import record_decision
 
-        return decide(self, gate, approve=False, by=by, comment=comment, token=token, resume=False)
+        record_decision(
+            self._store, self._id, gate, approve=False, by=by, comment=comment, token=token
+        )
+        return self
 
     # -- control ------------------------------------------------------------------------
 

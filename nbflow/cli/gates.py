@@ -36,7 +36,7 @@ _comment = click.option("--comment", help="Why: recorded with the decision.")
 @handle_errors
 def approve_command(token: str, by: str | None, comment: str | None, store: str | None) -> int:
     """Approve the gate a token (from run.gate_token or `nbflow token`) names."""
-    from nbflow.api.gates import approve
+    from nbflow.api.lookups import approve
 
     run = approve(token, by=by, comment=comment, store=open_cli_store(store), resume=False)
     _report(run.id, "approved", run.status)
@@ -52,7 +52,7 @@ def approve_command(token: str, by: str | None, comment: str | None, store: str 
 @handle_errors
 def reject_command(token: str, by: str | None, comment: str | None, store: str | None) -> int:
     """Reject the gate a token names: the run is cancelled."""
-    from nbflow.api.gates import reject
+    from nbflow.api.lookups import reject
 
     run = reject(token, by=by, comment=comment, store=open_cli_store(store))
     _report(run.id, "rejected", run.status)

@@ -169,7 +169,7 @@ def steps_frame(executions: Iterable[StepExecution]) -> pd.DataFrame:
 def fill_gates(frame: pd.DataFrame, read_events: Callable[[str], list[Event]]) -> pd.DataFrame:
     """``frame`` (of :data:`RUN_COLUMNS`) with ``gate`` and ``waited_s`` filled in for
     the runs waiting at a gate (``read_events`` reads a run's log: only theirs are read)."""
-    from nbflow.store.gates import gate_states
+    from nbflow.store.gate_states import gate_states
 
     waiting = frame.index[frame["status"] == "waiting"]
     if len(waiting) == 0:

@@ -1,18 +1,16 @@
-"""Human gates as the event log tells them: which gates of a run opened, which wait for
-a decision, and recording a decision (checked against the log and, with a token,
-against the token's claims).
+"""Deciding on a human gate: issuing its token, and recording a decision, checked
+against the log (which gates are open: :mod:`nbflow.store.gate_states`) and, with a
+token, against the token's claims.
 
-A gate opens with a ``gate_opened`` event (the run becomes ``waiting``); a decision is a
-``gate_approved`` or ``gate_rejected`` event naming who, when and why, and the opening
-it decides. Every check here reads the log at one version and the decision is appended
-at the next: if anyone wrote in between (another decision), the append fails with
+Every check here reads the log at one version and the decision is appended at the
+next: if anyone wrote in between (another decision), the append fails with
 StaleVersionError and nothing is written, so a gate is never decided twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +22,13 @@ from nbflow.errors import (
     TokenSupersededError,
     TokenUsedError,
     suggest,
+)
+from nbflow.store.gate_states import (  # noqa: F401 - open_gates, approved_gates: here too
+    OPEN,
+    GateState,
+    approved_gates,
+    gate_states,
+    open_gates,
 )
 from nbflow.store.gate_tokens import DEFAULT_EXPIRY, TokenClaims, make_token, verify_token
 from nbflow.store.records import (
@@ -38,70 +43,6 @@ from nbflow.store.records import (
 
 if TYPE_CHECKING:
     from nbflow.store.base import Store
-
-OPEN, APPROVED, REJECTED = "open", "approved", "rejected"
-
-
-@dataclass(frozen=True)
-class GateState:
-    """One gate of a run: its latest opening and the decision on it, if any."""
-
-    gate: str
-    status: str  # open, approved or rejected
-    opened_version: int  # the run's version when the gate (last) opened
-    opened_at: dt.datetime
-    digest: str  # the content hash of the gate's value
-    decided_by: str | None = None
-    decided_at: dt.datetime | None = None
-    comment: str | None = None
-    decided_version: int | None = None
-    token_id: str | None = None  # the token the decision used, if one
-
-    @property
-    def waited_s(self) -> float:
-        """Seconds from the opening to the decision (or to now, while open)."""
-        end = self.decided_at or utcnow()
-        return (end - self.opened_at).total_seconds()
-
-
-def gate_states(events: Iterable[Event]) -> dict[str, GateState]:
-    """Each gate of the run, as the events (in order) leave it."""
-    gates: dict[str, GateState] = {}
-    for event in events:
-        if not event.type.is_gate_event or event.step is None:
-            continue
-        payload = event.payload
-        if event.type is EventType.GATE_OPENED:
-            gates[event.step] = GateState(
-                event.step, OPEN, event.seq, event.ts, str(payload.get("digest", ""))
-            )
-            continue
-        current = gates.get(event.step)
-        if current is None:
-            continue
-        gates[event.step] = GateState(
-            current.gate,
-            APPROVED if event.type is EventType.GATE_APPROVED else REJECTED,
-            current.opened_version,
-            current.opened_at,
-            current.digest,
-            payload.get("by"),
-            event.ts,
-            payload.get("comment"),
-            event.seq,
-            payload.get("token_id"),
-        )
-    return gates
-
-
-def open_gates(events: Iterable[Event]) -> list[str]:
-    """The gates waiting for a decision."""
-    return [name for name, g in gate_states(events).items() if g.status == OPEN]
-
-
-def approved_gates(events: Iterable[Event]) -> set[str]:
-    """The gates approved (at their latest opening)."""
-    return {name for name, g in gate_states(events).items() if g.status == APPROVED}
 
 
 def issue_token(
