@@ -285,28 +285,24 @@ class GateError(RunError):
     there is no such gate, or it was already decided. Nothing was recorded."""
 
 
-class TokenError(GateError):
-    """A gate token was refused; nothing was recorded."""
-
-
-class InvalidTokenError(TokenError):
+class InvalidTokenError(GateError):
     """The token is malformed, or its signature does not match (it was changed), or it
     is for another run than the one asked."""
 
 
-class TokenExpiredError(TokenError):
+class TokenExpiredError(GateError):
     """The token's expiry has passed: ask for a new one with ``run.gate_token(gate)``."""
 
 
-class TokenUsedError(TokenError):
+class TokenUsedError(GateError):
     """The token was already used: a decision was recorded for that opening of the gate."""
 
 
-class TokenStoreMismatchError(TokenError):
+class TokenStoreMismatchError(GateError):
     """The token was issued by another store."""
 
 
-class TokenSupersededError(TokenError):
+class TokenSupersededError(GateError):
     """The gate opened again since the token was issued (the run was resumed or forked
     and reached it again, or its value changed): the message says "token superseded by
     newer version"."""
@@ -398,7 +394,9 @@ __all__ = [
     "CycleError",
     "DefinitionError",
     "DuplicateRunError",
+    "GateError",
     "InputMutatedError",
+    "InvalidTokenError",
     "InvalidTransitionError",
     "MissingDependencyError",
     "NbflowError",
@@ -420,6 +418,10 @@ __all__ = [
     "StoreError",
     "StoreFullError",
     "StoreMaintenanceWarning",
+    "TokenExpiredError",
+    "TokenStoreMismatchError",
+    "TokenSupersededError",
+    "TokenUsedError",
     "TransferError",
     "UnknownRunError",
     "UnknownStepError",
