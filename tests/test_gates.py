@@ -5,6 +5,7 @@ with its own error (the store's half of the contract is in nbflow.testing)."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -278,3 +279,38 @@ def test_bad_decision_arguments(store: Store) -> None:
     with pytest.raises(DefinitionError):
         nf.Flow("x").gate(name="1bad")(lambda: 1)
     assert run.status == "waiting"
+
+
+def test_the_duckdb_secret_is_a_private_file_beside_the_store(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from nbflow.errors import StoreError
+    from nbflow.store.duckdb.store import DuckDBStore
+
+    path = tmp_path / "s.duckdb"
+    store = DuckDBStore(path)
+    run = gated_flow(store).run(progress=False)
+    token = run.gate_token("review")
+    secret = path.with_name("s.duckdb.gate-secret")
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert secret.read_text() not in token and secret.read_text().encode() not in path.read_bytes()
+    store.close()
+    again = DuckDBStore(path)  # another store object (or process): the same keys
+    os.chmod(secret, 0o644)
+    with pytest.raises(StoreError, match="chmod 600"):
+        nf.approve(token, by="ann", store=again)
+    os.chmod(secret, 0o600)
+    assert nf.approve(token, by="ann", store=again, resume=False).status == "waiting"
+    again.close()
+
+
+def test_the_secret_from_the_environment(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = gated_flow(store).run(progress=False)
+    stored = run.gate_token("review")
+    monkeypatch.setenv("NBFLOW_GATE_SECRET", "a secret the team shares, long enough")
+    given = run.gate_token("review")
+    with pytest.raises(InvalidTokenError, match="signature does not match"):
+        nf.approve(stored, by="ann", store=store)  # signed with the store's own secret
+    nf.approve(given, by="ann", store=store, resume=False)
+    assert list(run.gates["status"]) == ["approved"]

@@ -81,8 +81,9 @@ def resume_run(
     resumable = (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.PENDING, RunStatus.WAITING)
     if record.status not in resumable:
         raise RunError(
-            f"run {run.id} is {record.status.value}: only failed, interrupted or waiting runs "
-            "(or forks not yet run) can be resumed. Start a new run with flow.run() instead."
+            f"run {run.id} is {record.status.value}: only failed or interrupted runs (or forks "
+            "not yet run, or runs waiting at a gate) can be resumed. Start a new run with "
+            "flow.run() instead."
         )
     missing = [s for s in record.steps if s not in flow.steps]
     if missing:
