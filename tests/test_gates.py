@@ -98,7 +98,7 @@ def test_rejection_cancels_and_skips_what_the_gate_held(store: Store) -> None:
     assert "gate 'review' rejected by bob: too few rows" in (rejected.error or "")
     assert run.step_states()["model"] == "skipped"
     assert "model" not in calls
-    with pytest.raises(GateError, match="cancelled, not waiting.*rejected by bob"):
+    with pytest.raises(GateError, match=r"cancelled, not waiting.*rejected by bob"):
         run.reject("review", by="bob")
 
 

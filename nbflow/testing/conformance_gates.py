@@ -109,7 +109,7 @@ class GateConformance:
         rows = {x.step: x.status.value for x in store.executions(run.run_id)}
         assert rows == {"load": "completed", "review": "completed", "fit": "skipped",
                         "report": "skipped"}  # fmt: skip
-        with pytest.raises(GateError, match="cancelled, not waiting.*rejected by bob"):
+        with pytest.raises(GateError, match=r"cancelled, not waiting.*rejected by bob"):
             gates.decide(store, run.run_id, decision)
 
     def test_an_unknown_gate_is_refused_naming_the_gates(self, store: Store) -> None:
