@@ -314,3 +314,19 @@ def test_the_secret_from_the_environment(store: Store, monkeypatch: pytest.Monke
         nf.approve(stored, by="ann", store=store)  # signed with the store's own secret
     nf.approve(given, by="ann", store=store, resume=False)
     assert list(run.gates["status"]) == ["approved"]
+
+
+def test_decisions_reach_the_event_callbacks(store: Store) -> None:
+    from nbflow.api.hooks import flush_sinks
+
+    seen: list[str] = []
+    flow = gated_flow(store)
+    flow.on_event(lambda event: seen.append(event.type.value))
+    flow.run(progress=False).approve("review", by="ann")
+    flush_sinks(timeout=30)
+    assert seen.count("gate_opened") == 1 and seen.count("gate_approved") == 1
+    assert seen[-1] == "run_completed"
+    run = flow.run(progress=False, n=5)
+    run.reject("review", by="bob")
+    flush_sinks(timeout=30)
+    assert seen[-3:] == ["gate_rejected", "step_skipped", "run_cancelled"]

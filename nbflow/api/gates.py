@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from nbflow.store import gates as stored
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from nbflow.store.base import Store
+    from nbflow.store.records import Event
 
 #: Columns of ``run.gates`` and their dtypes.
 GATE_COLUMNS: dict[str, str] = {
@@ -65,12 +67,24 @@ def record_decision(
     by: str | None,
     comment: str | None,
     token: str | None,
+    callbacks: Sequence[Callable[[Event], None]] = (),
 ) -> bool:
-    """Record the decision on ``gate_name`` of ``run_id``; return whether the run may
-    continue now (an approval, with no other gate waiting)."""
+    """Record the decision on ``gate_name`` of ``run_id`` (its events then reach the event
+    sinks and ``callbacks``, as a run's do); return whether the run may continue now (an
+    approval, with no other gate waiting)."""
+    from nbflow.api.hooks import hook_listener
+    from nbflow.store.records import NewEvent
+
     decision = stored.Decision(gate_name, approve, who(by), comment)
-    stored.decide(store, run_id, decision, token=token, ancestors=ancestors(store, run_id))
-    return approve and not stored.open_gates(store.read_events(run_id))
+    before = store.get_run(run_id).version
+    record = stored.decide(store, run_id, decision, token=token, ancestors=ancestors(store, run_id))
+    events = store.read_events(run_id)
+    appended = [
+        NewEvent(e.type, e.step, e.attempt, e.payload, e.ts)
+        for e in events[before : record.version]
+    ]
+    hook_listener(callbacks)(record, appended)
+    return approve and not stored.open_gates(events)
 
 
 def claimed_run(store: Store, token: str) -> tuple[str, str]:

@@ -282,7 +282,14 @@ class Run:
 
         arguments.flag(resume, "resume")
         free = record_decision(
-            self._store, self._id, gate, approve=True, by=by, comment=comment, token=token
+            self._store,
+            self._id,
+            gate,
+            approve=True,
+            by=by,
+            comment=comment,
+            token=token,
+            callbacks=self.event_callbacks,
         )
         if free and resume:
             flow = self._flow or find_flow(self.flow_name, self._store)
@@ -304,7 +311,14 @@ class Run:
         from nbflow.api.gates import record_decision
 
         record_decision(
-            self._store, self._id, gate, approve=False, by=by, comment=comment, token=token
+            self._store,
+            self._id,
+            gate,
+            approve=False,
+            by=by,
+            comment=comment,
+            token=token,
+            callbacks=self.event_callbacks,
         )
         return self
 
