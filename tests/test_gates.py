@@ -330,3 +330,25 @@ def test_decisions_reach_the_event_callbacks(store: Store) -> None:
     run.reject("review", by="bob")
     flush_sinks(timeout=30)
     assert seen[-3:] == ["gate_rejected", "step_skipped", "run_cancelled"]
+
+
+def test_every_one_character_change_of_a_token_is_refused() -> None:
+    """Each position of the claims and the signature, and every other character at the
+    last one (whose low bits base64 leaves unused, so bytes alone would not tell). A
+    change that alters the store id it claims reads as another store's token."""
+    import string
+
+    store = MemoryStore()
+    run = gated_flow(store).run(progress=False)
+    token = run.gate_token("review")
+    alphabet = string.ascii_letters + string.digits + "-_"
+    changed = [
+        token[:i] + next(c for c in alphabet if c != token[i]) + token[i + 1 :]
+        for i in range(len("nbflow-gate.v1."), len(token))
+        if token[i] != "."
+    ]
+    changed += [token[:-1] + c for c in alphabet if c != token[-1]]
+    for tampered in changed:
+        with pytest.raises((InvalidTokenError, TokenStoreMismatchError)):
+            nf.approve(tampered, by="mallory", store=store, resume=False)
+    assert list(run.gates["status"]) == ["open"]
