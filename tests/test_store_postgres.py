@@ -567,3 +567,43 @@ def test_the_gate_secret_is_readable_by_the_stores_owner_only(
             con.execute(f'REVOKE ALL ON SCHEMA "{pg.schema}" FROM "{role}"')
             con.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{pg.schema}" FROM "{role}"')
             con.execute(f'DROP ROLE "{role}"')
+
+
+def test_racing_deciders_one_decision_is_recorded(uri: str) -> None:
+    from nbflow.errors import GateError
+    from nbflow.store import gates
+    from nbflow.testing.conformance_gates import waiting_run
+
+    first = PostgresStore(uri)
+    run = waiting_run(first)
+    stores = [first, PostgresStore(uri)]
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def decide(store: PostgresStore, approve: bool) -> None:
+        barrier.wait(timeout=30)
+        try:
+            gates.decide(store, run.run_id, gates.Decision("review", approve, "someone"))
+            outcomes.append("recorded")
+        except GateError:
+            outcomes.append("refused")
+
+    threads = [
+        threading.Thread(target=decide, args=(store, approve))
+        for store, approve in zip(stores, (True, False), strict=True)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(outcomes) == ["recorded", "refused"]
+        decisions = [
+            e
+            for e in first.read_events(run.run_id)
+            if e.type.value in ("gate_approved", "gate_rejected")
+        ]
+        assert len(decisions) == 1
+    finally:
+        for store in stores:
+            store.close()
