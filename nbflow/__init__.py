@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from nbflow import errors
-from nbflow.api.flow import Flow
+from nbflow.api.flow import Flow, gate
 from nbflow.api.history import RunView
 from nbflow.api.hooks import JSONLSink, add_sink, flush_sinks, remove_sink, sink_stats
-from nbflow.api.lookups import events, get_run, runs
+from nbflow.api.lookups import approve, events, get_run, reject, runs
 from nbflow.api.notebook import load_notebook
 from nbflow.api.run import Run
 from nbflow.copying import CopyReport, copy_runs
@@ -48,6 +48,7 @@ __all__ = [
     "Store",
     "__version__",
     "add_sink",
+    "approve",
     "browse",
     "copy_runs",
     "diff",
@@ -55,12 +56,14 @@ __all__ = [
     "events",
     "export_run",
     "flush_sinks",
+    "gate",
     "get_run",
     "import_run",
     "load_ipython_extension",
     "load_notebook",
     "mark_trusted",
     "open_store",
+    "reject",
     "remove_sink",
     "runs",
     "sink_stats",

@@ -281,6 +281,34 @@ class RunError(NbflowError):
     """A run cannot be started, resumed or read as asked."""
 
 
+class GateError(RunError):
+    """A decision on a human gate cannot be recorded as asked: the run is not waiting,
+    there is no such gate, or it was already decided. Nothing was recorded."""
+
+
+class InvalidTokenError(GateError):
+    """The token is malformed, or its signature does not match (it was changed), or it
+    is for another run than the one asked."""
+
+
+class TokenExpiredError(GateError):
+    """The token's expiry has passed: ask for a new one with ``run.gate_token(gate)``."""
+
+
+class TokenUsedError(GateError):
+    """The token was already used: a decision was recorded for that opening of the gate."""
+
+
+class TokenStoreMismatchError(GateError):
+    """The token was issued by another store."""
+
+
+class TokenSupersededError(GateError):
+    """The gate opened again since the token was issued (the run was resumed or forked
+    and reached it again, or its value changed): the message says "token superseded by
+    newer version"."""
+
+
 class DuplicateRunError(RunError, ValueError):
     """A run with this id already exists in the store."""
 
@@ -386,7 +414,9 @@ __all__ = [
     "CycleError",
     "DefinitionError",
     "DuplicateRunError",
+    "GateError",
     "InputMutatedError",
+    "InvalidTokenError",
     "InvalidTransitionError",
     "MissingDependencyError",
     "NbflowError",
@@ -408,6 +438,10 @@ __all__ = [
     "StoreError",
     "StoreFullError",
     "StoreMaintenanceWarning",
+    "TokenExpiredError",
+    "TokenStoreMismatchError",
+    "TokenSupersededError",
+    "TokenUsedError",
     "TransferError",
     "UnknownRunError",
     "UnknownStepError",

@@ -1,8 +1,9 @@
 """IPython magics: ``%%step`` cells and the ``%nbflow`` line magic.
 
 ``%load_ext nbflow`` registers them. ``%%step NAME [options]`` turns the cell into a step
-of the notebook's flow and shows the flow's steps with their state; ``--run`` also runs
-what the step needs and binds its value under the step's name. ``%nbflow run [FLOW]
+of the notebook's flow (``%%gate NAME [options]`` into a human gate) and shows the
+flow's steps with their state; ``--run`` also runs what the step needs and binds its
+value under the step's name. ``%nbflow run [FLOW]
 [k=v ...]`` runs a flow, ``%nbflow status [FLOW]`` shows which steps are stale.
 
 Errors nbflow raises here are shown as one clear message (a failing step with its own
@@ -64,7 +65,7 @@ def _render(exc: NbflowError) -> list[str]:
 
 @magics_class
 class NbflowMagics(Magics):
-    """The ``%%step`` cell magic and the ``%nbflow`` line magic."""
+    """The ``%%step`` and ``%%gate`` cell magics and the ``%nbflow`` line magic."""
 
     @cell_magic
     @_brief_errors
@@ -79,6 +80,15 @@ class NbflowMagics(Magics):
         assert self.shell is not None
         return define_step(self.shell.user_ns, line, cell)
 
+    @cell_magic
+    @_brief_errors
+    def gate(self, line: str, cell: str) -> Any:
+        """Define (or redefine) a human gate from this cell: ``%%gate NAME`` takes the
+        options of ``%%step``. The cell's value is what the reviewer sees; a run that
+        reaches the gate waits until ``run.approve(NAME)`` (see docs/gates.md)."""
+        assert self.shell is not None
+        return define_step(self.shell.user_ns, line, cell, gate=True)
+
     @line_magic
     @_brief_errors
     def nbflow(self, line: str) -> Any:
@@ -88,11 +98,16 @@ class NbflowMagics(Magics):
         return nbflow_command(self.shell.user_ns, line)
 
 
-def define_step(namespace: dict[str, Any], line: str, cell: str) -> Any:
-    """What ``%%step`` does, given the notebook's namespace (testable without IPython)."""
+def define_step(namespace: dict[str, Any], line: str, cell: str, *, gate: bool = False) -> Any:
+    """What ``%%step`` (``%%gate`` with ``gate=True``) does, given the notebook's
+    namespace (testable without IPython)."""
+    import dataclasses
+
     from IPython.display import display
 
     spec = parse_step_line(line)
+    if gate:
+        spec = dataclasses.replace(spec, options=dataclasses.replace(spec.options, gate=True))
     flow = resolve_flow(namespace, spec.flow)
     step = compile_cell(
         spec,
@@ -100,7 +115,7 @@ def define_step(namespace: dict[str, Any], line: str, cell: str) -> Any:
         steps=flow.steps,
         namespace=namespace,
         flow_name=flow.name,
-        cell_text=f"%%step {line}\n{cell}",
+        cell_text=f"%%{'gate' if gate else 'step'} {line}\n{cell}",
         first_line=2,
     )
     add_cell_step(flow, step)

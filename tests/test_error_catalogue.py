@@ -447,6 +447,68 @@ def not_an_export(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     return Raised(raising(lambda: nf.import_run(memory(), tmp)), [str(tmp)])
 
 
+def gated(store: nf.Store | None = None) -> nf.Run:
+    """A run waiting at its gate 'review'."""
+    flow = nf.Flow("gated", store=store or memory())
+
+    @flow.step
+    def raw():
+        return [1, 2, 3]
+
+    @flow.gate
+    def review(raw):
+        return {"rows": len(raw)}
+
+    @flow.step
+    def publish(review):
+        return review
+
+    return flow.run(progress=False)
+
+
+def an_unknown_gate(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    run = gated()
+    return Raised(raising(lambda: run.approve("reveiw", by="ann")), [run.id])
+
+
+def a_tampered_token(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    run = gated()
+    token = run.gate_token("review")
+    tampered = token[:-1] + ("A" if token[-1] != "A" else "B")
+    return Raised(raising(lambda: run.approve("review", by="ann", token=tampered)))
+
+
+def an_expired_token(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    import datetime as dt
+
+    import nbflow.store.gates as gates
+
+    run = gated()
+    token = run.gate_token("review", expires_in=dt.timedelta(minutes=1))
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)
+    mp.setattr(gates, "utcnow", lambda: later)
+    return Raised(raising(lambda: nf.approve(token, store=run.store)), [run.id])
+
+
+def a_used_token(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    run = gated()
+    token = run.gate_token("review")
+    nf.approve(token, by="ann", store=run.store)
+    return Raised(raising(lambda: nf.approve(token, by="ann", store=run.store)), [run.id])
+
+
+def another_stores_token(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    run = gated()
+    return Raised(raising(lambda: nf.approve(run.gate_token("review"), store=memory())), [run.id])
+
+
+def a_superseded_token(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    run = gated()
+    token = run.gate_token("review")
+    run.resume(progress=False)  # reaches the gate again: it opens at a newer version
+    return Raised(raising(lambda: nf.approve(token, store=run.store)), [run.id])
+
+
 CASES: dict[str, Case] = {
     "NbflowError": Case(any_nbflow_error, ("no run with id 'no-such-run'",)),
     "DefinitionError": Case(
@@ -493,6 +555,29 @@ CASES: dict[str, Case] = {
     "StaleVersionError": Case(
         a_stale_write,
         ("run 'dup' changed since version 5 was read", "Nothing was written", "try again"),
+    ),
+    "GateError": Case(
+        an_unknown_gate,
+        ("has no gate 'reveiw' that opened", "its gates: review", "Did you mean 'review'?"),
+    ),
+    "InvalidTokenError": Case(
+        a_tampered_token,
+        ("signature does not match", "Nothing was recorded", "run.gate_token(gate)"),
+    ),
+    "TokenExpiredError": Case(
+        an_expired_token,
+        ("gate token for gate 'review'", "expired at", "run.gate_token('review')"),
+    ),
+    "TokenUsedError": Case(
+        a_used_token, ("this token was already used", "was approved by ann", "Nothing was recorded")
+    ),
+    "TokenStoreMismatchError": Case(
+        another_stores_token,
+        ("was issued by another store", "approve it against the store that holds run"),
+    ),
+    "TokenSupersededError": Case(
+        a_superseded_token,
+        ("token superseded by newer version", "it opened again at version", "run.gate_token("),
     ),
     "InvalidTransitionError": Case(
         an_invalid_transition,

@@ -147,3 +147,17 @@ def test_the_cli_reuses_what_the_kernel_computed(executed: dict[str, Executed]) 
     )
     assert out.exit_code == 0, out.stderr
     assert "(3 cached)" in out.stdout
+
+
+@pytest.mark.slow
+def test_gates_notebook_approves_from_the_cli(executed: dict[str, Executed]) -> None:
+    result = executed["gates.ipynb"]
+    assert result.error is None, result.error
+    runs = nf.runs(str(result.store))
+    assert sorted(runs["status"]) == ["cancelled", "completed"]
+    done = nf.get_run(runs.loc[runs["status"] == "completed", "run_id"].iloc[0], str(result.store))
+    (gate,) = done.gates.itertuples()
+    assert (gate.gate, gate.status, gate.decided_by) == ("check_sales", "approved", "reviewer")
+    assert done["totals"] == "3 regions, 15 in all"
+    out = "\n".join(o.get("text", "") for c in result.notebook.cells for o in c.get("outputs", []))
+    assert "gate approved: run" in out and "this token was already used" in out

@@ -539,3 +539,71 @@ def test_text_with_nul_characters_round_trips(pg: PostgresStore) -> None:
     frame = pg.sql("SELECT run_id FROM runs WHERE flow = ?", ["f\x00low"])
     assert sorted(frame["run_id"]) == sorted(odd)
     assert pg.get_flow("f\x00low", "flow-fp-1") is not None
+
+
+def test_the_gate_secret_is_readable_by_the_stores_owner_only(
+    pg: PostgresStore, uri: str, server: PostgresServer
+) -> None:
+    keys = pg.gate_keys()
+    reopened = PostgresStore(uri)
+    try:
+        assert reopened.gate_keys() == keys  # one store, one key, whichever connection
+    finally:
+        reopened.close()
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server.uri(), autocommit=True) as con:
+        con.execute(f'CREATE ROLE "{role}" LOGIN')
+        con.execute(f'GRANT USAGE ON SCHEMA "{pg.schema}" TO "{role}"')
+        con.execute(f'GRANT SELECT ON "{pg.schema}".runs TO "{role}"')
+    try:
+        other = server.uri().replace(f"{server.user}@", f"{role}@", 1)
+        with psycopg.connect(other, autocommit=True) as con:
+            con.execute(f'SET search_path TO "{pg.schema}"')
+            assert con.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                con.execute("SELECT secret FROM nbflow_gate_keys")
+    finally:
+        with psycopg.connect(server.uri(), autocommit=True) as con:
+            con.execute(f'REVOKE ALL ON SCHEMA "{pg.schema}" FROM "{role}"')
+            con.execute(f'REVOKE ALL ON ALL TABLES IN SCHEMA "{pg.schema}" FROM "{role}"')
+            con.execute(f'DROP ROLE "{role}"')
+
+
+def test_racing_deciders_one_decision_is_recorded(uri: str) -> None:
+    from nbflow.errors import GateError
+    from nbflow.store import gates
+    from nbflow.testing.conformance_gates import waiting_run
+
+    first = PostgresStore(uri)
+    run = waiting_run(first)
+    stores = [first, PostgresStore(uri)]
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def decide(store: PostgresStore, approve: bool) -> None:
+        barrier.wait(timeout=30)
+        try:
+            gates.decide(store, run.run_id, gates.Decision("review", approve, "someone"))
+            outcomes.append("recorded")
+        except GateError:
+            outcomes.append("refused")
+
+    threads = [
+        threading.Thread(target=decide, args=(store, approve))
+        for store, approve in zip(stores, (True, False), strict=True)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(outcomes) == ["recorded", "refused"]
+        decisions = [
+            e
+            for e in first.read_events(run.run_id)
+            if e.type.value in ("gate_approved", "gate_rejected")
+        ]
+        assert len(decisions) == 1
+    finally:
+        for store in stores:
+            store.close()

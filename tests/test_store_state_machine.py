@@ -99,11 +99,18 @@ class RunModel:
 # Which run statuses each run event may come from, and where it goes (None: stays).
 RUN_RULES: dict[str, tuple[set[str], str | None]] = {
     "run_forked": ({"pending"}, None),
-    "run_started": ({"pending", "failed", "interrupted"}, "running"),
+    "run_started": ({"pending", "failed", "interrupted", "waiting"}, "running"),
     "run_completed": ({"running"}, "completed"),
     "run_failed": ({"running"}, "failed"),
     "run_interrupted": ({"running"}, "interrupted"),
-    "run_cancelled": ({"pending", "running"}, "cancelled"),
+    "run_cancelled": ({"pending", "running", "waiting"}, "cancelled"),
+}
+
+# Which run statuses each gate event may come from; each leaves the run waiting.
+GATE_RULES: dict[str, set[str]] = {
+    "gate_opened": {"running", "waiting"},
+    "gate_approved": {"waiting"},
+    "gate_rejected": {"waiting"},
 }
 
 # Attempts that have not ended: queued (an executor holds the step back) or running.
@@ -153,8 +160,13 @@ def model_apply(run: RunModel, e: NewEvent) -> None:
                 if row.started_at is not None:
                     row.duration_ms = (ts - row.started_at).total_seconds() * 1000.0
                 _put(run, row)
+    elif kind in GATE_RULES:
+        if step is None or run.status not in GATE_RULES[kind]:
+            raise Refused
+        run.status = "waiting"
     else:
-        if step is None or run.status != "running":
+        skips_held = run.status == "waiting" and kind == "step_skipped"  # (a rejection's)
+        if step is None or not (run.status == "running" or skips_held):
             raise Refused
         live = run.open(step)  # its queued or running attempt
         queued = live is not None and live.status == "queued"
@@ -455,6 +467,14 @@ class StoreMachine(RuleBasedStateMachine):
             sources, _ = RUN_RULES[kind.value]
             if run.status in sources and (kind.value != "run_forked" or run.version == 0):
                 options.append((kind, None, None))
+        for step in STEPS:
+            options += [
+                (EventType(kind), step, None)
+                for kind, sources in GATE_RULES.items()
+                if run.status in sources
+            ]
+            if run.status == "waiting" and run.open(step) is None:
+                options.append((EventType.STEP_SKIPPED, step, None))
         if run.status != "running":
             return options
         for step in STEPS:

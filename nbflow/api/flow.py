@@ -175,6 +175,34 @@ class Flow:
 
         return register(func) if func is not None else register
 
+    def gate(
+        self,
+        func: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        depends_on: Sequence[str] | str = (),
+        timeout: float | None = None,
+        cache: bool = True,
+        version: str | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register a function as a human gate (``@flow.gate`` or ``@flow.gate(...)``).
+
+        A gate is a step whose value is what a reviewer should see (a frame's head, a
+        summary dict, a plot). When a run reaches it, the value is checkpointed and the
+        run waits (status ``waiting``) until a person approves (``run.approve``) or
+        rejects (``run.reject``) it; ``flow.run()`` returns the waiting run. A step with
+        a parameter named like the gate gets the gate's value once it is approved.
+        See docs/gates.md.
+        """
+        options = StepOptions(timeout=timeout, cache=cache, version=version, gate=True)
+
+        def register(f: F) -> F:
+            self.add_step(Step.from_function(f, name=name, depends_on=depends_on, options=options))
+            return f
+
+        return register(func) if func is not None else register
+
     def add_step(self, step: Step) -> Step:
         """Add (or replace) a step built elsewhere, e.g. by the cell magics."""
         self._steps[step.name] = step
@@ -338,6 +366,13 @@ class Flow:
     def __repr__(self) -> str:
         store = self._store_obj.uri if self._store_obj is not None else self._store_arg
         return f"<Flow {self._name!r}: {len(self._steps)} steps, store {store!r}>"
+
+
+def gate(flow: Flow, func: F | None = None, /, **options: Any) -> F | Callable[[F], F]:
+    """``nf.gate(flow)`` as a decorator (or ``nf.gate(flow, func)``): the same as
+    ``@flow.gate``, for a function defined away from its flow."""
+    arguments.instance(flow, Flow, "nf.gate's flow", hint="nf.gate(flow)(func) adds a gate.")
+    return flow.gate(func, **options) if func is not None else flow.gate(**options)
 
 
 def run_arg(run: object, where: str) -> Run | str:

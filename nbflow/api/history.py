@@ -170,6 +170,13 @@ class RunView:
         return frames.steps_frame(self._state.executions.values())
 
     @property
+    def gates(self) -> pd.DataFrame:
+        """The run's gates as they stood at this version: open, approved or rejected."""
+        from nbflow.api.gates import gates_frame
+
+        return gates_frame(self._store, self.id, self.version)
+
+    @property
     def events(self) -> pd.DataFrame:
         """The events up to this version."""
         from nbflow.store import frames

@@ -79,10 +79,12 @@ def resume_run(
     """Continue a failed or interrupted run (or start a fork made with ``run=False``)
     with the flow's current definitions."""
     record = run.record
-    if record.status not in (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.PENDING):
+    resumable = (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.PENDING, RunStatus.WAITING)
+    if record.status not in resumable:
         raise RunError(
             f"run {run.id} is {record.status.value}: only failed or interrupted runs (or forks "
-            "not yet run) can be resumed. Start a new run with flow.run() instead."
+            "not yet run, or runs waiting at a gate) can be resumed. Start a new run with "
+            "flow.run() instead."
         )
     missing = [s for s in record.steps if s not in flow.steps]
     if missing:
@@ -95,6 +97,8 @@ def resume_run(
         reused, fork_force = pending_fork_plan(run.store, run.id)
         if force is False:
             force = fork_force
+    from nbflow.store.gates import approved_gates
+
     handle = Run(run.store, run.id, flow)
     return run_handle(
         handle,
@@ -105,6 +109,7 @@ def resume_run(
         state=run.store.load_state(run.id),
         reused=reused,
         resume=record.status is not RunStatus.PENDING,
+        approved=approved_gates(run.store.read_events(run.id)),
     )
 
 

@@ -1,4 +1,5 @@
-"""Module-level frames and lookups over a store: ``nf.runs``, ``nf.events``, ``nf.get_run``."""
+"""Module-level frames and lookups over a store: ``nf.runs``, ``nf.events``, ``nf.get_run``,
+and the decisions on a gate by its token, ``nf.approve`` and ``nf.reject``."""
 
 from __future__ import annotations
 
@@ -36,3 +37,32 @@ def get_run(run_id: str, store: StoreLike = None) -> Run:
     opened = open_store(store)
     opened.get_run(run_id)  # fail early, with the id in the message
     return Run(opened, run_id)
+
+
+def approve(
+    token: str,
+    *,
+    by: str | None = None,
+    comment: str | None = None,
+    store: StoreLike = None,
+    resume: bool = True,
+) -> Run:
+    """Approve the gate a token from ``run.gate_token(gate)`` names, in ``store``
+    (``nbflow approve TOKEN``); as ``run.approve``, the run then continues here if its
+    flow is defined in this process (unless ``resume=False``). Returns the run."""
+    from nbflow.api.gates import claimed_run
+
+    opened = open_store(store)
+    run_id, gate = claimed_run(opened, token)
+    return Run(opened, run_id).approve(gate, by=by, comment=comment, token=token, resume=resume)
+
+
+def reject(
+    token: str, *, by: str | None = None, comment: str | None = None, store: StoreLike = None
+) -> Run:
+    """Reject the gate a token names (``nbflow reject TOKEN``): the run is cancelled."""
+    from nbflow.api.gates import claimed_run
+
+    opened = open_store(store)
+    run_id, gate = claimed_run(opened, token)
+    return Run(opened, run_id).reject(gate, by=by, comment=comment, token=token)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -94,7 +95,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        """pending, running, completed, failed, cancelled or interrupted."""
+        """pending, running, waiting (at a gate), completed, failed, cancelled or interrupted."""
         return self.record.status.value
 
     @property
@@ -247,11 +248,87 @@ class Run:
         )
         return result
 
+    # -- gates --------------------------------------------------------------------------
+
+    @property
+    def gates(self) -> pd.DataFrame:
+        """The run's gates: one row each, open, approved or rejected, with who decided,
+        when, the comment and how long the gate waited (see docs/gates.md)."""
+        from nbflow.api.gates import gates_frame
+
+        return gates_frame(self._store, self._id)
+
+    def gate_token(self, gate: str, *, expires_in: dt.timedelta | None = None) -> str:
+        """A signed, single-use token for the open gate ``gate`` (default expiry 7 days),
+        to hand a reviewer: ``nbflow approve TOKEN`` or ``nf.approve(TOKEN)``."""
+        from nbflow.api.gates import token
+
+        return token(self._store, self._id, gate, expires_in)
+
+    def approve(
+        self,
+        gate: str,
+        *,
+        by: str | None = None,
+        comment: str | None = None,
+        token: str | None = None,
+        resume: bool = True,
+    ) -> Run:
+        """Approve the open gate ``gate`` (``by``: who, default the OS user). Then, if no
+        other gate waits and the flow is defined in this process, the run continues from
+        the gate here (``resume=False`` leaves that to ``run.resume()``). ``token``: a
+        token from :meth:`gate_token`, checked first. Returns this run."""
+        from nbflow.api.gates import record_decision
+
+        arguments.flag(resume, "resume")
+        free = record_decision(
+            self._store,
+            self._id,
+            gate,
+            approve=True,
+            by=by,
+            comment=comment,
+            token=token,
+            callbacks=self.event_callbacks,
+        )
+        if free and resume:
+            flow = self._flow or find_flow(self.flow_name, self._store)
+            if flow is not None:
+                self._flow = flow
+                return self.resume()
+        return self
+
+    def reject(
+        self,
+        gate: str,
+        *,
+        by: str | None = None,
+        comment: str | None = None,
+        token: str | None = None,
+    ) -> Run:
+        """Reject the open gate ``gate``: the run is cancelled, and the steps the gate held
+        back are recorded as skipped. Returns this run."""
+        from nbflow.api.gates import record_decision
+
+        record_decision(
+            self._store,
+            self._id,
+            gate,
+            approve=False,
+            by=by,
+            comment=comment,
+            token=token,
+            callbacks=self.event_callbacks,
+        )
+        return self
+
     # -- control ------------------------------------------------------------------------
 
     def resume(self, **options: Any) -> Run:
-        """Continue a failed or interrupted run from its checkpoints, with the flow's
-        current definitions. Takes the same options as ``flow.run`` except parameters."""
+        """Continue a failed, interrupted or waiting run from its checkpoints, with the
+        flow's current definitions (a waiting run: from its approved gates; a gate not yet
+        approved is reached, and opens, again). Takes the same options as ``flow.run``
+        except parameters."""
         import dataclasses
 
         from nbflow.engine.launch import RunOptions
@@ -283,7 +360,7 @@ class Run:
         return flow
 
     def cancel(self) -> None:
-        """Ask a pending or running run to stop; refuse for a run that has finished."""
+        """Ask a pending, running or waiting run to stop; refuse for a run that has finished."""
         from nbflow.store.records import EventType, NewEvent
 
         status = self.record.status
@@ -294,7 +371,7 @@ class Run:
         if self._control.running:
             self._control.cancel.set()
             return
-        if status is RunStatus.PENDING:
+        if status in (RunStatus.PENDING, RunStatus.WAITING):
             from nbflow.api.hooks import hook_listener
 
             cancelled = [NewEvent(type=EventType.RUN_CANCELLED)]

@@ -109,6 +109,11 @@ def run_command(
             **values,
         )
     _summarize(run, flow)
+    if run.status == "waiting":
+        for gate in run.gates.query("status == 'open'")["gate"]:
+            echo(f"waiting at gate {printable(gate)}; approve with:")
+            echo(f"  nbflow approve {run.gate_token(gate)}")
+        return EXIT_OK
     if run.status != "completed":
         if _debugging():
             _print_tracebacks(run)
@@ -145,7 +150,7 @@ def _print_tracebacks(run: Run) -> None:
 
 @main.command("runs")
 @click.option("--flow", help="Only the runs of this flow.")
-@click.option("--status", help="Only runs in this status (completed, failed, ...).")
+@click.option("--status", help="Only runs in this status (completed, failed, waiting, ...).")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many (newest first).")
 @format_option
 @store_option
@@ -159,6 +164,8 @@ def runs_command(
 
     frame = open_cli_store(store).runs_frame(flow=flow, status=status, limit=limit)
     columns = ["run_id", "flow", "status", "created_at", "duration_s", "params", "error"]
+    if (frame["status"] == "waiting").any():  # where each waits, and for how long
+        columns[3:3] = ["gate", "waited_s"]
     echo(render(frame, fmt, columns))
     return EXIT_OK
 

@@ -35,6 +35,7 @@ class StepOptions:
     track_reads: bool = True  # record the files it opens through Python while it runs
     copy_inputs: bool = False  # give the step deep copies of its inputs (it may change them)
     group: str | None = None  # shown folded with its group in a big DAG; display only
+    gate: bool = False  # a human gate: its value is shown to a person, who approves or rejects
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
@@ -57,6 +58,8 @@ class StepOptions:
                 f"group must be a non-empty string (a name for the DAG to fold steps under) "
                 f"or None, not {self.group!r}"
             )
+        if not isinstance(self.gate, bool):
+            raise DefinitionError(f"gate must be True or False, not {self.gate!r}")
 
     def to_json(self) -> dict[str, Any]:
         """The options as a JSON-able dict (part of the code fingerprint).
@@ -77,6 +80,8 @@ class StepOptions:
             options["inputs"] = list(self.inputs)
         if not self.track_reads:
             options["track_reads"] = False
+        if self.gate:
+            options["gate"] = True
         return options
 
 

@@ -78,6 +78,8 @@ class StepAttempts:
 
         def _written_before_read(self, inputs: tuple[str, ...]) -> None: ...
 
+        def _gate_reached(self, name: str) -> None: ...
+
     # -- one step -------------------------------------------------------------------------
 
     def _inputs(self, name: str, outputs: Mapping[str, ValueRef] | None = None) -> dict[str, str]:
@@ -105,6 +107,7 @@ class StepAttempts:
             params=dict(self.plans[name].params),  # in the key: what the hit's source read
         )
         self._outputs[name] = hit.output
+        self._gate_reached(name)
         self._release_inputs(name)
 
     def _take_over(self, name: str, row: StepExecution) -> None:
@@ -126,6 +129,7 @@ class StepAttempts:
             **params,
         )
         self._outputs[name] = row.output
+        self._gate_reached(name)  # (a fork decides each gate anew, even one it reuses)
 
     def _skip(self, name: str, because: str) -> None:
         root = self._skipped_because.get(because, because)
@@ -242,6 +246,7 @@ class StepAttempts:
                     duration_ms=outcome.seconds * 1000.0,
                 )
                 self._outputs[name] = ref
+                self._gate_reached(name)
                 if self._consumers[name]:
                     self._values[name] = outcome.value
                 self._release_inputs(name)

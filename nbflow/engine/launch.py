@@ -256,6 +256,7 @@ def execute(
     executor: Executor | None = None,
     record: RunRecord | None = None,
     new: bool = False,
+    approved: Collection[str] = (),
 ) -> None:
     """Execute run ``run_id`` of ``store``, in the foreground or in a background thread
     that ``control`` tracks.
@@ -265,7 +266,8 @@ def execute(
     ``executor``: one already made from ``options`` (so that a bad executor, e.g. an
     unreachable Dask scheduler, fails before a run is recorded); else it is made here.
     ``record``: the run's record as just written (saves reading it back), or, with
-    ``new``, as the runner will write it (in the foreground only).
+    ``new``, as the runner will write it (in the foreground only). ``approved``: the
+    gates approved in this run (a resumed run passes them on).
     """
     done = 0
     if state is not None:
@@ -290,6 +292,7 @@ def execute(
             readers=lambda: readers(done),
             new=new,
             durability=mode,
+            approved=approved,
         )
     if not options.background:
         runner.execute(resume=resume)

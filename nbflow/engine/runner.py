@@ -24,6 +24,7 @@ from nbflow.engine.cache import find_hit
 from nbflow.engine.commits import Batch, RunCommits, WriteFailure
 from nbflow.engine.durability import Durability
 from nbflow.engine.executors import Executor
+from nbflow.engine.gates import GateHolds
 from nbflow.engine.inputs import InputGuard
 from nbflow.engine.plans import Cancelled, Listener, StepPlan
 from nbflow.engine.recovery import end_after_failure, failure_message
@@ -55,7 +56,7 @@ class WriteFailed(Exception):
     """Raised inside the runner when the background writer could not commit."""
 
 
-class Runner(StepAttempts):
+class Runner(GateHolds, StepAttempts):
     """Executes (or resumes) one run of a flow against a store."""
 
     def __init__(
@@ -74,12 +75,14 @@ class Runner(StepAttempts):
         cancel_requested: Callable[[], bool] = lambda: False,
         new: bool = False,
         durability: Durability = Durability.SYNC,
+        approved: Collection[str] = (),
     ) -> None:
         """``new``: ``run`` is not in the store yet; the runner records it, with its first
         commit when every step is a cache hit (the run is then written once, finished).
         ``readers`` makes the listeners that read the run from the store (a live view):
         they are made once the run is there and hear every event from then on.
-        ``durability``: when steps are committed (see :mod:`nbflow.engine.durability`)."""
+        ``durability``: when steps are committed (see :mod:`nbflow.engine.durability`).
+        ``approved``: the gates approved in this run (see :mod:`nbflow.engine.gates`)."""
         self.store = store
         self.run = run
         self.graph = graph
@@ -128,6 +131,7 @@ class Runner(StepAttempts):
                 self._attempts[name] = state.last_attempt(name)
                 if row is not None and row.status.has_output and row.output is not None:
                     self._outputs[name] = row.output
+        self._init_gates(approved)
         # Outputs a fork takes over from its parent, by reference: recorded at start.
         self._reused = {
             n: row
@@ -303,7 +307,7 @@ class Runner(StepAttempts):
             return self._execute(resume, todo, candidates)
         finally:
             heartbeat.stop()
-            if self.run.status.finished:
+            if self.run.status.at_rest:
                 with contextlib.suppress(Exception):  # an unreleased lease only expires later
                     self.store.release(run_id)
             else:
@@ -375,6 +379,8 @@ class Runner(StepAttempts):
             first = next(n for n in self.graph.order if n in self._failed)
             message, _, _ = self._failed[first]
             self._emit(EventType.RUN_FAILED, error=f"step {first!r} failed: {message}")
+        elif self.holding:
+            self._open_gates()
         else:
             self._emit(EventType.RUN_COMPLETED)
         self._end()
@@ -445,6 +451,8 @@ class Runner(StepAttempts):
             if launched and self.executor.parallel:
                 continue
             if not running:
+                if waiting and not launched and self.holding:
+                    return  # what is left waits for a gate's approval
                 if waiting and not launched:
                     # Nothing runs and nothing can start: the graph and the outputs disagree.
                     raise RuntimeError(

@@ -16,6 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbflow.store.core import StoreCore
+from nbflow.store.gate_keys import GateKeying
 from nbflow.store.leasing import Leasing
 from nbflow.store.maintenance import Maintenance
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-class Store(Leasing, Maintenance, StoreCore):
+class Store(GateKeying, Leasing, Maintenance, StoreCore):
     """A durable home for flows, runs, their event logs, step executions and values.
 
     Writes are event-sourced: :meth:`append` adds events to a run's log and updates the
@@ -44,7 +45,22 @@ class Store(Leasing, Maintenance, StoreCore):
         thread_id: str | None = None,
         limit: int | None = None,
     ) -> pd.DataFrame:
-        """Runs as a DataFrame, newest first (columns: :data:`nbflow.store.frames.RUN_COLUMNS`)."""
+        """Runs as a DataFrame, newest first (columns: :data:`nbflow.store.frames.RUN_COLUMNS`;
+        ``gate`` and ``waited_s`` say where a waiting run waits, and for how long)."""
+        from nbflow.store import frames
+
+        frame = self._runs_frame(flow=flow, status=status, thread_id=thread_id, limit=limit)
+        return frames.fill_gates(frame, self.read_events)
+
+    def _runs_frame(
+        self,
+        *,
+        flow: str | None = None,
+        status: str | Collection[str] | None = None,
+        thread_id: str | None = None,
+        limit: int | None = None,
+    ) -> pd.DataFrame:
+        """The runs frame without its gate columns filled (backends may read it faster)."""
         from nbflow.store import frames
 
         rows = self.list_runs(flow=flow, status=status, thread_id=thread_id, limit=limit)

@@ -28,16 +28,24 @@ from nbflow.store.records import (
 _RUN_TRANSITIONS: dict[EventType, tuple[frozenset[RunStatus], RunStatus | None]] = {
     EventType.RUN_FORKED: (frozenset({RunStatus.PENDING}), None),
     EventType.RUN_STARTED: (
-        frozenset({RunStatus.PENDING, RunStatus.FAILED, RunStatus.INTERRUPTED}),
+        frozenset({RunStatus.PENDING, RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.WAITING}),
         RunStatus.RUNNING,
     ),
     EventType.RUN_COMPLETED: (frozenset({RunStatus.RUNNING}), RunStatus.COMPLETED),
     EventType.RUN_FAILED: (frozenset({RunStatus.RUNNING}), RunStatus.FAILED),
     EventType.RUN_CANCELLED: (
-        frozenset({RunStatus.PENDING, RunStatus.RUNNING}),
+        frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING}),
         RunStatus.CANCELLED,
     ),
     EventType.RUN_INTERRUPTED: (frozenset({RunStatus.RUNNING}), RunStatus.INTERRUPTED),
+}
+
+# Gate events: which run statuses each may start from; each leaves the run waiting (a
+# decision is followed by the run's resumption, or, for a rejection, its cancellation).
+_GATE_SOURCES: dict[EventType, frozenset[RunStatus]] = {
+    EventType.GATE_OPENED: frozenset({RunStatus.RUNNING, RunStatus.WAITING}),
+    EventType.GATE_APPROVED: frozenset({RunStatus.WAITING}),
+    EventType.GATE_REJECTED: frozenset({RunStatus.WAITING}),
 }
 
 # Step events that need a running attempt of their step, and the status they lead to.
@@ -154,6 +162,10 @@ def applied(state: RunState, events: Iterable[Event]) -> tuple[RunState, list[St
             work.run = _apply_run_event(work.run, event)
             if work.run.status.finished:
                 rows = _close_running(work, event)
+        elif event.type.is_gate_event:
+            if work.run.version != version:
+                work.run = _replace(work.run, version=version)
+            work.run = _apply_gate_event(work.run, event)
         elif (row := _apply_step_event(work, event)) is not None:
             rows = [row]
         for row in rows:
@@ -228,10 +240,29 @@ def _apply_run_event(run: RunRecord, event: Event) -> RunRecord:
     return _replace(run, **updates)
 
 
+def _apply_gate_event(run: RunRecord, event: Event) -> RunRecord:
+    """A gate opening moves a running run to waiting; decisions need a waiting run.
+
+    Which gates are open, and whether a decision matches one, is checked against the log
+    by :mod:`nbflow.store.gates` before a decision is written (under the optimistic
+    version check, so two deciders cannot both win)."""
+    if event.step is None:
+        raise _refuse(event, "a gate event must name its gate")
+    sources = _GATE_SOURCES[event.type]
+    if run.status not in sources:
+        allowed = ", ".join(sorted(s.value for s in sources))
+        raise _refuse(event, f"the run is {run.status.value} (it must be {allowed})")
+    if run.status is RunStatus.WAITING:
+        return run
+    return _replace(run, status=RunStatus.WAITING)
+
+
 def _apply_step_event(state: RunState, event: Event) -> StepExecution | None:
     if event.step is None:
         raise _refuse(event, "a step event must name its step")
-    if state.run.status is not RunStatus.RUNNING:
+    if state.run.status is RunStatus.WAITING and event.type is EventType.STEP_SKIPPED:
+        pass  # the steps a rejected gate held back are skipped before the run is cancelled
+    elif state.run.status is not RunStatus.RUNNING:
         raise _refuse(event, f"the run is {state.run.status.value}, not running")
     current = state.latest(event.step)
     running = current is not None and current.status is StepStatus.RUNNING

@@ -7,7 +7,7 @@ and dtypes whichever store it came from. Timestamps are tz-aware UTC.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import pandas as pd
@@ -33,6 +33,8 @@ RUN_COLUMNS: dict[str, str] = {
     "fork_from_step": "str",
     "fork_from_version": "Int64",
     "flow_fingerprint": "str",
+    "gate": "str",  # the gate(s) a waiting run waits at, comma-separated
+    "waited_s": "float64",  # how long it has waited there, in seconds
 }
 
 #: Columns of ``run.events`` / ``nf.events()`` and their dtypes.
@@ -162,6 +164,29 @@ def steps_frame(executions: Iterable[StepExecution]) -> pd.DataFrame:
         for x in sorted(executions, key=lambda x: (x.seq, x.attempt, x.step))
     ]
     return conform(_frame(rows, STEP_COLUMNS), STEP_COLUMNS)
+
+
+def fill_gates(frame: pd.DataFrame, read_events: Callable[[str], list[Event]]) -> pd.DataFrame:
+    """``frame`` (of :data:`RUN_COLUMNS`) with ``gate`` and ``waited_s`` filled in for
+    the runs waiting at a gate (``read_events`` reads a run's log: only theirs are read)."""
+    from nbflow.store.gate_states import gate_states
+
+    waiting = frame.index[frame["status"] == "waiting"]
+    if len(waiting) == 0:
+        return frame
+    gates, waited = frame["gate"].astype(object), frame["waited_s"].copy()
+    for i in waiting:
+        open_ = [
+            g
+            for g in gate_states(read_events(str(frame.at[i, "run_id"]))).values()
+            if g.status == "open"
+        ]
+        if open_:
+            gates.at[i] = ", ".join(g.gate for g in open_)
+            waited.at[i] = max(g.waited_s for g in open_)
+    frame["gate"] = gates.astype("str")
+    frame["waited_s"] = waited
+    return frame
 
 
 def _frame(rows: Sequence[dict[str, Any]], columns: Mapping[str, str]) -> pd.DataFrame:

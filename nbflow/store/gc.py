@@ -143,7 +143,8 @@ def runs_to_delete(
     older_than: Age | None,
     now: dt.datetime | None = None,
 ) -> list[RunRecord]:
-    """The runs outside the policy. A run is kept if it is pending or running, or among
+    """The runs outside the policy. A run is kept if it is pending, running or waiting
+    at a gate (its values are what a person is asked to approve), or among
     the ``keep_last`` newest of its flow, or newer than ``older_than``; the rules add up
     (a run any rule keeps is kept). With neither rule, no run is deleted."""
     if keep_last is not None and (
@@ -166,7 +167,7 @@ def runs_to_delete(
     for flow_runs in by_flow.values():
         flow_runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         for rank, run in enumerate(flow_runs):
-            if run.status.value in ("pending", "running"):
+            if run.status.value in ("pending", "running", "waiting"):
                 continue
             if keep_last is not None and rank < keep_last:
                 continue

@@ -25,11 +25,17 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    WAITING = "waiting"  # at a human gate: no process advances it until a person decides
 
     @property
     def finished(self) -> bool:
         """True for statuses a run only leaves by being resumed (or never)."""
         return self in _FINISHED_RUN
+
+    @property
+    def at_rest(self) -> bool:
+        """True when no process advances the run: it has finished, or waits at a gate."""
+        return self in _FINISHED_RUN or self is RunStatus.WAITING
 
 
 _FINISHED_RUN = {
@@ -83,11 +89,19 @@ class EventType(StrEnum):
     STEP_FAILED = "step_failed"
     STEP_RETRIED = "step_retried"
     STEP_WARNING = "step_warning"  # something the user must know (an untracked global)
+    GATE_OPENED = "gate_opened"  # the run waits for a person's decision on a gate
+    GATE_APPROVED = "gate_approved"
+    GATE_REJECTED = "gate_rejected"
 
     @property
     def is_run_event(self) -> bool:
         """True for events about the run as a whole rather than one step."""
         return self._value_.startswith("run_")  # _value_: no descriptor, on hot paths
+
+    @property
+    def is_gate_event(self) -> bool:
+        """True for a gate's opening and the decisions on it."""
+        return self._value_.startswith("gate_")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ pytest.register_assert_rewrite(
     "nbflow.testing.conformance_leases",
     "nbflow.testing.conformance_check",
     "nbflow.testing.conformance_trust",
+    "nbflow.testing.conformance_gates",
 )
 
 from nbflow.testing import conformance  # noqa: E402 - after the rewrite hook

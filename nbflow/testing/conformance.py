@@ -25,6 +25,7 @@ from nbflow.testing.builders import *  # noqa: F403 - re-exported, as before the
 from nbflow.testing.conformance_check import CheckConformance
 from nbflow.testing.conformance_executions import ExecutionConformance
 from nbflow.testing.conformance_files import FilesConformance
+from nbflow.testing.conformance_gates import GateConformance
 from nbflow.testing.conformance_leases import LeaseConformance
 from nbflow.testing.conformance_queued import QueuedConformance
 from nbflow.testing.conformance_records import RecordConformance
@@ -45,6 +46,7 @@ class StoreConformance(
     CheckConformance,
     TrustConformance,
     SqlConformance,
+    GateConformance,
 ):
     """The contract of :class:`nbflow.store.base.Store`, as pytest tests.
 

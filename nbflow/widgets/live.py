@@ -69,7 +69,7 @@ class Follower:
                 apply(self.state, stamped)
             except Exception:  # out of step (events we did not see): read the store
                 self.state = self._store.load_state(self._run_id)
-            finished = run.status.finished
+            finished = run.status.at_rest
         if finished:
             self._cancel_timer()
             self._fire(finished=True)

@@ -103,10 +103,10 @@ class DuckDBEvents(DuckDBPart):
                 return
         # The run's pending rows are filed when it ends (so a finished run's rows are all
         # typed), and before a row already written is written again (it has one place).
-        file = (again or run.status.finished) and not filed
+        file = (again or run.status.at_rest) and not filed
         update = status_changed and not create
         self._commit(run, events, fresh, again, expected_version, before, create, update, file)
-        if run.status.finished:
+        if run.status.at_rest:
             self._filed.discard(run_id)  # (known to hold none, but kept only for live runs)
         elif create or file:
             self._filed.add(run_id)
@@ -177,7 +177,7 @@ class DuckDBEvents(DuckDBPart):
                 if updated[0][0] != 1:
                     raise StaleWrite
             # A run that ends gives its lease back in the same commit (no extra one).
-            release = run.status.finished and run.run_id in self._leases
+            release = run.status.at_rest and run.run_id in self._leases
             if release:
                 con.execute(
                     "DELETE FROM leases WHERE run_id = ? AND token = ?", [run.run_id, self._token]

@@ -40,7 +40,7 @@ class DuckDBFrames(DuckDBPart):
 
     # -- frames and SQL -----------------------------------------------------------------
 
-    def runs_frame(
+    def _runs_frame(
         self,
         *,
         flow: str | None = None,

@@ -41,6 +41,7 @@ from nbflow.store.duckdb.disk_reserve import keep_reserve
 from nbflow.store.duckdb.events import DuckDBEvents
 from nbflow.store.duckdb.exit import close_at_exit
 from nbflow.store.duckdb.file_guard import guard_for
+from nbflow.store.duckdb.gate_keys import DuckDBGateKeys
 from nbflow.store.duckdb.maintenance import DuckDBMaintenance
 from nbflow.store.duckdb.read_only import raise_if_read_only, write_refusal
 from nbflow.store.duckdb.runs import DuckDBRuns
@@ -66,6 +67,7 @@ class DuckDBStore(
     DuckDBMaintenance,
     DuckDBFrames,
     DuckDBTrust,
+    DuckDBGateKeys,
     Store,
 ):
     """A store in one DuckDB file (or ``:memory:``), the embedded default.

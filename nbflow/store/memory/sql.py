@@ -29,7 +29,7 @@ def query_frames(
     from nbflow.store import frames
 
     check_arguments(query, params)
-    runs = store.runs_frame()
+    runs = store._runs_frame()
     steps = pd.concat(
         [store.steps_frame(r) for r in runs["run_id"]] or [frames.steps_frame([])],
         ignore_index=True,

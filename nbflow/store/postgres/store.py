@@ -27,6 +27,7 @@ from nbflow.store.base import Store
 from nbflow.store.postgres import schema as postgres_schema
 from nbflow.store.postgres.connection import first_line, parse_uri, register_text_adapters
 from nbflow.store.postgres.events import PostgresEvents
+from nbflow.store.postgres.gate_keys import PostgresGateKeys
 from nbflow.store.postgres.maintenance import PostgresMaintenance
 from nbflow.store.postgres.rows import T
 from nbflow.store.postgres.runs import PostgresRuns
@@ -38,7 +39,13 @@ if TYPE_CHECKING:
 
 
 class PostgresStore(
-    PostgresRuns, PostgresEvents, PostgresValues, PostgresMaintenance, PostgresTrust, Store
+    PostgresRuns,
+    PostgresEvents,
+    PostgresValues,
+    PostgresMaintenance,
+    PostgresTrust,
+    PostgresGateKeys,
+    Store,
 ):
     """A store in a PostgreSQL database (one schema of it), shared by many writers.
 
