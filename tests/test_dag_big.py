@@ -120,7 +120,7 @@ def test_a_user_given_group_is_display_only(store, comms):
     assert find_groups(spec)["regions"].members == ("north", "south", "east")
     assert "group" not in flow.steps["north"].options.to_json()  # not in the cache key
     run = flow.run(progress=False)
-    shown, _, _ = run_source(run)()  # a run's DAG, from the stored definition
+    shown = run_source(run)().spec  # a run's DAG, from the stored definition
     assert dict(shown.groups) == dict.fromkeys(("north", "south", "east"), "regions")
     widget = DagWidget(source=run_source(run))
     frontend_update(widget, collapsed=["regions"])

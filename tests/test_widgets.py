@@ -228,17 +228,19 @@ def test_flow_show_colors_steps_by_the_latest_run(store, comms):
     assert "svg" in widget.keys
 
 
-def test_showing_a_flow_again_reuses_its_widget(store, comms):
+def test_each_display_of_a_flow_has_its_own_widget_and_no_thread_of_its_own(store, comms):
+    # One widget per display, so an earlier output keeps its meaning (issue 17); what
+    # follows them all is one watcher thread, whatever their number.
     flow = failing_flow(store)
     first = flow.show()
-    count = len(widget_instances)
-    threads = threading.active_count()
-    for _ in range(5):
-        assert flow.show() is first
-    assert len(widget_instances) == count
-    assert threading.active_count() == threads
-    first.close()
-    assert flow.show() is not first  # a closed widget is replaced
+    dags = lambda: sum(isinstance(w, DagWidget) for w in widget_instances.values())  # noqa: E731
+    count = dags()
+    shown = [flow.show() for _ in range(5)]
+    assert len({id(w) for w in [first, *shown]}) == 6
+    assert dags() == count + 5
+    assert [t.name for t in threading.enumerate()].count("nbflow-watch") == 1
+    for widget in [first, *shown]:
+        widget.close()
 
 
 def test_stale_steps_are_marked_after_their_code_changes(store, comms):
@@ -294,7 +296,9 @@ def test_a_run_displays_its_dag(store, comms, monkeypatch):
     model = bundle["application/vnd.jupyter.widget-view+json"]["model_id"]
     widget = widget_instances[model]
     assert widget.states["b"] == "failed" and run.id in widget.title
-    assert run._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]["model_id"] == model
+    # Displayed again: a widget of its own, showing the same run.
+    again = run._repr_mimebundle_()["application/vnd.jupyter.widget-view+json"]["model_id"]
+    assert again != model and run.id in widget_instances[again].title
     flow_bundle = flow._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in flow_bundle
     assert flow_bundle["text/plain"].startswith(flow.name) and "failed" in flow_bundle["text/html"]

@@ -338,8 +338,9 @@ class Flow:
 
     def show(self, run: Run | None = None) -> Any:
         """The DAG widget (:class:`nbflow.widgets.DagWidget`): steps colored by the state of
-        ``run`` (default: the latest run), stale steps marked. One widget per flow,
-        refreshed on each call."""
+        ``run`` (default: the latest run, whichever that is as runs start here or
+        elsewhere), stale steps marked. Each call makes a widget of its own, which follows
+        what it shows (see docs/dag.md)."""
         from nbflow.api.display import flow_widget
 
         if run is not None:

@@ -174,6 +174,18 @@ class StoreCore(RunMarks, ABC):
     ) -> list[RunRecord]:
         """The stored run rows matching every filter given, newest first."""
 
+    def change_token(self) -> object:
+        """A cheap value that differs whenever the store's runs may have changed (a run
+        created, an event appended, runs deleted), here or in another process.
+
+        Displays compare it to decide whether to read the store again (see
+        :mod:`nbflow.widgets.watch`). Backends answer without a query where they can (a
+        DuckDB file's size and modification time, the memory store's write counter); this
+        fallback counts the runs and sums their versions.
+        """
+        runs = self._list_runs()
+        return (len(runs), sum(r.version for r in runs))
+
     if TYPE_CHECKING:  # provided by nbflow.store.leasing.Leasing
 
         def reap_interrupted(  # noqa: D102

@@ -9,6 +9,7 @@ it live through a progress listener (:func:`nbflow.api.progress.progress_view`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import OrderedDict
@@ -25,6 +26,7 @@ from nbflow.errors import NbflowError, UntrustedStoreError
 from nbflow.store.base import Store
 from nbflow.store.fold import RunState
 from nbflow.store.records import Event, RunRecord, RunStatus, StepExecution
+from nbflow.widgets.browser_live import LiveUpdates
 from nbflow.widgets.browser_tables import (
     count_runs,
     event_rows,
@@ -37,10 +39,18 @@ from nbflow.widgets.browser_tables import (
 )
 from nbflow.widgets.dag import DagWidget
 from nbflow.widgets.fork import ForkPanel, ForkRequest, fork_plan, param_types
-from nbflow.widgets.live import Follower, close_all
+from nbflow.widgets.live import close_all
 from nbflow.widgets.preview import message, run_header, step_details, value_preview
 from nbflow.widgets.rows import version_rows
-from nbflow.widgets.states import DagSpec, infos_from_rows, mark_stale, run_spec, stale_steps
+from nbflow.widgets.states import (
+    DagSpec,
+    infos_from_rows,
+    mark_stale,
+    run_spec,
+    stale_steps,
+    with_waiting,
+)
+from nbflow.widgets.watch import Watch, follow
 
 if TYPE_CHECKING:
     from nbflow.api.flow import Flow
@@ -50,7 +60,7 @@ EVENTS_PAGE_SIZE = 50
 _PREVIEWS = 16  # output previews kept, by content hash
 
 
-class Browser(w.VBox):
+class Browser(LiveUpdates, w.VBox):
     """Runs of a store; the selected run's parameters, DAG at any version, step outputs,
     events, lineage; and a fork panel.
 
@@ -145,10 +155,18 @@ class Browser(w.VBox):
         self.version.observe(self._on_version, names="value")
         self.dag.observe(self._on_step, names="selected")
 
+        self._following: set[str] = set()  # runs this browser forked, followed live
+        token = None
+        with contextlib.suppress(Exception):
+            token = store.change_token()  # before reading: a change meanwhile is seen
         self.reload_runs()
         first = run or (self.runs.row_keys[0] if self.runs.row_keys else None)
         if first is not None:
             self.select_run(first)
+        # Runs started elsewhere (another cell, process, the CLI) show up by themselves.
+        self._watch = Watch(store, self._on_store_changed, lambda: not self._closed)
+        self._watch._token = token
+        follow(self._watch)
 
     # -- the runs table -----------------------------------------------------------------
 
@@ -167,7 +185,9 @@ class Browser(w.VBox):
         if current and current not in flows:
             flows.append(current)
         value = current if current is not None else self.flow_filter.value
-        self.flow_filter.options = [("all flows", "")] + [(f, f) for f in sorted(flows)]
+        options = [("all flows", "")] + [(f, f) for f in sorted(flows)]
+        if list(self.flow_filter.options) != options:
+            self.flow_filter.options = options
         self.flow_filter.value = value if value in flows else ""
 
     def reload_runs(self) -> None:
@@ -247,33 +267,41 @@ class Browser(w.VBox):
             self.runs.selected = run_id
             self.lineage.selected = run_id
             self.run_box.layout.display = ""
-            self.header.value = run_header(record)
             self._follow_latest = True
             self._load_versions(record)
+            self.header.value = run_header(record, self._latest_version())
             stored = self.store.get_flow(record.flow, record.flow_fingerprint)
             self.fork.load(
                 self._spec.nodes,
                 param_types(stored, self._spec.nodes),
                 record.params,
-                record.version,
+                self._latest_version(),
                 self.dag.selected,
             )
             if not keep_fork_status:
                 self.fork.status.value = ""
             self._show_lineage(record)
             self.events.page = 0
-            self._show_version(record.version)
+            self._show_version(self._latest_version())
 
     def _load_versions(self, record: RunRecord) -> None:
+        """Read the run's events and versions; the slider goes to the latest version
+        unless the user moved it back (it then stays where it is)."""
+        keep = None if self._follow_latest else self.version.value
         self._events = self.store.read_events(record.run_id)
         self._versions = version_rows(self._run) if self._run else []
         options = [(str(v), v) for v, _ in self._versions] or [("0", 0)]
         was_quiet, self._quiet = self._quiet, True
         try:
             self.version.options = options
-            self.version.value = options[-1][1]
+            values = [v for _, v in options]
+            self.version.value = keep if keep in values else options[-1][1]
         finally:
             self._quiet = was_quiet
+
+    def _latest_version(self) -> int:
+        """The slider's last version: the run's latest state-changing event."""
+        return int(self.version.options[-1][1])
 
     def _on_version(self, change: dict[str, Any]) -> None:
         if self._quiet or self._closed or self._run is None or change["new"] is None:
@@ -282,22 +310,29 @@ class Browser(w.VBox):
             self._follow_latest = change["new"] == self.version.options[-1][1]
             self._show_version(change["new"])
 
-    def _show_version(self, version: int) -> None:
-        """Show the DAG, the selected step and the events as they stood at ``version``."""
+    def _show_version(self, version: int, state: RunState | None = None) -> None:
+        """Show the DAG, the selected step and the events as they stood at ``version``
+        (``state``: the run's latest state, when the caller has it already)."""
         assert self._run is not None and self._record is not None
         run_id = self._run.id
-        latest = version >= self._record.version
-        state = self.store.load_state(run_id) if latest else self.store.state_at(run_id, version)
+        latest = version >= self._latest_version()
+        if state is None:
+            state = (
+                self.store.load_state(run_id) if latest else self.store.state_at(run_id, version)
+            )
         self._state = state
         infos = infos_from_rows(state.current.values())
-        flow = self._flow if latest else None
+        # Only the latest version of a run going on is live: a past one does not pulse.
+        live = latest and not state.run.status.at_rest
+        infos = with_waiting(infos, self._spec.nodes, not state.run.status.at_rest)
+        flow = self._flow if latest and not live else None
         if flow is not None:
             infos = mark_stale(infos, stale_steps(flow, self._run))
         title = f"{state.run.flow} · run {run_id} · {state.run.status.value} at version {version}"
-        self.dag.show(self._spec, infos, title)
+        self.dag.show(self._spec, infos, title, live=live)
         label = dict(self._versions).get(version, "")
         self.version_label.value = message(
-            f"version {version} of {self._record.version}: {label}" if label else ""
+            f"version {version} of {self._latest_version()}: {label}" if label else ""
         )
         self.fork.set_version(version)
         self._show_step()
@@ -407,36 +442,6 @@ class Browser(w.VBox):
             self.fork.status.value = message(
                 f"forked run {forked.id} from run {run.id}; it runs in the background.", "ok"
             )
-
-    def _follower(self, run: Run, graph: Any, done: int) -> Follower:
-        run_id = run.id
-
-        def update(state: RunState, finished: bool) -> None:
-            self._on_live(run_id, state, finished)
-
-        return Follower(self.store, run_id, update)
-
-    def _on_live(self, run_id: str, state: RunState, finished: bool) -> None:
-        """A run started here committed: redraw it if it is the one shown."""
-        if self._closed:
-            return
-        with self._lock:
-            shown = self._run is not None and self._run.id == run_id
-            if finished:
-                self.reload_runs()
-                if shown:
-                    self.select_run(run_id, keep_fork_status=True)
-                    self.fork.show_ended(state.run)
-                return
-            if shown and self._follow_latest:
-                self._state = state
-                self._record = state.run
-                self.header.value = run_header(state.run)
-                self.dag.show(
-                    infos=infos_from_rows(state.current.values()),
-                    title=f"{state.run.flow} · run {run_id} · {state.run.status.value}",
-                )
-                self._show_step()
 
     # -- without widgets ----------------------------------------------------------------------
 

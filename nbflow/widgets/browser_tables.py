@@ -9,7 +9,7 @@ from nbflow.store.base import Store
 from nbflow.store.records import Event, RunRecord
 from nbflow.widgets.preview import params_text, short_time
 from nbflow.widgets.rows import changed_params, event_detail, fork_point, lineage_tree
-from nbflow.widgets.states import format_duration
+from nbflow.widgets.states import format_duration, took_ms
 from nbflow.widgets.table import Row, Table
 
 
@@ -84,7 +84,7 @@ def run_rows(records: Sequence[RunRecord]) -> list[Row]:
                 r.flow,
                 r.status.value,
                 short_time(r.created_at),
-                format_duration(r.duration_s * 1000) if r.duration_s is not None else "",
+                format_duration(took) if (took := took_ms(r)) is not None else "",
                 params_text(r.params),
                 fork_point(r),
             ],

@@ -14,6 +14,17 @@ const MINIMAP_NODES = 30; // above this many nodes a minimap is shown
 const FAR_SCALE = 0.3; // below this zoom, text is not drawn
 const SVG_NS = "http://www.w3.org/2000/svg";
 
+// The front end's copy of format_duration (nbflow/widgets/states.py), for ticking clocks.
+function formatDuration(ms) {
+  if (ms < 1) return `${Math.round(ms * 1000)} µs`;
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const seconds = ms / 1000;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const total = Math.round(seconds);
+  return `${Math.floor(total / 60)} min ${total % 60} s`;
+}
+const TICK_MS = 200;
+
 function legendItem(state, style) {
   const [fill, stroke, dash, icon] = style;
   const item = document.createElement("span");
@@ -238,9 +249,21 @@ function render({ model, el }) {
   };
 
   // --- drawing ---
+  // A running step's caption says how long it has run: the kernel draws the time at each
+  // redraw, and this advances it in between (no message per tick).
+  let drawnAt = performance.now();
+  const tick = () => {
+    const since = performance.now() - drawnAt;
+    for (const text of stage.querySelectorAll("text.ticking")) {
+      const elapsed = Number(text.getAttribute("data-elapsed")) + since;
+      text.textContent = `${text.getAttribute("data-word")} · ${formatDuration(elapsed)}`;
+    }
+  };
+  const ticker = setInterval(tick, TICK_MS);
   const drawSvg = async () => {
     const mine = ++generation;
     const before = content;
+    drawnAt = performance.now();
     stage.innerHTML = model.get("svg");
     svg = stage.querySelector("svg");
     lit = [];
@@ -406,6 +429,7 @@ function render({ model, el }) {
   drawNote();
   drawGroupsButton();
   return () => {
+    clearInterval(ticker);
     resize.disconnect();
     for (const [name, fn] of handlers) model.off(name, fn);
   };

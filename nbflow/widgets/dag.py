@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anywidget
 import traitlets
@@ -30,6 +30,7 @@ from nbflow.widgets.states import (
     mark_stale,
     run_spec,
     stale_steps,
+    with_waiting,
 )
 from nbflow.widgets.svg import DASH, ICONS, draw
 
@@ -43,8 +44,19 @@ FRONT_END = ("dag_layout.js", "dag.js")  # one ES module, in this order
 #: Above this many steps the widget starts with its groups folded and shows a minimap.
 BIG_DAG = 30
 
-#: What a refreshing DAG widget asks its source for: shape, states and title.
-Source = Callable[[], tuple[DagSpec, Mapping[str, NodeInfo], str]]
+
+class Shown(NamedTuple):
+    """What a DAG widget shows: shape, states, title, and whether the states are live
+    (a run going on: running steps pulse and tick, steps not reached say ``waiting``)."""
+
+    spec: DagSpec
+    infos: Mapping[str, NodeInfo]
+    title: str
+    live: bool = False
+
+
+#: What a refreshing DAG widget asks its source for.
+Source = Callable[[], Shown]
 
 
 class DagWidget(anywidget.AnyWidget):
@@ -83,6 +95,7 @@ class DagWidget(anywidget.AnyWidget):
         self._spec = spec or DagSpec((), ())
         self._infos: dict[str, NodeInfo] = dict(infos or {})
         self._source = source
+        self._live = True  # the states are those of now (False: a past version)
         self._found: dict[str, Group] = {}
         self._folded_by_default = True  # until the user folds or unfolds a group
         self.add_class("nbflow-dag-widget")
@@ -108,9 +121,14 @@ class DagWidget(anywidget.AnyWidget):
         spec: DagSpec | None = None,
         infos: Mapping[str, NodeInfo] | None = None,
         title: str | None = None,
+        *,
+        live: bool | None = None,
     ) -> None:
-        """Show new states (and a new shape or title, when given)."""
+        """Show new states (and a new shape or title, when given); ``live=False`` for the
+        states of a past version (running steps then neither pulse nor tick)."""
         with self._lock:
+            if live is not None:
+                self._live = live
             if spec is not None:
                 self._spec = spec
             if infos is not None:
@@ -125,8 +143,8 @@ class DagWidget(anywidget.AnyWidget):
         """Read the source again (a flow's latest run, a run's current state)."""
         if self._source is None:
             return
-        spec, infos, title = self._source()
-        self.show(spec, infos, title)
+        spec, infos, title, live = self._source()
+        self.show(spec, infos, title, live=live)
 
     def summary_text(self) -> str:
         """The DAG as text: each step, its state and duration (for plain front ends)."""
@@ -193,7 +211,9 @@ class DagWidget(anywidget.AnyWidget):
         with self.hold_sync():
             self.collapsed = collapsed
             self.groups = {key: list(g.members) for key, g in found.items()}
-            self.svg = draw(placed, drawn, self.selected, {g.node: g.key for g in folded})
+            self.svg = draw(
+                placed, drawn, self.selected, {g.node: g.key for g in folded}, live=self._live
+            )
             self.states = {n: i.state.value for n, i in infos.items()}
             self.details = {n: i.tooltip for n, i in infos.items()}
             self.note = _note_once(self, placed.note)
@@ -229,14 +249,16 @@ def flow_source(flow: Flow, run: Run | None = None) -> Source:
     """A source showing ``flow``'s current DAG with the states of ``run`` (default: its
     latest run), stale steps marked where the flow can tell."""
 
-    def read() -> tuple[DagSpec, Mapping[str, NodeInfo], str]:
+    def read() -> Shown:
         spec = DagSpec.from_graph(flow.graph())
         shown = run if run is not None else flow.latest_run()
         if shown is None:
-            return spec, {}, f"{flow.name} · never run"
-        infos = run_infos(shown)
-        infos = mark_stale(infos, stale_steps(flow, shown))
-        return spec, infos, f"{flow.name} · {run_title(shown).split(' · ', 1)[1]}"
+            return Shown(spec, {}, f"{flow.name} · never run")
+        infos, live = _states(shown, flow, spec)
+        which = "" if run is not None else "latest "
+        return Shown(
+            spec, infos, f"{flow.name} · {which}{run_title(shown).split(' · ', 1)[1]}", live
+        )
 
     return read
 
@@ -244,13 +266,24 @@ def flow_source(flow: Flow, run: Run | None = None) -> Source:
 def run_source(run: Run) -> Source:
     """A source showing ``run``'s DAG as it stands now."""
 
-    def read() -> tuple[DagSpec, Mapping[str, NodeInfo], str]:
+    def read() -> Shown:
         from nbflow.api.flow import find_flow
 
         flow = find_flow(run.flow_name, run.store)
-        infos = run_infos(run)
-        if flow is not None:
-            infos = mark_stale(infos, stale_steps(flow, run))
-        return run_spec(run, flow), infos, run_title(run)
+        spec = run_spec(run, flow)
+        infos, live = _states(run, flow, spec)
+        return Shown(spec, infos, run_title(run), live)
 
     return read
+
+
+def _states(run: Run, flow: Flow | None, spec: DagSpec) -> tuple[dict[str, NodeInfo], bool]:
+    """``run``'s steps as shown now, and whether it is live. Stale marks only for a run
+    at rest (while it runs, they would be worked out again at every commit for nothing)."""
+    live = not run.record.status.at_rest
+    infos = run_infos(run)
+    if live:
+        return with_waiting(infos, spec.nodes, True), True
+    if flow is not None:
+        infos = mark_stale(infos, stale_steps(flow, run))
+    return infos, False

@@ -1,28 +1,32 @@
-"""How flows and runs display themselves in a notebook, without piling up widgets.
+"""How flows and runs display themselves in a notebook, each display true to what it claims.
 
-Each Flow (and each run) gets one DAG widget, refreshed and shown again on every display,
-so displaying a flow ten times creates one widget, not ten. A run shown live while it
+Every display gets a DAG widget of its own, so an earlier output keeps its meaning when
+the flow is displayed again (with another run, or after a run). A display follows what
+it shows through the process's watcher (:mod:`nbflow.widgets.watch`): a flow's display,
+its latest run wherever that was started (a cell, a background thread, another process,
+the CLI); a run's display (or ``flow.show(run)``), that run. A run shown live while it
 executed is not drawn a second time by the cell's result (``run = flow.run()`` as the
 last line shows one DAG, not two).
 """
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from nbflow.widgets.dag import DagWidget, flow_source, run_source
+from nbflow.widgets.watch import Watch, follow
 
 if TYPE_CHECKING:
     from nbflow.api.flow import Flow
     from nbflow.api.run import Run
     from nbflow.graph.dag import FlowGraph
+    from nbflow.store.base import Store
     from nbflow.widgets.live import LiveRun
 
-_flow_widgets: weakref.WeakKeyDictionary[Flow, DagWidget] = weakref.WeakKeyDictionary()
-_run_widgets: dict[tuple[str, str], DagWidget] = {}  # (store uri, run id) -> widget
 _live: weakref.WeakKeyDictionary[Run, tuple[LiveRun, int | None]] = weakref.WeakKeyDictionary()
-_MAX_RUN_WIDGETS = 32
 
 
 def is_open(widget: Any) -> bool:
@@ -31,31 +35,62 @@ def is_open(widget: Any) -> bool:
 
 
 def flow_widget(flow: Flow, run: Run | None = None) -> DagWidget:
-    """The flow's DAG widget, showing ``run`` (default: the latest run)."""
-    widget = _flow_widgets.get(flow)
-    source = flow_source(flow, run)
-    if is_open(widget):
-        assert widget is not None
-        widget._source = source
-        widget.refresh()
-        return widget
-    widget = DagWidget(source=source)
-    _flow_widgets[flow] = widget
-    return widget
+    """A new DAG widget showing ``flow`` with ``run`` (default: its latest run, whichever
+    that is at any moment), kept up to date."""
+    if run is not None:
+        return _followed(flow.store, flow_source(flow, run), _run_peek(run))
+    store, name = flow.store, flow.name
+
+    def peek() -> Hashable:
+        runs = store.list_runs(flow=name, limit=1)
+        return (runs[0].run_id, runs[0].version, runs[0].status) if runs else None
+
+    return _followed(store, flow_source(flow), peek)
 
 
 def run_widget(run: Run) -> DagWidget:
-    """The run's DAG widget, refreshed to the run's current state."""
-    key = (run.store.uri or str(id(run.store)), run.id)
-    widget = _run_widgets.get(key)
-    if is_open(widget):
-        assert widget is not None
-        widget.refresh()
-        return widget
-    widget = DagWidget(source=run_source(run))
-    _run_widgets[key] = widget
-    while len(_run_widgets) > _MAX_RUN_WIDGETS:  # forget (not close) the oldest
-        _run_widgets.pop(next(iter(_run_widgets)))
+    """A new DAG widget showing ``run``, kept up to date while it changes."""
+    return _followed(run.store, run_source(run), _run_peek(run))
+
+
+def _run_peek(run: Run) -> Callable[[], Hashable]:
+    store, run_id = run.store, run.id
+
+    def peek() -> Hashable:
+        record = store.get_run(run_id)
+        return (record.version, record.status)
+
+    return peek
+
+
+def _followed(store: Store, source: Any, peek: Callable[[], Hashable]) -> DagWidget:
+    """A widget drawn from ``source`` that the watcher redraws whenever ``peek`` (a cheap
+    read of what it shows) changes."""
+    token = None
+    with contextlib.suppress(Exception):
+        token = store.change_token()  # before reading: a change meanwhile is seen later
+    seen = [peek()]
+    widget = DagWidget(source=source)
+    ref = weakref.ref(widget)
+
+    def check() -> bool:
+        shown = ref()
+        if shown is None:
+            return False
+        now = peek()
+        if now != seen[0]:
+            seen[0] = now
+            shown.refresh()
+        return True
+
+    def stopped() -> None:
+        shown = ref()
+        if shown is not None and is_open(shown):
+            shown.title = f"{shown.title} · no longer updated"
+
+    watch = Watch(store, check, lambda: is_open(ref()), stopped)
+    watch._token = token
+    follow(watch)
     return widget
 
 
@@ -102,7 +137,7 @@ def summary_bundle(target: Flow | Run) -> dict[str, Any]:
     from nbflow.widgets.summary import steps_html, steps_text
 
     source = flow_source(target) if isinstance(target, Flow) else run_source(target)
-    spec, infos, title = source()
+    spec, infos, title, _ = source()
     return {
         "text/plain": steps_text(title, spec, infos),
         "text/html": steps_html(title, spec, infos),

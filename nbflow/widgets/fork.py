@@ -223,15 +223,25 @@ class ForkPanel(w.VBox):
         version: int | None,
         step: str = "",
     ) -> None:
-        """Fill the panel for a newly selected run."""
+        """Fill the panel for a newly selected run. The step chosen stays chosen where
+        the new run has it (a fork of a fork is forked from the step the user picked, not
+        the one selected in the DAG); else ``step``, else the first."""
         self._loading = True  # one plan for the new run, not one per input filled
         try:
+            chosen = self.step.value
             self.step.options = list(steps)
-            self.step.value = step if step in steps else (steps[0] if steps else None)
+            self.step.value = (
+                chosen
+                if chosen in steps
+                else step
+                if step in steps
+                else (steps[0] if steps else None)
+            )
             self.form.load(types, values)
         finally:
             self._loading = False
-        self.set_version(version)
+        self._version = version
+        self._describe()
 
     def set_step(self, step: str) -> None:
         """Follow the step selected in the DAG."""
@@ -240,6 +250,8 @@ class ForkPanel(w.VBox):
 
     def set_version(self, version: int | None) -> None:
         """Follow the version selected with the slider."""
+        if version == self._version and not self._loading:
+            return  # (a live run redrawn: nothing the panel says changed)
         self._version = version
         self._describe()
 

@@ -22,7 +22,13 @@ import ipywidgets as w
 from nbflow.store.fold import RunState, apply
 from nbflow.store.records import Event, NewEvent, RunRecord, StepStatus
 from nbflow.widgets.dag import DagWidget
-from nbflow.widgets.states import DagSpec, format_duration, infos_from_rows, summarize
+from nbflow.widgets.states import (
+    DagSpec,
+    format_duration,
+    infos_from_rows,
+    summarize,
+    with_waiting,
+)
 
 if TYPE_CHECKING:
     from nbflow.api.run import Run
@@ -32,7 +38,9 @@ if TYPE_CHECKING:
 #: Called with the run's state and whether the run has finished.
 Update = Callable[[RunState, bool], None]
 
-_DONE = {StepStatus.COMPLETED, StepStatus.CACHED, StepStatus.FAILED, StepStatus.SKIPPED}
+_DONE = {StepStatus.COMPLETED, StepStatus.CACHED, StepStatus.SKIPPED}
+#: How often the progress line's clock is redrawn while a run goes on (seconds).
+TICK_S = 0.5
 
 
 class Follower:
@@ -115,14 +123,25 @@ class Follower:
 
 
 class LiveRun:
-    """The notebook's live view of a run: a progress bar over the DAG."""
+    """The notebook's live view of a run: a progress bar over the DAG.
+
+    The progress line's clock ticks every :data:`TICK_S` while the run goes on (not only
+    when a step commits), and its count of steps done never goes backwards: a step
+    counts once it completed, was cached or skipped (a failed step is counted apart,
+    since a resume runs it again).
+    """
 
     def __init__(self, run: Run, graph: FlowGraph, done: int = 0, *, interval: float = 0.1) -> None:
         self.spec = DagSpec.from_graph(graph)
         self.total = len(self.spec.nodes)
         self._nodes = set(self.spec.nodes)
         self._started = time.monotonic()
-        self.bar = w.IntProgress(value=done, min=0, max=max(self.total, 1), bar_style="info")
+        self._done = 0
+        self._line = ("", "")  # the progress line around the clock, as last drawn
+        self._tick_lock = threading.Lock()
+        self._ticker: threading.Timer | None = None
+        self._ended = False
+        self.bar = w.IntProgress(value=0, min=0, max=max(self.total, 1), bar_style="info")
         self.bar.layout.width = "260px"
         self.label = w.HTML()
         self.dag = DagWidget(self.spec, title=f"{run.flow_name} · run {run.id} · running")
@@ -151,11 +170,15 @@ class LiveRun:
 
     def _update(self, state: RunState, finished: bool) -> None:
         rows = [r for n, r in state.current.items() if n in self._nodes]
-        done = sum(1 for r in rows if r.status in _DONE)
+        # Each step counts by its latest attempt; max() keeps the count from going back
+        # while a resume re-reads the steps it keeps.
+        self._done = max(self._done, sum(1 for r in rows if r.status in _DONE))
+        done = self._done
+        failed = sum(1 for r in rows if r.status is StepStatus.FAILED)
         running = [r.step for r in rows if r.status is StepStatus.RUNNING]
         queued = [r.step for r in rows if r.status is StepStatus.QUEUED]
-        elapsed = format_duration((time.monotonic() - self._started) * 1000)
-        infos = infos_from_rows(rows)
+        live = not finished and not state.run.status.at_rest
+        infos = with_waiting(infos_from_rows(rows), self.spec.nodes, live)
         status = state.run.status.value
         with self.bar.hold_sync():
             self.bar.value = min(done, self.bar.max)
@@ -164,19 +187,58 @@ class LiveRun:
         if finished:
             counts = summarize(infos, self.spec.nodes)
             parts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(counts.items()))
-            text = f"<b>{status}</b>: {done} of {self.total} steps in {elapsed} ({parts})"
+            self._line = (f"<b>{status}</b>: {done} of {self.total} steps in ", f" ({parts})")
         else:
-            now = f" · running {', '.join(running)}" if running else ""
+            now = f" · {failed} failed" if failed else ""
+            now += f" · running {', '.join(running)}" if running else ""
             now += f" · queued {', '.join(queued)}" if queued else ""
-            text = f"{done} of {self.total} steps · {elapsed}{now}"
-        self.label.value = f'<span class="nbflow-progress-text">{text}</span>'
-        self.dag.show(infos=infos, title=f"{state.run.flow} · run {state.run.run_id} · {status}")
-        if finished and self.on_finished is not None:
-            with contextlib.suppress(Exception):  # the display is not the run's business
-                self.on_finished()
+            self._line = (f"{done} of {self.total} steps · ", now)
+        if finished:
+            self._stop_ticking()  # before the last line: no tick may redraw after it
+        self._draw_line()
+        self.dag.show(
+            infos=infos, title=f"{state.run.flow} · run {state.run.run_id} · {status}", live=live
+        )
+        if finished:
+            if self.on_finished is not None:
+                with contextlib.suppress(Exception):  # the display is not the run's business
+                    self.on_finished()
+        else:
+            self._tick_later()
+
+    def _draw_line(self) -> None:
+        before, after = self._line
+        elapsed = format_duration((time.monotonic() - self._started) * 1000)
+        self.label.value = f'<span class="nbflow-progress-text">{before}{elapsed}{after}</span>'
+
+    def _tick_later(self) -> None:
+        with self._tick_lock:
+            if self._ticker is not None or self._ended:
+                return
+            self._ticker = threading.Timer(TICK_S, self._tick)
+            self._ticker.daemon = True
+            self._ticker.name = "nbflow-tick"
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        with self._tick_lock:
+            self._ticker = None
+            if self._ended:
+                return
+            with contextlib.suppress(Exception):  # a closed view: nothing to tick
+                self._draw_line()
+        self._tick_later()
+
+    def _stop_ticking(self) -> None:
+        with self._tick_lock:
+            self._ended = True
+            ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
 
     def close(self) -> None:
-        """Close the view's widgets."""
+        """Close the view's widgets (and stop its clock)."""
+        self._stop_ticking()
         close_all(self.view)
 
 

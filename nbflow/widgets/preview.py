@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from nbflow.store.records import RunRecord, StepExecution, ValueRef
-from nbflow.widgets.states import format_duration
+from nbflow.widgets.states import format_duration, took_ms
 
 HEAD_ROWS = 5
 MAX_COLUMNS = 12
@@ -47,15 +47,20 @@ def _table(rows: Sequence[tuple[str, str]], css: str = "nbflow-kv") -> str:
     return f'<table class="{css}">{body}</table>'
 
 
-def run_header(run: RunRecord) -> str:
-    """The selected run: id, flow, status, times, parent, parameters, error."""
+def run_header(run: RunRecord, version: int | None = None) -> str:
+    """The selected run: id, flow, status, times, parent, parameters, error.
+
+    ``version``: the run's latest version as the version slider counts them (events that
+    change no state have none of their own); default: the record's."""
+    shown = run.version if version is None else version
     title = (
         f'<div class="nbflow-run-title"><b>run {escape(run.run_id)}</b> of flow '
-        f"<b>{escape(run.flow)}</b> {badge(run.status.value)} · version {run.version}</div>"
+        f"<b>{escape(run.flow)}</b> {badge(run.status.value)} · version {shown}</div>"
     )
     facts = [("created", escape(timestamp(run.created_at)))]
-    if run.duration_s is not None:
-        facts.append(("took", escape(format_duration(run.duration_s * 1000))))
+    took = took_ms(run)
+    if took is not None:
+        facts.append(("took", escape(format_duration(took))))
     if run.parent_run_id:
         point = (
             f"at step {escape(run.fork_from_step)}"

@@ -7,6 +7,7 @@ so the same code serves the current run and any earlier version of it (time trav
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from nbflow.api.flow import Flow
     from nbflow.api.run import Run
     from nbflow.graph.dag import FlowGraph
-    from nbflow.store.records import FlowRecord
+    from nbflow.store.records import FlowRecord, RunRecord
 
 
 class NodeState(StrEnum):
@@ -70,6 +71,7 @@ class NodeInfo:
     duration_ms: float | None = None
     detail: str = ""  # e.g. the error's first line, where a cached output came from
     label: str = ""  # overrides the state word (e.g. "waiting", "attempt 2")
+    started_at: dt.datetime | None = None  # when a running step started (its clock ticks)
 
     @property
     def caption(self) -> str:
@@ -143,6 +145,15 @@ def format_duration(ms: float) -> str:
     return f"{minutes} min {rest} s"
 
 
+def took_ms(run: RunRecord) -> float | None:
+    """How long a finished run took, wall time: from its creation (planning and cache
+    look-ups included, all of a fully cached run's time) to its end; None until it ends."""
+    if run.finished_at is None:
+        return None
+    began = min(t for t in (run.created_at, run.started_at) if t is not None)
+    return max(0.0, (run.finished_at - began).total_seconds() * 1000)
+
+
 def latest_rows(rows: Iterable[StepExecution]) -> dict[str, StepExecution]:
     """Each step's row changed last (its current attempt)."""
     latest: dict[str, StepExecution] = {}
@@ -162,7 +173,8 @@ def info_of(row: StepExecution) -> NodeInfo:
         # (Queued: handed to the executor, waiting for a free worker.)
         word = row.status.value
         label = f"{word} (attempt {row.attempt})" if row.attempt > 1 else ""
-        return NodeInfo(state, label=label)
+        started = row.started_at if row.status is StepStatus.RUNNING else None
+        return NodeInfo(state, label=label, started_at=started)
     if row.status is StepStatus.CACHED:
         source = f"output reused from run {row.source_run_id}" if row.source_run_id else ""
         return NodeInfo(state, detail=source)
@@ -173,6 +185,30 @@ def info_of(row: StepExecution) -> NodeInfo:
 def infos_from_rows(rows: Iterable[StepExecution]) -> dict[str, NodeInfo]:
     """Every step that has a row, with how it is shown (steps absent: never run)."""
     return {step: info_of(row) for step, row in latest_rows(rows).items()}
+
+
+#: How a step a live run has not reached yet is shown.
+WAITING = NodeInfo(NodeState.NEVER_RUN, label="waiting")
+
+
+def with_waiting(
+    infos: Mapping[str, NodeInfo], nodes: Iterable[str], live: bool
+) -> dict[str, NodeInfo]:
+    """``infos`` with every step of ``nodes`` that has no row shown as ``waiting`` when
+    the run is ``live`` (not at rest): it has not started them *yet*; never run otherwise."""
+    out = dict(infos)
+    if live:
+        for node in nodes:
+            out.setdefault(node, WAITING)
+    return out
+
+
+def running_ms(info: NodeInfo, now: dt.datetime | None = None) -> float | None:
+    """How long a running step has been running, in ms (None if it is not running)."""
+    if info.state is not NodeState.RUNNING or info.started_at is None:
+        return None
+    now = now or dt.datetime.now(dt.UTC)
+    return max(0.0, (now - info.started_at).total_seconds() * 1000)
 
 
 def mark_stale(infos: Mapping[str, NodeInfo], stale: Mapping[str, str]) -> dict[str, NodeInfo]:

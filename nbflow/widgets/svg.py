@@ -17,7 +17,14 @@ from collections.abc import Mapping
 from xml.sax.saxutils import escape, quoteattr
 
 from nbflow.widgets.layout import CAPTION_FONT, ICON_ROOM, NAME_FONT, Box, Layout, layout
-from nbflow.widgets.states import PALETTE, DagSpec, NodeInfo, NodeState
+from nbflow.widgets.states import (
+    PALETTE,
+    DagSpec,
+    NodeInfo,
+    NodeState,
+    format_duration,
+    running_ms,
+)
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 EDGE_COLOR = "#6b7280"
@@ -81,11 +88,16 @@ def draw(
     infos: Mapping[str, NodeInfo],
     selected: str = "",
     folded: Mapping[str, str] | None = None,
+    *,
+    live: bool = True,
 ) -> str:
     """Draw a layout: edges first, then one group per node.
 
     ``folded`` maps the nodes that stand for a folded group of steps to the group's key;
     they are drawn with ``class="node group"`` and ``data-group`` instead of ``data-step``.
+    ``live``: the states are those of now (not of a past version): running nodes pulse,
+    and their caption carries the time they have run so far (``data-elapsed``, in ms,
+    which the front end advances between redraws).
     """
     folded = folded or {}
     if not placed.nodes:
@@ -106,12 +118,14 @@ def draw(
     out.append("</g>")
     for name, box in placed.nodes.items():
         info = infos.get(name) or NodeInfo()
-        out.append(_node(name, box, info, name == selected, folded.get(name)))
+        out.append(_node(name, box, info, name == selected, folded.get(name), live))
     out.append("</svg>")
     return "".join(out)
 
 
-def _node(name: str, box: Box, info: NodeInfo, is_selected: bool, group: str | None) -> str:
+def _node(
+    name: str, box: Box, info: NodeInfo, is_selected: bool, group: str | None, live: bool
+) -> str:
     fill, stroke = PALETTE[info.state]
     kind = "node group" if group is not None else "node"
     classes = f"{kind} state-{info.state.value}" + (" selected" if is_selected else "")
@@ -127,7 +141,15 @@ def _node(name: str, box: Box, info: NodeInfo, is_selected: bool, group: str | N
         f'stroke-width="{3 if is_selected else 2.2 if info.state is NodeState.FAILED else 1.5}"'
         + (f' stroke-dasharray="{dash}"' if dash and not is_selected else "")
     )
-    rect += f">{_PULSE}</rect>" if info.state is NodeState.RUNNING else "/>"
+    rect += f">{_PULSE}</rect>" if live and info.state is NodeState.RUNNING else "/>"
+    caption, ticking = escape(info.caption), ""
+    elapsed = running_ms(info) if live else None
+    if elapsed is not None:
+        caption = f"{caption} · {format_duration(elapsed)}"
+        ticking = (
+            f' class="ticking" data-elapsed="{elapsed:.0f}" data-word={quoteattr(info.caption)}'
+        )
+
     # A folded group gets a second border inside, like a stack of cards.
     stack = (
         f'<rect x="{left + 3:.1f}" y="{top + 3:.1f}" width="{box.width - 6:.1f}" '
@@ -145,7 +167,7 @@ def _node(name: str, box: Box, info: NodeInfo, is_selected: bool, group: str | N
         + f'<text x="{text_x:.1f}" y="{box.y - 3:.1f}" text-anchor="middle" '
         f'font-size="{NAME_FONT:g}" font-weight="600" fill="#111827">{escape(name)}</text>'
         f'<text x="{text_x:.1f}" y="{box.y + 12:.1f}" text-anchor="middle" '
-        f'font-size="{CAPTION_FONT:g}" fill="#374151">{escape(info.caption)}</text></g>'
+        f'font-size="{CAPTION_FONT:g}" fill="#374151"{ticking}>{caption}</text></g>'
     )
 
 

@@ -22,7 +22,7 @@ from nbflow.errors import (
 )
 from nbflow.store.base import Store
 from nbflow.store.duckdb import schema
-from nbflow.store.duckdb.compaction import remove_leftovers
+from nbflow.store.duckdb.compaction import LOG_SUFFIXES, remove_leftovers
 from nbflow.store.duckdb.connection import (
     DEFAULT_BUSY_TIMEOUT,
     DEFAULT_IDLE_RELEASE,
@@ -339,6 +339,23 @@ class DuckDBStore(
                     raise disk_full_error(self.uri) from None
                 raise_if_read_only(exc, self.uri, self.read_only_reason)
                 raise
+
+    def change_token(self) -> object:
+        """The size and modification time of the file and its write-ahead log: a commit
+        here or in another process changes them, and reading them needs no connection
+        (so it never takes the file from the process running a flow)."""
+        if self.uri == ":memory:":
+            with self._lock:
+                return tuple(self._execute("SELECT count(*), coalesce(sum(version), 0) FROM runs"))
+        token: list[tuple[int, int] | None] = []
+        for suffix in ("", *LOG_SUFFIXES[:1]):
+            try:
+                info = os.stat(self.path + suffix)
+            except OSError:
+                token.append(None)
+            else:
+                token.append((info.st_size, info.st_mtime_ns))
+        return tuple(token)
 
     @contextmanager
     def _all_threads(self, nbytes: int | None = None) -> Iterator[None]:

@@ -51,6 +51,7 @@ class MemoryStore(Store):
         self._untrusted: dict[str, UntrustedRun] = {}
         # hash -> (record, table, data, meta)
         self._blobs: dict[str, tuple[BlobRecord, Any, bytes | None, dict[str, Any]]] = {}
+        self._writes = 0  # runs created, events written, runs deleted: the change token
 
     # -- flows --------------------------------------------------------------------------
 
@@ -78,6 +79,7 @@ class MemoryStore(Store):
             self._events[run.run_id] = []
             self._executions[run.run_id] = {}
             self._states[run.run_id] = state
+            self._writes += 1
 
     def _get_run(self, run_id: str) -> RunRecord:
         """The run's record; UnknownRunError if absent."""
@@ -154,6 +156,11 @@ class MemoryStore(Store):
         for row in changed:
             rows[(row.step, row.attempt)] = row
         self._runs[run.run_id] = run
+        self._writes += 1
+
+    def change_token(self) -> object:
+        """The count of writes to runs: it changes with every one."""
+        return self._writes
 
     def read_events(self, run_id: str | None = None, *, upto: int | None = None) -> list[Event]:
         """Events of one run (or all), in order."""
@@ -287,6 +294,7 @@ class MemoryStore(Store):
                 self._untrusted.pop(run_id, None)
             for hash in blob_hashes:
                 self._blobs.pop(hash, None)
+            self._writes += 1
 
     # -- integrity ----------------------------------------------------------------------
 
