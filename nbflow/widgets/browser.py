@@ -110,6 +110,7 @@ class Browser(LiveUpdates, w.VBox):
         )
         self.version.add_class("nbflow-version")
         self.version_label = w.HTML()
+        self.version_label.add_class("nbflow-version-label")
         self.step_panel = w.HTML(message("Click a step in the DAG to see its output."))
         self.step_panel.add_class("nbflow-step-panel")
         # Where the selected step's output was computed, when another run computed it.
