@@ -105,15 +105,19 @@ def test_the_watcher_checks_only_when_the_store_changed(store, comms):
     own.add(Watch(store, lambda: checks.append(1) or True, lambda: alive[0]))
     flow, gate = gated(store)
     gate.set()
-    wait_for(lambda: own.rounds == 0 and own.running, "the watcher running")
-    before = own.rounds
     flow.run(progress=False)
     wait_for(lambda: checks, "a check after the store changed")
-    assert own.rounds > before
-    seen = own.rounds
-    # No write: the token does not move, nothing is checked however long it runs.
-    wait_for(lambda: own.running, "still running")
-    assert own.rounds == seen or own.rounds == seen + 1  # (a last commit's round)
+    wait_for(lambda: own.loops > 2, "rounds after the run")
+    settled = len(checks)
+    # Reads change nothing: however many rounds pass, nothing more is checked.
+    flow.latest_run()
+    store.list_runs()
+    loops = own.loops
+    own.poke()
+    wait_for(lambda: own.loops >= loops + 5, "five more rounds")
+    assert len(checks) == settled
+    flow.run(progress=False)  # a write: checked again
+    wait_for(lambda: len(checks) > settled, "a check after the next run")
     alive[0] = False
     wait_for(lambda: not own.running, "the watcher ending with nothing to watch")
 
@@ -358,3 +362,51 @@ def test_time_travel_in_the_browser_does_not_pulse(store, comms):
         assert "<animate" not in browser.dag.svg and "ticking" not in browser.dag.svg
     finally:
         browser.close()
+
+
+def test_a_flow_display_follows_a_run_started_by_another_process(tmp_path, comms):
+    path = tmp_path / "shared.duckdb"
+    store = nf.open_store(path)
+    flow = nf.Flow("shared", store=store)
+
+    @flow.step
+    def one():
+        return 1
+
+    mine = flow.run(progress=False)
+    widget = flow.show()
+    assert mine.id in widget.title
+    script = (
+        "import nbflow as nf\n"
+        f"f = nf.Flow('shared', store=nf.open_store({str(path)!r}))\n"
+        "@f.step\n"
+        "def one(): return 2\n"  # other code: it runs, it is not cached
+        "print(f.run(progress=False).id)\n"
+    )
+    # The other process waits for the file; this one hands it over once idle.
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=GENEROUS * 2
+    )
+    assert done.returncode == 0, done.stderr
+    theirs = done.stdout.strip().splitlines()[-1]
+    wait_for(lambda: theirs in widget.title, "the display showing the other process's run")
+    assert "completed" in widget.title
+    widget.close()
+    store.close()
+
+
+def test_a_closed_store_s_displays_are_no_longer_followed(tmp_path, comms):
+    store = nf.open_store(tmp_path / "closing.duckdb")
+    flow = nf.Flow("closing", store=store)
+
+    @flow.step
+    def one():
+        return 1
+
+    flow.run(progress=False)
+    widget = flow.show()
+    assert any(w.store is store for w in watcher().watches)
+    store.close()
+    watcher().poke()
+    wait_for(lambda: not any(w.store is store for w in watcher().watches), "the watch dropped")
+    widget.close()

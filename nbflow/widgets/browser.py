@@ -82,6 +82,7 @@ class Browser(LiveUpdates, w.VBox):
         self._page_size = page_size
         self._lock = threading.RLock()
         self._closed = False
+        self._quiet_here = threading.local()  # see LiveUpdates._quiet
         self._quiet = False  # set while the browser changes its own widgets
         self._run: Run | None = None
         self._flow: Flow | None = None

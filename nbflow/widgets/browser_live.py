@@ -31,6 +31,17 @@ if TYPE_CHECKING:
 class LiveUpdates:
     """The browser's live redraws (a part of :class:`~nbflow.widgets.browser.Browser`)."""
 
+    @property
+    def _quiet(self) -> bool:
+        """Whether this thread is changing the browser's own widgets (their observers then
+        do nothing). Kept per thread: a redraw by the watcher or a run's listener never
+        swallows what the user does meanwhile (it waits for the browser's lock instead)."""
+        return bool(getattr(self._quiet_here, "value", False))
+
+    @_quiet.setter
+    def _quiet(self, value: bool) -> None:
+        self._quiet_here.value = value
+
     if TYPE_CHECKING:  # the browser's own
         store: Store
         header: w.HTML
@@ -38,12 +49,13 @@ class LiveUpdates:
         fork: ForkPanel
         _lock: threading.RLock
         _closed: bool
-        _quiet: bool
         _run: Run | None
         _record: RunRecord | None
         _follow_latest: bool
         _following: set[str]
         _watch: Watch
+
+        _quiet_here: threading.local
 
         def reload_runs(self) -> None: ...  # noqa: D102
         def select_run(self, run_id: str, *, keep_fork_status: bool = False) -> None: ...  # noqa: D102
@@ -97,9 +109,6 @@ class LiveUpdates:
         are drawn by their own listener)."""
         if self._closed:
             return False
-        if self._quiet:  # the user is changing something right now: look again next round
-            self._watch._token = None
-            return True
         with self._lock:
             self._quiet = True
             try:

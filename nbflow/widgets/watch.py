@@ -11,9 +11,9 @@ runs table) registers a :class:`Watch` here. The watcher learns of changes two w
   tiny query; only when the token moved are the watches of that store asked to look.
 
 Each watch's ``check`` reads as little as it can (a run's version, the flow's latest run)
-before it redraws. Watches of closed widgets are dropped, and the thread and the sink go
-away when nothing is watched, so an idle kernel does no work. Redraws are at most every
-``min_gap`` seconds, however fast the events come.
+before it redraws. Watches of closed widgets (or closed stores) are dropped, and the
+thread and the sink go away when nothing is watched, so an idle kernel does no work.
+Redraws are at most every ``min_gap`` seconds, however fast the events come.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ class Watcher:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._sink: Callable[[Event], None] | None = None
-        #: Rounds that found a store changed (for tests and the docs' claims).
+        #: Rounds of checks made, and checks made because a store changed (for tests).
+        self.loops = 0
         self.rounds = 0
 
     @property
@@ -133,6 +134,7 @@ class Watcher:
                     return
                 watches = list(self._watches)
             self._round(watches)
+            self.loops += 1
             time.sleep(self.min_gap)  # a burst of events makes one redraw, not one each
 
     def _round(self, watches: list[Watch]) -> None:
@@ -161,6 +163,9 @@ class Watcher:
 
 
 def _alive(watch: Watch) -> bool:
+    """Whether the display still exists and its store is open (a closed one never changes)."""
+    if getattr(watch.store, "closed", False) is True:
+        return False
     try:
         return bool(watch.alive())
     except Exception:
