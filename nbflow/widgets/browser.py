@@ -37,10 +37,18 @@ from nbflow.widgets.browser_tables import (
 )
 from nbflow.widgets.dag import DagWidget
 from nbflow.widgets.fork import ForkPanel, ForkRequest, fork_plan, param_types
+from nbflow.widgets.gate_panel import GatePanel
 from nbflow.widgets.live import Follower, close_all
 from nbflow.widgets.preview import message, run_header, step_details, value_preview
 from nbflow.widgets.rows import version_rows
-from nbflow.widgets.states import DagSpec, infos_from_rows, mark_stale, run_spec, stale_steps
+from nbflow.widgets.states import (
+    DagSpec,
+    infos_from_rows,
+    mark_stale,
+    run_spec,
+    stale_steps,
+    with_gates,
+)
 
 if TYPE_CHECKING:
     from nbflow.api.flow import Flow
@@ -91,6 +99,10 @@ class Browser(w.VBox):
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.runs = runs_table()
         self.header = w.HTML()
+        # The selected run's open gates, with Approve and Reject (hidden without gates).
+        self.gate = GatePanel(
+            follow=lambda: self._gate_follower, on_decided=lambda _: self.refresh()
+        )
         self.dag = DagWidget()
         self.version = w.SelectionSlider(
             options=[("0", 0)],
@@ -118,7 +130,7 @@ class Browser(w.VBox):
             titles=("Step", "Events", "Fork", "Lineage"),
         )
         self.run_box = w.VBox(
-            [self.header, self.dag, self.version, self.version_label, self.tabs],
+            [self.header, self.gate, self.dag, self.version, self.version_label, self.tabs],
             layout=w.Layout(display="none"),
         )
         super().__init__(
@@ -290,6 +302,7 @@ class Browser(w.VBox):
         state = self.store.load_state(run_id) if latest else self.store.state_at(run_id, version)
         self._state = state
         infos = infos_from_rows(state.current.values())
+        infos = with_gates(infos, (e for e in self._events if e.seq <= version))
         flow = self._flow if latest else None
         if flow is not None:
             infos = mark_stale(infos, stale_steps(flow, self._run))
@@ -300,6 +313,7 @@ class Browser(w.VBox):
             f"version {version} of {self._record.version}: {label}" if label else ""
         )
         self.fork.set_version(version)
+        self.gate.show(self._run if latest else None)  # decisions are made on the present
         self._show_step()
         self._show_events()
         self.events.selected = str(version)
@@ -416,7 +430,11 @@ class Browser(w.VBox):
 
         return Follower(self.store, run_id, update)
 
-    def _on_live(self, run_id: str, state: RunState, finished: bool) -> None:
+    def _gate_follower(self, run: Run, graph: Any, done: int) -> Follower:
+        # A run the gate panel continued: followed as a fork is; the panel tells its end.
+        return Follower(self.store, run.id, lambda s, end: self._on_live(run.id, s, end, True))
+
+    def _on_live(self, run_id: str, state: RunState, finished: bool, gate: bool = False) -> None:
         """A run started here committed: redraw it if it is the one shown."""
         if self._closed:
             return
@@ -426,14 +444,14 @@ class Browser(w.VBox):
                 self.reload_runs()
                 if shown:
                     self.select_run(run_id, keep_fork_status=True)
-                    self.fork.show_ended(state.run)
+                    (self.gate if gate else self.fork).show_ended(state.run)
                 return
             if shown and self._follow_latest:
                 self._state = state
                 self._record = state.run
                 self.header.value = run_header(state.run)
                 self.dag.show(
-                    infos=infos_from_rows(state.current.values()),
+                    infos=with_gates(infos_from_rows(state.current.values()), self._events),
                     title=f"{state.run.flow} · run {run_id} · {state.run.status.value}",
                 )
                 self._show_step()

@@ -18,9 +18,11 @@ if TYPE_CHECKING:
     from nbflow.api.run import Run
     from nbflow.graph.dag import FlowGraph
     from nbflow.widgets.live import LiveRun
+    from nbflow.widgets.run_view import RunView
 
 _flow_widgets: weakref.WeakKeyDictionary[Flow, DagWidget] = weakref.WeakKeyDictionary()
 _run_widgets: dict[tuple[str, str], DagWidget] = {}  # (store uri, run id) -> widget
+_run_views: dict[tuple[str, str], RunView] = {}  # runs of flows with gates
 _live: weakref.WeakKeyDictionary[Run, tuple[LiveRun, int | None]] = weakref.WeakKeyDictionary()
 _MAX_RUN_WIDGETS = 32
 
@@ -59,6 +61,23 @@ def run_widget(run: Run) -> DagWidget:
     return widget
 
 
+def run_view(run: Run) -> RunView:
+    """The view of a run whose flow has gates: its DAG and its gate panel, refreshed."""
+    from nbflow.widgets.run_view import RunView
+
+    key = (run.store.uri or str(id(run.store)), run.id)
+    view = _run_views.get(key)
+    if view is not None and is_open(view) and is_open(view.dag):
+        view.run = run
+        view.refresh()
+        return view
+    view = RunView(run, run_widget(run))
+    _run_views[key] = view
+    while len(_run_views) > _MAX_RUN_WIDGETS:
+        _run_views.pop(next(iter(_run_views)))
+    return view
+
+
 def remember_live(run: Run, live: LiveRun) -> None:
     """Note that ``run`` is being shown live in the current cell."""
     _live[run] = (live, _execution_count())
@@ -75,7 +94,7 @@ def _execution_count() -> int | None:
     return getattr(shell, "execution_count", None)
 
 
-def widget_bundle(widget: DagWidget) -> dict[str, Any]:
+def widget_bundle(widget: DagWidget | RunView) -> dict[str, Any]:
     """The mime bundle that displays ``widget``, with its summary as ``text/plain`` and
     ``text/html`` for front ends that cannot show widgets."""
     bundle = widget._repr_mimebundle_()
@@ -89,11 +108,14 @@ def flow_bundle(flow: Flow) -> dict[str, Any]:
 
 
 def run_bundle(run: Run) -> dict[str, Any]:
-    """A run's display: its DAG widget, unless this cell already shows it live."""
+    """A run's display: its DAG widget (with the gate panel, where its flow has gates),
+    unless this cell already shows it live."""
+    from nbflow.widgets.run_view import has_gates
+
     live = _live.get(run)
     if live is not None and live[1] is not None and live[1] == _execution_count():
         return {"text/plain": repr(run)}
-    return widget_bundle(run_widget(run))
+    return widget_bundle(run_view(run) if has_gates(run) else run_widget(run))
 
 
 def summary_bundle(target: Flow | Run) -> dict[str, Any]:
@@ -118,6 +140,16 @@ def notebook_progress(run: Run, graph: FlowGraph, done: int = 0) -> LiveRun:
     live = LiveRun(run, graph, done)
     handle = display(live, display_id=True)
     if handle is not None:
-        live.on_finished = lambda: handle.update(live)
+        live.on_finished = lambda: handle.update(_with_gates(run, live))
     remember_live(run, live)
     return live
+
+
+def _with_gates(run: Run, live: LiveRun) -> LiveRun | RunView:
+    """What an ended live view becomes: itself, or, for a flow with gates, the live view
+    above the gate panel, its DAG showing the gates' states."""
+    if not live.spec.gates:
+        return live
+    from nbflow.widgets.run_view import RunView
+
+    return RunView(run, live.dag, top=live.view, progress=(live.bar, live.label))
