@@ -84,6 +84,37 @@ def open_and_run_all(lab: Lab, context: Any, notebook: str, timeout_s: float = 1
     return page
 
 
+def wait_for_idle_kernel(lab: Lab, timeout_s: float = 120) -> None:
+    """Wait until a kernel has a connection and is idle (a front end is attached)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        kernels = lab.api("/api/kernels")
+        if any(k["connections"] >= 1 and k["execution_state"] == "idle" for k in kernels):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no idle kernel with a connection: {kernels}")
+        time.sleep(0.25)
+
+
+def open_in_notebook7_and_run_all(
+    lab: Lab, context: Any, notebook: str, timeout_s: float = 120
+) -> Any:
+    """Open ``notebook`` in Notebook 7 (``/notebooks/...``), wait until its kernel is
+    ready, run every cell."""
+    page = context.new_page()
+    page.goto(f"{lab.url}/notebooks/{notebook}?token={lab.token}")
+    page.wait_for_function("() => !!window.jupyterapp", timeout=timeout_s * 1000)
+    wait_for_idle_kernel(lab, timeout_s)
+    page.wait_for_function(
+        """() => { const w = window.jupyterapp.shell.currentWidget;
+                   return !!(w && w.sessionContext && w.sessionContext.session?.kernel
+                             && w.sessionContext.kernelDisplayStatus === 'idle'); }""",
+        timeout=timeout_s * 1000,
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    return page
+
+
 def save_screenshot(page: Any, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """``failure.png`` in the test's temp dir on failure; always to $NBFLOW_SCREENSHOTS."""
     report = getattr(request.node, "report_call", None)
