@@ -48,6 +48,8 @@ class GatePanel(w.VBox):
         self._tokens: dict[tuple[str, str, int], str] = {}  # (run, gate, opening) -> token
         self._lock = threading.RLock()
         self._said = ""  # the last decision made here
+        #: The run as continued here after the last approval (``.wait()`` for its end).
+        self.continued: Run | None = None
         self.head = w.HTML()
         self.choice = w.Dropdown(description="gate", layout=w.Layout(display="none"))
         self.value = w.HTML()
@@ -209,9 +211,9 @@ class GatePanel(w.VBox):
             try:
                 if factory is not None:
                     with progress_view(factory):
-                        run.resume(background=True)
+                        self.continued = run.resume(background=True)
                 else:
-                    run.resume(background=True, progress=False)
+                    self.continued = run.resume(background=True, progress=False)
             except NbflowError as exc:
                 return f"; the run stays waiting: {exc}"
             return ""

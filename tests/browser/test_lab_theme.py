@@ -171,12 +171,20 @@ def test_in_the_dark_theme_the_dag_is_drawn_on_the_notebook_s_background(dark):
     docs_image(dark, f"{BROWSER} .nbflow-dag", "browser-dag-dark.png")
 
 
-def test_the_fork_panel_screenshot(page):
+def test_the_fork_panel_reads_well_and_says_what_a_fork_reuses(page):
     page.locator(f"{BROWSER} .lm-TabBar-tab", has_text="Fork").click()
     panel = f"{BROWSER} .nbflow-fork"
     page.locator(panel).wait_for(state="visible", timeout=WAIT_MS)
     page.locator(f"{panel} button", has_text="Fork").wait_for(timeout=WAIT_MS)
     ratio = contrast(page, f"{panel} .widget-label")
     assert ratio >= TEXT
+    # Forking from `upload` would reuse what is upstream of it: the panel says so.
+    page.locator(f"{panel} select").first.select_option("upload")
+    page.locator(f"{panel} .nbflow-fork-plan", has_text="reuses").wait_for(timeout=WAIT_MS)
+    page.wait_for_function(
+        "(sel) => /reuses (?!nothing)/.test(document.querySelector(sel).textContent)",
+        arg=f"{panel} .nbflow-fork-plan",
+        timeout=WAIT_MS,
+    )
     docs_image(page, panel, "fork-panel.png")
     page.locator(f"{BROWSER} .lm-TabBar-tab", has_text="Step").click()
