@@ -52,6 +52,19 @@ GATE_DARK_PALETTE: dict[GateLook, tuple[str, str]] = {
     GateLook.REJECTED: ("#450a0a", "#f87171"),
 }
 
+#: run or step status -> the look of its badge (widgets.css has the light ones).
+BADGES: dict[str, NodeState | GateLook] = {
+    "completed": NodeState.COMPLETED,
+    "cached": NodeState.CACHED,
+    "running": NodeState.RUNNING,
+    "failed": NodeState.FAILED,
+    "skipped": NodeState.SKIPPED,
+    "waiting": GateLook.OPEN,
+    "stale": NodeState.STALE,
+    "cancelled": NodeState.STALE,
+    "interrupted": NodeState.STALE,
+}
+
 #: Custom properties of the light theme (JupyterLab's variables, where it has one).
 LIGHT_VARS = {
     "--nbflow-node-text": "#111827",
@@ -105,6 +118,15 @@ def theme_css() -> str:
     for gates, wrap in ((GATE_PALETTE, str), (GATE_DARK_PALETTE, _dark)):
         for look, (fill, stroke) in gates.items():
             out.append(_colors(wrap, f"gate.gate-{look.value}", fill, stroke))
+    # Status badges (runs table, run header): dark chips with light text in a dark theme.
+    badge = _dark(".nbflow-badge")
+    out.append(f"{badge} {{ background: #374151; border-color: #9ca3af; color: #f3f4f6; }}\n")
+    for status, shown in BADGES.items():
+        fill, stroke = (
+            GATE_DARK_PALETTE[shown] if isinstance(shown, GateLook) else DARK_PALETTE[shown]
+        )
+        chip = _dark(f".nbflow-badge.status-{status}")
+        out.append(f"{chip} {{ background: {fill}; border-color: {stroke}; }}\n")
     # The selected node's border last, and more specific than any state's or gate's.
     selected = ".nbflow-dag g.node.selected.node > .shape"
     out.append(f"{selected},\n{_dark(selected)} {{ stroke: var(--nbflow-selected); }}\n")

@@ -122,6 +122,8 @@ READABLE = {
     "a node's caption": f'{BROWSER} g.node[data-step="orders"] text.caption',
     "a failed node's name": f'{BROWSER} g.node[data-step="upload"] text.name',
     "the DAG's title": f"{BROWSER} .nbflow-dag-title",
+    "a status badge": f"{BROWSER} .nbflow-runs tbody tr:not(.selected) .nbflow-badge",
+    "a failed badge": f"{BROWSER} .nbflow-runs tbody tr.selected .nbflow-badge",
     "the legend": f"{BROWSER} .nbflow-legend-item",
 }
 
