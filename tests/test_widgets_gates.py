@@ -14,6 +14,7 @@ from widget_comms import comms  # noqa: F401 - a fixture
 
 import nbflow as nf
 from nbflow.store.memory.store import MemoryStore
+from nbflow.widgets import show
 from nbflow.widgets.browser import Browser
 from nbflow.widgets.display import run_bundle, run_view
 from nbflow.widgets.gate_panel import GatePanel
@@ -101,6 +102,11 @@ def test_the_run_view_shows_the_open_gate_value_and_token(store, comms):
     panel.show(run)
     assert panel.token.value == token
     assert "application/vnd.jupyter.widget-view+json" in run_bundle(run)
+    assert show(run) is view  # nbflow.widgets.show gives the same view
+    # Where widgets cannot render, the summary says the gate needs approval.
+    bundle = view._repr_mimebundle_()
+    data = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "needs approval" in data["text/plain"] and "needs approval" in data["text/html"]
 
 
 def test_approve_in_the_widget_continues_the_run_here(store, comms):

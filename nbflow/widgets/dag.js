@@ -398,6 +398,10 @@ function render({ model, el }) {
     else apply();
   });
   resize.observe(view);
+  // The minimap copies the nodes' colors as the page shows them: redraw it when the
+  // theme changes (JupyterLab sets data-jp-theme-light on the body; VS Code a class).
+  const theme = new MutationObserver(() => drawMinimap());
+  theme.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "class"] });
 
   const handlers = [
     ["change:svg", drawSvg],
@@ -416,6 +420,7 @@ function render({ model, el }) {
   drawGroupsButton();
   return () => {
     resize.disconnect();
+    theme.disconnect();
     for (const [name, fn] of handlers) model.off(name, fn);
   };
 }

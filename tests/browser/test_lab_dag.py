@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Lab, open_and_run_all, save_screenshot
+from harness import Lab, open_and_run_all, save_screenshot, set_theme
 
 WAIT_MS = 90_000
 WIDTH = 900
@@ -310,6 +310,16 @@ def test_a_big_fan_out_starts_folded_and_unfolds_with_a_minimap(page):
     assert view_box(page, selector)[0] > before[0]
     page.locator(f"{selector} .nbflow-fit").click()
     docs_image(page, selector, "dag-unfolded-minimap.png")
+    # In the dark theme the minimap is redrawn in the nodes' dark colors.
+    same_colors = """(sel) => {
+      const node = getComputedStyle(document.querySelector(`${sel} g.node .shape`)).fill;
+      const mini = document.querySelector(`${sel} .nbflow-minimap rect`).getAttribute('fill');
+      return document.body.dataset.jpThemeLight === 'false' && node === mini; }"""
+    set_theme(page, "JupyterLab Dark")
+    try:
+        page.wait_for_function(same_colors, arg=selector, timeout=WAIT_MS)
+    finally:
+        set_theme(page, "JupyterLab Light")
     page.locator(f"{selector} .nbflow-groups").click()  # fold again
     page.wait_for_function(
         f"() => document.querySelectorAll(`{selector} g.node`).length === 4", timeout=WAIT_MS
