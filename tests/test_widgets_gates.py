@@ -4,6 +4,7 @@ approval continues the run in this process, and the DAG follows it)."""
 
 from __future__ import annotations
 
+import gc
 import getpass
 import re
 
@@ -115,6 +116,7 @@ def test_approve_in_the_widget_continues_the_run_here(store, comms):
     view.gates.by.value = "ann"
     view.gates.comment.value = "ledger matches"
     view.gates.approve_button.click()
+    view.gates.approve_button.click()  # a second click, sent before the first was answered
     wait_for(lambda: nf.get_run(run.id, store).status == "completed", "the run completed")
     assert run["totals"] == 15
     (gate,) = run.gates.itertuples()
@@ -183,3 +185,21 @@ def test_the_browser_approves_and_follows_the_run(store, comms):
         assert browser.dag.infos["check_sales"].gate == "open"
     finally:
         browser.close()
+
+
+def test_approving_where_the_flow_is_not_defined_records_it_and_says_so(store, comms):
+    def waiting_run_id() -> str:
+        return gated(store, name="elsewhere").run(progress=False).id
+
+    run_id = waiting_run_id()
+    gc.collect()  # the flow is gone from this process: nothing here can continue the run
+    run = nf.get_run(run_id, store)
+    panel = GatePanel()
+    panel.show(run)
+    panel.by.value = ""  # left empty: the OS user decides
+    panel.approve_button.click()
+    assert run.status == "waiting"
+    assert list(run.gates["status"]) == ["approved"]
+    assert list(run.gates["decided_by"]) == [getpass.getuser()]
+    assert "stays waiting" in panel.status.value and getpass.getuser() in panel.status.value
+    assert "is not defined in this session" in panel.status.value

@@ -164,10 +164,13 @@ class GatePanel(w.VBox):
         self._decide(approve=False)
 
     def _decide(self, *, approve: bool) -> None:
+        from nbflow.api.gates import who
+
         with self._lock:
             run, gate = self._run, self.choice.value
             if run is None or not gate:
-                self.status.value = message("no gate waits for a decision", "error")
+                if self.form.layout.display != "none":  # (else: a click that came late)
+                    self.status.value = message("no gate waits for a decision", "error")
                 return
             by = self.by.value.strip() or None
             comment = self.comment.value.strip() or None
@@ -182,7 +185,7 @@ class GatePanel(w.VBox):
                 return
             self.comment.value = ""
             word = "approved" if approve else "rejected"
-            said = self._said = f"{gate} {word} by {by or 'you'}"
+            said = self._said = f"{gate} {word} by {who(by)}"
             if approve:
                 # Said before the run continues: its end (told by the follower) is last.
                 self.status.value = message(f"{said}; the run continues…", "ok")
