@@ -170,7 +170,6 @@ def test_in_the_dark_theme_the_dag_is_drawn_on_the_notebook_s_background(dark):
     for fill in shown["nodes"]:  # dark node boxes (their light names are measured above)
         rgb = [float(v) for v in fill[fill.index("(") + 1 : -1].split(",")[:3]]
         assert luminance(rgb) < 0.12, shown
-    docs_image(dark, f"{BROWSER} .nbflow-dag", "browser-dag-dark.png")
 
 
 def test_the_fork_panel_reads_well_and_says_what_a_fork_reuses(page):
