@@ -10,13 +10,12 @@ screenshots of docs/dag.md there (``NBFLOW_DOCS_IMAGES=docs/images``).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Lab, open_and_run_all, save_screenshot, set_theme
+from harness import Lab, docs_image, open_and_run_all, save_screenshot, set_theme
 
 WAIT_MS = 90_000
 WIDTH = 900
@@ -171,15 +170,6 @@ def dags(lab: Lab, chromium: Any) -> Iterator[Any]:
 def page(dags: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     yield dags
     save_screenshot(dags, request, tmp_path)
-
-
-def docs_image(page: Any, selector: str, name: str) -> None:
-    """Save an element's screenshot for docs/dag.md when $NBFLOW_DOCS_IMAGES is set."""
-    folder = os.environ.get("NBFLOW_DOCS_IMAGES")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.locator(selector).scroll_into_view_if_needed()
-        page.locator(selector).screenshot(path=str(Path(folder) / name))
 
 
 def view_box(page: Any, selector: str) -> list[float]:
