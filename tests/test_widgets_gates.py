@@ -203,3 +203,39 @@ def test_approving_where_the_flow_is_not_defined_records_it_and_says_so(store, c
     assert list(run.gates["decided_by"]) == [getpass.getuser()]
     assert "stays waiting" in panel.status.value and getpass.getuser() in panel.status.value
     assert "is not defined in this session" in panel.status.value
+
+
+def test_with_two_gates_open_the_panel_picks_one_and_continues_after_both(store, comms):
+    flow = nf.Flow("two_gates", store=store)
+
+    @flow.step
+    def raw() -> list[int]:
+        return [1, 2, 3]
+
+    @flow.gate
+    def check_rows(raw: list[int]) -> dict[str, int]:
+        return {"rows": len(raw)}
+
+    @flow.gate
+    def check_sum(raw: list[int]) -> dict[str, int]:
+        return {"sum": sum(raw)}
+
+    @flow.step
+    def report(check_rows: dict[str, int], check_sum: dict[str, int]) -> str:
+        return f"{check_rows['rows']} rows, sum {check_sum['sum']}"
+
+    run = flow.run(progress=False)
+    view = run_view(run)
+    panel = view.gates
+    assert list(panel.choice.options) == ["check_rows", "check_sum"]
+    assert panel.choice.layout.display == ""  # a choice to make
+    assert "rows" in panel.value.value
+    panel.choice.value = "check_sum"
+    assert "sum" in panel.value.value and "rows" not in panel.value.value
+    panel.approve_button.click()
+    assert run.status == "waiting" and "waits for its other gates" in panel.status.value
+    assert list(panel.choice.options) == ["check_rows"]
+    panel.approve_button.click()
+    panel.continued.wait()
+    wait_for(lambda: run.status == "completed", "the run completed")
+    assert run["report"] == "3 rows, sum 6"

@@ -91,7 +91,8 @@ class GatePanel(w.VBox):
         self.add_class("nbflow-panel")
         self.approve_button.on_click(lambda _: self.approve())
         self.reject_button.on_click(lambda _: self.reject())
-        self.choice.observe(lambda _: self._show_gate(), names="value")
+        self._choosing = False
+        self.choice.observe(self._on_choice, names="value")
 
     @property
     def run(self) -> Run | None:
@@ -118,8 +119,12 @@ class GatePanel(w.VBox):
             statuses = zip(gates["gate"], gates["status"], strict=True)
             shown = [g for g, s in statuses if s == "open"] if waiting else []
             keep = self.choice.value if self.choice.value in shown else None
-            self.choice.options = shown
-            self.choice.value = keep or (shown[0] if shown else None)
+            self._choosing = True  # one preview per show, not one per change of the choice
+            try:
+                self.choice.options = shown
+                self.choice.value = keep or (shown[0] if shown else None)
+            finally:
+                self._choosing = False
             self.choice.layout.display = "" if len(shown) > 1 else "none"
             self.form.layout.display = "" if shown else "none"
             self.head.value = (
@@ -129,6 +134,10 @@ class GatePanel(w.VBox):
                 else ""
             )
             self.decided.value = _decided_html(gates)
+            self._show_gate()
+
+    def _on_choice(self, change: dict[str, Any]) -> None:
+        if not self._choosing:  # the user picked another open gate
             self._show_gate()
 
     def _show_gate(self) -> None:
