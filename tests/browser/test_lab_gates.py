@@ -3,7 +3,8 @@
 A notebook written by the test runs a flow whose run stops at a gate. The cell's live
 view then shows the gate as an open hexagon and, under the DAG, the gate panel with the
 gate's value and token. The test types a name and a comment, clicks Approve, and waits
-for the run to complete in the same view. With ``$NBFLOW_DOCS_IMAGES`` set
+for the run to complete in the same view; another notebook does the same in the browser
+(``nf.browse(flow)``), whose runs table and DAG follow. With ``$NBFLOW_DOCS_IMAGES`` set
 (``docs/images``) it saves the panel's screenshot for docs/gates.md.
 """
 
@@ -109,3 +110,31 @@ def test_clicking_approve_continues_the_run_to_its_end(page):
     assert "totals match the ledger" in decided
     assert page.locator(f"{PANEL} .nbflow-approve").is_hidden()  # nothing left to decide
     docs_image(page, VIEW, "gate-approved.png")
+
+
+def test_the_browser_approves_the_selected_run_s_gate(lab: Lab, chromium: Any):
+    nb = notebook()
+    nb["cells"][1]["source"] = "run = flow.run(progress=False)\nnf.browse(flow)"
+    (lab.root / "gated_browser.ipynb").write_text(json.dumps(nb))
+    page = open_and_run_all(lab, chromium, "gated_browser.ipynb")
+    browser = ".nbflow-browser"
+    panel = f"{browser} .nbflow-gates"
+    try:
+        page.locator(f'{browser} g.node.gate[data-gate="open"]').wait_for(timeout=WAIT_MS)
+        page.locator(f"{panel} .nbflow-approve").wait_for(timeout=WAIT_MS)
+        assert "north" in page.locator(f"{panel} .nbflow-gate-value").inner_text()
+        assert "waiting" in page.locator(f"{browser} .nbflow-runs tr.selected").inner_text()
+        page.locator(f"{panel} .nbflow-gate-by input").fill("carol")
+        page.locator(f"{panel} .nbflow-approve").click()
+        page.locator(f'{browser} g.node[data-step="totals"][data-state="completed"]').wait_for(
+            timeout=WAIT_MS
+        )
+        page.locator(f"{browser} .nbflow-runs tr.selected", has_text="completed").wait_for(
+            timeout=WAIT_MS
+        )
+        page.locator(f"{panel} .nbflow-gate-status", has_text="completed").wait_for(timeout=WAIT_MS)
+        assert "approved by carol" in page.locator(f"{panel} .nbflow-gate-status").inner_text()
+        gate = page.locator(f'{browser} g.node[data-step="check_sales"]')
+        assert gate.get_attribute("data-gate") == "approved"
+    finally:
+        page.close()
