@@ -151,7 +151,7 @@ def test_every_state_differs_by_more_than_color():
 
 def test_the_legend_carries_each_state_s_border_and_icon(comms):
     palette = DagWidget().palette
-    assert palette["skipped"][2:] == [DASH[NodeState.SKIPPED], ICONS[NodeState.SKIPPED]]
+    assert palette["skipped"][2:4] == [DASH[NodeState.SKIPPED], ICONS[NodeState.SKIPPED]]
     assert palette["completed"][2] == ""  # a solid border
 
 

@@ -150,14 +150,29 @@ def test_the_cli_reuses_what_the_kernel_computed(executed: dict[str, Executed]) 
 
 
 @pytest.mark.slow
-def test_gates_notebook_approves_from_the_cli(executed: dict[str, Executed]) -> None:
+def test_gates_notebook_approves_from_the_cli_and_the_widget(
+    executed: dict[str, Executed],
+) -> None:
     result = executed["gates.ipynb"]
     assert result.error is None, result.error
     runs = nf.runs(str(result.store))
-    assert sorted(runs["status"]) == ["cancelled", "completed"]
-    done = nf.get_run(runs.loc[runs["status"] == "completed", "run_id"].iloc[0], str(result.store))
-    (gate,) = done.gates.itertuples()
+    assert sorted(runs["status"]) == ["cancelled", "completed", "completed"]
+    done = {
+        nf.get_run(r, str(result.store)).params["n"]: nf.get_run(r, str(result.store))
+        for r in runs.loc[runs["status"] == "completed", "run_id"]
+    }
+    (gate,) = done[6].gates.itertuples()  # approved from the command line
     assert (gate.gate, gate.status, gate.decided_by) == ("check_sales", "approved", "reviewer")
-    assert done["totals"] == "3 regions, 15 in all"
+    assert done[6]["totals"] == "3 regions, 15 in all"
+    (gate,) = done[9].gates.itertuples()  # approved from the widget's button
+    assert (gate.status, gate.comment) == ("approved", "nine rows, three regions: fine")
+    assert done[9]["totals"] == "3 regions, 36 in all"
     out = "\n".join(o.get("text", "") for c in result.notebook.cells for o in c.get("outputs", []))
     assert "gate approved: run" in out and "this token was already used" in out
+    widgets = [
+        o
+        for c in result.notebook.cells
+        for o in c.get("outputs", [])
+        if "data" in o and "application/vnd.jupyter.widget-view+json" in o["data"]
+    ]
+    assert widgets  # the run's view (DAG and gate panel) was displayed

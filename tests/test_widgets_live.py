@@ -173,7 +173,7 @@ def test_a_running_node_ticks_and_pulses_only_when_live():
     from nbflow.widgets.svg import draw
 
     now = draw(layout(spec), info, live=True)
-    assert "<animate" in now and 'class="ticking"' in now
+    assert "<animate" in now and 'class="caption ticking"' in now
     elapsed = float(now.split('data-elapsed="')[1].split('"')[0])
     assert 3000 <= elapsed < 3000 + GENEROUS * 1000
     assert "running · 3." in now or "running · " in now

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from nbflow.store.base import Store
     from nbflow.widgets.browser import Browser
     from nbflow.widgets.dag import DagWidget
+    from nbflow.widgets.run_view import RunView
 
 __all__ = ["Browser", "DagWidget", "browse", "show"]
 
@@ -72,12 +73,16 @@ def _browsable(target: object) -> bool:
     return isinstance(target, Flow | Run)
 
 
-def show(target: Flow | Run) -> DagWidget:
-    """The DAG widget of a flow (states of its latest run) or of a run."""
+def show(target: Flow | Run) -> DagWidget | RunView:
+    """The DAG widget of a flow (states of its latest run) or of a run; for a run whose
+    flow has human gates, the run's view: its DAG above the gate panel (Approve/Reject)."""
     from nbflow.api.flow import Flow
-    from nbflow.widgets.display import flow_widget, run_widget
+    from nbflow.widgets.display import flow_widget, run_view, run_widget
+    from nbflow.widgets.run_view import has_gates
 
-    return flow_widget(target) if isinstance(target, Flow) else run_widget(target)
+    if isinstance(target, Flow):
+        return flow_widget(target)
+    return run_view(target) if has_gates(target) else run_widget(target)
 
 
 def repr_bundle(target: Flow | Run) -> dict[str, Any]:

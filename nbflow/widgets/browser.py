@@ -39,6 +39,7 @@ from nbflow.widgets.browser_tables import (
 )
 from nbflow.widgets.dag import DagWidget
 from nbflow.widgets.fork import ForkPanel, ForkRequest, fork_plan, param_types
+from nbflow.widgets.gate_panel import GatePanel
 from nbflow.widgets.live import close_all
 from nbflow.widgets.preview import message, run_header, step_details, value_preview
 from nbflow.widgets.rows import version_rows
@@ -48,6 +49,7 @@ from nbflow.widgets.states import (
     mark_stale,
     run_spec,
     stale_steps,
+    with_gates,
     with_waiting,
 )
 from nbflow.widgets.watch import Watch, follow
@@ -102,6 +104,10 @@ class Browser(LiveUpdates, w.VBox):
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.runs = runs_table()
         self.header = w.HTML()
+        # The selected run's open gates, with Approve and Reject (hidden without gates).
+        self.gate = GatePanel(
+            follow=lambda: self._gate_follower, on_decided=lambda _: self.refresh()
+        )
         self.dag = DagWidget()
         self.version = w.SelectionSlider(
             options=[("0", 0)],
@@ -130,7 +136,7 @@ class Browser(LiveUpdates, w.VBox):
             titles=("Step", "Events", "Fork", "Lineage"),
         )
         self.run_box = w.VBox(
-            [self.header, self.dag, self.version, self.version_label, self.tabs],
+            [self.header, self.gate, self.dag, self.version, self.version_label, self.tabs],
             layout=w.Layout(display="none"),
         )
         super().__init__(
@@ -327,6 +333,7 @@ class Browser(LiveUpdates, w.VBox):
         # Only the latest version of a run going on is live: a past one does not pulse.
         live = latest and not state.run.status.at_rest
         infos = with_waiting(infos, self._spec.nodes, not state.run.status.at_rest)
+        infos = with_gates(infos, (e for e in self._events if e.seq <= version))
         flow = self._flow if latest and not live else None
         if flow is not None:
             infos = mark_stale(infos, stale_steps(flow, self._run))
@@ -337,6 +344,7 @@ class Browser(LiveUpdates, w.VBox):
             f"version {version} of {self._latest_version()}: {label}" if label else ""
         )
         self.fork.set_version(version)
+        self.gate.show(self._run if latest else None)  # decisions are made on the present
         self._show_step()
         self._show_events()
         self.events.selected = str(version)

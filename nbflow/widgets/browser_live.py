@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from nbflow.store.base import Store
     from nbflow.store.records import RunRecord
     from nbflow.widgets.fork import ForkPanel
+    from nbflow.widgets.gate_panel import GatePanel
     from nbflow.widgets.watch import Watch
 
 
@@ -47,6 +48,7 @@ class LiveUpdates:
         header: w.HTML
         version: w.SelectionSlider
         fork: ForkPanel
+        gate: GatePanel
         _lock: threading.RLock
         _closed: bool
         _run: Run | None
@@ -73,7 +75,13 @@ class LiveUpdates:
 
         return Follower(self.store, run_id, update)
 
-    def _on_live(self, run_id: str, state: RunState, finished: bool) -> None:
+    def _gate_follower(self, run: Run, graph: Any, done: int) -> Follower:
+        # A run the gate panel continued: followed as a fork is; the panel tells its end.
+        run_id = run.id
+        self._following.add(run_id)
+        return Follower(self.store, run_id, lambda s, end: self._on_live(run_id, s, end, True))
+
+    def _on_live(self, run_id: str, state: RunState, finished: bool, gate: bool = False) -> None:
         """A run started here committed: redraw it if it is the one shown."""
         if self._closed:
             return
@@ -84,7 +92,7 @@ class LiveUpdates:
                 self.reload_runs()
                 if shown:
                     self.select_run(run_id, keep_fork_status=True)
-                    self.fork.show_ended(state.run)
+                    (self.gate if gate else self.fork).show_ended(state.run)
                 return
             self._show_live(run_id, state)
 

@@ -25,8 +25,10 @@ function formatDuration(ms) {
 }
 const TICK_MS = 200;
 
+// A legend entry: a small box of the state's (or a gate's) look. Its classes are those of
+// the nodes it stands for, so the stylesheet colors it in the page's theme.
 function legendItem(state, style) {
-  const [fill, stroke, dash, icon] = style;
+  const [fill, stroke, dash, icon, cls, shape] = style;
   const item = document.createElement("span");
   item.className = "nbflow-legend-item";
   item.dataset.state = state;
@@ -35,11 +37,15 @@ function legendItem(state, style) {
   swatch.setAttribute("width", "26");
   swatch.setAttribute("height", "14");
   swatch.setAttribute("viewBox", "0 0 26 14");
+  const paint =
+    `fill="${fill}" stroke="${stroke}" stroke-width="1.5"${dash ? ` stroke-dasharray="${dash}"` : ""}`;
+  const outline = shape === "hexagon"
+    ? `<polygon class="shape" points="5,1 21,1 25,7 21,13 5,13 1,7" ${paint}/>`
+    : `<rect class="shape" x="1" y="1" width="24" height="12" rx="3" ${paint}/>`;
   swatch.innerHTML =
-    `<rect x="1" y="1" width="24" height="12" rx="3" fill="${fill}" stroke="${stroke}" ` +
-    `stroke-width="1.5"${dash ? ` stroke-dasharray="${dash}"` : ""}/>` +
-    `<g transform="translate(13,7) scale(0.8)" fill="${stroke}" stroke="${stroke}" ` +
-    `stroke-linecap="round" stroke-linejoin="round">${icon || ""}</g>`;
+    `<g class="${cls || `state-${state}`}">${outline}` +
+    `<g class="icon" transform="translate(13,7) scale(0.8)" fill="${stroke}" stroke="${stroke}" ` +
+    `stroke-linecap="round" stroke-linejoin="round">${icon || ""}</g></g>`;
   item.append(swatch, document.createTextNode(state.replace("_", " ")));
   return item;
 }
@@ -158,13 +164,16 @@ function render({ model, el }) {
     miniSvg.setAttribute("preserveAspectRatio", "xMidYMid meet");
     const parts = [];
     for (const g of graph.nodes.values()) {
-      const b = boxOf(g), rect = g.querySelector("rect");
+      // The colors the page shows (the theme's), not the SVG's light-theme attributes.
+      const b = boxOf(g), shape = g.querySelector(".shape"), look = getComputedStyle(shape);
+      const fill = look.fill || shape.getAttribute("fill");
+      const stroke = look.stroke || shape.getAttribute("stroke");
       parts.push(
         `<rect x="${b.x - b.w / 2}" y="${b.y - b.h / 2}" width="${b.w}" height="${b.h}" ` +
-        `fill="${rect.getAttribute("fill")}" stroke="${rect.getAttribute("stroke")}" stroke-width="${content.w / 180}"/>`,
+        `fill="${fill}" stroke="${stroke}" stroke-width="${content.w / 180}"/>`,
       );
     }
-    parts.push(`<rect class="nbflow-minimap-view" fill="rgba(37,99,235,0.12)" stroke="#2563eb" stroke-width="${(1.5 * content.w) / 180}"/>`);
+    parts.push(`<rect class="nbflow-minimap-view" stroke-width="${(1.5 * content.w) / 180}"/>`);
     miniSvg.innerHTML = parts.join("");
     miniView = miniSvg.querySelector(".nbflow-minimap-view");
     minimap.append(miniSvg);
@@ -412,6 +421,10 @@ function render({ model, el }) {
     else apply();
   });
   resize.observe(view);
+  // The minimap copies the nodes' colors as the page shows them: redraw it when the
+  // theme changes (JupyterLab sets data-jp-theme-light on the body; VS Code a class).
+  const theme = new MutationObserver(() => drawMinimap());
+  theme.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "class"] });
 
   const handlers = [
     ["change:svg", drawSvg],
@@ -431,6 +444,7 @@ function render({ model, el }) {
   return () => {
     clearInterval(ticker);
     resize.disconnect();
+    theme.disconnect();
     for (const [name, fn] of handlers) model.off(name, fn);
   };
 }

@@ -30,9 +30,11 @@ from nbflow.widgets.states import (
     mark_stale,
     run_spec,
     stale_steps,
+    with_gates,
     with_waiting,
 )
-from nbflow.widgets.svg import DASH, ICONS, draw
+from nbflow.widgets.svg import DASH, GATE_DASH, GATE_ICONS, ICONS, draw
+from nbflow.widgets.theme import GATE_PALETTE, theme_css
 
 if TYPE_CHECKING:
     from nbflow.api.flow import Flow
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 DAGRE = HERE / "vendor" / "dagre.esm.js"
 FRONT_END = ("dag_layout.js", "dag.js")  # one ES module, in this order
+#: The widgets' stylesheet: widgets.css, then the DAG's colors in both themes.
+CSS = (HERE / "widgets.css").read_text("utf-8") + theme_css()
 #: Above this many steps the widget starts with its groups folded and shows a minimap.
 BIG_DAG = 30
 
@@ -63,13 +67,14 @@ class DagWidget(anywidget.AnyWidget):
     """A DAG of steps drawn as SVG (synced as ``svg``); clicking a node selects its step."""
 
     _esm = "\n".join((HERE / name).read_text("utf-8") for name in FRONT_END)
-    _css = HERE / "widgets.css"
+    _css = CSS
 
     svg = traitlets.Unicode("").tag(sync=True)
     selected = traitlets.Unicode("").tag(sync=True)
     states = traitlets.Dict().tag(sync=True)  # step -> state value
     details = traitlets.Dict().tag(sync=True)  # step -> caption and detail, for the info line
-    palette = traitlets.Dict().tag(sync=True)  # state -> [fill, stroke], for the legend
+    # legend entry -> [fill, stroke, dash, icon, css class, shape ('rect' or 'hexagon')]
+    palette = traitlets.Dict().tag(sync=True)
     title = traitlets.Unicode("").tag(sync=True)
     note = traitlets.Unicode("").tag(sync=True)  # e.g. how to get the Graphviz layout
     engine = traitlets.Unicode("").tag(sync=True)  # "dot" or "layered"
@@ -86,11 +91,7 @@ class DagWidget(anywidget.AnyWidget):
         source: Source | None = None,
         **kwargs: Any,
     ) -> None:
-        palette = {
-            state.value: [*colors, DASH.get(state, ""), ICONS[state]]
-            for state, colors in PALETTE.items()
-        }
-        super().__init__(title=title, palette=palette, **kwargs)
+        super().__init__(title=title, palette=legend(False), **kwargs)
         self._lock = threading.RLock()
         self._spec = spec or DagSpec((), ())
         self._infos: dict[str, NodeInfo] = dict(infos or {})
@@ -209,10 +210,16 @@ class DagWidget(anywidget.AnyWidget):
         drawn = dict(infos)
         drawn.update({g.node: group_info(g, infos) for g in folded})
         with self.hold_sync():
+            self.palette = legend(bool(self._spec.gates))
             self.collapsed = collapsed
             self.groups = {key: list(g.members) for key, g in found.items()}
             self.svg = draw(
-                placed, drawn, self.selected, {g.node: g.key for g in folded}, live=self._live
+                placed,
+                drawn,
+                self.selected,
+                {g.node: g.key for g in folded},
+                live=self._live,
+                gates=self._spec.gates,
             )
             self.states = {n: i.state.value for n, i in infos.items()}
             self.details = {n: i.tooltip for n, i in infos.items()}
@@ -220,6 +227,30 @@ class DagWidget(anywidget.AnyWidget):
             self.engine = placed.engine
             if placed.engine == "layered" and not self.layout_module:
                 self.layout_module = DAGRE.read_text(encoding="utf-8")
+
+
+def legend(gates: bool) -> dict[str, list[str]]:
+    """The legend's entries: every state, and the gate's looks when the DAG has gates."""
+    entries = {
+        state.value: [
+            *colors,
+            DASH.get(state, ""),
+            ICONS[state],
+            f"state-{state.value}",
+            "rect",
+        ]
+        for state, colors in PALETTE.items()
+    }
+    if gates:
+        for look, colors in GATE_PALETTE.items():
+            entries[f"gate_{look.value}"] = [
+                *colors,
+                GATE_DASH if look.value == "open" else "",
+                GATE_ICONS[look],
+                f"gate gate-{look.value}",
+                "hexagon",
+            ]
+    return entries
 
 
 _hint_shown_by: list[int] = []  # the widget (id) that shows the install hint this session
@@ -235,8 +266,9 @@ def _note_once(widget: DagWidget, note: str) -> str:
 
 
 def run_infos(run: Run) -> dict[str, NodeInfo]:
-    """Each step of ``run`` as it stands now."""
-    return infos_from_rows(run.store.executions(run.id))
+    """Each step of ``run`` as it stands now (its gates open, approved or rejected)."""
+    infos = infos_from_rows(run.store.executions(run.id))
+    return with_gates(infos, run.store.read_events(run.id))
 
 
 def run_title(run: Run) -> str:

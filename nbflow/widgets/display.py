@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from nbflow.graph.dag import FlowGraph
     from nbflow.store.base import Store
     from nbflow.widgets.live import LiveRun
+    from nbflow.widgets.run_view import RunView
 
 _live: weakref.WeakKeyDictionary[Run, tuple[LiveRun, int | None]] = weakref.WeakKeyDictionary()
 
@@ -94,6 +95,14 @@ def _followed(store: Store, source: Any, peek: Callable[[], Hashable]) -> DagWid
     return widget
 
 
+def run_view(run: Run) -> RunView:
+    """A new view of a run whose flow has gates: its DAG (followed like any run's) and its
+    gate panel."""
+    from nbflow.widgets.run_view import RunView
+
+    return RunView(run, run_widget(run))
+
+
 def remember_live(run: Run, live: LiveRun) -> None:
     """Note that ``run`` is being shown live in the current cell."""
     _live[run] = (live, _execution_count())
@@ -110,7 +119,7 @@ def _execution_count() -> int | None:
     return getattr(shell, "execution_count", None)
 
 
-def widget_bundle(widget: DagWidget) -> dict[str, Any]:
+def widget_bundle(widget: DagWidget | RunView) -> dict[str, Any]:
     """The mime bundle that displays ``widget``, with its summary as ``text/plain`` and
     ``text/html`` for front ends that cannot show widgets."""
     bundle = widget._repr_mimebundle_()
@@ -124,11 +133,14 @@ def flow_bundle(flow: Flow) -> dict[str, Any]:
 
 
 def run_bundle(run: Run) -> dict[str, Any]:
-    """A run's display: its DAG widget, unless this cell already shows it live."""
+    """A run's display: its DAG widget (with the gate panel, where its flow has gates),
+    unless this cell already shows it live."""
+    from nbflow.widgets.run_view import has_gates
+
     live = _live.get(run)
     if live is not None and live[1] is not None and live[1] == _execution_count():
         return {"text/plain": repr(run)}
-    return widget_bundle(run_widget(run))
+    return widget_bundle(run_view(run) if has_gates(run) else run_widget(run))
 
 
 def summary_bundle(target: Flow | Run) -> dict[str, Any]:
@@ -153,6 +165,16 @@ def notebook_progress(run: Run, graph: FlowGraph, done: int = 0) -> LiveRun:
     live = LiveRun(run, graph, done)
     handle = display(live, display_id=True)
     if handle is not None:
-        live.on_finished = lambda: handle.update(live)
+        live.on_finished = lambda: handle.update(_with_gates(run, live))
     remember_live(run, live)
     return live
+
+
+def _with_gates(run: Run, live: LiveRun) -> LiveRun | RunView:
+    """What an ended live view becomes: itself, or, for a flow with gates, the live view
+    above the gate panel, its DAG showing the gates' states."""
+    if not live.spec.gates:
+        return live
+    from nbflow.widgets.run_view import RunView
+
+    return RunView(run, live.dag, top=live.view, progress=(live.bar, live.label))

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from nbflow.store.records import StepExecution, StepStatus
+from nbflow.store.records import Event, StepExecution, StepStatus
 
 if TYPE_CHECKING:
     from nbflow.api.flow import Flow
@@ -72,11 +72,14 @@ class NodeInfo:
     detail: str = ""  # e.g. the error's first line, where a cached output came from
     label: str = ""  # overrides the state word (e.g. "waiting", "attempt 2")
     started_at: dt.datetime | None = None  # when a running step started (its clock ticks)
+    gate: str = ""  # a gate step's decision state: open, approved, rejected ('' none yet)
 
     @property
     def caption(self) -> str:
         """The second line of the node: state and duration."""
         word = self.label or self.state.label
+        if self.gate:  # the decision is what a gate's caption says
+            return word
         if self.duration_ms is not None and self.state in (
             NodeState.COMPLETED,
             NodeState.FAILED,
@@ -94,18 +97,21 @@ class NodeInfo:
 @dataclass(frozen=True)
 class DagSpec:
     """The shape of a DAG: steps in run order and dependency edges (upstream, downstream);
-    ``groups`` pairs steps with the group the user gave them (``@flow.step(group=...)``)."""
+    ``groups`` pairs steps with the group the user gave them (``@flow.step(group=...)``);
+    ``gates`` names the steps that are human gates (drawn in a shape of their own)."""
 
     nodes: tuple[str, ...]
     edges: tuple[tuple[str, str], ...]
     groups: tuple[tuple[str, str], ...] = ()
+    gates: tuple[str, ...] = ()
 
     @classmethod
     def from_graph(cls, graph: FlowGraph) -> DagSpec:
         """The shape of a validated flow graph."""
         order = {n: i for i, n in enumerate(graph.order)}
         edges = sorted(graph.dag.edges, key=lambda e: (order[e[1]], order[e[0]]))
-        return cls(tuple(graph.order), tuple((a, b) for a, b in edges), given_groups(graph))
+        gates = tuple(n for n in graph.order if getattr(graph.steps[n].options, "gate", False))
+        return cls(tuple(graph.order), tuple((a, b) for a, b in edges), given_groups(graph), gates)
 
     @classmethod
     def from_record(cls, record: FlowRecord, steps: Iterable[str] | None = None) -> DagSpec:
@@ -119,7 +125,8 @@ class DagSpec:
             for dep in s.dependencies
             if dep in keep
         )
-        return cls(nodes, edges)
+        gates = tuple(s.name for s in record.steps if s.name in keep and s.options.get("gate"))
+        return cls(nodes, edges, gates=gates)
 
 
 def given_groups(graph: FlowGraph) -> tuple[tuple[str, str], ...]:
@@ -252,12 +259,34 @@ def run_spec(run: Run, flow: Flow | None = None) -> DagSpec:
         if flow is not None:  # groups are display only, so they live in the session's flow
             given = dict(given_groups(flow.graph()))
             spec = DagSpec(
-                spec.nodes, spec.edges, tuple((n, given[n]) for n in spec.nodes if n in given)
+                spec.nodes,
+                spec.edges,
+                tuple((n, given[n]) for n in spec.nodes if n in given),
+                spec.gates,
             )
         return spec
     if flow is not None:  # defined in this session but not recorded (should not happen)
         return DagSpec.from_graph(flow.graph())
     return DagSpec(tuple(record.steps), ())
+
+
+def with_gates(infos: Mapping[str, NodeInfo], events: Iterable[Event]) -> dict[str, NodeInfo]:
+    """``infos`` with each gate the ``events`` opened marked open, approved or rejected
+    (and the decider in its caption)."""
+    from nbflow.store.gate_states import gate_states
+
+    out = dict(infos)
+    for name, gate in gate_states(events).items():
+        before = out.get(name) or NodeInfo()
+        if gate.status == "open":
+            label, detail = "needs approval", "waiting for a person to approve or reject it"
+        else:
+            label = f"{gate.status} · {gate.decided_by}" if gate.decided_by else gate.status
+            label = label if len(label) <= 18 else label[:17] + "…"
+            said = f": {gate.comment}" if gate.comment else ""
+            detail = f"{gate.status} by {gate.decided_by or 'unknown'}{said}"
+        out[name] = replace(before, gate=gate.status, label=label, detail=detail)
+    return out
 
 
 def summarize(infos: Mapping[str, NodeInfo], nodes: Iterable[str]) -> dict[str, Any]:

@@ -5,6 +5,15 @@ apart: each has its own icon left of the name (:data:`ICONS`), and the states th
 not results have their own border patterns (dashed never run, dotted skipped, dash-dot
 queued).
 
+A human gate is drawn as a hexagon, whatever its step state, and once reached its
+decision shows three ways besides color: open has a dashed border and an hourglass,
+approved a double border and a circled check, rejected a thick border and a barred
+circle (:data:`GATE_ICONS`).
+
+Colors are presentation attributes in the light palette (a static page shows them);
+shapes, icons and texts carry classes (``shape``, ``icon``, ``name``, ``caption``) that
+the widgets' stylesheet (:mod:`nbflow.widgets.theme`) colors in both themes.
+
 Drawing is plain string building over a cached layout, so redrawing a 500-step DAG for a
 state change takes milliseconds. The SVG carries no ``<style>`` and no ids (several
 DAGs share one page); nodes are ``<g class="node state-…" data-step="…">`` so front-end
@@ -13,7 +22,7 @@ code and browser tests can find them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from xml.sax.saxutils import escape, quoteattr
 
 from nbflow.widgets.layout import CAPTION_FONT, ICON_ROOM, NAME_FONT, Box, Layout, layout
@@ -25,6 +34,7 @@ from nbflow.widgets.states import (
     format_duration,
     running_ms,
 )
+from nbflow.widgets.theme import GATE_PALETTE, GateLook
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 EDGE_COLOR = "#6b7280"
@@ -60,6 +70,21 @@ ICONS: dict[NodeState, str] = {
         '<circle cy="3.4" r="1.1" stroke="none"/>'
     ),
 }
+#: gate state -> its icon, drawn instead of the step state's.
+GATE_ICONS: dict[GateLook, str] = {
+    GateLook.OPEN: (
+        '<path d="M-3.4,-4.2 L3.4,-4.2 L-3.4,4.2 L3.4,4.2 Z" fill="none" stroke-width="1.4"/>'
+    ),
+    GateLook.APPROVED: (
+        '<circle r="4.4" fill="none" stroke-width="1.2"/>'
+        '<path d="M-2.3,0.1 L-0.6,1.9 L2.5,-1.7" fill="none" stroke-width="1.6"/>'
+    ),
+    GateLook.REJECTED: (
+        '<circle r="4.4" fill="none" stroke-width="1.4"/>'
+        '<path d="M-3.1,3.1 L3.1,-3.1" fill="none" stroke-width="1.4"/>'
+    ),
+}
+GATE_DASH = "6 2.5"  # an open gate's border
 # A running node pulses (SMIL needs no stylesheet, and works in every notebook front-end).
 _PULSE = (
     '<animate attributeName="stroke-opacity" values="1;0.25;1" dur="1.2s" '
@@ -71,15 +96,16 @@ def render_svg(
     spec: DagSpec, infos: Mapping[str, NodeInfo] | None = None, selected: str = ""
 ) -> str:
     """The SVG of ``spec`` with each step drawn in its state (absent: never run)."""
-    return draw(layout(spec), infos or {}, selected)
+    return draw(layout(spec), infos or {}, selected, gates=spec.gates)
 
 
-def icon(state: NodeState, x: float, y: float) -> str:
-    """``state``'s icon centered on (x, y)."""
-    color = PALETTE[state][1]
+def icon(state: NodeState, x: float, y: float, gate: GateLook | None = None) -> str:
+    """``state``'s icon (a decided or open gate's, when given) centered on (x, y)."""
+    color = GATE_PALETTE[gate][1] if gate else PALETTE[state][1]
+    shape = GATE_ICONS[gate] if gate else ICONS[state]
     return (
         f'<g class="icon" transform="translate({x:.1f},{y:.1f})" fill="{color}" '
-        f'stroke="{color}" stroke-linecap="round" stroke-linejoin="round">{ICONS[state]}</g>'
+        f'stroke="{color}" stroke-linecap="round" stroke-linejoin="round">{shape}</g>'
     )
 
 
@@ -90,6 +116,7 @@ def draw(
     folded: Mapping[str, str] | None = None,
     *,
     live: bool = True,
+    gates: Collection[str] = (),
 ) -> str:
     """Draw a layout: edges first, then one group per node.
 
@@ -98,6 +125,7 @@ def draw(
     ``live``: the states are those of now (not of a past version): running nodes pulse,
     and their caption carries the time they have run so far (``data-elapsed``, in ms,
     which the front end advances between redraws).
+    ``gates`` names the human gates (hexagons, ``class="node gate gate-<state>"``).
     """
     folded = folded or {}
     if not placed.nodes:
@@ -112,68 +140,105 @@ def draw(
     for edge in placed.edges:
         out.append(
             f'<g class="edge" data-tail={quoteattr(edge.tail)} data-head={quoteattr(edge.head)}>'
-            f'<path d="{edge.path}"/><polygon points="{edge.arrow}" fill="{EDGE_COLOR}" '
-            'stroke="none"/></g>'
+            f'<path d="{edge.path}"/><polygon class="arrow" points="{edge.arrow}" '
+            f'fill="{EDGE_COLOR}" stroke="none"/></g>'
         )
     out.append("</g>")
     for name, box in placed.nodes.items():
         info = infos.get(name) or NodeInfo()
-        out.append(_node(name, box, info, name == selected, folded.get(name), live))
+        out.append(_node(name, box, info, name == selected, folded.get(name), live, name in gates))
     out.append("</svg>")
     return "".join(out)
 
 
 def _node(
-    name: str, box: Box, info: NodeInfo, is_selected: bool, group: str | None, live: bool
+    name: str,
+    box: Box,
+    info: NodeInfo,
+    is_selected: bool,
+    group: str | None,
+    live: bool,
+    is_gate: bool,
 ) -> str:
-    fill, stroke = PALETTE[info.state]
+    look = GateLook(info.gate) if is_gate and info.gate else None
+    fill, stroke = GATE_PALETTE[look] if look else PALETTE[info.state]
     kind = "node group" if group is not None else "node"
+    if is_gate:
+        kind += f" gate gate-{look.value if look else 'unreached'}"
     classes = f"{kind} state-{info.state.value}" + (" selected" if is_selected else "")
     ident = (
         f"data-group={quoteattr(group)}" if group is not None else f"data-step={quoteattr(name)}"
     )
     left, top = box.x - box.width / 2, box.y - box.height / 2
-    dash = DASH.get(info.state)
-    rect = (
-        f'<rect x="{left:.1f}" y="{top:.1f}" width="{box.width:.1f}" '
-        f'height="{box.height:.1f}" rx="{12 if group is not None else 6}" fill="{fill}" '
-        f'stroke="{SELECTED_COLOR if is_selected else stroke}" '
-        f'stroke-width="{3 if is_selected else 2.2 if info.state is NodeState.FAILED else 1.5}"'
+    dash = GATE_DASH if look is GateLook.OPEN else DASH.get(info.state)
+    heavy = info.state is NodeState.FAILED or look in (GateLook.OPEN, GateLook.REJECTED)
+    paint = (
+        f'fill="{fill}" stroke="{SELECTED_COLOR if is_selected else stroke}" '
+        f'stroke-width="{3 if is_selected else 2.2 if heavy else 1.5}"'
         + (f' stroke-dasharray="{dash}"' if dash and not is_selected else "")
     )
-    rect += f">{_PULSE}</rect>" if live and info.state is NodeState.RUNNING else "/>"
+    tag = "polygon" if is_gate else "rect"
+    if is_gate:
+        shape = f'<polygon class="shape" points="{_hexagon(box, 0)}" {paint}'
+    else:
+        shape = (
+            f'<rect class="shape" x="{left:.1f}" y="{top:.1f}" width="{box.width:.1f}" '
+            f'height="{box.height:.1f}" rx="{12 if group is not None else 6}" {paint}'
+        )
+    shape += f">{_PULSE}</{tag}>" if live and info.state is NodeState.RUNNING else "/>"
     caption, ticking = escape(info.caption), ""
     elapsed = running_ms(info) if live else None
     if elapsed is not None:
         caption = f"{caption} · {format_duration(elapsed)}"
-        ticking = (
-            f' class="ticking" data-elapsed="{elapsed:.0f}" data-word={quoteattr(info.caption)}'
+        ticking = f' data-elapsed="{elapsed:.0f}" data-word={quoteattr(info.caption)}'
+    # A folded group gets a second border inside, like a stack of cards; an approved gate
+    # a double border.
+    inner = ""
+    if group is not None:
+        inner = (
+            f'<rect class="inner" x="{left + 3:.1f}" y="{top + 3:.1f}" '
+            f'width="{box.width - 6:.1f}" height="{box.height - 6:.1f}" rx="9" fill="none" '
+            f'stroke="{stroke}" stroke-width="0.8"/>'
         )
-
-    # A folded group gets a second border inside, like a stack of cards.
-    stack = (
-        f'<rect x="{left + 3:.1f}" y="{top + 3:.1f}" width="{box.width - 6:.1f}" '
-        f'height="{box.height - 6:.1f}" rx="9" fill="none" stroke="{stroke}" '
-        'stroke-width="0.8"/>'
-        if group is not None
-        else ""
-    )
+    elif look is GateLook.APPROVED:
+        inner = (
+            f'<polygon class="inner" points="{_hexagon(box, 3.5)}" fill="none" '
+            f'stroke="{stroke}" stroke-width="1"/>'
+        )
     text_x = box.x + ICON_ROOM / 2
     return (
         f'<g class="{classes}" {ident} data-state="{info.state.value}" '
-        f'data-box="{box.x:.1f} {box.y:.1f} {box.width:.1f} {box.height:.1f}" cursor="pointer">'
-        f"<title>{escape(name)}: {escape(info.tooltip)}</title>{rect}{stack}"
-        + icon(info.state, left + 6 + ICON_ROOM / 2, box.y)
-        + f'<text x="{text_x:.1f}" y="{box.y - 3:.1f}" text-anchor="middle" '
+        + (f'data-gate="{look.value if look else "unreached"}" ' if is_gate else "")
+        + f'data-box="{box.x:.1f} {box.y:.1f} {box.width:.1f} {box.height:.1f}" '
+        f'cursor="pointer"><title>{escape(name)}: {escape(info.tooltip)}</title>{shape}{inner}'
+        + icon(info.state, left + 6 + ICON_ROOM / 2, box.y, look)
+        + f'<text class="name" x="{text_x:.1f}" y="{box.y - 3:.1f}" text-anchor="middle" '
         f'font-size="{NAME_FONT:g}" font-weight="600" fill="#111827">{escape(name)}</text>'
-        f'<text x="{text_x:.1f}" y="{box.y + 12:.1f}" text-anchor="middle" '
+        f'<text class="caption{" ticking" if ticking else ""}" x="{text_x:.1f}" '
+        f'y="{box.y + 12:.1f}" text-anchor="middle" '
         f'font-size="{CAPTION_FONT:g}" fill="#374151"{ticking}>{caption}</text></g>'
     )
+
+
+def _hexagon(box: Box, inset: float) -> str:
+    """The points of a gate's hexagon filling ``box`` (shrunk by ``inset``)."""
+    w, h = box.width / 2 - inset, box.height / 2 - inset
+    cut = min(9.0, h)
+    points = [
+        (box.x - w + cut, box.y - h),
+        (box.x + w - cut, box.y - h),
+        (box.x + w, box.y),
+        (box.x + w - cut, box.y + h),
+        (box.x - w + cut, box.y + h),
+        (box.x - w, box.y),
+    ]
+    return " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
 
 
 def _empty() -> str:
     return (
         '<svg xmlns="http://www.w3.org/2000/svg" class="nbflow-dag-svg" width="220" '
-        f'height="40" font-family="{FONT}"><text x="10" y="24" font-size="12" fill="#6b7280">'
+        f'height="40" font-family="{FONT}"><text class="empty" x="10" y="24" font-size="12" '
+        'fill="#6b7280">'
         "no steps yet: add one with @flow.step</text></svg>"
     )

@@ -65,7 +65,13 @@ function render({ model, el }) {
           a.dataset.link = row.link;
           a.textContent = row.link;
           td.append(text.slice(0, at), a, text.slice(at + row.link.length));
-        } else td.textContent = text;
+        } else {
+          // In a span: a table cell ignores max-width, an inline block does not.
+          const span = document.createElement("span");
+          span.className = "nbflow-cell";
+          span.textContent = text;
+          td.append(span);
+        }
         if (i === 0 && row.depth) td.style.paddingLeft = `${8 + 16 * row.depth}px`;
         td.title = text;
       });

@@ -13,7 +13,7 @@ from typing import Any
 import anywidget
 import traitlets
 
-from nbflow.widgets.dag import HERE
+from nbflow.widgets.dag import CSS, HERE
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Table(anywidget.AnyWidget):
     """A page of rows; ``selected`` is the clicked row's key, ``page`` the page shown."""
 
     _esm = HERE / "table.js"
-    _css = HERE / "widgets.css"
+    _css = CSS
 
     columns = traitlets.List(traitlets.Unicode()).tag(sync=True)
     rows = traitlets.List(traitlets.Dict()).tag(sync=True)

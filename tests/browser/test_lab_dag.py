@@ -10,13 +10,12 @@ screenshots of docs/dag.md there (``NBFLOW_DOCS_IMAGES=docs/images``).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Lab, open_and_run_all, save_screenshot
+from harness import Lab, docs_image, open_and_run_all, save_screenshot, set_theme
 
 WAIT_MS = 90_000
 WIDTH = 900
@@ -173,15 +172,6 @@ def page(dags: Any, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     save_screenshot(dags, request, tmp_path)
 
 
-def docs_image(page: Any, selector: str, name: str) -> None:
-    """Save an element's screenshot for docs/dag.md when $NBFLOW_DOCS_IMAGES is set."""
-    folder = os.environ.get("NBFLOW_DOCS_IMAGES")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.locator(selector).scroll_into_view_if_needed()
-        page.locator(selector).screenshot(path=str(Path(folder) / name))
-
-
 def view_box(page: Any, selector: str) -> list[float]:
     value = page.locator(f"{selector} .nbflow-dag-stage svg").get_attribute("viewBox")
     return [float(v) for v in value.split()]
@@ -310,6 +300,16 @@ def test_a_big_fan_out_starts_folded_and_unfolds_with_a_minimap(page):
     assert view_box(page, selector)[0] > before[0]
     page.locator(f"{selector} .nbflow-fit").click()
     docs_image(page, selector, "dag-unfolded-minimap.png")
+    # In the dark theme the minimap is redrawn in the nodes' dark colors.
+    same_colors = """(sel) => {
+      const node = getComputedStyle(document.querySelector(`${sel} g.node .shape`)).fill;
+      const mini = document.querySelector(`${sel} .nbflow-minimap rect`).getAttribute('fill');
+      return document.body.dataset.jpThemeLight === 'false' && node === mini; }"""
+    set_theme(page, "JupyterLab Dark")
+    try:
+        page.wait_for_function(same_colors, arg=selector, timeout=WAIT_MS)
+    finally:
+        set_theme(page, "JupyterLab Light")
     page.locator(f"{selector} .nbflow-groups").click()  # fold again
     page.wait_for_function(
         f"() => document.querySelectorAll(`{selector} g.node`).length === 4", timeout=WAIT_MS
