@@ -141,6 +141,26 @@ class UnknownRunError(NbflowError, KeyError):
         return str(self.args[0])
 
 
+class TenantError(NbflowError):
+    """A tenant cannot be used as asked (see ``docs/tenants.md``)."""
+
+
+class InvalidTenantError(TenantError, ParameterError):
+    """A tenant name nbflow refuses (empty, too long, control characters, not text), or a
+    run stamped with another tenant than the store it is written to."""
+
+
+class TenantMismatchError(UnknownRunError, TenantError):
+    """A store opened with a tenant was asked for a run it may not see: another tenant's,
+    or one that does not exist. The message is that of :class:`UnknownRunError`, word for
+    word, so it tells nothing about the run (not even that it exists)."""
+
+
+class TenantReadOnlyError(TenantError, StoreError):
+    """A store opened with a tenant was asked to change a run without a tenant (a run
+    from before tenants): everyone may read such a run, only the owner's view changes it."""
+
+
 class ReadOnlyStoreError(StoreError):
     """The store could only be opened for reading (its file or folder cannot be written):
     runs, outputs and SQL read as usual, but nothing can be recorded."""
@@ -416,6 +436,7 @@ __all__ = [
     "DuplicateRunError",
     "GateError",
     "InputMutatedError",
+    "InvalidTenantError",
     "InvalidTokenError",
     "InvalidTransitionError",
     "MissingDependencyError",
@@ -438,6 +459,9 @@ __all__ = [
     "StoreError",
     "StoreFullError",
     "StoreMaintenanceWarning",
+    "TenantError",
+    "TenantMismatchError",
+    "TenantReadOnlyError",
     "TokenExpiredError",
     "TokenStoreMismatchError",
     "TokenSupersededError",

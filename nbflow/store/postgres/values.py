@@ -86,7 +86,7 @@ class PostgresValues(PostgresPart):
 
         if ref.is_inline:
             return EncodedValue(ref=ref)
-
+        self._check_value_seen(ref)
         found = self._read_blob(ref.hash)
         if found is None:
             raise StoreError(
