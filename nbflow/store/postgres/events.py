@@ -131,12 +131,13 @@ class PostgresEvents(PostgresPart):
             # between two statements.
             with snapshot(con) as cur:
                 cur.execute(
-                    "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = %(r)s), "
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = %(r)s "
+                    "AND (%(t)s::text IS NULL OR tenant IS NULL OR tenant = %(t)s)), "
                     "EXISTS (SELECT 1 FROM events e WHERE e.run_id = %(r)s "
                     "AND e.type IN ('step_started', 'step_queued') AND NOT EXISTS (SELECT 1 FROM "
                     "step_executions x WHERE x.run_id = e.run_id AND x.step = e.step "
                     "AND x.attempt = e.attempt))",
-                    {"r": run_id},
+                    {"r": run_id, "t": self.tenant},
                 )
                 exists, running = cur.fetchone() or (False, False)
                 if not exists:

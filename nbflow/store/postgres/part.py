@@ -23,6 +23,7 @@ class PostgresPart:
 
     if TYPE_CHECKING:
         tenant: str | None
+        _row_security: bool
 
         def _unknown_run(self, run_id: str) -> UnknownRunError: ...
 

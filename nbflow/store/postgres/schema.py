@@ -193,6 +193,9 @@ CREATE FUNCTION nbflow_run_owner(id text) RETURNS text
 CREATE FUNCTION nbflow_value_in_use(h text) RETURNS boolean
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT
     AS $$ SELECT EXISTS (SELECT 1 FROM step_executions WHERE output_hash = h) $$;
+CREATE FUNCTION nbflow_value_stored(h text) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT
+    AS $$ SELECT EXISTS (SELECT 1 FROM blobs WHERE hash = h) $$;
 CREATE FUNCTION nbflow_flow_in_use(n text, f text) RETURNS boolean
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT
     AS $$ SELECT EXISTS (SELECT 1 FROM runs WHERE flow = n AND flow_fingerprint = f) $$;

@@ -108,6 +108,8 @@ class PostgresStore(
             # The row-level security policies read it: the database keeps this session
             # to the tenant's runs (unless its role owns the tables: the owner's view).
             con.execute("SELECT set_config('nbflow.tenant', %s, false)", [self.tenant or ""])
+            row = con.execute("SELECT row_security_active('blob_chunks')").fetchone()
+            self._row_security = bool(row and row[0])
         except (NotAStoreError, StoreError):
             con.close()
             raise
