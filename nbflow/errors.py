@@ -8,7 +8,7 @@ and what to do about it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -141,24 +141,16 @@ class UnknownRunError(NbflowError, KeyError):
         return str(self.args[0])
 
 
-class TenantError(NbflowError):
-    """A tenant cannot be used as asked (see ``docs/tenants.md``)."""
+class InvalidTenantError(ParameterError):
+    """A tenant name nbflow refuses, or a run stamped with another store's tenant."""
 
 
-class InvalidTenantError(TenantError, ParameterError):
-    """A tenant name nbflow refuses (empty, too long, control characters, not text), or a
-    run stamped with another tenant than the store it is written to."""
+class TenantMismatchError(UnknownRunError):
+    """A run a tenant may not see (another's, or none): UnknownRunError's very message."""
 
 
-class TenantMismatchError(UnknownRunError, TenantError):
-    """A store opened with a tenant was asked for a run it may not see: another tenant's,
-    or one that does not exist. The message is that of :class:`UnknownRunError`, word for
-    word, so it tells nothing about the run (not even that it exists)."""
-
-
-class TenantReadOnlyError(TenantError, StoreError):
-    """A store opened with a tenant was asked to change a run without a tenant (a run
-    from before tenants): everyone may read such a run, only the owner's view changes it."""
+class TenantReadOnlyError(StoreError):
+    """A tenant's store was asked to change a run without a tenant (everyone's to read)."""
 
 
 class ReadOnlyStoreError(StoreError):
@@ -428,53 +420,21 @@ class OutputNotAvailableError(RunError, KeyError):
         return str(self.args[0])
 
 
+# fmt: off
 __all__ = [
-    "CellError",
-    "CorruptStoreError",
-    "CycleError",
-    "DefinitionError",
-    "DuplicateRunError",
-    "GateError",
-    "InputMutatedError",
-    "InvalidTenantError",
-    "InvalidTokenError",
-    "InvalidTransitionError",
-    "MissingDependencyError",
-    "NbflowError",
-    "NbflowWarning",
-    "NotAStoreError",
-    "NotebookError",
-    "OutputNotAvailableError",
-    "ParameterError",
-    "PickledOutputWarning",
-    "ReadOnlyStoreError",
-    "RunError",
-    "RunLockedError",
-    "SchemaVersionError",
-    "SerializationError",
-    "StaleVersionError",
-    "StepFailed",
-    "StepTimeout",
-    "StoreBusyError",
-    "StoreError",
-    "StoreFullError",
-    "StoreMaintenanceWarning",
-    "TenantError",
-    "TenantMismatchError",
-    "TenantReadOnlyError",
-    "TokenExpiredError",
-    "TokenStoreMismatchError",
-    "TokenSupersededError",
-    "TokenUsedError",
-    "TransferError",
-    "UnknownRunError",
-    "UnknownStepError",
-    "UntrackedStepWarning",
-    "UntrustedImportError",
-    "UntrustedStoreError",
-    "WaitTimeout",
-    "untracked_message",
+    "CellError", "CorruptStoreError", "CycleError", "DefinitionError", "DuplicateRunError",
+    "GateError", "InputMutatedError", "InvalidTenantError", "InvalidTokenError",
+    "InvalidTransitionError", "MissingDependencyError", "NbflowError", "NbflowWarning",
+    "NotAStoreError", "NotebookError", "OutputNotAvailableError", "ParameterError",
+    "PickledOutputWarning", "ReadOnlyStoreError", "RunError", "RunLockedError",
+    "SchemaVersionError", "SerializationError", "StaleVersionError", "StepFailed",
+    "StepTimeout", "StoreBusyError", "StoreError", "StoreFullError", "StoreMaintenanceWarning",
+    "TenantMismatchError", "TenantReadOnlyError", "TokenExpiredError",
+    "TokenStoreMismatchError", "TokenSupersededError", "TokenUsedError", "TransferError",
+    "UnknownRunError", "UnknownStepError", "UntrackedStepWarning", "UntrustedImportError",
+    "UntrustedStoreError", "WaitTimeout",
 ]
+# fmt: on
 
 
 class TransferError(NbflowError):
@@ -496,20 +456,6 @@ class StoreMaintenanceWarning(NbflowWarning):
 class UntrackedStepWarning(NbflowWarning):
     """A step reads a global nbflow cannot hash, so it runs on every run (never reused
     from the cache): the message names the global and the ways to pin it."""
-
-
-def untracked_message(step: str, untracked: Mapping[str, str]) -> str:
-    """Why ``step`` is untracked (``untracked``: global -> why it cannot be hashed), and
-    what to do about it."""
-    names = ", ".join(f"{name} ({why})" for name, why in untracked.items())
-    first = next(iter(untracked), "value").rpartition(".")[2]
-    return (
-        f"step {step!r} is untracked: it reads {names}, which nbflow cannot hash, so it "
-        "runs on every run instead of being reused from the cache. If its result does not "
-        f"depend on that value, mark it where it is made: {first} = nf.untracked(...); or "
-        'pin the step with @flow.step(version="1") and change the version when its '
-        "result should change."
-    )
 
 
 class PickledOutputWarning(NbflowWarning):

@@ -131,3 +131,23 @@ def check_writable(run: RunRecord, tenant: str | None, store: object) -> None:
         f"every tenant may read it, but a store opened for tenant {tenant!r} does not "
         "change it. Fork it (the fork is yours), or open the store without a tenant."
     )
+
+
+def imported_as(run: RunRecord, store: object, tenant: str | None) -> RunRecord:
+    """An exported (or copied) ``run`` as ``store`` imports it: as ``tenant``'s if given,
+    else with its own tenant (the store's, for a run without one); TransferError for
+    another tenant's run, which only an explicit ``tenant`` imports."""
+    import dataclasses
+
+    from nbflow.errors import TransferError
+
+    if tenant is not None:
+        return dataclasses.replace(run, tenant=check_tenant(tenant))
+    mine = getattr(store, "tenant", None)
+    if mine is None or run.tenant in (None, mine):
+        return run
+    raise TransferError(
+        f"run {run.run_id} belongs to tenant {run.tenant!r}, and {store} is opened for "
+        f"tenant {mine!r}: nothing imported. To import it as {mine!r}'s, say so "
+        f"(--tenant {mine}, or tenant={mine!r})."
+    )

@@ -43,6 +43,7 @@ from nbflow.errors import InvalidTransitionError, TransferError, UnknownRunError
 from nbflow.store.base import Store
 from nbflow.store.gc import refs_in_payload
 from nbflow.store.records import Codec, Event, FlowRecord, NewEvent, RunRecord, ValueRef, utcnow
+from nbflow.store.tenants import imported_as
 from nbflow.store.untrusted import (
     UntrustedRun,
     keeps_marks,
@@ -215,11 +216,8 @@ def import_run(
     outputs is a cache hit for another run (nothing shows that your code computed them:
     a run of your flow computes its steps itself). Forks and ``resume`` of the run itself
     use its outputs; a fork of it is marked like it.
-
-    The run keeps its tenant (``run.json`` says it). A store opened for a tenant imports a
-    run of its own tenant, or one without a tenant (stamped with its tenant); another
-    tenant's run is refused (TransferError) unless ``tenant=`` names the tenant it is
-    imported as (the store's, or any in the owner's view).
+    The run keeps its tenant; another tenant's run is imported only as ``tenant=``'s
+    (:func:`nbflow.store.tenants.imported_as`).
     """
     arguments.instance(store, Store, "import_run's store", hint="nf.open_store(path) opens one.")
     if not isinstance(directory, ExportedRun):
@@ -229,7 +227,7 @@ def import_run(
     else:  # a run the store holds is refused before the values are read
         _refuse_existing(store, run_from_json(_read_header(Path(directory)).get("run")))
         exported = read_export(directory)
-    run = _as_tenant(store, exported.run, tenant)
+    run = imported_as(exported.run, store, tenant)
     _refuse_existing(store, run)
     if not trust and not keeps_marks(store):
         raise TransferError(
@@ -253,25 +251,6 @@ def import_run(
     if trust:
         mark_trusted(store, run.run_id)  # also values an earlier import left untrusted
     return run.run_id
-
-
-def _as_tenant(store: Store, run: RunRecord, tenant: str | None) -> RunRecord:
-    """The exported ``run`` as ``store`` imports it: with ``tenant`` if given (checked),
-    else its own tenant (the store's, for a run without one); TransferError for another
-    tenant's run, which only an explicit ``tenant`` imports."""
-    import dataclasses
-
-    from nbflow.store.tenants import check_tenant
-
-    if tenant is not None:
-        return dataclasses.replace(run, tenant=check_tenant(tenant))
-    if store.tenant is None or run.tenant in (None, store.tenant):
-        return run
-    raise TransferError(
-        f"run {run.run_id} belongs to tenant {run.tenant!r}, and {store} is opened for "
-        f"tenant {store.tenant!r}: nothing imported. To import it as {store.tenant!r}'s, "
-        f"say so (--tenant {store.tenant}, or tenant={store.tenant!r})."
-    )
 
 
 def _refuse_existing(store: Store, run: RunRecord) -> None:
