@@ -233,3 +233,28 @@ def test_the_browser_lists_only_the_tenants_runs(path: str) -> None:
     browser = nf.browse(make_flow(path, "team-a"))
     assert set(browser.runs.row_keys) == {run_a.id, legacy.id}
     assert run_b.id not in str(browser.runs.rows)
+
+
+PIPELINE = """
+import nbflow as nf
+
+flow = nf.Flow("mod")
+
+@flow.step
+def numbers(n: int = 3):
+    return list(range(n))
+"""
+
+
+def test_nbflow_run_records_the_run_for_the_tenant(tmp_path: Path) -> None:
+    module = tmp_path / "nbflow_tenant_pipeline.py"
+    module.write_text(PIPELINE)
+    store = str(tmp_path / "mod.duckdb")
+    ran = invoke("run", f"{module}:flow", "--store", store, "--tenant", "team-a")
+    assert ran.exit_code == 0, ran.output
+    by_env = invoke("run", f"{module}:flow", "--store", store, env={"NBFLOW_TENANT": "team-b"})
+    assert by_env.exit_code == 0, by_env.output
+    assert sorted(nf.runs(store)["tenant"]) == ["team-a", "team-b"]
+    bad = invoke("run", f"{module}:flow", "--store", store, "--tenant", "tab\there")
+    assert bad.exit_code != 0 and "control" in bad.output
+    assert len(nf.runs(store)) == 2
