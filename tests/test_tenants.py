@@ -258,3 +258,34 @@ def test_nbflow_run_records_the_run_for_the_tenant(tmp_path: Path) -> None:
     bad = invoke("run", f"{module}:flow", "--store", store, "--tenant", "tab\there")
     assert bad.exit_code != 0 and "control" in bad.output
     assert len(nf.runs(store)) == 2
+
+
+def test_a_gate_is_decided_only_in_its_tenants_store(path: str) -> None:
+    flow = nf.Flow("gated", store=path, tenant="team-a")
+
+    @flow.step
+    def raw() -> list[int]:
+        return [1, 2, 3]
+
+    @flow.gate
+    def review(raw: list[int]) -> int:
+        return len(raw)
+
+    @flow.step
+    def publish(review: int) -> int:
+        return review * 2
+
+    run = flow.run(progress=False)
+    assert run.status == "waiting"
+    token = run.gate_token("review")
+    with pytest.raises(TenantMismatchError):
+        nf.approve(token, by="mallory", store=nf.open_store(path, tenant="team-b"))
+    assert nf.runs(path, status="waiting", tenant="team-b").empty
+    assert list(nf.runs(path, status="waiting", tenant="team-a")["run_id"]) == [run.id]
+    assert nf.approve(token, by="ann", store=flow.store).status == "completed"
+
+
+def test_a_private_in_memory_duckdb_cannot_be_opened_for_a_tenant() -> None:
+    with pytest.raises(StoreError, match="cannot be opened again for a tenant"):
+        nf.open_store(nf.open_store(":memory:"), tenant="team-a")
+    assert nf.open_store(":memory:", tenant="team-a").tenant == "team-a"  # opened for it

@@ -86,7 +86,8 @@ class TenantConformance:
         that of a run id that does not exist: nothing tells that the run exists."""
         with tenants(store, "team-a", "team-b") as (a, b):
             start_run(b, make_run("rb"))
-            for read in (a.get_run, a.read_events, a.executions, a.state_at, a.events_frame):
+            reads = (a.get_run, a.read_events, a.executions, a.state_at, a.load_state)
+            for read in (*reads, a.events_frame, a.steps_frame):
                 with pytest.raises(TenantMismatchError) as theirs:
                     read("rb")
                 with pytest.raises(TenantMismatchError) as nobodys:
