@@ -203,8 +203,13 @@ def test_the_cli_takes_a_tenant(path: str, tmp_path: Path) -> None:
     listed = invoke("runs", "--store", path, "--tenant", "team-a", "--format", "csv")
     assert listed.exit_code == 0, listed.output
     assert run_a.id in listed.output and run_b.id not in listed.output
+    owner = invoke("runs", "--store", path)  # the table names each run's tenant
+    assert owner.output.splitlines()[0].split()[:3] == ["run_id", "flow", "tenant"]
+    assert "team-a" in owner.output and "team-b" in owner.output
     by_env = invoke("runs", "--store", path, "--format", "csv", env={"NBFLOW_TENANT": "team-b"})
     assert run_b.id in by_env.output and run_a.id not in by_env.output
+    shown = invoke("show", run_b.id, "--store", path, "--tenant", "team-b")
+    assert "tenant    team-b" in shown.output, shown.output
     hidden = invoke("show", run_b.id, "--store", path, "--tenant", "team-a")
     made_up = invoke("show", "20260101-000000-deadbeef", "--store", path, "--tenant", "team-a")
     assert hidden.exit_code == made_up.exit_code != 0

@@ -179,6 +179,8 @@ def runs_command(
     columns = ["run_id", "flow", "status", "created_at", "duration_s", "params", "error"]
     if (frame["status"] == "waiting").any():  # where each waits, and for how long
         columns[3:3] = ["gate", "waited_s"]
+    if frame["tenant"].notna().any():  # whose each run is (runs without one: blank)
+        columns.insert(2, "tenant")
     echo(render(frame, fmt, columns))
     return EXIT_OK
 

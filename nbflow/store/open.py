@@ -25,6 +25,8 @@ _open: weakref.WeakValueDictionary[tuple[str, bool, str | None], Store] = (
 )
 _default: dict[tuple[str, bool, str | None], Store] = {}  # keeps default-path stores alive
 _lock = threading.Lock()
+# The tenant views opened on a Store object (open_store(store, tenant=)), while it lives.
+_views: weakref.WeakKeyDictionary[Store, dict[str, Store]] = weakref.WeakKeyDictionary()
 
 
 def default_location() -> str:
@@ -86,7 +88,12 @@ def open_store(
         wanted = optional_tenant(tenant)
         if wanted is None or wanted == store.tenant:
             return store
-        return store.with_tenant(wanted)
+        with _lock:  # one view per store and tenant (each may hold a connection)
+            views = _views.setdefault(store, {})
+            view = views.get(wanted)
+            if view is None or getattr(view, "closed", False):
+                view = views[wanted] = store.with_tenant(wanted)
+            return view
     tenant = resolve(tenant)
     if trust is None:
         trust = env_trust()
