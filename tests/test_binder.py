@@ -15,7 +15,8 @@ def test_binder_installs_the_package_and_graphviz():
 
 
 def test_every_notebook_is_in_the_notebooks_folder_binder_opens():
-    assert sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb")) >= [
+    # A set: every notebook the README promises is there (others may be added beside them).
+    assert {p.name for p in (ROOT / "notebooks").glob("*.ipynb")} >= {
         "cells.ipynb",
         "quickstart.ipynb",
-    ]
+    }

@@ -71,7 +71,7 @@ def test_every_error_class_has_a_section() -> None:
 
 def test_every_error_class_is_exported() -> None:
     missing = sorted(set(error_classes()) - set(errors.__all__))
-    assert not missing, f"add {', '.join(missing)} to __all__ in nbflow/errors.py"
+    assert not missing, f"add {', '.join(missing)} to __all__ in nbflow/errors/__init__.py"
 
 
 def test_every_section_is_an_nbflow_error_in_the_tree() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import xxhash
 
 from nbflow.engine.files import file_hashes, reads_key
-from nbflow.errors import UntrackedStepWarning
+from nbflow.errors import UntrackedStepWarning, untracked_message
 from nbflow.json_text import compact_encoder
 from nbflow.store.records import CacheHit, CacheHits, EventType, FilesRead, NewEvent
 
@@ -75,17 +75,3 @@ def untracked_warning(step: str, untracked: Mapping[str, str]) -> NewEvent:
     warnings.warn(message, UntrackedStepWarning, stacklevel=3)
     payload = {"kind": "untracked", "message": message, "globals": dict(untracked)}
     return NewEvent(EventType.STEP_WARNING, step, None, payload)
-
-
-def untracked_message(step: str, untracked: Mapping[str, str]) -> str:
-    """Why ``step`` is untracked (``untracked``: global -> why it cannot be hashed), and
-    what to do about it."""
-    names = ", ".join(f"{name} ({why})" for name, why in untracked.items())
-    first = next(iter(untracked), "value").rpartition(".")[2]
-    return (
-        f"step {step!r} is untracked: it reads {names}, which nbflow cannot hash, so it "
-        "runs on every run instead of being reused from the cache. If its result does not "
-        f"depend on that value, mark it where it is made: {first} = nf.untracked(...); or "
-        'pin the step with @flow.step(version="1") and change the version when its '
-        "result should change."
-    )

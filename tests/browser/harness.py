@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,13 @@ def open_and_run_all(lab: Lab, context: Any, notebook: str, timeout_s: float = 1
     page.goto(f"{lab.url}/lab/tree/{notebook}?token={lab.token}&reset")
     deadline = time.monotonic() + timeout_s
     while True:
-        kernels = lab.api("/api/kernels")
+        try:
+            kernels = lab.api("/api/kernels")
+        except urllib.error.HTTPError as e:
+            # A busy server answers 500 while the notebook's kernel is still being started.
+            if e.code < 500:
+                raise
+            kernels = []
         if any(k["connections"] >= 1 and k["execution_state"] == "idle" for k in kernels):
             break
         if time.monotonic() > deadline:
