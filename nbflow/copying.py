@@ -232,6 +232,12 @@ def _plan(
             requested=run_id in wanted,
         )
         plans[run_id] = plan
+        if dst.tenant is not None and record.tenant not in (None, dst.tenant):
+            problems.append(
+                f"run {run_id} belongs to tenant {record.tenant!r}, and the target is opened "
+                f"for tenant {dst.tenant!r} (runs keep their tenant when copied)"
+            )
+            continue
         if plan.status is RunStatus.RUNNING:
             problems.append(_running(run_id, src, plan.requested))
             continue

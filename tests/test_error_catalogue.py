@@ -322,6 +322,23 @@ def unknown_run(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     return Raised(raising(lambda: nf.get_run("no-such-run", memory())))
 
 
+def a_bad_tenant(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    return Raised(raising(lambda: nf.Flow("f", store=memory(), tenant="team\na")))
+
+
+def another_tenants_run(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    store = memory()
+    store.with_tenant("team-b").create_run(make_run("theirs"))
+    return Raised(raising(lambda: store.with_tenant("team-a").get_run("theirs")))
+
+
+def changing_a_run_without_a_tenant(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    store = memory()
+    store.create_run(make_run("old"))
+    mine = store.with_tenant("team-a")
+    return Raised(raising(lambda: mine.append("old", 0, [NewEvent(EventType.RUN_STARTED)])))
+
+
 def a_stale_write(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     store = memory()
     store.create_run(make_run("dup"))
@@ -551,6 +568,16 @@ CASES: dict[str, Case] = {
     ),
     "UnknownRunError": Case(
         unknown_run, ("no run with id 'no-such-run'", "`nf.runs()` lists the runs")
+    ),
+    "InvalidTenantError": Case(
+        a_bad_tenant, ("must not hold control or invisible characters", "holds '\\n'")
+    ),
+    "TenantMismatchError": Case(
+        another_tenants_run, ("no run with id 'theirs'", "tenant='team-a'", "`nf.runs()` lists")
+    ),
+    "TenantReadOnlyError": Case(
+        changing_a_run_without_a_tenant,
+        ("run 'old' has no tenant", "every tenant may read it", "Fork it"),
     ),
     "StaleVersionError": Case(
         a_stale_write,

@@ -194,8 +194,13 @@ def test_opening_twice_does_not_migrate_again(path: Path) -> None:
 
 
 def _downgrade(path: Path, version: int) -> None:
-    """Make ``path`` the file an nbflow of schema ``version`` (1 to 7) wrote."""
+    """Make ``path`` the file an nbflow of schema ``version`` (1 to 8) wrote."""
     con = duckdb.connect(str(path))
+    if version < 9:
+        # Schema 8: runs have no tenant.
+        con.execute("DROP VIEW runs")
+        con.execute("ALTER TABLE run_records DROP COLUMN tenant")
+        con.execute(schema.RUNS_VIEW_V3.split("DROP TABLE runs;")[1])
     if version < 8:
         # Schema 7: the events and step_executions tables; every row in the second.
         con.execute("INSERT INTO execution_rows SELECT * FROM pending_executions")
@@ -224,7 +229,7 @@ def _downgrade(path: Path, version: int) -> None:
     con.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) -> None:
     with DuckDBStore(path) as first:
         run_id = populate(first)[0]
@@ -232,6 +237,7 @@ def test_an_older_file_is_migrated_keeping_its_runs(path: Path, version: int) ->
         versions = {r.run_id: r.version for r in first.list_runs()}
     _downgrade(path, version)
     with DuckDBStore(path) as migrated:
+        assert {r.tenant for r in migrated.list_runs()} == {None}  # (runs from before)
         meta = dict(migrated.sql("SELECT key, value FROM nbflow_meta").itertuples(index=False))
         assert meta["schema_version"] == str(schema.SCHEMA_VERSION)
         leases = migrated.sql("SELECT run_id FROM leases")["run_id"].tolist()

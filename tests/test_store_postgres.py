@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -349,6 +350,65 @@ def test_a_newer_schema_is_refused(pg: PostgresStore, uri: str, server: Postgres
         PostgresStore(uri)
 
 
+def _before_tenants(con: psycopg.Connection[Any], schema: str) -> None:
+    """Make ``schema`` as schema 4 left it: no tenants, no row-level security."""
+    policies = con.execute(
+        "SELECT policyname, tablename FROM pg_policies WHERE schemaname = %s", [schema]
+    ).fetchall()
+    for policy, table in policies:
+        con.execute(f"DROP POLICY {policy} ON {schema}.{table}")
+    for table in ("runs", "events", "step_executions", "leases", "untrusted_runs", "blobs"):
+        con.execute(f"ALTER TABLE {schema}.{table} DISABLE ROW LEVEL SECURITY")
+    for table in ("blob_chunks", "flows"):
+        con.execute(f"ALTER TABLE {schema}.{table} DISABLE ROW LEVEL SECURITY")
+    functions = (
+        "nbflow_run_owner(text)",
+        "nbflow_value_in_use(text)",
+        "nbflow_value_stored(text)",
+        "nbflow_flow_in_use(text, text)",
+        "nbflow_values_in_use(text[], text[])",
+        "nbflow_runs_executing()",
+    )
+    for function in functions:
+        con.execute(f"DROP FUNCTION {schema}.{function}")
+    for index in ("runs_by_flow", "step_executions_by_output"):
+        con.execute(f"DROP INDEX {schema}.{index}")
+    con.execute(f"ALTER TABLE {schema}.runs DROP COLUMN tenant")
+
+
+def test_a_schema_from_before_tenants_gets_its_runs_readable_by_everyone(
+    pg: PostgresStore, uri: str, server: PostgresServer
+) -> None:
+    """Schema 4 had no tenants: migrating to 5 stamps its runs with none (every tenant
+    reads them) and sets up row-level security; the runs are as they were."""
+    pg.put_flow(make_flow())
+    pg.create_run(make_run("old"))
+    pg.append("old", 0, typical_events(("load",)))
+    before = pg.runs_frame()
+    pg.close()
+    schema = uri.split("schema=")[1]
+    with psycopg.connect(server.uri(), autocommit=True) as con:
+        _before_tenants(con, schema)
+        con.execute(f"DELETE FROM {schema}.schema_migrations WHERE version > 4")
+        con.execute(f"UPDATE {schema}.nbflow_meta SET value = '4' WHERE key = 'schema_version'")
+    with PostgresStore(uri) as migrated:
+        pd.testing.assert_frame_equal(migrated.runs_frame(), before)
+        assert migrated.get_run("old").tenant is None
+        with migrated.with_tenant("team-a") as team:
+            assert team.get_run("old").version == before["version"].iloc[0]
+        assert migrated.check() == []
+    with psycopg.connect(server.uri(), autocommit=True) as con:
+        secured = con.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relrowsecurity ORDER BY relname",
+            [schema],
+        ).fetchall()
+    assert [r[0] for r in secured] == [
+        "blob_chunks", "blobs", "events", "flows", "leases", "runs", "step_executions",
+        "untrusted_runs",
+    ]  # fmt: skip
+
+
 def test_a_schema_from_before_run_marks_is_migrated_marking_imported_runs(
     pg: PostgresStore, uri: str, server: PostgresServer
 ) -> None:
@@ -369,6 +429,7 @@ def test_a_schema_from_before_run_marks_is_migrated_marking_imported_runs(
     pg.close()
     schema = uri.split("schema=")[1]
     with psycopg.connect(server.uri(), autocommit=True) as con:
+        _before_tenants(con, schema)
         con.execute(f"DROP TABLE {schema}.untrusted_runs")
         con.execute(f"ALTER TABLE {schema}.step_executions DROP COLUMN files")  # schema 3
         con.execute(f"ALTER TABLE {schema}.step_executions DROP COLUMN params")  # schema 4
@@ -382,7 +443,7 @@ def test_a_schema_from_before_run_marks_is_migrated_marking_imported_runs(
         assert migrated.cache_hits("flow", ["load-fp"])["ck-load"].run_id == "mine"
         versions = migrated.sql("SELECT version FROM schema_migrations ORDER BY version")
         assert list(versions["version"]) == [n for n, _, _ in postgres_schema.MIGRATIONS]
-        assert [n for n, _, _ in postgres_schema.MIGRATIONS] == [1, 2, 3, 4]
+        assert [n for n, _, _ in postgres_schema.MIGRATIONS] == [1, 2, 3, 4, 5]
         assert migrated.check() == []
 
 
@@ -403,6 +464,7 @@ def test_a_schema_from_before_step_parameters_gets_them_from_its_events(
     pg.close()
     schema = uri.split("schema=")[1]
     with psycopg.connect(server.uri(), autocommit=True) as con:
+        _before_tenants(con, schema)
         con.execute(f"ALTER TABLE {schema}.step_executions DROP COLUMN params")
         con.execute(f"DELETE FROM {schema}.schema_migrations WHERE version > 3")
         con.execute(f"UPDATE {schema}.nbflow_meta SET value = '3' WHERE key = 'schema_version'")

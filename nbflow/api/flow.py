@@ -38,11 +38,18 @@ class Flow:
     """A named DAG of steps whose runs are checkpointed in a store.
 
     ``store`` may be a Store, a path or URI, or None for ``$NBFLOW_STORE`` /
-    ``./nbflow.duckdb``; it is opened when first needed.
+    ``./nbflow.duckdb``; it is opened when first needed. ``tenant="team-a"`` (or
+    ``$NBFLOW_TENANT``) opens it for that tenant: runs are stamped with it, and only its
+    runs (and those without a tenant) are seen (``docs/tenants.md``).
     """
 
     def __init__(
-        self, name: str, store: StoreLike = None, *, durability: str | None = None
+        self,
+        name: str,
+        store: StoreLike = None,
+        *,
+        durability: str | None = None,
+        tenant: str | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise DefinitionError(f"a flow needs a non-empty name, not {name!r}")
@@ -52,11 +59,16 @@ class Flow:
                 "surrogate, which no store can hold)."
             )
         check_store_like(store)
+        from nbflow.store.tenants import optional_tenant
+
+        self._tenant = optional_tenant(tenant)
         mode = durability_mode(durability)
         self._durability = None if mode is None else mode.value
         self._name = name
         self._store_arg = store
-        self._store_obj: Store | None = store if isinstance(store, Store) else None
+        self._store_obj: Store | None = None
+        if isinstance(store, Store):
+            self._store_obj = open_store(store, tenant=self._tenant)
         self._steps: dict[str, Step] = {}
         # Built graphs by (step objects, targets): a re-run of an unchanged flow needs no
         # new one. Kept graphs are frozen, since callers share them.
@@ -79,8 +91,14 @@ class Flow:
     def store(self) -> Store:
         """The store this flow's runs are written to (opened on first use)."""
         if self._store_obj is None:
-            self._store_obj = open_store(self._store_arg)
+            self._store_obj = open_store(self._store_arg, tenant=self._tenant)
         return self._store_obj
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant this flow's runs are stamped with (``tenant=``, else the store's,
+        else ``$NBFLOW_TENANT``); None when the store is opened without one."""
+        return self.store.tenant
 
     def on_event(self, callback: Callable[[Event], None]) -> Callable[[Event], None]:
         """Call ``callback(event)`` for each committed event of this flow's runs.

@@ -67,6 +67,7 @@ def fork_run(
             fork_from_step=from_step,
             fork_from_version=plan.version,
             thread_id=record.thread_id or parent.id,
+            tenant=record.tenant,  # (a store opened for a tenant stamps its own)
         )
         handle = Run(store, created.run_id, flow)
         inherit_distrust(store, parent.id, handle.id)

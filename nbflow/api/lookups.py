@@ -21,20 +21,27 @@ def runs(
     limit: int | None = None,
     *,
     thread_id: str | None = None,
+    tenant: str | None = None,
 ) -> pd.DataFrame:
-    """Runs in ``store`` (default: ``$NBFLOW_STORE`` or ./nbflow.duckdb), newest first."""
-    return open_store(store).runs_frame(flow=flow, status=status, thread_id=thread_id, limit=limit)
+    """Runs in ``store`` (default: ``$NBFLOW_STORE`` or ./nbflow.duckdb), newest first;
+    with ``tenant`` (or ``$NBFLOW_TENANT``), only those that tenant sees."""
+    return open_store(store, tenant=tenant).runs_frame(
+        flow=flow, status=status, thread_id=thread_id, limit=limit
+    )
 
 
-def events(run_id: str | None = None, store: StoreLike = None) -> pd.DataFrame:
-    """The event log of one run, or of every run, as a DataFrame."""
-    return open_store(store).events_frame(run_id)
+def events(
+    run_id: str | None = None, store: StoreLike = None, *, tenant: str | None = None
+) -> pd.DataFrame:
+    """The event log of one run, or of every run (that ``tenant`` sees), as a DataFrame."""
+    return open_store(store, tenant=tenant).events_frame(run_id)
 
 
-def get_run(run_id: str, store: StoreLike = None) -> Run:
-    """The Run with this id; UnknownRunError if the store has none."""
+def get_run(run_id: str, store: StoreLike = None, *, tenant: str | None = None) -> Run:
+    """The Run with this id; UnknownRunError if the store has none (TenantMismatchError,
+    with the same message, when the store is opened for a tenant that may not see it)."""
     arguments.run_id(run_id)
-    opened = open_store(store)
+    opened = open_store(store, tenant=tenant)
     opened.get_run(run_id)  # fail early, with the id in the message
     return Run(opened, run_id)
 

@@ -179,12 +179,45 @@ def trust_option(func: F) -> F:
 
 
 def store_option(func: F) -> F:
-    """Add ``--store PATH`` (default: ``$NBFLOW_STORE``, else ./nbflow.duckdb)."""
+    """Add ``--store PATH`` (default: ``$NBFLOW_STORE``, else ./nbflow.duckdb) and
+    ``--tenant NAME`` (default: ``$NBFLOW_TENANT``, else none: the owner's view)."""
+    func = click.option(
+        "--tenant",
+        metavar="NAME",
+        expose_value=False,
+        callback=_remember_tenant,
+        help=(
+            "Open the store for this tenant: only its runs (and runs without a tenant) are "
+            "seen, new runs are stamped with it (default: $NBFLOW_TENANT, else none)."
+        ),
+    )(func)
     return click.option(
         "--store",
         metavar="PATH",
         help="The store to use (default: $NBFLOW_STORE, else ./nbflow.duckdb).",
     )(func)
+
+
+#: Where ``--tenant`` is kept for :func:`open_cli_store` (the click context's meta).
+TENANT_KEY = "nbflow.tenant"
+
+
+def _remember_tenant(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    from nbflow.errors import InvalidTenantError
+    from nbflow.store.tenants import check_tenant
+
+    if value is None:
+        return
+    try:
+        ctx.meta[TENANT_KEY] = check_tenant(value)
+    except InvalidTenantError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def given_tenant() -> str | None:
+    """The tenant ``--tenant`` named for this command, or None."""
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None else ctx.meta.get(TENANT_KEY)
 
 
 def format_option(func: F) -> F:
@@ -220,4 +253,4 @@ def open_cli_store(
             raise CommandError(f"no nbflow store at {location}: give one with {option}.")
         if path.is_dir():
             raise CommandError(f"{location} is a folder, not an nbflow store file.")
-    return open_store(absolute_store(location), trust=trust)
+    return open_store(absolute_store(location), trust=trust, tenant=given_tenant())

@@ -111,6 +111,8 @@ def describe_run(store: Store, run_id: str) -> str:
     if run.finished_at is not None:
         lines.append(f"  finished  {run.finished_at.isoformat(timespec='seconds')}")
     lines.append(f"  version   {run.version}")
+    if run.tenant is not None:
+        lines.append(f"  tenant    {p(run.tenant)}")
     if run.parent_run_id:
         point = (
             f"from step {run.fork_from_step!r}"

@@ -23,7 +23,13 @@ from nbflow.cli.common import (
     trust_option,
 )
 from nbflow.cli.output import printable
-from nbflow.cli.target import absolute_store, load_target, running_from, with_trust
+from nbflow.cli.target import (
+    absolute_store,
+    load_target,
+    running_from,
+    with_tenant,
+    with_trust,
+)
 from nbflow.engine.executors import EXECUTORS
 
 if TYPE_CHECKING:
@@ -69,6 +75,11 @@ if TYPE_CHECKING:
     "end). Default: the flow's, else $NBFLOW_DURABILITY, else async.",
 )
 @trust_option
+@click.option(
+    "--tenant",
+    metavar="NAME",
+    help="Record the run for this tenant (default: $NBFLOW_TENANT, else none).",
+)
 @debug_option
 @handle_errors
 def run_command(
@@ -81,6 +92,7 @@ def run_command(
     force: bool,
     durability: str | None,
     trust: bool | None,
+    tenant: str | None,
 ) -> int:
     """Run a flow headlessly and record it in the store.
 
@@ -99,6 +111,7 @@ def run_command(
     values = coerce_params(parse_assignments(params, what="-p"), flow.params)
     with running_from(folder):
         flow = with_trust(flow, trust)  # (in the notebook's folder: its store is there)
+        flow = with_tenant(flow, tenant)
         run = flow.run(
             executor=executor,
             max_workers=max_workers,
@@ -166,6 +179,8 @@ def runs_command(
     columns = ["run_id", "flow", "status", "created_at", "duration_s", "params", "error"]
     if (frame["status"] == "waiting").any():  # where each waits, and for how long
         columns[3:3] = ["gate", "waited_s"]
+    if frame["tenant"].notna().any():  # whose each run is (runs without one: blank)
+        columns.insert(2, "tenant")
     echo(render(frame, fmt, columns))
     return EXIT_OK
 

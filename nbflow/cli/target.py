@@ -151,6 +151,15 @@ def with_trust(flow: Flow, trust: bool | None) -> Flow:
     return _with_store(flow, open_store(where, trust=trust))
 
 
+def with_tenant(flow: Flow, tenant: str | None) -> Flow:
+    """``flow`` with its store opened for ``tenant`` (None: as it is, ``$NBFLOW_TENANT``)."""
+    if tenant is None or flow.store.tenant == tenant:
+        return flow
+    from nbflow.store.open import open_store
+
+    return _with_store(flow, open_store(flow.store, tenant=tenant))
+
+
 def absolute_store(store: str | None) -> str | None:
     """A relative store path means relative to where the command was run."""
     if store is None or store == ":memory:" or "://" in store:

@@ -13,6 +13,7 @@ from nbflow.cli.common import (
     EXIT_OK,
     debug_option,
     echo,
+    given_tenant,
     handle_errors,
     main,
     open_cli_store,
@@ -73,7 +74,8 @@ def import_command(directory: Path, trust: bool, store: str | None) -> int:
 
     exported = read_export(directory)  # all checked before the store is opened (or made)
     opened = open_cli_store(store, create=True)
-    run_id = import_run(opened, exported, trust=trust)
+    # (a run of another tenant is imported only when --tenant says whose it becomes)
+    run_id = import_run(opened, exported, trust=trust, tenant=given_tenant())
     echo(f"imported run {printable(run_id)} into {opened.uri}")
     if not trust:
         pickled = sorted({e.step for e in opened.executions(run_id) if _pickled(e.output)})

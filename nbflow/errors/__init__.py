@@ -51,6 +51,7 @@ from nbflow.errors.store import (
     UntrustedImportError,
     UntrustedStoreError,
 )
+from nbflow.errors.tenants import InvalidTenantError, TenantMismatchError, TenantReadOnlyError
 from nbflow.errors.warnings import (
     NbflowWarning,
     PickledOutputWarning,
@@ -67,6 +68,7 @@ __all__ = [
     "DuplicateRunError",
     "GateError",
     "InputMutatedError",
+    "InvalidTenantError",
     "InvalidTokenError",
     "InvalidTransitionError",
     "MissingDependencyError",
@@ -89,6 +91,8 @@ __all__ = [
     "StoreError",
     "StoreFullError",
     "StoreMaintenanceWarning",
+    "TenantMismatchError",
+    "TenantReadOnlyError",
     "TokenExpiredError",
     "TokenStoreMismatchError",
     "TokenSupersededError",

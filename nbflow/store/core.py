@@ -28,6 +28,7 @@ from nbflow.store.records import (
     StepExecution,
     ValueRef,
 )
+from nbflow.store.tenant_scope import TenantScope
 from nbflow.store.untrusted import RunMarks
 from nbflow.values.refs import value_ref_argument
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 _NOT_DAMAGE = (AssertionError, MemoryError, RecursionError)
 
 
-class StoreCore(RunMarks, ABC):
+class StoreCore(TenantScope, RunMarks, ABC):
     """What every part of a :class:`~nbflow.store.base.Store` builds on: its state, the
     backend's primitives (abstract), and runs, events and values."""
 
@@ -95,7 +96,8 @@ class StoreCore(RunMarks, ABC):
         self.close()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.uri!r})"
+        tenant = "" if self.tenant is None else f", tenant={self.tenant!r}"
+        return f"{type(self).__name__}({self.uri!r}{tenant})"
 
     @contextmanager
     def hold(self) -> Iterator[None]:
@@ -214,6 +216,10 @@ class StoreCore(RunMarks, ABC):
         """
         with self._lock:
             state = self._state_for(run_id, expected_version)
+            if self.tenant is not None:
+                from nbflow.store.tenants import check_writable
+
+                check_writable(state.run, self.tenant, self)
             if not events:
                 # Nothing to write; but a writer that read an older version must hear so.
                 stored = self._get_run(run_id).version
@@ -233,6 +239,7 @@ class StoreCore(RunMarks, ABC):
         """
         from nbflow.store.fold import initial_state
 
+        run = self._stamped(run)
         if not events:
             self.create_run(run)
             return initial_state(run).run
@@ -365,6 +372,7 @@ class StoreCore(RunMarks, ABC):
     def _load(self, ref: ValueRef, step: str | None = None, run_id: str | None = None) -> Any:
         from nbflow.store.damage import unreadable_value
 
+        self._check_value_seen(ref)
         try:
             return self._decoded(ref, step, run_id)
         except _NOT_DAMAGE:

@@ -35,6 +35,7 @@ RUN_COLUMNS: dict[str, str] = {
     "flow_fingerprint": "str",
     "gate": "str",  # the gate(s) a waiting run waits at, comma-separated
     "waited_s": "float64",  # how long it has waited there, in seconds
+    "tenant": "str",  # who the run belongs to (None: everyone may read it)
 }
 
 #: Columns of ``run.events`` / ``nf.events()`` and their dtypes.
@@ -117,6 +118,7 @@ def runs_frame(runs: Iterable[RunRecord]) -> pd.DataFrame:
             "fork_from_step": r.fork_from_step,
             "fork_from_version": r.fork_from_version,
             "flow_fingerprint": r.flow_fingerprint,
+            "tenant": r.tenant,
         }
         for r in runs
     ]

@@ -40,21 +40,34 @@ class Maintenance(StoreCore):
         if not dry_run:
             self._refuse_writes("gc")
         with self._lock:
-            doomed = runs_to_delete(
-                self.list_runs(flow=flow), keep_last=keep_last, older_than=older_than
-            )
+            tenant = self.tenant
+            # A tenant's gc weighs only its own runs (not those without a tenant, which
+            # it may read but not change).
+            mine = [r for r in self.list_runs(flow=flow) if tenant is None or r.tenant == tenant]
+            doomed = runs_to_delete(mine, keep_last=keep_last, older_than=older_than)
             doomed_ids = {r.run_id for r in doomed}
-            everything = self.list_runs()
+            everything = [r for r in self.list_runs() if tenant is None or r.tenant == tenant]
             total = len(everything)
-            referenced = self.referenced_hashes(exclude_runs=doomed_ids)
-            blobs = [b for b in self.list_blobs() if b.hash not in referenced]
+            if tenant is None:
+                referenced = self.referenced_hashes(exclude_runs=doomed_ids)
+                blobs = [b for b in self.list_blobs() if b.hash not in referenced]
+            else:
+                # Only the values its deleted runs used, and of those only the ones no
+                # other run (of any tenant) uses: it never removes another's value.
+                from nbflow.store.gc import referenced_hashes
+
+                theirs = referenced_hashes(self, sorted(doomed_ids))
+                theirs -= self._values_in_use(theirs, doomed_ids)
+                blobs = [b for b in self.list_blobs() if b.hash in theirs]
             details: dict[str, Any] = {}
             # A run executing now, here or in another process, may have written (or be
             # about to reuse) a value whose event it has not committed yet: keep every
             # value until it ends. A runner takes the run's lease before it looks up the
             # cache or writes a value (holding the store from lookup to lease), and
             # gives it back in the run's last commit; leases of dead processes expire.
-            executing = self._executing | self._leased({r.run_id for r in everything})
+            executing = self._executing | self._leased({r.run_id for r in self.list_runs()})
+            if tenant is not None and not executing and self._any_run_executing():
+                executing = {"of another tenant"}  # (which, it may not know)
             if executing:
                 details["values_kept_for_executing_runs"] = sorted(executing)
                 blobs = []
@@ -85,6 +98,18 @@ class Maintenance(StoreCore):
         return {
             run_id for run_id, lease in self._read_leases(run_ids).items() if lease_alive(lease)
         }
+
+    def _values_in_use(self, hashes: Collection[str], exclude_runs: Collection[str]) -> set[str]:
+        """Of ``hashes``, those a run other than ``exclude_runs`` uses, whoever's it is."""
+        if not hashes:
+            return set()
+        with self._owner_view():
+            return set(hashes) & self.referenced_hashes(exclude_runs=exclude_runs)
+
+    def _any_run_executing(self) -> bool:
+        """Whether a run of any tenant holds a live lease (its runner is at work)."""
+        with self._owner_view():
+            return bool(self._leased({r.run_id for r in self._list_runs()}))
 
     def referenced_hashes(self, exclude_runs: Collection[str] = ()) -> set[str]:
         """The value hashes referenced by every run except ``exclude_runs``."""

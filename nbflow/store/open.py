@@ -20,9 +20,13 @@ ENV_TRUST = "NBFLOW_TRUST"
 
 # One open store per file in this process: flows and frames over the same file share its
 # connection (and so its lock and cached run states).
-_open: weakref.WeakValueDictionary[tuple[str, bool], Store] = weakref.WeakValueDictionary()
-_default: dict[tuple[str, bool], Store] = {}  # keeps default-path stores alive
+_open: weakref.WeakValueDictionary[tuple[str, bool, str | None], Store] = (
+    weakref.WeakValueDictionary()
+)
+_default: dict[tuple[str, bool, str | None], Store] = {}  # keeps default-path stores alive
 _lock = threading.Lock()
+# The tenant views opened on a Store object (open_store(store, tenant=)), while it lives.
+_views: weakref.WeakKeyDictionary[Store, dict[str, Store]] = weakref.WeakKeyDictionary()
 
 
 def default_location() -> str:
@@ -58,7 +62,9 @@ def env_trust() -> bool:
     )
 
 
-def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
+def open_store(
+    store: StoreLike = None, *, trust: bool | None = None, tenant: str | None = None
+) -> Store:
     """Open (or return the already open) store for ``store``.
 
     ``store`` may be a Store (returned as is), a path to a DuckDB file (created if
@@ -70,9 +76,25 @@ def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
     follows ``$NBFLOW_TRUST`` (:func:`env_trust`: trusted when unset, an unknown value an
     error). Pickles imported without trust are refused either way (see
     :mod:`nbflow.store.untrusted`).
+
+    ``tenant="team-a"`` (or ``$NBFLOW_TENANT``, for a store named by location) opens the
+    store for that tenant: it stamps the runs it creates, sees that tenant's runs and
+    those without a tenant, and reports any other run as unknown (``docs/tenants.md``).
+    A Store passed with another ``tenant=`` is opened again for it.
     """
+    from nbflow.store.tenants import optional_tenant, resolve
+
     if isinstance(store, Store):
-        return store
+        wanted = optional_tenant(tenant)
+        if wanted is None or wanted == store.tenant:
+            return store
+        with _lock:  # one view per store and tenant (each may hold a connection)
+            views = _views.setdefault(store, {})
+            view = views.get(wanted)
+            if view is None or getattr(view, "closed", False):
+                view = views[wanted] = store.with_tenant(wanted)
+            return view
+    tenant = resolve(tenant)
     if trust is None:
         trust = env_trust()
     elif not isinstance(trust, bool):
@@ -83,19 +105,19 @@ def open_store(store: StoreLike = None, *, trust: bool | None = None) -> Store:
     if kind == "memory":
         from nbflow.store.memory.store import MemoryStore
 
-        return MemoryStore(trust=trust)
+        return MemoryStore(trust=trust, tenant=tenant)
     if kind == "postgres":
-        return _open_postgres(target, trust=trust, default=store is None)
+        return _open_postgres(target, trust=trust, tenant=tenant, default=store is None)
     from nbflow.store.duckdb.store import DuckDBStore
 
     if target == ":memory:":
-        return DuckDBStore(":memory:", trust=trust)
-    key = (str(Path(target).resolve()), trust)
+        return DuckDBStore(":memory:", trust=trust, tenant=tenant)
+    key = (str(Path(target).resolve()), trust, tenant)
     with _lock:
         existing = _open.get(key)
         if existing is not None and not getattr(existing, "closed", False):
             return existing
-        opened = DuckDBStore(target, trust=trust)
+        opened = DuckDBStore(target, trust=trust, tenant=tenant)
         _open[key] = opened
         if store is None:
             _default[key] = opened
@@ -120,7 +142,7 @@ def check_store_like(store: object) -> None:
         _location(store)
 
 
-def _open_postgres(uri: str, *, trust: bool, default: bool) -> Store:
+def _open_postgres(uri: str, *, trust: bool, tenant: str | None, default: bool) -> Store:
     """The open PostgreSQL store for ``uri`` (one connection per URI in this process)."""
     try:
         from nbflow.store.postgres.store import PostgresStore
@@ -129,12 +151,12 @@ def _open_postgres(uri: str, *, trust: bool, default: bool) -> Store:
             f"PostgreSQL stores need psycopg 3, which is not installed ({exc}): "
             "pip install 'nbflow[postgres]'."
         ) from None
-    key = (uri, trust)
+    key = (uri, trust, tenant)
     with _lock:
         existing = _open.get(key)
         if existing is not None and not getattr(existing, "closed", False):
             return existing
-        opened = PostgresStore(uri, trust=trust)
+        opened = PostgresStore(uri, trust=trust, tenant=tenant)
         _open[key] = opened
         if default:
             _default[key] = opened

@@ -202,6 +202,7 @@ class RunRecord:
     fork_from_version: int | None = None
     thread_id: str | None = None
     steps: tuple[str, ...] = ()  # the steps this run covers, in topological order
+    tenant: str | None = None  # who the run belongs to (None: everyone may read it)
 
     @property
     def duration_s(self) -> float | None:

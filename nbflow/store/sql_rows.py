@@ -34,7 +34,7 @@ dumps = compact_encoder(default=str)
 #: The column lists the row mappers below read, in their order.
 RUN_COLS = (
     "run_id, flow, flow_fingerprint, status, version, params, steps, created_at, started_at, "
-    "finished_at, error, parent_run_id, fork_from_step, fork_from_version, thread_id"
+    "finished_at, error, parent_run_id, fork_from_step, fork_from_version, thread_id, tenant"
 )
 #: The columns of DuckDB's ``run_records`` table: a run's row without its version, which
 #: the ``runs`` view derives from the events.
@@ -60,6 +60,16 @@ def _where(clauses: list[str]) -> str:
     return " WHERE " + " AND ".join(clauses) if clauses else ""
 
 
+def tenant_clause(
+    tenant: str | None, *, mark: str, prefix: str = ""
+) -> tuple[list[str], list[Any]]:
+    """The WHERE clause (and parameter) keeping the runs a store opened with ``tenant``
+    sees: its own and those without a tenant (none for the owner's view)."""
+    if tenant is None:
+        return [], []
+    return [f"({prefix}tenant IS NULL OR {prefix}tenant = {mark})"], [tenant]
+
+
 def runs_query(
     columns: str,
     flow: str | None,
@@ -69,12 +79,12 @@ def runs_query(
     *,
     mark: str,
     in_list: str,
+    tenant: str | None = None,
 ) -> tuple[str, list[Any]]:
     """A SELECT of ``columns`` from ``runs`` with the run filters, newest first, and its
     parameters; ``in_list`` tests ``status`` against a list parameter (it holds
-    ``{mark}``)."""
-    clauses: list[str] = []
-    params: list[Any] = []
+    ``{mark}``); ``tenant`` keeps the runs that tenant sees."""
+    clauses, params = tenant_clause(tenant, mark=mark)
     flow, statuses, thread_id, limit = run_filters(flow, status, thread_id, limit)
     if flow is not None:
         clauses.append(f"flow = {mark}")
@@ -92,12 +102,25 @@ def runs_query(
     return query, params
 
 
-def event_filters(run_id: str | None, upto: int | None, *, mark: str) -> tuple[str, list[Any]]:
-    """The WHERE clause and parameters of an events query."""
+def event_filters(
+    run_id: str | None,
+    upto: int | None,
+    *,
+    mark: str,
+    tenant: str | None = None,
+    runs_table: str = "runs",
+) -> tuple[str, list[Any]]:
+    """The WHERE clause and parameters of an events query (``tenant``: of the runs that
+    tenant sees, by their rows in ``runs_table``)."""
     from nbflow import arguments
 
     clauses: list[str] = []
     params: list[Any] = []
+    if tenant is not None:
+        clauses.append(
+            f"run_id IN (SELECT run_id FROM {runs_table} WHERE tenant IS NULL OR tenant = {mark})"
+        )
+        params.append(tenant)
     arguments.optional_count(upto, "upto (a version)")
     if run_id is not None:
         arguments.run_id(run_id)
@@ -125,6 +148,7 @@ def run_row(r: RunRecord, *, version: bool = True) -> list[Any]:
         r.fork_from_step,
         r.fork_from_version,
         r.thread_id,
+        r.tenant,
     ]
 
 
@@ -157,6 +181,7 @@ def _run_from_row(r: Sequence[Any], read_json: JsonReader) -> RunRecord:
         fork_from_step=r[12],
         fork_from_version=r[13],
         thread_id=r[14],
+        tenant=r[15],
     )
 
 

@@ -30,6 +30,7 @@ from nbflow.testing.conformance_leases import LeaseConformance
 from nbflow.testing.conformance_queued import QueuedConformance
 from nbflow.testing.conformance_records import RecordConformance
 from nbflow.testing.conformance_sql import SqlConformance
+from nbflow.testing.conformance_tenants import TenantConformance
 from nbflow.testing.conformance_trust import TrustConformance
 from nbflow.testing.conformance_values import ValueConformance
 
@@ -47,6 +48,7 @@ class StoreConformance(
     TrustConformance,
     SqlConformance,
     GateConformance,
+    TenantConformance,
 ):
     """The contract of :class:`nbflow.store.base.Store`, as pytest tests.
 

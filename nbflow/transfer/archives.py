@@ -43,6 +43,7 @@ from nbflow.errors import InvalidTransitionError, TransferError, UnknownRunError
 from nbflow.store.base import Store
 from nbflow.store.gc import refs_in_payload
 from nbflow.store.records import Codec, Event, FlowRecord, NewEvent, RunRecord, ValueRef, utcnow
+from nbflow.store.tenants import imported_as
 from nbflow.store.untrusted import (
     UntrustedRun,
     keeps_marks,
@@ -193,7 +194,11 @@ def read_export(directory: str | os.PathLike[str]) -> ExportedRun:
 
 
 def import_run(
-    store: Store, directory: str | os.PathLike[str] | ExportedRun, *, trust: bool = False
+    store: Store,
+    directory: str | os.PathLike[str] | ExportedRun,
+    *,
+    trust: bool = False,
+    tenant: str | None = None,
 ) -> str:
     """Load the run exported to ``directory`` (or already read by :func:`read_export`)
     into ``store``; return its run id.
@@ -211,6 +216,8 @@ def import_run(
     outputs is a cache hit for another run (nothing shows that your code computed them:
     a run of your flow computes its steps itself). Forks and ``resume`` of the run itself
     use its outputs; a fork of it is marked like it.
+    The run keeps its tenant; another tenant's run is imported only as ``tenant=``'s
+    (:func:`nbflow.store.tenants.imported_as`).
     """
     arguments.instance(store, Store, "import_run's store", hint="nf.open_store(path) opens one.")
     if not isinstance(directory, ExportedRun):
@@ -220,7 +227,7 @@ def import_run(
     else:  # a run the store holds is refused before the values are read
         _refuse_existing(store, run_from_json(_read_header(Path(directory)).get("run")))
         exported = read_export(directory)
-    run = exported.run
+    run = imported_as(exported.run, store, tenant)
     _refuse_existing(store, run)
     if not trust and not keeps_marks(store):
         raise TransferError(

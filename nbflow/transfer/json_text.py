@@ -179,6 +179,7 @@ def run_to_json(run: RunRecord) -> dict[str, Any]:
         "fork_from_version": run.fork_from_version,
         "thread_id": run.thread_id,
         "steps": list(run.steps),
+        "tenant": run.tenant,
     }
 
 
@@ -199,6 +200,15 @@ def run_from_json(data: Any) -> RunRecord:
         raise TransferError(f"{where}: 'steps' must be a list of step names")
     created = _parse_time(_field(data, "created_at", str, where), f"{where}'s created_at")
     assert created is not None
+    tenant = data.get("tenant")
+    if tenant is not None:
+        from nbflow.errors import InvalidTenantError
+        from nbflow.store.tenants import check_tenant
+
+        try:
+            check_tenant(tenant)
+        except InvalidTenantError as exc:
+            raise TransferError(f"{where}'s tenant is not a tenant name: {exc}") from None
     return RunRecord(
         run_id=run_id,
         flow=_field(data, "flow", str, where),
@@ -212,6 +222,7 @@ def run_from_json(data: Any) -> RunRecord:
         fork_from_version=_optional(data, "fork_from_version", int, where),
         thread_id=thread,
         steps=tuple(steps),
+        tenant=tenant,
     )
 
 

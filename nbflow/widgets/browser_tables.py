@@ -67,6 +67,9 @@ def count_runs(store: Store, flow: str | None, status: str | None) -> int:
     if status:
         where.append("status = ?")
         params.append(status)
+    if store.tenant is not None:  # (store.sql reads a DuckDB file whole: see docs/tenants.md)
+        where.append("(tenant IS NULL OR tenant = ?)")
+        params.append(store.tenant)
     query = "SELECT count(*) AS n FROM runs" + (f" WHERE {' AND '.join(where)}" if where else "")
     try:
         return int(store.sql(query, params)["n"].iloc[0])

@@ -242,7 +242,9 @@ class DuckDBEvents(DuckDBPart):
         """Events of one run (or all), in order."""
         if run_id is not None:
             self._get_run(run_id)
-        where, params = event_filters(run_id, upto, mark="?")
+        where, params = event_filters(
+            run_id, upto, mark="?", tenant=self.tenant, runs_table="run_records"
+        )
         rows = self._execute(f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params)
         return [event_from_row(r) for r in rows]
 
@@ -281,7 +283,7 @@ class DuckDBEvents(DuckDBPart):
         rows = self._execute(
             f"SELECT DISTINCT ON (cache_key) {EXEC_COLS} FROM step_executions "
             f"WHERE {CANDIDATE_ROWS} ORDER BY cache_key, seq",
-            [flow, wanted],
+            [flow, wanted, self.tenant],
         )
         found: dict[str, StepExecution] = {}
         for r in rows:
@@ -300,7 +302,9 @@ class DuckDBEvents(DuckDBPart):
             if self._closed:
                 raise StoreError(f"{self} is closed; open it again with nf.open_store().")
             try:
-                table = self._con.sql(CACHE_HITS, params=[flow, wanted]).to_arrow_table()
+                table = self._con.sql(
+                    CACHE_HITS, params=[flow, wanted, self.tenant]
+                ).to_arrow_table()
             except duckdb.Error as exc:
                 raise_if_corrupt(exc, self.uri)
                 raise

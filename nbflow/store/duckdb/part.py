@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
+    from nbflow.errors import UnknownRunError
     from nbflow.store.duckdb.file_guard import FileGuard
     from nbflow.store.fold import RunState
     from nbflow.store.records import RunRecord, StepExecution
+    from nbflow.values.refs import ValueRef
 
 
 class DuckDBPart:
@@ -21,6 +23,16 @@ class DuckDBPart:
     store provides them, declared for the type checker only."""
 
     if TYPE_CHECKING:
+        tenant: str | None
+
+        def _unknown_run(self, run_id: str) -> UnknownRunError: ...
+
+        def _seen(self, run: RunRecord) -> RunRecord: ...
+
+        def _stamped(self, run: RunRecord) -> RunRecord: ...
+
+        def _check_value_seen(self, ref: ValueRef) -> None: ...
+
         _lock: threading.RLock
         _states: dict[str, RunState]
         _leases: dict[str, float]

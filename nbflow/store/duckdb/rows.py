@@ -29,7 +29,10 @@ IN_LIST = "{column} IN (SELECT unnest({mark}::VARCHAR[]))"
 CANDIDATE_ROWS = (
     "flow = ? AND status IN ('completed', 'cached') AND output IS NOT NULL "
     "AND cache_key IS NOT NULL AND fingerprint IN (SELECT unnest(?::VARCHAR[])) "
-    "AND run_id NOT IN (SELECT run_id FROM untrusted_runs)"
+    "AND run_id NOT IN (SELECT run_id FROM untrusted_runs) "
+    # (nor another tenant's: an anti-join too, with a set empty in a store without tenants)
+    "AND run_id NOT IN (SELECT run_id FROM run_records "
+    "WHERE tenant IS NOT NULL AND tenant IS DISTINCT FROM ?)"
 )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Collection
 import duckdb
 
 from nbflow import arguments
-from nbflow.errors import DuplicateRunError, UnknownRunError
+from nbflow.errors import DuplicateRunError
 from nbflow.store.duckdb.part import DuckDBPart
 from nbflow.store.duckdb.rows import IN_LIST, INSERT_RUN_RECORD
 from nbflow.store.records import FlowRecord, Lease, RunRecord, StepDefinition
@@ -56,7 +56,7 @@ class DuckDBRuns(DuckDBPart):
         """Add a new run (pending, version 0)."""
         from nbflow.store.fold import initial_state
 
-        state = initial_state(run)
+        state = initial_state(self._stamped(run))
         try:
             self._execute(INSERT_RUN_RECORD, run_row(state.run, version=False))
         except duckdb.ConstraintException:
@@ -69,8 +69,8 @@ class DuckDBRuns(DuckDBPart):
         arguments.run_id(run_id)
         rows = self._execute(f"SELECT {RUN_COLS} FROM runs WHERE run_id = ?", [run_id])
         if not rows:
-            raise UnknownRunError(run_id, self)
-        return run_from_row(rows[0])
+            raise self._unknown_run(run_id)
+        return self._seen(run_from_row(rows[0]))
 
     def _list_runs(
         self,
@@ -82,7 +82,7 @@ class DuckDBRuns(DuckDBPart):
     ) -> list[RunRecord]:
         """Run rows matching the filters, newest first."""
         query, params = runs_query(
-            RUN_COLS, flow, status, thread_id, limit, mark="?", in_list=IN_LIST
+            RUN_COLS, flow, status, thread_id, limit, mark="?", in_list=IN_LIST, tenant=self.tenant
         )
         return [run_from_row(r) for r in self._execute(query, params)]
 

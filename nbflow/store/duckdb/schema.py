@@ -9,7 +9,7 @@ from nbflow.store.duckdb.read_only import is_read_only
 from nbflow.store.migrations import FORMAT, parse_version, recording, refuse_newer, require_tables
 
 #: The schema this version of nbflow writes. Files from a newer schema are refused.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 #: Where DataFrame values live as native tables (``nbflow_values.v_<hash>``).
 VALUES_SCHEMA = "nbflow_values"
@@ -218,6 +218,19 @@ UNION ALL
 SELECT * FROM pending_executions;
 """
 
+#: Version 9: runs are stamped with their tenant (see :mod:`nbflow.store.tenants`); runs
+#: from before have none (NULL), and every tenant may read them.
+TENANTS_V9 = """
+ALTER TABLE run_records ADD COLUMN tenant VARCHAR;
+CREATE OR REPLACE VIEW runs AS
+SELECT r.run_id, r.flow, r.flow_fingerprint, r.status, coalesce(v.version, 0) AS version,
+       r.params, r.steps, r.created_at, r.started_at, r.finished_at, r.error,
+       r.parent_run_id, r.fork_from_step, r.fork_from_version, r.thread_id, r.tenant
+FROM run_records r
+LEFT JOIN (SELECT run_id, max(seq) AS version FROM events GROUP BY run_id) v
+    ON v.run_id = r.run_id;
+"""
+
 #: Numbered migrations: (version, name, DDL). Version 1 creates the schema.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "initial schema", SCHEMA_V1),
@@ -228,6 +241,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (6, "files read by each execution", FILES_READ_V6),
     (7, "the parameters each step read", STEP_PARAMS_V7),
     (8, "a step's commit in one statement", ONE_STATEMENT_V8),
+    (9, "runs stamped with their tenant", TENANTS_V9),
 ]
 
 

@@ -58,6 +58,7 @@ class DuckDBFrames(DuckDBPart):
             limit,
             mark="?",
             in_list=IN_LIST,
+            tenant=self.tenant,
         )
         return frames.conform(self._arrow(query, params), frames.RUN_COLUMNS)
 
@@ -65,7 +66,9 @@ class DuckDBFrames(DuckDBPart):
         """Events as a DataFrame, read through Arrow."""
         if run_id is not None:
             self._get_run(run_id)
-        where, params = event_filters(run_id, None, mark="?")
+        where, params = event_filters(
+            run_id, None, mark="?", tenant=self.tenant, runs_table="run_records"
+        )
         query = f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq"
         return frames.conform(self._arrow(query, params), frames.EVENT_COLUMNS)
 

@@ -90,9 +90,13 @@ class DuckDBStore(
         trust: bool = True,
         busy_timeout: float | None = None,
         idle_release: float | None = None,
+        tenant: str | None = None,
     ):
+        from nbflow.store.tenants import optional_tenant
+
         super().__init__()
         self.trust = trust
+        self.tenant = optional_tenant(tenant)
         self.path = str(path)
         in_memory = self.path == ":memory:"
         self.uri = self.path if in_memory else str(Path(self.path).resolve())
@@ -241,6 +245,21 @@ class DuckDBStore(
         return con
 
     # -- lifecycle --------------------------------------------------------------------
+
+    def with_tenant(self, tenant: str | None) -> DuckDBStore:
+        """A store object of its own (its own connection) on this file, for ``tenant``."""
+        if self.path == ":memory:":
+            raise StoreError(
+                "a private in-memory DuckDB database (':memory:') has one connection and "
+                "cannot be opened again for a tenant: use a file, or 'memory://'."
+            )
+        return DuckDBStore(
+            self.path,
+            trust=self.trust,
+            busy_timeout=self.busy_timeout,
+            idle_release=self.idle_release,
+            tenant=tenant,
+        )
 
     def close(self) -> None:
         """Close the DuckDB connection (checkpointing the file)."""

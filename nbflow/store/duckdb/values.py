@@ -114,12 +114,22 @@ class DuckDBValues(DuckDBPart):
             finally:
                 blobs.restore_memory(con, before)  # (a failed write: once it is rolled back)
 
+    def _may_read_value(self, hash: str) -> bool:
+        rows = self._execute(
+            "SELECT EXISTS (SELECT 1 FROM step_executions x JOIN run_records r USING (run_id) "
+            "WHERE x.output_hash = ? AND (r.tenant IS NULL OR r.tenant = ?)) "
+            "OR NOT EXISTS (SELECT 1 FROM step_executions WHERE output_hash = ?)",
+            [hash, self.tenant, hash],
+        )
+        return bool(rows[0][0])
+
     def read_encoded(self, ref: ValueRef) -> EncodedValue:
         """The blob row and, for a DataFrame, its table as Arrow; not decoded."""
         from nbflow.values import EncodedValue
 
         if ref.is_inline:
             return EncodedValue(ref=ref)
+        self._check_value_seen(ref)
         rows = self._execute(
             "SELECT codec, size, table_name, meta, data FROM blobs WHERE hash = ?", [ref.hash]
         )

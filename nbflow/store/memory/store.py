@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbflow import arguments
-from nbflow.errors import DuplicateRunError, StaleVersionError, UnknownRunError
+from nbflow.errors import DuplicateRunError, StaleVersionError
 from nbflow.store.base import Store
 from nbflow.store.filters import run_filters
 from nbflow.store.fold import RunState
@@ -22,6 +22,7 @@ from nbflow.store.records import (
     ValueRef,
     utcnow,
 )
+from nbflow.store.tenants import cache_source, visible
 from nbflow.store.untrusted import UntrustedRun
 
 if TYPE_CHECKING:
@@ -39,10 +40,13 @@ class MemoryStore(Store):
     both), so tests of the engine can use it without touching disk.
     """
 
-    def __init__(self, *, trust: bool = True) -> None:
+    def __init__(self, *, trust: bool = True, tenant: str | None = None) -> None:
+        from nbflow.store.tenants import optional_tenant
+
         super().__init__()
         self.uri = ":memory:"
         self.trust = trust
+        self.tenant = optional_tenant(tenant)
         self._flows: dict[tuple[str, str], FlowRecord] = {}
         self._runs: dict[str, RunRecord] = {}
         self._events: dict[str, list[Event]] = {}
@@ -52,6 +56,17 @@ class MemoryStore(Store):
         # hash -> (record, table, data, meta)
         self._blobs: dict[str, tuple[BlobRecord, Any, bytes | None, dict[str, Any]]] = {}
         self._writes = 0  # runs created, events written, runs deleted: the change token
+
+    def with_tenant(self, tenant: str | None) -> MemoryStore:
+        """Another store object over this one's data (and lock), opened for ``tenant``."""
+        from nbflow.store.tenants import optional_tenant
+
+        other = MemoryStore(trust=self.trust, tenant=optional_tenant(tenant))
+        other._lock = self._lock
+        for name in ("_flows", "_runs", "_events", "_executions", "_lease_rows", "_untrusted"):
+            setattr(other, name, getattr(self, name))
+        other._blobs = self._blobs
+        return other
 
     # -- flows --------------------------------------------------------------------------
 
@@ -71,6 +86,7 @@ class MemoryStore(Store):
         """Add a new run (pending, version 0)."""
         from nbflow.store.fold import initial_state
 
+        run = self._stamped(run)
         with self._lock:
             if run.run_id in self._runs:
                 raise DuplicateRunError(run.run_id)
@@ -85,9 +101,9 @@ class MemoryStore(Store):
         """The run's record; UnknownRunError if absent."""
         arguments.run_id(run_id)
         try:
-            return self._runs[run_id]
+            return self._seen(self._runs[run_id])
         except KeyError:
-            raise UnknownRunError(run_id, self) from None
+            raise self._unknown_run(run_id) from None
 
     def _list_runs(
         self,
@@ -104,6 +120,7 @@ class MemoryStore(Store):
                 r
                 for r in self._runs.values()
                 if (flow is None or r.flow == flow)
+                and visible(r.tenant, self.tenant)
                 and (statuses is None or r.status.value in statuses)
                 and (thread_id is None or r.thread_id == thread_id)
             ]
@@ -166,7 +183,11 @@ class MemoryStore(Store):
         """Events of one run (or all), in order."""
         with self._lock:
             if run_id is None:
-                logs = [self._events[r] for r in sorted(self._runs)]  # as DuckDB: by run id
+                logs = [  # as DuckDB: by run id
+                    self._events[r]
+                    for r in sorted(self._runs)
+                    if visible(self._runs[r].tenant, self.tenant)
+                ]
             else:
                 self._get_run(run_id)
                 logs = [self._events[run_id]]
@@ -189,7 +210,10 @@ class MemoryStore(Store):
         found: dict[str, StepExecution] = {}
         with self._lock:
             for run_id, rows in self._executions.items():
-                if self._runs[run_id].flow != flow or run_id in self._untrusted:
+                run = self._runs[run_id]
+                if run.flow != flow or run_id in self._untrusted:
+                    continue
+                if not cache_source(run.tenant, self.tenant):
                     continue
                 for row in sorted(rows.values(), key=lambda x: x.seq):
                     if (
@@ -254,6 +278,7 @@ class MemoryStore(Store):
 
         if ref.is_inline:
             return EncodedValue(ref=ref)
+        self._check_value_seen(ref)
         try:
             record, table, data, meta = self._blobs[ref.hash]
         except KeyError:
@@ -282,7 +307,24 @@ class MemoryStore(Store):
         """Every blob record."""
         return [b[0] for b in self._blobs.values()]
 
+    def _may_read_value(self, hash: str) -> bool:
+        with self._lock:
+            used = [
+                run_id
+                for run_id, rows in self._executions.items()
+                if any(x.output is not None and x.output.hash == hash for x in rows.values())
+            ]
+            return not used or any(visible(self._runs[r].tenant, self.tenant) for r in used)
+
     # -- retention ----------------------------------------------------------------------
+
+    def referenced_hashes(self, exclude_runs: Collection[str] = ()) -> set[str]:
+        """The value hashes referenced by every run (every tenant's) except ``exclude_runs``."""
+        from nbflow.store.gc import referenced_hashes
+
+        excluded = set(exclude_runs)
+        with self._owner_view():
+            return referenced_hashes(self, [r for r in self._runs if r not in excluded])
 
     def _delete(self, run_ids: Collection[str], blob_hashes: Collection[str]) -> None:
         with self._lock:

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from nbflow import arguments
-from nbflow.errors import DuplicateRunError, StaleVersionError, UnknownRunError
+from nbflow.errors import DuplicateRunError, StaleVersionError
 from nbflow.store.fold import RunState
 from nbflow.store.postgres.part import PostgresPart
 from nbflow.store.postgres.rows import (
@@ -118,7 +118,7 @@ class PostgresEvents(PostgresPart):
         """Events of one run (or all), in order."""
         if run_id is not None:
             self._get_run(run_id)
-        where, params = event_filters(run_id, upto, mark="%s")
+        where, params = event_filters(run_id, upto, mark="%s", tenant=self.tenant)
         rows = self._rows(f"SELECT {EVENT_COLS} FROM events{where} ORDER BY run_id, seq", params)
         return [event_from_row(r, parsed) for r in rows]
 
@@ -131,16 +131,17 @@ class PostgresEvents(PostgresPart):
             # between two statements.
             with snapshot(con) as cur:
                 cur.execute(
-                    "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = %(r)s), "
+                    "SELECT EXISTS (SELECT 1 FROM runs WHERE run_id = %(r)s "
+                    "AND (%(t)s::text IS NULL OR tenant IS NULL OR tenant = %(t)s)), "
                     "EXISTS (SELECT 1 FROM events e WHERE e.run_id = %(r)s "
                     "AND e.type IN ('step_started', 'step_queued') AND NOT EXISTS (SELECT 1 FROM "
                     "step_executions x WHERE x.run_id = e.run_id AND x.step = e.step "
                     "AND x.attempt = e.attempt))",
-                    {"r": run_id},
+                    {"r": run_id, "t": self.tenant},
                 )
                 exists, running = cur.fetchone() or (False, False)
                 if not exists:
-                    raise UnknownRunError(run_id, self)
+                    raise self._unknown_run(run_id)
                 if running:
                     return None
                 cur.execute(
@@ -171,8 +172,10 @@ class PostgresEvents(PostgresPart):
             # (runs someone else made stand in for no one's steps until trusted)
             "AND NOT EXISTS (SELECT 1 FROM untrusted_runs u "
             "WHERE u.run_id = step_executions.run_id) "
+            "AND run_id NOT IN (SELECT run_id FROM runs "
+            "WHERE tenant IS NOT NULL AND tenant IS DISTINCT FROM %s) "
             "ORDER BY cache_key, seq, run_id",
-            [flow, wanted],
+            [flow, wanted, self.tenant],
         )
         found: dict[str, StepExecution] = {}
         for r in rows:

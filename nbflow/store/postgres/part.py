@@ -11,8 +11,10 @@ from nbflow.store.postgres.rows import T
 if TYPE_CHECKING:
     import psycopg
 
+    from nbflow.errors import UnknownRunError
     from nbflow.store.fold import RunState
     from nbflow.store.records import RunRecord
+    from nbflow.values.refs import ValueRef
 
 
 class PostgresPart:
@@ -20,6 +22,17 @@ class PostgresPart:
     the store provides them, declared for the type checker only."""
 
     if TYPE_CHECKING:
+        tenant: str | None
+        _row_security: bool
+
+        def _unknown_run(self, run_id: str) -> UnknownRunError: ...
+
+        def _seen(self, run: RunRecord) -> RunRecord: ...
+
+        def _stamped(self, run: RunRecord) -> RunRecord: ...
+
+        def _check_value_seen(self, ref: ValueRef) -> None: ...
+
         _lock: threading.RLock
         _states: dict[str, RunState]
         _known_blobs: dict[str, int]

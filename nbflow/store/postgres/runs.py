@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from nbflow import arguments
-from nbflow.errors import DuplicateRunError, UnknownRunError
+from nbflow.errors import DuplicateRunError
 from nbflow.store.postgres.part import PostgresPart
 from nbflow.store.postgres.rows import IN_LIST, parsed
 from nbflow.store.records import FlowRecord, Lease, RunRecord, StepDefinition
@@ -23,6 +23,8 @@ from nbflow.store.sql_rows import (
     run_row,
     runs_query,
 )
+
+_MARKS = ", ".join(["%s"] * (RUN_COLS.count(",") + 1))
 
 
 class PostgresRuns(PostgresPart):
@@ -58,13 +60,12 @@ class PostgresRuns(PostgresPart):
         """Add a new run (pending, version 0)."""
         from nbflow.store.fold import initial_state
 
-        state = initial_state(run)
+        state = initial_state(self._stamped(run))
         params = run_row(state.run)
         try:
             self._run(
                 lambda con: con.execute(
-                    f"INSERT INTO runs ({RUN_COLS}) VALUES "
-                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    f"INSERT INTO runs ({RUN_COLS}) VALUES ({_MARKS})",
                     params,
                 ),
                 retry=False,
@@ -79,8 +80,8 @@ class PostgresRuns(PostgresPart):
         arguments.run_id(run_id)
         rows = self._rows(f"SELECT {RUN_COLS} FROM runs WHERE run_id = %s", [run_id])
         if not rows:
-            raise UnknownRunError(run_id, self)
-        return run_from_row(rows[0], parsed)
+            raise self._unknown_run(run_id)
+        return self._seen(run_from_row(rows[0], parsed))
 
     def _list_runs(
         self,
@@ -92,7 +93,7 @@ class PostgresRuns(PostgresPart):
     ) -> list[RunRecord]:
         """The stored run rows matching the filters, newest first."""
         query, params = runs_query(
-            RUN_COLS, flow, status, thread_id, limit, mark="%s", in_list=IN_LIST
+            RUN_COLS, flow, status, thread_id, limit, mark="%s", in_list=IN_LIST, tenant=self.tenant
         )
         return [run_from_row(r, parsed) for r in self._rows(query, params)]
 

@@ -14,7 +14,7 @@ from nbflow.errors import NotAStoreError
 from nbflow.store.migrations import FORMAT, parse_version, recording, refuse_newer, require_tables
 
 #: The schema this version of nbflow writes. Newer ones are refused.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Bytes per row of ``blob_chunks``: large values are split so no single row (or
 #: statement parameter) grows past a few MB.
@@ -150,6 +150,94 @@ WHERE x.attempt > 0 AND e.run_id = x.run_id AND e.step = x.step AND e.attempt = 
   AND e.type = 'step_started';
 """
 
+#: The tenant a session declared (``SET nbflow.tenant``; nbflow sets it when it connects):
+#: NULL when none (the owner's view, or a role that sees only runs without a tenant).
+_SESSION_TENANT = "nullif(current_setting('nbflow.tenant', true), '')"
+#: The session's tenant as text ('' for none), to compare with :func:`nbflow_run_owner`.
+_SESSION_KEY = "coalesce(current_setting('nbflow.tenant', true), '')"
+_SEES_RUN = "EXISTS (SELECT 1 FROM runs r WHERE r.run_id = {t}.run_id)"
+_OWNS_RUN = f"coalesce(nbflow_run_owner({{t}}.run_id), {_SESSION_KEY}) = {_SESSION_KEY}"
+_SEES_VALUE = (
+    "(EXISTS (SELECT 1 FROM step_executions x WHERE x.output_hash = {t}.hash) "
+    "OR NOT nbflow_value_in_use({t}.hash))"
+)
+
+
+def _run_policies(table: str) -> str:
+    return (
+        f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;\n"
+        f"CREATE POLICY tenant_read ON {table} FOR SELECT USING ({_SEES_RUN.format(t=table)});\n"
+        f"CREATE POLICY tenant_write ON {table} FOR ALL USING ({_OWNS_RUN.format(t=table)}) "
+        f"WITH CHECK ({_OWNS_RUN.format(t=table)});\n"
+    )
+
+
+#: Version 5: runs are stamped with their tenant, and the database itself keeps each
+#: tenant to its runs (row-level security, see ``docs/tenants.md``). A session sees the
+#: runs of the tenant it declared (``nbflow.tenant``) and the runs without one, and
+#: changes only its own; rows of runs (events, executions, leases, marks) follow their
+#: run; a value is seen by the sessions that see a run using it, or by anyone while no
+#: run uses it (it is being written), and no session deletes a value a run still uses.
+#: The role owning the tables is not subject to the policies: that is the owner's view.
+#: The functions below read as their owner (SECURITY DEFINER), answering only yes/no or
+#: a run's tenant, so the policies can ask about rows the session cannot see.
+TENANTS_V5 = (
+    f"""
+ALTER TABLE runs ADD COLUMN tenant {_ID};
+CREATE INDEX runs_by_tenant ON runs (tenant);
+CREATE INDEX runs_by_flow ON runs (flow, flow_fingerprint);
+CREATE INDEX step_executions_by_output ON step_executions (output_hash);
+CREATE FUNCTION nbflow_run_owner(id text) RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT
+    AS $$ SELECT coalesce(tenant, '') FROM runs WHERE run_id = id $$;
+CREATE FUNCTION nbflow_value_in_use(h text) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT
+    AS $$ SELECT EXISTS (SELECT 1 FROM step_executions WHERE output_hash = h) $$;
+CREATE FUNCTION nbflow_value_stored(h text) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT
+    AS $$ SELECT EXISTS (SELECT 1 FROM blobs WHERE hash = h) $$;
+CREATE FUNCTION nbflow_flow_in_use(n text, f text) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT
+    AS $$ SELECT EXISTS (SELECT 1 FROM runs WHERE flow = n AND flow_fingerprint = f) $$;
+CREATE FUNCTION nbflow_values_in_use(hashes text[], excluding text[]) RETURNS SETOF text
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT
+    AS $$ SELECT h FROM unnest(hashes) AS h WHERE EXISTS (
+              SELECT 1 FROM step_executions x
+              WHERE x.output_hash = h AND NOT (x.run_id = ANY(excluding)))
+          OR EXISTS (SELECT 1 FROM events e
+              WHERE NOT (e.run_id = ANY(excluding)) AND strpos(e.payload::text, h) > 0) $$;
+CREATE FUNCTION nbflow_runs_executing() RETURNS bigint
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT
+    AS $$ SELECT count(*) FROM leases WHERE expires_at > now() $$;
+ALTER TABLE runs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_read ON runs FOR SELECT
+    USING (tenant IS NULL OR tenant = {_SESSION_TENANT});
+CREATE POLICY tenant_write ON runs FOR ALL
+    USING (tenant IS NOT DISTINCT FROM {_SESSION_TENANT})
+    WITH CHECK (tenant IS NOT DISTINCT FROM {_SESSION_TENANT});
+"""
+    + "".join(_run_policies(t) for t in ("events", "step_executions", "leases", "untrusted_runs"))
+    + f"""
+ALTER TABLE blobs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_read ON blobs FOR SELECT USING ({_SEES_VALUE.format(t="blobs")});
+CREATE POLICY tenant_insert ON blobs FOR INSERT WITH CHECK (true);
+CREATE POLICY tenant_update ON blobs FOR UPDATE USING ({_SEES_VALUE.format(t="blobs")})
+    WITH CHECK (true);
+CREATE POLICY tenant_delete ON blobs FOR DELETE USING (NOT nbflow_value_in_use(hash));
+ALTER TABLE blob_chunks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_read ON blob_chunks FOR SELECT
+    USING (EXISTS (SELECT 1 FROM blobs b WHERE b.hash = blob_chunks.hash));
+CREATE POLICY tenant_insert ON blob_chunks FOR INSERT WITH CHECK (true);
+CREATE POLICY tenant_delete ON blob_chunks FOR DELETE USING (NOT nbflow_value_in_use(hash));
+ALTER TABLE flows ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_read ON flows FOR SELECT USING (
+    EXISTS (SELECT 1 FROM runs r WHERE r.flow = flows.name
+            AND r.flow_fingerprint = flows.fingerprint)
+    OR NOT nbflow_flow_in_use(name, fingerprint));
+CREATE POLICY tenant_insert ON flows FOR INSERT WITH CHECK (true);
+"""
+)
+
 #: The tables of the current schema.
 TABLES = (
     "nbflow_meta",
@@ -170,6 +258,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (2, "untrusted runs", UNTRUSTED_RUNS_V2),
     (3, "files read by each execution", FILES_READ_V3),
     (4, "the parameters each step read", STEP_PARAMS_V4),
+    (5, "runs stamped with their tenant, kept apart by row-level security", TENANTS_V5),
 ]
 
 #: Serialises first opens (and migrations) of one schema by several processes.

@@ -16,7 +16,7 @@ for the first's transaction rather than failing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -55,9 +55,20 @@ class PostgresStore(
     ``blobs`` with :meth:`sql`, and load values with :meth:`load_value`.
     """
 
-    def __init__(self, uri: str, *, trust: bool = True, connect_timeout: float = 10):
+    def __init__(
+        self,
+        uri: str,
+        *,
+        trust: bool = True,
+        connect_timeout: float = 10,
+        tenant: str | None = None,
+    ):
+        from nbflow.store.tenants import optional_tenant
+
         super().__init__()
         self.trust = trust
+        self.tenant = optional_tenant(tenant)
+        self._given_uri = uri
         self._conninfo, self.schema, self.uri, self._where = parse_uri(uri)
         self._connect_timeout = connect_timeout
         self._con: psycopg.Connection[Any] | None = None
@@ -94,6 +105,11 @@ class PostgresStore(
                         con.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
                 con.execute(pgsql.SQL("SET search_path TO {}").format(ident))
             postgres_schema.setup(con, self._where)
+            # The row-level security policies read it: the database keeps this session
+            # to the tenant's runs (unless its role owns the tables: the owner's view).
+            con.execute("SELECT set_config('nbflow.tenant', %s, false)", [self.tenant or ""])
+            row = con.execute("SELECT row_security_active('blob_chunks')").fetchone()
+            self._row_security = bool(row and row[0])
         except (NotAStoreError, StoreError):
             con.close()
             raise
@@ -162,6 +178,34 @@ class PostgresStore(
                     f"{'lost the connection to' if lost else 'the PostgreSQL store at'} "
                     f"{self._where}: {first_line(exc)}"
                 ) from None
+
+    def with_tenant(self, tenant: str | None) -> PostgresStore:
+        """A store object of its own (its own connection, its session's tenant set) on
+        this store's schema, for ``tenant``."""
+        return PostgresStore(
+            self._given_uri, trust=self.trust, connect_timeout=self._connect_timeout, tenant=tenant
+        )
+
+    def _may_read_value(self, hash: str) -> bool:
+        rows = self._rows(
+            "SELECT EXISTS (SELECT 1 FROM step_executions x JOIN runs r USING (run_id) "
+            "WHERE x.output_hash = %s AND (r.tenant IS NULL OR r.tenant = %s)) "
+            "OR NOT nbflow_value_in_use(%s)",
+            [hash, self.tenant, hash],
+        )
+        return bool(rows[0][0])
+
+    def _values_in_use(self, hashes: Collection[str], exclude_runs: Collection[str]) -> set[str]:
+        # (the database keeps this session from other tenants' rows: a function that
+        # reads as the tables' owner answers for them, naming only the hashes asked)
+        rows = self._rows(
+            "SELECT nbflow_values_in_use(%s::text[], %s::text[])",
+            [sorted(set(hashes)), sorted(set(exclude_runs))],
+        )
+        return {r[0] for r in rows}
+
+    def _any_run_executing(self) -> bool:
+        return bool(self._rows("SELECT nbflow_runs_executing()")[0][0])
 
     def _rows(self, query: Any, params: Any = None) -> list[tuple[Any, ...]]:
         return self._run(lambda con: con.execute(query, params).fetchall())
