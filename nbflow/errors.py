@@ -281,6 +281,11 @@ class RunError(NbflowError):
     """A run cannot be started, resumed or read as asked."""
 
 
+class ReproductionError(RunError):
+    """A run cannot be reproduced as asked (see docs/reproduce.md), or a step of a
+    reproduction cannot be defined again from its record."""
+
+
 class GateError(RunError):
     """A decision on a human gate cannot be recorded as asked: the run is not waiting,
     there is no such gate, or it was already decided. Nothing was recorded."""

@@ -343,11 +343,14 @@ class Runner(GateHolds, StepAttempts):
     def _execute(
         self, resume: bool, todo: list[str], candidates: Mapping[str, CacheHit]
     ) -> RunRecord:
+        from nbflow.engine.provenance import run_record
+
         self._emit(
             EventType.RUN_STARTED,
             resume=resume,
             steps=list(self.graph.order),
             durability=self.durability.value,
+            record=run_record(self.graph, self.plans, self.put_value),
         )
         for name in self.graph.order:
             if name in self._reused:
