@@ -59,9 +59,12 @@ def created(monkeypatch: pytest.MonkeyPatch, days_ago: float) -> Iterator[None]:
 
 
 def values_of(run: nf.Run) -> set[str]:
-    """The hashes of the run's outputs that live in blobs (not inline)."""
+    """The hashes of the run's outputs that live in blobs (not inline), and of the values
+    of its record (its code and environment: see docs/reproduce.md)."""
+    from nbflow.store.gc import referenced_hashes
+
     refs = [run.ref(step) for step in run.outputs]
-    return {ref.hash for ref in refs if not ref.is_inline}
+    return {ref.hash for ref in refs if not ref.is_inline} | referenced_hashes(run.store, [run.id])
 
 
 def blobs(store: nf.Store) -> set[str]:

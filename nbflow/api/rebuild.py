@@ -56,8 +56,16 @@ class RecordedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module.__file__ = f"<recorded module {name}>"
         if any(other.startswith(name + ".") for other in self.sources):
             module.__path__ = []
-        code = compile(self.sources[name], module.__file__, "exec")
-        exec(code, module.__dict__)
+        _run(self.sources[name], module.__file__, module.__dict__)
+
+
+def _run(source: str, filename: str, namespace: dict[str, Any]) -> None:
+    """Execute recorded ``source`` in ``namespace``, its lines kept where ``inspect``
+    finds them (so that the reproduction's own record holds the same sources)."""
+    from nbflow.definition.cells import remember_source
+
+    remember_source(filename, source)
+    exec(compile(source, filename, "exec"), namespace)
 
 
 def _define(namespace: dict[str, Any], name: str, entry: Mapping[str, Any], load: Any) -> None:
@@ -77,7 +85,7 @@ def _define(namespace: dict[str, Any], name: str, entry: Mapping[str, Any], load
     elif kind == "data":
         namespace[name] = load(name)
     elif kind in ("function", "class"):
-        exec(compile(entry["source"], f"<recorded {kind} {name}>", "exec"), namespace)
+        _run(entry["source"], f"<recorded {kind} {name}>", namespace)
         defined = entry.get("defines", name)
         if defined != name:
             namespace[name] = namespace[defined]
@@ -165,7 +173,7 @@ def _step_function(
     if not step.source:
         return _failing(step, f"the record of step {step.name!r} holds no source")
     try:
-        exec(compile(step.source, f"<recorded step {step.name}>", "exec"), namespace)
+        _run(step.source, f"<recorded step {step.name}>", namespace)
         return namespace[step.defines or step.name]
     except Exception as exc:  # the recorded source does not define the step (a bug, a syntax error)
         problems["<step>"] = f"its recorded source cannot be executed ({type(exc).__name__}: {exc})"
@@ -192,6 +200,18 @@ def _options(recorded: Mapping[str, Any], step: StepProvenance) -> StepOptions:
     return StepOptions(**values, reproduce_rtol=step.rtol, reproduce_atol=step.atol)
 
 
+def _caused_by(exc: BaseException, kinds: Any) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is one of ``kinds``."""
+    seen: BaseException | None = exc
+    for _ in range(20):
+        if seen is None:
+            return False
+        if isinstance(seen, kinds):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _why(name: str, entry: Mapping[str, Any], exc: BaseException) -> str:
     kind = entry.get("kind")
     text = f"{type(exc).__name__}: {exc}"
@@ -206,7 +226,7 @@ def _why(name: str, entry: Mapping[str, Any], exc: BaseException) -> str:
                 f"the value of {name!r} is pickled and the store is not trusted "
                 "(opened with trust=False): open it with trust=True to reproduce this step"
             )
-        if isinstance(exc, ImportError | AttributeError):
+        if _caused_by(exc, ImportError | AttributeError):
             return (
                 f"the value of {name!r} is a pickled object whose code is no longer "
                 f"importable ({text})"
