@@ -432,6 +432,7 @@ __all__ = [
     "ParameterError",
     "PickledOutputWarning",
     "ReadOnlyStoreError",
+    "ReproductionError",
     "RunError",
     "RunLockedError",
     "SchemaVersionError",
