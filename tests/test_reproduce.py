@@ -436,3 +436,30 @@ def test_gc_and_check_keep_the_record(example: tuple[Path, str]) -> None:
         store.gc()
         assert store.check() == []
         assert nf.get_run(run_id, store).provenance().complete
+
+
+def test_a_process_executor_reproduces_with_recorded_modules(tmp_path: Path) -> None:
+    code = """
+        import nbflow as nf
+        import mylib
+        flow = nf.Flow("procs", store="store.duckdb")
+
+        @flow.step
+        def tripled():
+            return mylib.triple(14)
+
+        flow.run(progress=False)
+        print(flow.latest_run().id)
+    """
+    mylib = """
+        FACTOR = 3
+        def triple(x):
+            return x * FACTOR
+    """
+    run_id = run_script(tmp_path, code, **{"mylib.py": mylib})
+    assert not (tmp_path / "mylib.py").exists()
+    with nf.open_store(tmp_path / "store.duckdb") as store:
+        record = nf.get_run(run_id, store).provenance().steps["tripled"]
+        assert "def triple(x):" in record.modules["mylib"]
+        frame = nf.get_run(run_id, store).reproduce(executor="processes")
+    assert frame["status"].tolist() == ["identical"]

@@ -12,6 +12,7 @@ fail when it runs, with why: never a crash of the reproduction as a whole.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib
 import importlib.abc
 import importlib.util
@@ -158,6 +159,12 @@ def rebuild_steps(
                 why = _why(name, entry, exc)
                 defined[name] = why
                 found[name] = why
+    # Process executors' workers have no import hook: they get the recorded modules' code
+    # by value, with the functions that use them.
+    for name in modules:
+        if name in sys.modules:
+            with contextlib.suppress(Exception):  # (not a module cloudpickle can take)
+                cloudpickle.register_pickle_by_value(sys.modules[name])
     steps = []
     for step in provenance.steps.values():
         func = _step_function(step, namespace, problems[step.name])

@@ -11,6 +11,7 @@ run: what goes wrong is recorded as ``error`` instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -31,8 +32,11 @@ __all__ = ["RECORD_STEP", "environment", "nbflow_version", "run_record"]
 RECORD_STEP = "<record>"
 
 _lock = threading.Lock()
-# (id of the code object, fingerprint) -> (the code object, its step record, its data)
-_RECORDS: dict[tuple[int, str], tuple[Any, dict[str, Any], dict[str, Any]]] = {}
+# (step, id of its code object) -> (the code object, fingerprint, its record, its data)
+_RECORDS: dict[tuple[str, int], tuple[Any, str, dict[str, Any], dict[str, Any]]] = {}
+# the steps of a run -> (what the record was made from, the code objects, its code value,
+# its environment value, its data globals): one entry per flow shape, replaced on change
+_RUNS: dict[tuple[str, ...], tuple[Any, list[Any], EncodedValue, EncodedValue, list[Any]]] = {}
 _MAX_MEMO = 4096
 
 
@@ -64,17 +68,57 @@ def _step_record(plan: StepPlan, exclude: frozenset[str]) -> tuple[dict[str, Any
     unchanged flow walks nothing again; an edit makes a new code object)."""
     func = plan.step.func
     owner = getattr(func, "__code__", func)
-    key = (id(owner), plan.fingerprint)
+    # One entry per step and code object: a data global that changed replaces it, so the
+    # memo never keeps old values alive.
+    key = (plan.name, id(owner))
     with _lock:
         known = _RECORDS.get(key)
-    if known is not None and known[0] is owner:
-        return known[1], known[2]
+    if known is not None and known[0] is owner and known[1] == plan.fingerprint:
+        return known[2], known[3]
     record, data = step_record(func, exclude=exclude, source=plan.step.source)
     with _lock:
         if len(_RECORDS) >= _MAX_MEMO:
             _RECORDS.clear()
-        _RECORDS[key] = (owner, record, data)
+        _RECORDS[key] = (owner, plan.fingerprint, record, data)
     return record, data
+
+
+def _owner(plan: StepPlan) -> Any:
+    func = plan.step.func
+    return getattr(func, "__code__", func)
+
+
+def _tolerances(plan: StepPlan) -> tuple[float | None, float | None]:
+    return plan.step.options.reproduce_rtol, plan.step.options.reproduce_atol
+
+
+def _encoded_record(
+    graph: FlowGraph, plans: Mapping[str, StepPlan]
+) -> tuple[EncodedValue, EncodedValue, list[tuple[str, str, Any]]]:
+    """The run's code and environment values, encoded, and its data globals (each step,
+    name and value). Memoized per run shape (a re-run of an unchanged flow encodes
+    nothing again but its data)."""
+    exclude = frozenset(graph.steps) | frozenset(graph.params)
+    steps: dict[str, Any] = {}
+    data: list[tuple[str, str, Any]] = []
+    packages: dict[str, str] = {}
+    for name in graph.order:
+        plan = plans[name]
+        record, found = _step_record(plan, exclude)
+        record = dict(record, problems=dict(record["problems"]))
+        for global_name, value in found.items():
+            try:
+                encode(value, step=name)
+                data.append((name, global_name, value))
+            except Exception as exc:  # it cannot be stored: the step is untracked anyway
+                record["problems"][global_name] = f"its value cannot be stored ({exc})"
+        record["untracked"] = dict(plan.reads.untracked)
+        record["reproduce"] = dict(zip(("rtol", "atol"), _tolerances(plan), strict=True))
+        packages.update(record["packages"])
+        packages.update(plan.reads.packages)
+        steps[name] = record
+    code = _json_value({"scheme": RECORD_SCHEME, "steps": steps})
+    return code, _json_value(environment(packages)), data
 
 
 def _json_value(value: Any) -> EncodedValue:
@@ -98,30 +142,29 @@ def _run_record(
     plans: Mapping[str, StepPlan],
     put: Callable[[str, EncodedValue], ValueRef],
 ) -> dict[str, Any]:
-    exclude = frozenset(graph.steps) | frozenset(graph.params)
-    steps: dict[str, Any] = {}
+    shape = tuple(graph.order)
+    made_of = tuple((plans[n].fingerprint, _tolerances(plans[n])) for n in shape)
+    owners = [_owner(plans[n]) for n in shape]
+    with _lock:
+        known = _RUNS.get(shape)
+    if (
+        known is None
+        or known[0] != made_of
+        or any(a is not b for a, b in zip(known[1], owners, strict=True))
+    ):
+        known = (made_of, owners, *_encoded_record(graph, plans))
+        with _lock:
+            if len(_RUNS) >= _MAX_MEMO:
+                _RUNS.clear()
+            _RUNS[shape] = known
+    code_value, env_value, data = known[2:]
     values: dict[str, dict[str, Any]] = {}  # step -> data global -> its stored value's ref
-    packages: dict[str, str] = {}
-    for name in graph.order:
-        plan = plans[name]
-        record, data = _step_record(plan, exclude)
-        record = dict(record, problems=dict(record["problems"]))
-        stored: dict[str, Any] = {}
-        for global_name, value in data.items():
-            try:
-                stored[global_name] = put(RECORD_STEP, encode(value, step=name)).to_json()
-            except Exception as exc:  # it cannot be stored: the step is untracked anyway
-                record["problems"][global_name] = f"its value cannot be stored ({exc})"
-        if stored:
-            values[name] = stored
-        record["untracked"] = dict(plan.reads.untracked)
-        options = plan.step.options
-        record["reproduce"] = {"rtol": options.reproduce_rtol, "atol": options.reproduce_atol}
-        packages.update(record["packages"])
-        packages.update(plan.reads.packages)
-        steps[name] = record
-    code = put(RECORD_STEP, _json_value({"scheme": RECORD_SCHEME, "steps": steps}))
-    env = put(RECORD_STEP, _json_value(environment(packages)))
+    for step, global_name, value in data:
+        with contextlib.suppress(Exception):  # (why it cannot be is in the code record)
+            ref = put(RECORD_STEP, encode(value, step=step)).to_json()
+            values.setdefault(step, {})[global_name] = ref
+    code = put(RECORD_STEP, code_value)
+    env = put(RECORD_STEP, env_value)
     # The data values are referred to here, in the event, not inside the code value:
     # gc, export and copies find every value a run needs in its events.
     return {
