@@ -463,3 +463,28 @@ def test_a_process_executor_reproduces_with_recorded_modules(tmp_path: Path) -> 
         assert "def triple(x):" in record.modules["mylib"]
         frame = nf.get_run(run_id, store).reproduce(executor="processes")
     assert frame["status"].tolist() == ["identical"]
+
+
+def test_a_running_run_is_refused(tmp_path: Path) -> None:
+    import threading
+
+    from waiting import wait_for
+
+    release = nf.untracked(threading.Event())
+    store = nf.open_store(tmp_path / "running.duckdb")
+    flow = nf.Flow("running", store=store)
+
+    @flow.step
+    def slow():
+        release.wait(600)
+        return 1
+
+    run = flow.run(progress=False, background=True)
+    try:
+        wait_for(lambda: run.status == "running", f"run {run.id} to start")
+        with pytest.raises(RunError, match="is running: only a finished run can be reproduced"):
+            run.reproduce()
+    finally:
+        release.set()
+        run.wait(600)
+        store.close()
