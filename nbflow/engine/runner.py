@@ -350,7 +350,9 @@ class Runner(GateHolds, StepAttempts):
             resume=resume,
             steps=list(self.graph.order),
             durability=self.durability.value,
-            record=run_record(self.graph, self.plans, self.put_value),
+            # (Its values are written at once, not with the run's batches: a record that
+            # cannot be written is told in the record, and never fails the run.)
+            record=run_record(self.graph, self.plans, lambda _, value: self.store.put_value(value)),
         )
         for name in self.graph.order:
             if name in self._reused:
