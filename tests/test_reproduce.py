@@ -488,3 +488,23 @@ def test_a_running_run_is_refused(tmp_path: Path) -> None:
         release.set()
         run.wait(600)
         store.close()
+
+
+def test_step_cells_reproduce_from_their_record(tmp_path: Path) -> None:
+    cells = [
+        "%load_ext nbflow\nimport nbflow as nf\nflow = nf.Flow('cells', store='store.duckdb')\n"
+        "FACTOR = 3",
+        "def double(x):\n    return 2 * x",
+        "%%step base --flow cells\nbase = list(range(5))",
+        "%%step scaled --flow cells\nscaled = [double(v) * FACTOR for v in base]",
+    ]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(notebook, tmp_path / "cells.ipynb")
+    assert cli("run", "cells.ipynb", "--store", "store.duckdb", cwd=tmp_path).returncode == 0
+    (tmp_path / "cells.ipynb").unlink()
+    with nf.open_store(tmp_path / "store.duckdb") as store:
+        run_id = str(store.runs_frame()["run_id"].iloc[0])
+    done = cli("reproduce", run_id, "--store", "store.duckdb", "--format", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [s["status"] for s in json.loads(done.stdout)["steps"]] == ["identical"] * 2
