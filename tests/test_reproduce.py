@@ -508,3 +508,30 @@ def test_step_cells_reproduce_from_their_record(tmp_path: Path) -> None:
     done = cli("reproduce", run_id, "--store", "store.duckdb", "--format", "json", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert [s["status"] for s in json.loads(done.stdout)["steps"]] == ["identical"] * 2
+
+
+def test_data_globals_are_stored_once_and_reproduce(tmp_path: Path) -> None:
+    code = """
+        import numpy as np
+        import pandas as pd
+        import nbflow as nf
+        flow = nf.Flow("lookup", store="store.duckdb")
+        WEIGHTS = np.linspace(0, 1, 1000)
+        PRICES = pd.DataFrame({"item": ["a", "b"], "price": [1.5, 2.5]})
+
+        @flow.step
+        def total():
+            return float(WEIGHTS.sum() * PRICES.price.sum())
+
+        first = flow.run(progress=False)
+        second = flow.run(progress=False)  # cached: nothing new is stored for its record
+        print(first.id)
+    """
+    run_id = run_script(tmp_path, code)
+    with nf.open_store(tmp_path / "store.duckdb") as store:
+        runs = store.runs_frame()["run_id"].tolist()
+        records = [nf.get_run(r, store).provenance().steps["total"] for r in runs]
+        assert records[0].data == records[1].data and set(records[0].data) == {"WEIGHTS", "PRICES"}
+        assert records[0].entries["WEIGHTS"]["kind"] == "data"
+        frame = nf.get_run(run_id, store).reproduce()
+    assert frame["status"].tolist() == ["identical"]

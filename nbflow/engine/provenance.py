@@ -37,6 +37,8 @@ _RECORDS: dict[tuple[str, int], tuple[Any, str, dict[str, Any], dict[str, Any]]]
 # the steps of a run -> (what the record was made from, the code objects, its code value,
 # its environment value, its data globals): one entry per flow shape, replaced on change
 _RUNS: dict[tuple[str, ...], tuple[Any, list[Any], EncodedValue, EncodedValue, list[Any]]] = {}
+# a data global's content hash (as its fingerprint saw it) -> the ref it was stored under
+_DATA_REFS: dict[str, ValueRef] = {}
 _MAX_MEMO = 4096
 
 
@@ -129,10 +131,13 @@ def run_record(
     graph: FlowGraph,
     plans: Mapping[str, StepPlan],
     put: Callable[[str, EncodedValue], ValueRef],
+    has: Callable[[str], bool] = lambda _: False,
 ) -> dict[str, Any]:
-    """The ``record`` of a run's ``run_started`` payload; ``put`` stores a value."""
+    """The ``record`` of a run's ``run_started`` payload; ``put`` stores a value, ``has``
+    tells whether the store holds a value's hash (a data global stored for an earlier run,
+    with the same content, is then not encoded again)."""
     try:
-        return _run_record(graph, plans, put)
+        return _run_record(graph, plans, put, has)
     except Exception as exc:  # the record is for later: it must never fail the run itself
         return {"scheme": RECORD_SCHEME, "error": f"{type(exc).__name__}: {exc}"}
 
@@ -141,6 +146,7 @@ def _run_record(
     graph: FlowGraph,
     plans: Mapping[str, StepPlan],
     put: Callable[[str, EncodedValue], ValueRef],
+    has: Callable[[str], bool],
 ) -> dict[str, Any]:
     shape = tuple(graph.order)
     made_of = tuple((plans[n].fingerprint, _tolerances(plans[n])) for n in shape)
@@ -160,9 +166,18 @@ def _run_record(
     code_value, env_value, data = known[2:]
     values: dict[str, dict[str, Any]] = {}  # step -> data global -> its stored value's ref
     for step, global_name, value in data:
+        digest = plans[step].reads.globals.get(global_name)
+        with _lock:
+            known_ref = _DATA_REFS.get(digest) if digest else None
         with contextlib.suppress(Exception):  # (why it cannot be is in the code record)
-            ref = put(RECORD_STEP, encode(value, step=step)).to_json()
-            values.setdefault(step, {})[global_name] = ref
+            if known_ref is None or not has(known_ref.hash):
+                known_ref = put(RECORD_STEP, encode(value, step=step))
+                if digest:
+                    with _lock:
+                        if len(_DATA_REFS) >= _MAX_MEMO:
+                            _DATA_REFS.clear()
+                        _DATA_REFS[digest] = known_ref
+            values.setdefault(step, {})[global_name] = known_ref.to_json()
     code = put(RECORD_STEP, code_value)
     env = put(RECORD_STEP, env_value)
     # The data values are referred to here, in the event, not inside the code value:

@@ -352,7 +352,12 @@ class Runner(GateHolds, StepAttempts):
             durability=self.durability.value,
             # (Its values are written at once, not with the run's batches: a record that
             # cannot be written is told in the record, and never fails the run.)
-            record=run_record(self.graph, self.plans, lambda _, value: self.store.put_value(value)),
+            record=run_record(
+                self.graph,
+                self.plans,
+                lambda _, value: self.store.put_value(value),
+                self.store.has_blob,
+            ),
         )
         for name in self.graph.order:
             if name in self._reused:
