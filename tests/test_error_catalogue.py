@@ -406,6 +406,11 @@ def a_duplicate_run(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     return Raised(raising(lambda: store.create_run(make_run("dup"))))
 
 
+def a_reproduction_of_an_in_memory_run(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
+    run = churn(memory()).run(progress=False)
+    return Raised(raising(lambda: run.reproduce()), [f"run {run.id}"])
+
+
 def a_failing_step(tmp: Path, mp: pytest.MonkeyPatch) -> Raised:
     return Raised(raising(lambda: failing(memory()).run(progress=False)))
 
@@ -647,6 +652,10 @@ CASES: dict[str, Case] = {
         a_version_never_reached, ("there is no version 999", "`run.versions` lists them")
     ),
     "DuplicateRunError": Case(a_duplicate_run, ("a run with id 'dup' already exists",)),
+    "ReproductionError": Case(
+        a_reproduction_of_an_in_memory_run,
+        ("is in an in-memory store, which a fresh process cannot open", "nf.copy_runs"),
+    ),
     "StepFailed": Case(
         a_failing_step,
         (

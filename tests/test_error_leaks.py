@@ -274,6 +274,9 @@ def _valid(world: World) -> dict[str, dict[str, Any] | str]:
         "Run.fork": {"from_step": "features", "progress": False},
         "Run.resume": "takes **options; its names are checked (see CASES)",
         "Run.cancel": {},
+        "Run.provenance": {},
+        "Run.reproduce": "starts a fresh process per call; its bad input is tested in "
+        "tests/test_reproduce.py (test_bad_input_is_refused_clearly)",
         "Run.wait": {"timeout": 1.0},
         "Run.step_states": {},
         "RunView.__getitem__": {"step": step},

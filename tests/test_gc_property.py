@@ -153,12 +153,20 @@ def doomed_runs(
 
 def referenced(store: Store, run_ids: set[str]) -> set[str]:
     """The blob hashes these runs refer to: their execution rows' outputs (every attempt),
-    and the outputs a fork's plan takes over (all a pending fork has)."""
+    the outputs a fork's plan takes over (all a pending fork has), and the values of each
+    start's record (code, environment, data globals: docs/reproduce.md)."""
     found: set[str] = set()
     for run_id in run_ids:
         for row in store.executions(run_id):
             if row.output is not None and not row.output.is_inline:
                 found.add(row.output.hash)
+        for logged in store.read_events(run_id):
+            started = logged.type is EventType.RUN_STARTED
+            record = logged.payload.get("record") if started else None
+            if record:
+                refs = [record["code"], record["environment"]]
+                refs += [r for by_name in record["data"].values() for r in by_name.values()]
+                found |= {r["hash"] for r in refs if r["codec"] != "json"}
         for first in store.read_events(run_id, upto=1):
             if first.type is EventType.RUN_FORKED:
                 for data in first.payload["reused"].values():

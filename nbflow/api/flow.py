@@ -139,6 +139,8 @@ class Flow:
         track_reads: bool = True,
         copy_inputs: bool = False,
         group: str | None = None,
+        reproduce_rtol: float | None = None,
+        reproduce_atol: float | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -157,6 +159,8 @@ class Flow:
         track_reads: bool = True,
         copy_inputs: bool = False,
         group: str | None = None,
+        reproduce_rtol: float | None = None,
+        reproduce_atol: float | None = None,
     ) -> F | Callable[[F], F]:
         """Register a function as a step (``@flow.step`` or ``@flow.step(...)``).
 
@@ -173,7 +177,9 @@ class Flow:
         is awaited; a generator function is refused. A step may not change its inputs in
         place (InputMutatedError); ``copy_inputs=True`` gives it deep copies of them.
         ``group``: a name under which the DAG widget folds steps into one node (display
-        only, not part of the cache key); see docs/dag.md.
+        only, not part of the cache key); see docs/dag.md. ``reproduce_rtol`` /
+        ``reproduce_atol``: how close a reproduction's float output must be to count as
+        ``close`` (``run.reproduce()``, docs/reproduce.md; not part of the cache key).
         """
         options = StepOptions(
             retries=retries,
@@ -185,6 +191,8 @@ class Flow:
             track_reads=track_reads,
             copy_inputs=copy_inputs,
             group=group,
+            reproduce_rtol=reproduce_rtol,
+            reproduce_atol=reproduce_atol,
         )
 
         def register(f: F) -> F:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from nbflow.api.history import RunView
+    from nbflow.store.provenance import Provenance
 
 
 # The flows defined in this process, by name, so a run read back from a store can be
@@ -321,6 +322,51 @@ class Run:
             callbacks=self.event_callbacks,
         )
         return self
+
+    # -- the record ---------------------------------------------------------------------
+
+    def provenance(self) -> Provenance:
+        """The run's complete record (:class:`nbflow.store.provenance.Provenance`): each
+        step's source and the helpers, classes, constants, data and modules it used, the
+        files it read with their hashes, Python, platform and package versions."""
+        from nbflow.store.provenance import read_provenance
+
+        return read_provenance(self._store, self._id)
+
+    def reproduce(
+        self,
+        store: Store | str | None = None,
+        steps: Sequence[str] | str | None = None,
+        executor: str = "inline",
+        *,
+        rtol: float | None = None,
+        atol: float | None = None,
+        strict: bool = False,
+        check_determinism: bool = True,
+    ) -> pd.DataFrame:
+        """Execute the run again in a fresh process from its record alone, into a new run
+        (a child of this one), and compare each step's output: a frame with columns
+        ``step, status, recorded_hash, reproduced_hash, reason``, status ``identical``,
+        ``close`` (within ``rtol``/``atol`` or the step's ``reproduce_rtol``), ``differs``,
+        ``failed`` or ``not_run``. ``store``: where the run is (default: its own store);
+        ``steps``: only these (the others reuse their recorded outputs); ``strict``:
+        refuse when the environment differs from the recorded one. See docs/reproduce.md.
+        """
+        from nbflow.api.reproduce import reproduce_run
+        from nbflow.store.open import open_store
+
+        target = self._store if store is None else open_store(store)
+        chosen = None if steps is None else arguments.names(steps, "steps")
+        return reproduce_run(
+            target,
+            self._id,
+            steps=chosen,
+            executor=executor,
+            rtol=rtol,
+            atol=atol,
+            strict=strict,
+            check_determinism=check_determinism,
+        )
 
     # -- control ------------------------------------------------------------------------
 

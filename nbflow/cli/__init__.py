@@ -7,7 +7,8 @@ A click group with one function per command. Errors are one line on stderr
 missing store).
 
 Commands: ``run``, ``runs``, ``show``, ``events``, ``diff`` in :mod:`nbflow.cli.runs`;
-``gc`` and ``check`` in :mod:`nbflow.cli.maintenance`; ``approve``, ``reject`` and
+``reproduce`` in :mod:`nbflow.cli.reproduce`; ``gc`` and ``check`` in
+:mod:`nbflow.cli.maintenance`; ``approve``, ``reject`` and
 ``token`` in :mod:`nbflow.cli.gates`; ``export``, ``import``, ``copy``
 and ``trust`` in :mod:`nbflow.cli.transfer`.
 
@@ -22,7 +23,7 @@ The top layer: it may import every layer below (the facades in :mod:`nbflow.api`
 transfer, diff, the store); nothing in nbflow imports it.
 """
 
-from nbflow.cli import gates, maintenance, runs, transfer  # noqa: F401 - each registers its commands
+from nbflow.cli import gates, maintenance, reproduce, runs, transfer  # noqa: F401 - each registers its commands
 from nbflow.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]

@@ -187,14 +187,25 @@ def runs_command(
 
 @main.command("show")
 @click.argument("run_id", metavar="RUN")
+@click.option("--provenance", is_flag=True, help="Print the run's complete record.")
+@click.option("--requirements", is_flag=True, help="Print its packages as requirements.txt.")
 @store_option
 @debug_option
 @handle_errors
-def show_command(run_id: str, store: str | None) -> int:
-    """Show a run: parameters, and each step with its state, timing and error."""
+def show_command(run_id: str, provenance: bool, requirements: bool, store: str | None) -> int:
+    """Show a run: parameters, and each step with its state, timing and error; or its
+    record (--provenance: code, files, environment) or its packages (--requirements)."""
     from nbflow.cli.output import describe_run
+    from nbflow.cli.reproduce import describe_provenance
+    from nbflow.store.provenance import read_provenance
 
-    echo(describe_run(open_cli_store(store), run_id))
+    opened = open_cli_store(store)
+    if requirements:
+        echo(read_provenance(opened, run_id).environment.requirements().rstrip("\n"))
+    elif provenance:
+        echo(describe_provenance(read_provenance(opened, run_id)))
+    else:
+        echo(describe_run(opened, run_id))
     return EXIT_OK
 
 

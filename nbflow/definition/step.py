@@ -36,6 +36,10 @@ class StepOptions:
     copy_inputs: bool = False  # give the step deep copies of its inputs (it may change them)
     group: str | None = None  # shown folded with its group in a big DAG; display only
     gate: bool = False  # a human gate: its value is shown to a person, who approves or rejects
+    # How close a reproduction's output must be to count as ``close`` (run.reproduce()):
+    # how a verdict is told, never part of the cache key.
+    reproduce_rtol: float | None = None
+    reproduce_atol: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.retries, int) or isinstance(self.retries, bool) or self.retries < 0:
@@ -60,13 +64,22 @@ class StepOptions:
             )
         if not isinstance(self.gate, bool):
             raise DefinitionError(f"gate must be True or False, not {self.gate!r}")
+        for name in ("reproduce_rtol", "reproduce_atol"):
+            tolerance = getattr(self, name)
+            if tolerance is not None and (
+                isinstance(tolerance, bool)
+                or not isinstance(tolerance, int | float)
+                or not tolerance >= 0
+            ):
+                raise DefinitionError(f"{name} must be a number >= 0 or None, not {tolerance!r}")
 
     def to_json(self) -> dict[str, Any]:
         """The options as a JSON-able dict (part of the code fingerprint).
 
         ``inputs``, ``track_reads`` and ``copy_inputs`` appear only when set, so the
         fingerprint of a step that uses none is what it was before they existed. ``group``
-        only changes how the DAG is drawn, so it is never part of it."""
+        only changes how the DAG is drawn and the ``reproduce_*`` tolerances only how a
+        reproduction is judged, so they are never part of it."""
         options: dict[str, Any] = {
             "retries": self.retries,
             "retry_delay": self.retry_delay,

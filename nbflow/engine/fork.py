@@ -197,6 +197,32 @@ def fork_event(
     )
 
 
+def reproduction_event(
+    parent_id: str,
+    version: int,
+    reused: Mapping[str, StepExecution],
+    executes: list[str],
+    params: Mapping[str, Any],
+) -> NewEvent:
+    """The first event of a reproduction of run ``parent_id`` (``run.reproduce()``): a
+    fork that executes ``executes`` again from the run's record, reuses the outputs of
+    ``reused`` (the steps not asked for), and says it is a reproduction (``reproduces``)."""
+    return NewEvent(
+        EventType.RUN_FORKED,
+        payload={
+            "parent_run_id": parent_id,
+            "reproduces": parent_id,
+            "from_step": None,
+            "at_version": version,
+            "reused": {n: _row_json(r) for n, r in reused.items()},
+            "executes": executes,
+            "force": executes,
+            "params": dict(params),
+            "recomputed": {},
+        },
+    )
+
+
 def inherit_distrust(store: Store, parent_id: str, run_id: str) -> None:
     """A fork of a run marked untrusted reuses its outputs by reference (and names where
     they came from as that run says): mark it too, before it exists, so those outputs

@@ -343,11 +343,21 @@ class Runner(GateHolds, StepAttempts):
     def _execute(
         self, resume: bool, todo: list[str], candidates: Mapping[str, CacheHit]
     ) -> RunRecord:
+        from nbflow.engine.provenance import run_record
+
         self._emit(
             EventType.RUN_STARTED,
             resume=resume,
             steps=list(self.graph.order),
             durability=self.durability.value,
+            # (Its values are written at once, not with the run's batches: a record that
+            # cannot be written is told in the record, and never fails the run.)
+            record=run_record(
+                self.graph,
+                self.plans,
+                lambda _, value: self.store.put_value(value),
+                self.store.has_blob,
+            ),
         )
         for name in self.graph.order:
             if name in self._reused:

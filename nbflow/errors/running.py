@@ -16,6 +16,11 @@ class RunError(NbflowError):
     """A run cannot be started, resumed or read as asked."""
 
 
+class ReproductionError(RunError):
+    """A run cannot be reproduced as asked (see docs/reproduce.md), or a step of a
+    reproduction cannot be defined again from its record."""
+
+
 class DuplicateRunError(RunError, ValueError):
     """A run with this id already exists in the store."""
 

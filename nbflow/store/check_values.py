@@ -60,6 +60,13 @@ def _refs_in(event: Event) -> Iterator[tuple[str, ValueRef]]:
             ref = _ref(row.get("output") if isinstance(row, Mapping) else None)
             if ref is not None:
                 yield step, ref
+    elif event.type is EventType.RUN_STARTED and isinstance(payload.get("record"), Mapping):
+        from nbflow.store.gc import refs_in_payload
+
+        for data in refs_in_payload(event.type, payload):
+            ref = _ref(data)
+            if ref is not None:
+                yield "<record>", ref
 
 
 def _ref(data: Any) -> ValueRef | None:

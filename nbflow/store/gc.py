@@ -179,11 +179,22 @@ def runs_to_delete(
 
 def refs_in_payload(event_type: EventType, payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The stored values an event refers to (its output, and a fork's reused outputs), as
-    the JSON refs it carries; inline JSON values, which have no blob, are left out."""
+    the JSON refs it carries; inline JSON values, which have no blob, are left out.
+
+    A ``run_started`` event refers to the values of the run's record (its code, its
+    environment and the data globals its steps read: :mod:`nbflow.engine.provenance`)."""
     found: list[dict[str, Any]] = []
     output = payload.get("output")
     if isinstance(output, dict) and output.get("codec") != "json" and output.get("hash"):
         found.append(output)
+    record = payload.get("record")
+    if event_type is EventType.RUN_STARTED and isinstance(record, dict):
+        candidates = [record.get("code"), record.get("environment")]
+        for refs in (record.get("data") or {}).values():
+            candidates += list(refs.values()) if isinstance(refs, dict) else []
+        for ref in candidates:
+            if isinstance(ref, dict) and ref.get("codec") != "json" and ref.get("hash"):
+                found.append(ref)
     if event_type is EventType.RUN_FORKED:
         for row in (payload.get("reused") or {}).values():
             ref = row.get("output") or {}

@@ -249,8 +249,9 @@ REFERENCED_HASHES = (
     "UNION SELECT payload->'output'->>'hash' FROM events "
     "WHERE type IN ('step_output_recorded', 'step_cached') AND {keep}"
 )
-#: ... and the outputs the pending forks of those runs plan to reuse.
-FORK_PAYLOADS = "SELECT payload FROM events WHERE type = 'run_forked' AND {keep}"
+#: ... and the outputs the pending forks of those runs plan to reuse, and the values of
+#: their records (the payloads of their starts).
+FORK_PAYLOADS = "SELECT payload FROM events WHERE type IN ('run_forked', 'run_started') AND {keep}"
 
 
 def referenced_in(
@@ -262,6 +263,7 @@ def referenced_in(
     found = {r[0] for r in hash_rows if r[0]}
     for payload in fork_payloads:
         found |= hashes_in_payload(EventType.RUN_FORKED, payload)
+        found |= hashes_in_payload(EventType.RUN_STARTED, payload)
     return found
 
 

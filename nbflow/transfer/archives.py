@@ -477,9 +477,10 @@ def _wanted_values(events: Sequence[NewEvent], folder: Path) -> dict[str, Codec]
 
 
 def _ref_dicts(event: NewEvent) -> list[Any]:
-    """Every ref an event carries (its output, a fork's reused outputs), inline ones too."""
+    """Every ref an event carries (its output, a fork's reused outputs, the values of a
+    run's record: refs_in_payload), inline ones too."""
     payload = event.payload
-    found = [payload.get("output")]
+    found = [payload.get("output"), *refs_in_payload(event.type, payload)]
     reused = payload.get("reused")
     if isinstance(reused, dict):
         found += [r.get("output") for r in reused.values() if isinstance(r, dict)]

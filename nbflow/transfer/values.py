@@ -61,7 +61,7 @@ def write_value(store: Store, ref: ValueRef, folder: Path) -> dict[str, Any]:
         path.write_bytes(stored.data)
         return entry
     value = store.load_value(ref)
-    encoded = encode(value, step="export")
+    encoded = encode(value, step="export", inline_limit=_inline_limit(ref))
     if encoded.ref.hash != ref.hash:
         raise TransferError(
             f"the stored value {ref.hash} (a {ref.type_name}) does not re-encode to the same "
@@ -172,7 +172,7 @@ def read_value(folder: Path, hash: str, entry: Any) -> EncodedValue:
         raise TransferError(
             f"cannot read value {hash} from {folder}: {type(exc).__name__}: {exc}"
         ) from exc
-    encoded = encode(value, step="import")
+    encoded = encode(value, step="import", inline_limit=_inline_limit(ref))
     if encoded.ref.hash != hash:
         raise _mismatch(folder, hash, encoded.ref.hash)
     if encoded.ref.codec is not ref.codec:
@@ -181,6 +181,12 @@ def read_value(folder: Path, hash: str, entry: Any) -> EncodedValue:
             f"{encoded.ref.codec.value}: the export was changed"
         )
     return encoded
+
+
+def _inline_limit(ref: ValueRef) -> int:
+    """How a value is encoded again: a JSON value kept as a blob (a run's record, even a
+    small one) stays one; others as a step's output would be."""
+    return 0 if ref.codec is Codec.JSON_BLOB else 4096
 
 
 def _mismatch(folder: Path, claimed: str, actual: str) -> TransferError:
