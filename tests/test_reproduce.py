@@ -535,3 +535,33 @@ def test_data_globals_are_stored_once_and_reproduce(tmp_path: Path) -> None:
         assert records[0].entries["WEIGHTS"]["kind"] == "data"
         frame = nf.get_run(run_id, store).reproduce()
     assert frame["status"].tolist() == ["identical"]
+
+
+def test_a_tenant_reproduces_its_run_as_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fresh process opens the store as the caller's store does: a tenant's
+    reproduction is the tenant's run (and the store's URI is not on its command line)."""
+    code = """
+        import nbflow as nf
+        flow = nf.Flow("tenanted", store="store.duckdb", tenant="team-a")
+
+        @flow.step
+        def total():
+            return sum(range(10))
+
+        flow.run(progress=False)
+        print(flow.latest_run().id)
+    """
+    run_id = run_script(tmp_path, code)
+    monkeypatch.setenv("NBFLOW_TENANT", "team-b")  # the caller's store says otherwise
+    with nf.open_store(tmp_path / "store.duckdb", tenant="team-a") as store:
+        frame = nf.get_run(run_id, store).reproduce(check_determinism=False)
+        child = frame.attrs["reproduction"]
+        assert nf.runs(store=store).set_index("run_id").loc[child, "tenant"] == "team-a"
+    assert frame.set_index("step")["status"].to_dict() == {"total": "identical"}
+    with (
+        nf.open_store(tmp_path / "store.duckdb", tenant="team-b") as other,
+        pytest.raises(UnknownRunError),
+    ):
+        nf.get_run(child, other)

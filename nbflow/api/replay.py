@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+REPLAY_STORE_ENV = "NBFLOW_REPLAY_STORE"  # the store's URI, for --store-from-env
+
 __all__ = ["main", "replay"]
 
 
@@ -99,15 +101,21 @@ def replay(
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line of the fresh process (used by ``run.reproduce()``)."""
     parser = argparse.ArgumentParser(prog="python -m nbflow.api.replay")
-    parser.add_argument("store")
+    parser.add_argument("store", nargs="?", default=None)
     parser.add_argument("run_id")
+    parser.add_argument(
+        "--store-from-env", action="store_true", help=f"the store's URI is ${REPLAY_STORE_ENV}"
+    )
     parser.add_argument("--steps", default=None, help="comma-separated steps to execute")
     parser.add_argument("--executor", default="inline")
     parser.add_argument("--untrusted", action="store_true")
     args = parser.parse_args(argv)
     from nbflow.store.open import open_store
 
-    store = open_store(args.store, trust=not args.untrusted)
+    uri = os.environ.get(REPLAY_STORE_ENV) if args.store_from_env else args.store
+    if not uri:
+        parser.error(f"give the store, or --store-from-env with ${REPLAY_STORE_ENV} set")
+    store = open_store(uri, trust=not args.untrusted)
     steps = args.steps.split(",") if args.steps else None
     try:
         new_id, problems = replay(store, args.run_id, steps, args.executor)

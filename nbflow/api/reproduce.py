@@ -19,9 +19,11 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbflow.api.environments import environment_differences
+from nbflow.api.replay import REPLAY_STORE_ENV
 from nbflow.errors import ReproductionError, RunError, UnknownStepError
 from nbflow.store.provenance import read_provenance
 from nbflow.store.records import StepExecution
+from nbflow.store.tenants import ENV_TENANT
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,7 +67,9 @@ def _spawn(
     store: Store, run_id: str, steps: Sequence[str] | None, executor: str
 ) -> tuple[str, dict[str, dict[str, str]]]:
     """Run the fresh process; the new run's id and what could not be defined again."""
-    command = [sys.executable, "-m", "nbflow.api.replay", store.uri, run_id]
+    # The store's URI travels in the environment, not the command line (which every user
+    # of the machine can read, and a PostgreSQL URI may hold a password).
+    command = [sys.executable, "-m", "nbflow.api.replay", "--store-from-env", run_id]
     command += ["--executor", executor]
     if steps is not None:
         command += ["--steps", ",".join(steps)]
@@ -73,6 +77,12 @@ def _spawn(
         command.append("--untrusted")
     env = dict(os.environ)
     env.pop("PYTHONSTARTUP", None)
+    env[REPLAY_STORE_ENV] = store.uri
+    # The fresh process sees what this store sees: the same tenant, or the owner's view.
+    if store.tenant is not None:
+        env[ENV_TENANT] = store.tenant
+    else:
+        env.pop(ENV_TENANT, None)
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     last = done.stdout.strip().splitlines()[-1:] if done.stdout.strip() else []
     try:
