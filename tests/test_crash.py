@@ -139,12 +139,31 @@ CHILD = textwrap.dedent(
     if mode == "timer":
         # Timed from the run's start (once it is in the store), not the process's: on a
         # busy machine the imports and the planning alone may take longer than the window.
+        # And as a fraction of how long a whole run takes here and now, measured by one
+        # uninterrupted run first (on a scratch store): a fixed window would, on a loaded
+        # machine, end before the first step's commit in every trial.
         from nbflow.engine import runner
 
         execute = runner.Runner._execute
+        took = []
+
+        def measured(self, *args, **kwargs):
+            began = time.monotonic()
+            try:
+                return execute(self, *args, **kwargs)
+            finally:
+                took.append(time.monotonic() - began)
+
+        runner.Runner._execute = measured
+        marks = os.environ["MARKS"]
+        os.environ["MARKS"] = os.environ["SCRATCH_MARKS"]
+        scratch = crash_flow.make_flow(os.environ["STORE"] + ".scratch.duckdb")
+        scratch.run(progress=False, durability=os.environ["DURABILITY"])
+        scratch.store.close()
+        os.environ["MARKS"] = marks
 
         def timed(self, *args, **kwargs):
-            die_in(float(os.environ["CRASH_AT"]))
+            die_in(float(os.environ["CRASH_AT"]) * took[0])
             return execute(self, *args, **kwargs)
 
         runner.Runner._execute = timed
@@ -212,7 +231,8 @@ def _plan(trial: int) -> tuple[str, str, str]:
     mode = MODES[trial % len(MODES)]
     durability = DURABILITIES[(trial // len(MODES)) % len(DURABILITIES)]
     if mode == "timer":
-        return mode, f"{rng.uniform(0.0, 0.6):.3f}", durability
+        # A fraction of the run's duration (see CHILD): mostly mid-run, a few past its end.
+        return mode, f"{rng.uniform(0.0, 1.1):.3f}", durability
     if mode == "step":
         return mode, rng.choice(["load", "summary", "doubled", "counts", "final"]), durability
     if mode == "frame":
@@ -233,10 +253,12 @@ def test_a_killed_run_resumes_to_the_same_outputs(
     path = tmp_path / "store.duckdb"
     marks = tmp_path / "marks"
     marks.mkdir()
+    (tmp_path / "scratch-marks").mkdir()
     env = dict(
         os.environ,
         STORE=str(path),
         MARKS=str(marks),
+        SCRATCH_MARKS=str(tmp_path / "scratch-marks"),
         CRASH_MODE=mode,
         CRASH_AT=at,
         CRASH_SEED=str(trial),
