@@ -18,8 +18,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-REPLAY_STORE_ENV = "NBFLOW_REPLAY_STORE"  # the store's URI, for --store-from-env
-
 __all__ = ["main", "replay"]
 
 
@@ -100,6 +98,8 @@ def replay(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line of the fresh process (used by ``run.reproduce()``)."""
+    from nbflow.api.reproduce import REPLAY_STORE_ENV
+
     parser = argparse.ArgumentParser(prog="python -m nbflow.api.replay")
     parser.add_argument("store", nargs="?", default=None)
     parser.add_argument("run_id")

@@ -19,7 +19,6 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbflow.api.environments import environment_differences
-from nbflow.api.replay import REPLAY_STORE_ENV
 from nbflow.errors import ReproductionError, RunError, UnknownStepError
 from nbflow.store.provenance import read_provenance
 from nbflow.store.records import StepExecution
@@ -34,6 +33,7 @@ __all__ = ["COLUMNS", "reproduce_run"]
 
 #: The columns of the frame ``run.reproduce()`` returns, in order.
 COLUMNS = ("step", "status", "recorded_hash", "reproduced_hash", "reason")
+REPLAY_STORE_ENV = "NBFLOW_REPLAY_STORE"  # the store's URI, for the fresh process
 
 
 def _check(store: Store, run_id: str, steps: Collection[str] | None) -> None:
