@@ -438,3 +438,84 @@ def test_a_newcomer_waits_behind_those_already_waiting(workdir: Path) -> None:
         for con in done:
             con.close()
     assert not list(workdir.glob("store.duckdb.nbflow-wait*"))
+
+
+# -- who holds the file: nbflow's flock, not DuckDB's POSIX lock alone ----------------------
+
+HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1] + ".nbflow-hold", os.O_RDWR | os.O_CREAT, 0o666)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.pwrite(fd, str(os.getpid()).encode(), 0)
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+def test_the_process_holding_the_file_keeps_others_out_without_duckdbs_lock(
+    tmp_path: Path,
+) -> None:
+    """DuckDB's own lock is a POSIX lock, which a process drops when it closes any
+    descriptor of the file; with four processes taking turns, two of them could have the
+    file open at once and commits were lost. The holder's flock decides instead: here
+    nobody has the DuckDB file open at all, and the store still waits for the holder."""
+    path = str(tmp_path / "store.duckdb")
+    DuckDBStore(path).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreBusyError, match=f"process {holder.pid}") as info:
+            DuckDBStore(path, busy_timeout=0.3)
+        assert info.value.pid == holder.pid
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=GENEROUS)
+    with DuckDBStore(path, busy_timeout=GENEROUS) as store:  # let go: the file is free
+        assert store.list_runs() == []
+
+
+TRY_HOLD = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1] + ".nbflow-hold", os.O_RDWR | os.O_CREAT, 0o666)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("free")
+except BlockingIOError:
+    print("held")
+"""
+
+
+def test_a_store_holds_the_file_from_its_open_to_its_close(tmp_path: Path) -> None:
+    path = str(tmp_path / "store.duckdb")
+
+    def seen_from_outside() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", TRY_HOLD, path],
+            capture_output=True,
+            text=True,
+            timeout=GENEROUS,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    store = DuckDBStore(path, idle_release=3600)
+    try:
+        assert store.connected and seen_from_outside() == "held"
+        # Reading the file through another descriptor (what drops a POSIX lock) changes
+        # nothing: the flock belongs to the store's own open file.
+        os.close(os.open(path, os.O_RDONLY))
+        assert seen_from_outside() == "held"
+        store.release_connection()
+        assert seen_from_outside() == "free"
+        store.list_runs()  # opens the file again: held again
+        assert seen_from_outside() == "held"
+    finally:
+        store.close()
+    assert seen_from_outside() == "free"

@@ -25,6 +25,7 @@ import duckdb
 
 from nbflow.errors import CorruptStoreError, StoreBusyError, StoreFullError
 from nbflow.store.duckdb.exit import stop_at_exit
+from nbflow.store.duckdb.file_guard import FileHeld
 
 ENV_BUSY_TIMEOUT = "NBFLOW_BUSY_TIMEOUT"
 ENV_IDLE_RELEASE = "NBFLOW_IDLE_RELEASE"
@@ -36,11 +37,15 @@ _PID = re.compile(r"\(PID (\d+)\)")
 
 def is_lock_error(exc: BaseException) -> bool:
     """Whether DuckDB refused to open a file because another process holds it."""
+    if isinstance(exc, FileHeld):
+        return True
     return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
 
 
 def holder_pid(exc: BaseException) -> int | None:
     """The PID DuckDB's lock error names as the file's holder, if it names one."""
+    if isinstance(exc, FileHeld):
+        return exc.pid
     found = _PID.search(str(exc))
     return int(found.group(1)) if found else None
 
@@ -73,13 +78,13 @@ def connect_waiting(
     delay = 0.005
     # A newcomer joins the queue of processes already waiting rather than jumping it.
     asked = someone_waits(path) and ask_for_file(path)
-    refusal: duckdb.IOException | None = None  # DuckDB's last: it may name the holder
+    refusal: duckdb.IOException | FileHeld | None = None  # DuckDB's last: it may name the holder
     try:
         while True:
             if not (asked and waiter_ahead(path)):
                 try:
                     return connect()
-                except duckdb.IOException as exc:
+                except (duckdb.IOException, FileHeld) as exc:
                     if not is_lock_error(exc):
                         raise
                     refusal = exc

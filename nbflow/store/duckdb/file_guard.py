@@ -8,6 +8,13 @@ lock file beside the store (``<store>.nbflow-lock``, never deleted, never replac
 long as it has the store open, and compaction takes it exclusively. Within one process,
 every store object on the same file shares one :class:`FileGuard` (flock locks belong to
 an open file, and DuckDB shares one database between the connections of a process).
+
+Beside it, the process that has the file open holds ``<store>.nbflow-hold`` exclusively,
+from before DuckDB opens the file until after it closed it. DuckDB's own lock is a POSIX
+lock, which a process drops when it closes any descriptor of the file (DuckDB itself
+opens and closes the file while it connects): with four processes taking turns on one
+file, two of them could have it open at once, and commits DuckDB had reported done were
+lost. A flock belongs to one open file and survives that, so it decides who holds the file.
 """
 
 from __future__ import annotations
@@ -22,7 +29,20 @@ from collections.abc import Callable, Iterator
 from typing import Protocol
 
 LOCK_SUFFIX = ".nbflow-lock"
+HOLD_SUFFIX = ".nbflow-hold"  # held exclusively by the one process with the file open
 _POLL_S = 0.01  # flock has no timeout: try without blocking, this often
+
+
+class FileHeld(Exception):
+    """Another process has the store file open (it holds ``<store>.nbflow-hold``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.pid: int | None = None
+        with contextlib.suppress(OSError, ValueError), open(path + HOLD_SUFFIX, "rb") as fh:
+            self.pid = int(fh.read(32).strip() or b"x")
+        who = f"process {self.pid}" if self.pid is not None else "another process"
+        super().__init__(f"{who} holds the store file {path!r}")
 
 
 class Releasable(Protocol):
@@ -42,6 +62,7 @@ class FileGuard:
         self._exclusive = False  # this process is replacing the file
         self._stores: weakref.WeakSet[Releasable] = weakref.WeakSet()
         self._fd: int | None = None
+        self._hold_fd: int | None = None
         #: Bumped whenever values are deleted from the file: what a store object
         #: remembers about stored values is stale once it changes.
         self.generation = 0
@@ -83,6 +104,34 @@ class FileGuard:
                 return True  # a file system without flock: nothing to coordinate with
             time.sleep(_POLL_S)
 
+    def _take_hold(self) -> bool:
+        """Try once to become the process holding the file; False if another one does."""
+        if self._hold_fd is None:
+            name = self.path + HOLD_SUFFIX
+            for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
+                try:
+                    self._hold_fd = os.open(name, flags | os.O_CLOEXEC, 0o666)
+                    break
+                except OSError:
+                    continue
+            if self._hold_fd is None:
+                return True  # a read-only folder: nobody can write the file there
+        try:
+            fcntl.flock(self._hold_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # a file system without flock: nothing to coordinate with
+        with contextlib.suppress(OSError):  # who holds it, for a waiter's message
+            os.ftruncate(self._hold_fd, 0)
+            os.pwrite(self._hold_fd, str(os.getpid()).encode(), 0)
+        return True
+
+    def _drop_hold(self) -> None:
+        if self._hold_fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._hold_fd, fcntl.LOCK_UN)
+
     def _unlock(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
@@ -110,25 +159,31 @@ class FileGuard:
 
     def acquire_shared(self, deadline: float) -> bool:
         """Register one more user in this process; False if the file is being replaced
-        (here or elsewhere) until the deadline."""
+        (here or elsewhere) until the deadline. :class:`FileHeld` if another process has
+        the file open (one try: the caller waits for it in the queue of waiters)."""
         with self._cond:
             while self._exclusive:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._cond.wait(left)
-            if self._holders == 0 and not self._flock(fcntl.LOCK_SH, deadline):
-                return False
+            if self._holders == 0:
+                if not self._flock(fcntl.LOCK_SH, deadline):
+                    return False
+                if not self._take_hold():
+                    self._unlock()
+                    raise FileHeld(self.path)
             self._holders += 1
             return True
 
     def release_shared(self) -> None:
-        """One user of this process is done with the file."""
+        """One user of this process is done with the file (its connection is closed)."""
         with self._cond:
             if self._holders <= 0:
                 return
             self._holders -= 1
             if self._holders == 0:
+                self._drop_hold()
                 self._unlock()
             self._cond.notify_all()
 
