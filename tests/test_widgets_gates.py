@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import gc
 import getpass
+import os
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
-from waiting import wait_for
+from waiting import GENEROUS, wait_for
 from widget_comms import comms  # noqa: F401 - a fixture
 
 import nbflow as nf
@@ -242,3 +245,146 @@ def test_with_two_gates_open_the_panel_picks_one_and_continues_after_both(store,
     panel.continued.wait()
     wait_for(lambda: run.status == "completed", "the run completed")
     assert run["report"] == "3 rows, sum 6"
+
+
+def two_gates(store: nf.Store) -> nf.Flow:
+    flow = nf.Flow("two_gates_elsewhere", store=store)
+
+    @flow.step
+    def raw() -> list[int]:
+        return [1, 2, 3]
+
+    @flow.gate
+    def check_rows(raw: list[int]) -> dict[str, int]:
+        return {"rows": len(raw)}
+
+    @flow.gate
+    def check_sum(raw: list[int]) -> dict[str, int]:
+        return {"sum": sum(raw)}
+
+    @flow.step
+    def report(check_rows: dict[str, int], check_sum: dict[str, int]) -> str:
+        return f"{check_rows['rows']} rows, sum {check_sum['sum']}"
+
+    return flow
+
+
+def test_the_panel_follows_decisions_made_elsewhere_keeping_what_the_user_typed(store, comms):
+    run = two_gates(store).run(progress=False)
+    view = run_view(run)
+    panel = view.gates
+    panel.choice.value = "check_rows"
+    panel.by.value = "dora"
+    panel.comment.value = "half typed"
+    # Another panel (another handle on the run) decides the other gate.
+    nf.get_run(run.id, store).approve("check_sum", by="ann", comment="sums ok", resume=False)
+    wait_for(lambda: "ann" in panel.decided.value, "the panel listing ann's decision")
+    assert list(panel.choice.options) == ["check_rows"]
+    assert (panel.choice.value, panel.by.value, panel.comment.value) == (
+        "check_rows",
+        "dora",
+        "half typed",
+    )
+    assert panel.form.layout.display == ""
+    assert "check_sum approved by ann" in panel.status.value
+    assert "elsewhere" in panel.status.value
+    assert view.dag.infos["check_sum"].gate == "approved"
+    # The last gate rejected elsewhere: the form hides, the run's end is said.
+    nf.get_run(run.id, store).reject("check_rows", by="bob")
+    wait_for(lambda: panel.form.layout.display == "none", "the form hidden")
+    assert "check_rows rejected by bob" in panel.status.value
+    assert f"run {run.id} cancelled" in panel.status.value
+    assert view.dag.infos["check_rows"].gate == "rejected"
+    # A click that came after the decision elsewhere says so; nothing changes.
+    panel.approve_button.click()
+    assert "too late" in panel.status.value and "rejected by bob" in panel.status.value
+    assert run.status == "cancelled"
+
+
+GATED_SCRIPT = """
+import sys
+import pandas as pd
+import nbflow as nf
+
+flow = nf.Flow("gated", store=nf.open_store(sys.argv[1]))
+
+@flow.step
+def sales(n: int = 6) -> pd.DataFrame:
+    return pd.DataFrame({"region": ["north", "south", "east"] * (n // 3), "amount": range(n)})
+
+@flow.gate
+def check_sales(sales: pd.DataFrame) -> pd.DataFrame:
+    return sales.groupby("region", as_index=False)["amount"].sum()
+
+@flow.step
+def totals(check_sales: pd.DataFrame) -> int:
+    return int(check_sales["amount"].sum())
+
+run = nf.get_run(sys.argv[2], flow.store)
+run.approve("check_sales", by="eve", comment="continue there")
+run.wait()
+print(run.status)
+"""
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("NBFLOW_STORE", None)
+    return env
+
+
+def test_an_approval_from_the_cli_shows_in_an_open_run_view(tmp_path, comms):
+    path = tmp_path / "gates.duckdb"
+    store = nf.open_store(path)
+    try:
+        run = gated(store).run(progress=False)
+        view = run_view(run)
+        panel = view.gates
+        panel.comment.value = "still typing"
+        token = run.gate_token("check_sales")
+        cli = [sys.executable, "-m", "nbflow.cli", "approve", token, "--by", "ann"]
+        done = subprocess.run(
+            [*cli, "--comment", "from the terminal", "--store", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=GENEROUS * 2,
+            env=cli_env(),
+        )
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: panel.form.layout.display == "none", "the panel's form hidden")
+        assert "ann" in panel.decided.value and "from the terminal" in panel.decided.value
+        assert "check_sales approved by ann" in panel.status.value
+        assert "elsewhere" in panel.status.value
+        assert panel.comment.value == "still typing"  # never reset under the user
+        assert view.dag.infos["check_sales"].gate == "approved"
+    finally:
+        store.close()
+
+
+def test_a_run_continued_by_another_process_ends_in_the_open_view(tmp_path, comms):
+    path = tmp_path / "gates.duckdb"
+    store = nf.open_store(path)
+    try:
+        run = gated(store).run(progress=False)
+        view = run_view(run)
+        script = tmp_path / "continue_there.py"
+        script.write_text(GATED_SCRIPT)
+        done = subprocess.run(
+            [sys.executable, str(script), str(path), run.id],
+            capture_output=True,
+            text=True,
+            timeout=GENEROUS * 2,
+            env=cli_env(),
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines()[-1] == "completed"
+        wait_for(
+            lambda: view.dag.infos.get("totals", NodeInfo()).state is NodeState.COMPLETED,
+            "the view's DAG showing totals completed",
+        )
+        wait_for(lambda: "completed" in view.gates.status.value, "the panel saying completed")
+        assert "check_sales approved by eve" in view.gates.status.value
+        assert view.gates.form.layout.display == "none"
+        assert "continue there" in view.gates.decided.value
+    finally:
+        store.close()

@@ -96,11 +96,11 @@ def _followed(store: Store, source: Any, peek: Callable[[], Hashable]) -> DagWid
 
 
 def run_view(run: Run) -> RunView:
-    """A new view of a run whose flow has gates: its DAG (followed like any run's) and its
-    gate panel."""
+    """A new view of a run whose flow has gates: its DAG and its gate panel (the view
+    follows the run, both redrawn together)."""
     from nbflow.widgets.run_view import RunView
 
-    return RunView(run, run_widget(run))
+    return RunView(run, DagWidget(source=run_source(run)))
 
 
 def remember_live(run: Run, live: LiveRun) -> None:

@@ -7,6 +7,12 @@ Reject buttons. A decision is ``run.approve`` / ``run.reject`` (an event: who, w
 the comment); after an approval that leaves no gate waiting, the run continues in this
 process, in the background, reporting to the panel's owner (``follow``), so the DAG
 shows it live. Decided gates are listed with who decided, when and why.
+
+The panel of a run's view follows the run (through the process's watcher): a gate decided
+elsewhere (``nbflow approve TOKEN``, another process, another panel) moves to the decided
+list, the status says who decided it, the form hides when no gate is left open, and the
+run's end is told if it continued elsewhere. What the user typed in the "by" and comment
+boxes stays while the gate they are about stays open.
 """
 
 from __future__ import annotations
@@ -48,6 +54,13 @@ class GatePanel(w.VBox):
         self._tokens: dict[tuple[str, str, int], str] = {}  # (run, gate, opening) -> token
         self._lock = threading.RLock()
         self._said = ""  # the last decision made here
+        # (run, gate, opening) of the decisions made here, and of those seen decided: a
+        # decision seen for the first time, not made here, was made elsewhere.
+        self._mine: set[tuple[str, str, int]] = set()
+        self._seen: set[tuple[str, str, int]] = set()
+        self._status: RunStatus | None = None  # the run's status at the last redraw
+        self._told = ""  # the last decision seen made elsewhere
+        self._late = ""  # the same, until a decision is made here
         #: The run as continued here after the last approval (``.wait()`` for its end).
         self.continued: Run | None = None
         self.head = w.HTML()
@@ -109,22 +122,25 @@ class GatePanel(w.VBox):
             if changed and not keep_status:
                 self.status.value = ""
             gates = run.gates if run is not None else None
-            if gates is None or gates.empty:
+            if run is None or gates is None or gates.empty:
                 self.layout.display = "none"
                 return
             self.layout.display = ""
             if not self.by.value:
                 self.by.value = who(None)
-            waiting = run is not None and run.status == RunStatus.WAITING.value
+            record = run.record
+            waiting = record.status is RunStatus.WAITING
             statuses = zip(gates["gate"], gates["status"], strict=True)
             shown = [g for g, s in statuses if s == "open"] if waiting else []
             keep = self.choice.value if self.choice.value in shown else None
             self._choosing = True  # one preview per show, not one per change of the choice
             try:
-                self.choice.options = shown
+                if list(self.choice.options) != shown:  # (a redraw leaves the choice alone)
+                    self.choice.options = shown
                 self.choice.value = keep or (shown[0] if shown else None)
             finally:
                 self._choosing = False
+            self._tell_elsewhere(record, gates, first=changed)
             self.choice.layout.display = "" if len(shown) > 1 else "none"
             self.form.layout.display = "" if shown else "none"
             self.head.value = (
@@ -135,6 +151,45 @@ class GatePanel(w.VBox):
             )
             self.decided.value = _decided_html(gates)
             self._show_gate()
+
+    def _tell_elsewhere(self, record: RunRecord, gates: Any, *, first: bool) -> None:
+        """Say which gates were decided elsewhere since the last redraw, and how the run
+        went on if it continued elsewhere (nothing the first time a run is shown)."""
+        run_id = record.run_id
+        told = []
+        for row in gates.itertuples():
+            if row.status == "open":
+                continue
+            key = (run_id, str(row.gate), int(row.opened_version))
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            if not first and key not in self._mine:
+                told.append(
+                    f"{row.gate} {row.status} by {row.decided_by} at "
+                    f"{short_time(row.decided_at)}, elsewhere"
+                )
+        before, self._status = self._status, record.status
+        if first:
+            self._told = ""
+            return
+        if told:
+            self._told = self._late = "; ".join(told)
+        mine = self.continued is not None and self.continued.id == run_id
+        moved = record.status is not before and record.status is not RunStatus.WAITING
+        if not self._told or mine or not (told or moved):
+            return  # (a run continued here: its end is told by show_ended)
+        text, kind = self._told, "muted"
+        if record.status in (RunStatus.PENDING, RunStatus.RUNNING):
+            text += f"; run {run_id} continues elsewhere"
+            kind = "ok"
+        elif record.status is not RunStatus.WAITING:
+            detail = f": {record.error}" if record.error else ""
+            text += f"; run {run_id} {record.status.value}{detail}"
+            kind = "ok" if record.status is RunStatus.COMPLETED else kind
+            if record.status is RunStatus.FAILED:
+                kind = "error"
+        self.status.value = message(text, kind)
 
     def _on_choice(self, change: dict[str, Any]) -> None:
         if not self._choosing:  # the user picked another open gate
@@ -178,11 +233,18 @@ class GatePanel(w.VBox):
         with self._lock:
             run, gate = self._run, self.choice.value
             if run is None or not gate:
-                if self.form.layout.display != "none":  # (else: a click that came late)
+                if self._late:  # the gate was decided elsewhere before the click came
+                    self.status.value = message(f"too late: {self._late}", "error")
+                elif self.form.layout.display != "none":  # (else: a second click, here)
                     self.status.value = message("no gate waits for a decision", "error")
                 return
+            self._late = ""
             by = self.by.value.strip() or None
             comment = self.comment.value.strip() or None
+            gates = run.gates
+            opened = gates.loc[gates["gate"] == gate, "opened_version"]
+            if not opened.empty:
+                self._mine.add((run.id, gate, int(opened.iloc[0])))
             try:
                 if approve:
                     run.approve(gate, by=by, comment=comment, resume=False)

@@ -4,19 +4,26 @@ A run whose flow has human gates displays as a :class:`RunView`: the DAG, with t
 drawn as a hexagon in its state, and the :class:`~nbflow.widgets.gate_panel.GatePanel`
 to approve or reject it. Approving continues the run here in the background, and the
 DAG follows it live (a :class:`~nbflow.widgets.live.Follower` on the run's commits).
+The view follows the run through the process's watcher (:mod:`nbflow.widgets.watch`):
+when its version or status moves (a decision elsewhere, the run continuing in another
+process), the DAG and the panel redraw, the panel saying what was decided elsewhere.
 """
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
 from nbflow.store.records import Event, RunStatus
 from nbflow.widgets.dag import DagWidget, run_infos, run_title
+from nbflow.widgets.display import is_open
 from nbflow.widgets.gate_panel import GatePanel
 from nbflow.widgets.live import Follower
 from nbflow.widgets.states import NodeState, infos_from_rows, with_gates
+from nbflow.widgets.watch import Watch, follow
 
 if TYPE_CHECKING:
     from nbflow.api.progress import Listener
@@ -45,6 +52,50 @@ class RunView(w.VBox):
         self.gates = GatePanel(follow=lambda: self._follower, on_decided=self._decided)
         super().__init__([top if top is not None else dag, self.gates])
         self.add_class("nbflow-run-view")
+        token = None
+        with contextlib.suppress(Exception):
+            token = run.store.change_token()  # before reading: a change meanwhile is seen later
+        self._seen = self._peek()
+        self.refresh()
+        self._follow(token)
+
+    def _peek(self) -> tuple[int, RunStatus] | None:
+        try:
+            record = self.run.store.get_run(self.run.id)
+        except Exception:  # a store that cannot answer now: look again next time
+            return None
+        return (record.version, record.status)
+
+    def _follow(self, token: Any) -> None:
+        """Redraw whenever the run's version or status moves (wherever it moved)."""
+        ref = weakref.ref(self)
+
+        def check() -> bool:
+            view = ref()
+            if view is None:
+                return False
+            view.changed()
+            return True
+
+        def stopped() -> None:
+            view = ref()
+            if view is not None and is_open(view.dag):
+                view.dag.title = f"{view.dag.title} · no longer updated"
+
+        watch = Watch(self.run.store, check, lambda: is_open(ref()), stopped)
+        watch._token = token
+        follow(watch)
+
+    def changed(self) -> None:
+        """Redraw if the run moved since it was last drawn (the watcher asks, when the
+        store changed). A run the panel continued here is drawn by its own follower."""
+        now = self._peek()
+        if now is None or now == self._seen:
+            return
+        continued = self.gates.continued
+        if continued is not None and continued.id == self.run.id and not now[1].at_rest:
+            return
+        self._seen = now
         self.refresh()
 
     def refresh(self) -> None:
@@ -76,6 +127,7 @@ class RunView(w.VBox):
 
         def update(state: RunState, finished: bool) -> None:
             if finished:
+                self._seen = self._peek()
                 self.refresh()
                 self.gates.show_ended(self.run.record)
                 return

@@ -4,19 +4,25 @@ A notebook written by the test runs a flow whose run stops at a gate. The cell's
 view then shows the gate as an open hexagon and, under the DAG, the gate panel with the
 gate's value and token. The test types a name and a comment, clicks Approve, and waits
 for the run to complete in the same view; another notebook does the same in the browser
-(``nf.browse(flow)``), whose runs table and DAG follow. With ``$NBFLOW_DOCS_IMAGES`` set
-(``docs/images``) it saves the panel's screenshot for docs/gates.md.
+(``nf.browse(flow)``), whose runs table and DAG follow. A third notebook's run is approved
+from a terminal (``nbflow approve TOKEN``) while its page is open: the panel follows. With
+``$NBFLOW_DOCS_IMAGES`` set (``docs/images``) it saves the panel's screenshot for
+docs/gates.md.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Lab, docs_image, open_and_run_all, save_screenshot
+from harness import Lab, docs_image, open_and_run_all, save_screenshot, wait_for_idle_kernel
+from waiting import wait_for
 
 WAIT_MS = 90_000
 VIEW = ".nbflow-run-view"
@@ -136,5 +142,51 @@ def test_the_browser_approves_the_selected_run_s_gate(lab: Lab, chromium: Any):
         assert "approved by carol" in page.locator(f"{panel} .nbflow-gate-status").inner_text()
         gate = page.locator(f'{browser} g.node[data-step="check_sales"]')
         assert gate.get_attribute("data-gate") == "approved"
+    finally:
+        page.close()
+
+
+def test_an_approval_from_a_terminal_shows_in_the_open_panel(lab: Lab, chromium: Any):
+    store = lab.root / "elsewhere.duckdb"
+    token_file = lab.root / "elsewhere.token"
+    nb = notebook()
+    nb["cells"][0]["source"] = CELLS[0].replace('":memory:"', repr(str(store)))
+    nb["cells"].append(
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "source": f"open({str(token_file)!r}, 'w').write(run.gate_token('check_sales'))",
+            "outputs": [],
+            "execution_count": None,
+        }
+    )
+    (lab.root / "gated_elsewhere.ipynb").write_text(json.dumps(nb))
+    page = open_and_run_all(lab, chromium, "gated_elsewhere.ipynb")
+    try:
+        page.locator(f"{PANEL} .nbflow-approve").wait_for(timeout=WAIT_MS)
+        wait_for(token_file.exists, "the notebook writing the gate's token", WAIT_MS / 1000)
+        wait_for_idle_kernel(lab)
+        comment = page.locator(f"{PANEL} .nbflow-gate-comment textarea")
+        comment.fill("half typed")
+        token = token_file.read_text().strip()
+        # A reviewer approves from a terminal while the page is open.
+        cli = [str(Path(sys.executable).parent / "nbflow"), "approve", token, "--by"]
+        done = subprocess.run(
+            [*cli, "terminal-user", "--comment", "from the terminal", "--store", str(store)],
+            capture_output=True,
+            text=True,
+            timeout=WAIT_MS / 1000,
+            env={k: v for k, v in os.environ.items() if k != "NBFLOW_STORE"},
+        )
+        assert done.returncode == 0, done.stderr
+        status = page.locator(f"{PANEL} .nbflow-gate-status", has_text="elsewhere")
+        status.wait_for(timeout=WAIT_MS)
+        assert "check_sales approved by terminal-user" in status.inner_text()
+        page.locator(f"{PANEL} .nbflow-approve").wait_for(state="hidden", timeout=WAIT_MS)
+        page.locator(f'{VIEW} g.node[data-step="check_sales"][data-gate="approved"]').wait_for(
+            timeout=WAIT_MS
+        )
+        assert "from the terminal" in page.locator(PANEL).inner_text()
+        assert comment.input_value() == "half typed"  # what the user typed stays
     finally:
         page.close()
