@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from nbflow.widgets.dag import DagWidget, flow_source, run_source
-from nbflow.widgets.watch import Watch, follow
+from nbflow.widgets.watch import Watch, follow, is_open
 
 if TYPE_CHECKING:
     from nbflow.api.flow import Flow
@@ -28,11 +28,6 @@ if TYPE_CHECKING:
     from nbflow.widgets.run_view import RunView
 
 _live: weakref.WeakKeyDictionary[Run, tuple[LiveRun, int | None]] = weakref.WeakKeyDictionary()
-
-
-def is_open(widget: Any) -> bool:
-    """Whether a widget is still usable (not closed)."""
-    return widget is not None and getattr(widget, "comm", None) is not None
 
 
 def flow_widget(flow: Flow, run: Run | None = None) -> DagWidget:

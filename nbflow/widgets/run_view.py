@@ -19,11 +19,10 @@ import ipywidgets as w
 
 from nbflow.store.records import Event, RunStatus
 from nbflow.widgets.dag import DagWidget, run_infos, run_title
-from nbflow.widgets.display import is_open
 from nbflow.widgets.gate_panel import GatePanel
 from nbflow.widgets.live import Follower
 from nbflow.widgets.states import NodeState, infos_from_rows, with_gates
-from nbflow.widgets.watch import Watch, follow
+from nbflow.widgets.watch import Watch, follow, is_open
 
 if TYPE_CHECKING:
     from nbflow.api.progress import Listener

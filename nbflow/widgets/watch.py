@@ -39,6 +39,11 @@ MIN_GAP_S = 0.1
 MAX_WATCHES = 64
 
 
+def is_open(widget: Any) -> bool:
+    """Whether a widget is still usable (not closed)."""
+    return widget is not None and getattr(widget, "comm", None) is not None
+
+
 @dataclass(eq=False)
 class Watch:
     """One display that follows a store: ``check`` redraws it if what it shows changed
