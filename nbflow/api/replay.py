@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-REPLAY_STORE_ENV = "NBFLOW_REPLAY_STORE"  # the store's URI, for --store-from-env
+from nbflow.api.reproduce import REPLAY_STORE_ENV
 
 __all__ = ["main", "replay"]
 

@@ -19,7 +19,6 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbflow.api.environments import environment_differences
-from nbflow.api.replay import REPLAY_STORE_ENV
 from nbflow.errors import ReproductionError, RunError, UnknownStepError
 from nbflow.store.provenance import read_provenance
 from nbflow.store.records import StepExecution
@@ -30,7 +29,11 @@ if TYPE_CHECKING:
 
     from nbflow.store.base import Store
 
-__all__ = ["COLUMNS", "reproduce_run"]
+__all__ = ["COLUMNS", "REPLAY_STORE_ENV", "reproduce_run"]
+
+#: The environment variable the fresh process reads the store's URI from (with its
+#: password: ``python -m nbflow.api.replay --store-from-env``).
+REPLAY_STORE_ENV = "NBFLOW_REPLAY_STORE"
 
 #: The columns of the frame ``run.reproduce()`` returns, in order.
 COLUMNS = ("step", "status", "recorded_hash", "reproduced_hash", "reason")

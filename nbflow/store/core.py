@@ -63,12 +63,6 @@ class StoreCore(TenantScope, RunMarks, ABC):
         :class:`~nbflow.errors.ReadOnlyStoreError`, reads work as usual."""
         return self.read_only_reason is not None
 
-    def connection_uri(self) -> str:
-        """The URI another process opens this store with, credentials included where
-        :attr:`uri` leaves them out (a PostgreSQL password). For the environment of a
-        process this one starts, never for a command line, a log or a message."""
-        return self.uri
-
     def _refuse_writes(self, action: str) -> None:
         """ReadOnlyStoreError (saying ``action`` needs to write) for a read-only store."""
         if self.read_only_reason is not None:
