@@ -297,6 +297,8 @@ def _valid(world: World) -> dict[str, dict[str, Any] | str]:
         "Store.release": {"run_id": run_id},
         "Store.gc": {"dry_run": True},
         "Store.with_tenant": {"tenant": "team-a"},
+        "Store.connection_uri": {},
+        "Store.change_token": {},
         "Store.check": {},
         "Store.get_flow": {"name": "leaks", "fingerprint": "nope"},
         "Store.has_blob": {"hash": ref.hash},

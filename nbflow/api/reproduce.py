@@ -29,11 +29,14 @@ if TYPE_CHECKING:
 
     from nbflow.store.base import Store
 
-__all__ = ["COLUMNS", "reproduce_run"]
+__all__ = ["COLUMNS", "REPLAY_STORE_ENV", "reproduce_run"]
+
+#: The environment variable the fresh process reads the store's URI from (with its
+#: password: ``python -m nbflow.api.replay --store-from-env``).
+REPLAY_STORE_ENV = "NBFLOW_REPLAY_STORE"
 
 #: The columns of the frame ``run.reproduce()`` returns, in order.
 COLUMNS = ("step", "status", "recorded_hash", "reproduced_hash", "reason")
-REPLAY_STORE_ENV = "NBFLOW_REPLAY_STORE"  # the store's URI, for the fresh process
 
 
 def _check(store: Store, run_id: str, steps: Collection[str] | None) -> None:
@@ -68,7 +71,8 @@ def _spawn(
 ) -> tuple[str, dict[str, dict[str, str]]]:
     """Run the fresh process; the new run's id and what could not be defined again."""
     # The store's URI travels in the environment, not the command line (which every user
-    # of the machine can read, and a PostgreSQL URI may hold a password).
+    # of the machine can read): with its password, which ``store.uri`` leaves out and the
+    # fresh process needs. A process's environment is readable by its own user only.
     command = [sys.executable, "-m", "nbflow.api.replay", "--store-from-env", run_id]
     command += ["--executor", executor]
     if steps is not None:
@@ -77,7 +81,7 @@ def _spawn(
         command.append("--untrusted")
     env = dict(os.environ)
     env.pop("PYTHONSTARTUP", None)
-    env[REPLAY_STORE_ENV] = store.uri
+    env[REPLAY_STORE_ENV] = store.connection_uri()
     # The fresh process sees what this store sees: the same tenant, or the owner's view.
     if store.tenant is not None:
         env[ENV_TENANT] = store.tenant
@@ -90,10 +94,12 @@ def _spawn(
     except ValueError:
         result = None
     if done.returncode != 0 or not isinstance(result, dict):
-        tail = (done.stderr or done.stdout).strip().splitlines()[-12:]
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
+        if env[REPLAY_STORE_ENV] != store.uri:  # (never repeat a password)
+            tail = tail.replace(env[REPLAY_STORE_ENV], store.uri)
         raise ReproductionError(
             f"the reproduction of run {run_id} could not run in a fresh process "
-            f"(exit {done.returncode}):\n" + "\n".join(tail)
+            f"(exit {done.returncode}):\n{tail}"
         )
     return str(result["run_id"]), dict(result.get("problems") or {})
 

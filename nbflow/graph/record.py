@@ -16,10 +16,12 @@ data entry's name to the value itself, for the engine to store.
 from __future__ import annotations
 
 import ast
+import builtins
 import contextlib
 import inspect
 import linecache
 import sys
+import textwrap
 import types
 from collections.abc import Collection
 from typing import Any
@@ -101,6 +103,42 @@ def _decorator_names(source: str) -> list[str]:
     return names
 
 
+def _function_decorators(func: types.FunctionType) -> list[ast.expr]:
+    """The decorators written over ``func``'s definition (none when its source cannot
+    be read): ``normalized_source`` leaves them out, but the function was made by them."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except Exception:  # OSError, TypeError: no readable file; SyntaxError: a fragment
+        return []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == func.__name__:
+            return list(node.decorator_list)
+    return []
+
+
+def _written(obj: Any) -> Any:
+    """The function as written under ``functools.wraps`` wrappers (a decorator's inner
+    function has the helper's name but not its code): the one whose definition, with its
+    decorators, makes the rest again."""
+    for _ in range(100):  # a bound on cyclic __wrapped__ chains
+        if not isinstance(obj, types.FunctionType):
+            return obj
+        inner = unwrap(getattr(obj, "__wrapped__", None))
+        if not isinstance(inner, types.FunctionType):
+            return obj
+        obj = inner
+    return obj
+
+
+def _is_code(value: Any) -> bool:
+    """Whether a record defines ``value`` as code (a module, function, class or an
+    importable callable), not as a data value."""
+    obj = unwrap(value)
+    if isinstance(obj, types.ModuleType | types.FunctionType | type):
+        return True
+    return callable(obj) and isinstance(getattr(obj, "__module__", None), str)
+
+
 class _RecordWalk:
     """One step's walk: the entries for the globals reachable from its function."""
 
@@ -144,7 +182,7 @@ class _RecordWalk:
             return
         if reader.__module__ != self.module:
             return  # a user module's own global: its module's source defines it
-        obj = unwrap(value)
+        obj = _written(unwrap(value))
         if isinstance(obj, types.ModuleType):
             self.add_module_entry(name, obj)
         elif isinstance(obj, types.FunctionType | type):
@@ -216,7 +254,11 @@ class _RecordWalk:
             if not source:
                 self.problems[name] = f"the source of function {obj.__qualname__} cannot be read"
                 return
-            entry = {"kind": "function", "defines": obj.__name__, "source": source}
+            entry = {
+                "kind": "function",
+                "defines": obj.__name__,
+                "source": self.kept_decorators(obj) + source,
+            }
             # As written, comments included, for people (the source is what runs); without
             # a readable file (OSError, TypeError), only the normalized source is known.
             with contextlib.suppress(Exception):
@@ -245,6 +287,38 @@ class _RecordWalk:
             value = namespace.get(base_name, _MISSING)
             if value is not _MISSING:
                 self.visit(base_name, value, self.queue[0])
+
+    def kept_decorators(self, func: types.FunctionType) -> str:
+        """The decorators of helper ``func`` that a record can define again, as source
+        lines (``@functools.lru_cache(maxsize=None)``), their names recorded first (the
+        decorators run when the function is defined). A decorator reading a data value (a
+        flow, an object) or an unknown name is left out, and named in the problems: the
+        helper is then defined undecorated."""
+        namespace = func.__globals__
+        kept = []
+        for expr in _function_decorators(func):
+            names = sorted({n.id for n in ast.walk(expr) if isinstance(n, ast.Name)})
+            values = {n: namespace.get(n, _MISSING) for n in names}
+            unfit = [
+                n
+                for n, v in values.items()
+                if n in self.exclude
+                or (v is _MISSING and not hasattr(builtins, n))
+                or (v is not _MISSING and not _is_code(v) and _literal(v) is None)
+            ]
+            if unfit:
+                self.problems.setdefault(
+                    func.__name__,
+                    f"its decorator @{ast.unparse(expr)} reads {unfit[0]!r}, which is not code "
+                    f"or a constant: {func.__qualname__} is defined again without it",
+                )
+                continue
+            for name, value in values.items():
+                if value is not _MISSING:
+                    self.visit(name, value, func)
+            if all(n in self.entries or values[n] is _MISSING for n in names):
+                kept.append(f"@{ast.unparse(expr)}\n")
+        return "".join(kept)
 
     def add_value(self, name: str, value: Any) -> None:
         literal = _literal(value) if constant_hash(value) is not None else None

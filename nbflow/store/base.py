@@ -35,6 +35,12 @@ class Store(GateKeying, Leasing, Maintenance, StoreCore):
     bytes.
     """
 
+    def connection_uri(self) -> str:
+        """The URI another process opens this store with, credentials included where
+        :attr:`uri` leaves them out (a PostgreSQL password). For the environment of a
+        process this one starts, never for a command line, a log or a message."""
+        return self.uri
+
     # -- frames -----------------------------------------------------------------------
 
     def runs_frame(

@@ -179,6 +179,10 @@ class PostgresStore(
                     f"{self._where}: {first_line(exc)}"
                 ) from None
 
+    def connection_uri(self) -> str:
+        """The URI this store was opened with, its password (if it had one) included."""
+        return self._given_uri
+
     def with_tenant(self, tenant: str | None) -> PostgresStore:
         """A store object of its own (its own connection, its session's tenant set) on
         this store's schema, for ``tenant``."""
