@@ -405,8 +405,15 @@ def _command_lines(store: str) -> Iterator[list[str]]:
 
 
 @pytest.mark.parametrize("store", ["valid", "folder", "damaged"])
-def test_no_command_line_leaks_a_traceback(tmp_path: Path, store: str) -> None:
+def test_no_command_line_leaks_a_traceback(
+    tmp_path: Path, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from test_cli import invoke
+
+    # An argument naming a store that exists nowhere ('no-such-thing') may be created as
+    # one: here, not in the checkout.
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
 
     path = tmp_path / "s.duckdb"
     with nf.open_store(path) as opened:
