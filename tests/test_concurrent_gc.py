@@ -124,12 +124,13 @@ def test_gc_looping_beside_three_writing_processes_loses_no_completed_run(tmp_pa
         store.close()
 
 
+# A process about to open the store: it holds the file shared (no gc may replace it) and
+# is waiting for its turn on it (the one holding the file is the test's own store).
 HOLD_SHARED = textwrap.dedent(
     """
-    import sys, time
-    from nbflow.store.duckdb.file_guard import guard_for
-    guard = guard_for(sys.argv[1])
-    assert guard.acquire_shared(time.monotonic() + 30)
+    import fcntl, sys
+    fd = open(sys.argv[1] + ".nbflow-lock", "a")
+    fcntl.flock(fd, fcntl.LOCK_SH)
     print("holding", flush=True)
     sys.stdin.read()  # until the test closes our stdin
     """

@@ -392,7 +392,7 @@ def test_displaying_again_makes_no_threads_connections_or_widgets(browsed):
     for _ in range(3):
         data, _ = format_display_data(browser)
         assert "application/vnd.jupyter.widget-view+json" in data
-    assert threading.active_count() == threads
+    assert threading.active_count() <= threads  # (one started before may have ended)
     assert len(widget_instances) == widgets
 
 
