@@ -24,8 +24,11 @@ SETUP = """\
 import os, threading, time
 import nbflow as nf
 GATES = {gates!r}
-def wait_gate(name):
+def wait_gate(name):  # the test creates the file: a state polled, with a deadline
+    deadline = time.monotonic() + 120
     while not os.path.exists(os.path.join(GATES, name)):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the gate file {{name}} never came")
         time.sleep(0.02)
 store = nf.open_store(":memory:")
 bg = nf.Flow("bg", store=store)
@@ -43,7 +46,9 @@ bg.show()  # before any run: "the latest run of bg", whichever that will be
 """
 BACKGROUND = """\
 run = bg.run(background=True, progress=False)
+deadline = time.monotonic() + 120  # until the run has started (a state, polled)
 while run.record.status.value == "pending":
+    assert time.monotonic() < deadline, "the background run never started"
     time.sleep(0.01)
 run  # this run's display: it follows this run, whatever runs after it
 """

@@ -32,7 +32,10 @@ bg = nf.Flow("bg7", store=store)
 def first(n: int = 1): return n
 @bg.step
 def slow(first):
+    deadline = time.monotonic() + 120  # the test creates the file: polled, with a deadline
     while not os.path.exists(GATE):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the gate file never came")
         time.sleep(0.02)
     return first + 1
 @bg.step
@@ -40,7 +43,9 @@ def last(slow): return slow + 1
 """,
     """\
 run = bg.run(background=True, progress=False)
+deadline = time.monotonic() + 120  # until the run has started (a state, polled)
 while run.record.status.value == "pending":
+    assert time.monotonic() < deadline, "the background run never started"
     time.sleep(0.01)
 """,
     "bg.show()  # shown while the run executes",
